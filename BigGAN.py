@@ -1,0 +1,344 @@
+"""BigGAN's generator and discriminator, and their cGANTransfer variants.
+
+A model is a *source* model (plain BigGAN-PyTorch) when n_pretrain_classes == 0, and a *transfer*
+model when n_pretrain_classes > 0: then n_classes counts the new classes, every ccbn of G carries
+the knowledge-propagation layers (see layers.ccbn) and D gets a fresh projection embedding
+`new_embed` for the new classes. Constructors take the whole config as keyword arguments and
+ignore unknown keys, like BigGAN-PyTorch's. Optimizers live in the training code, not here.
+"""
+from __future__ import annotations
+
+import functools
+import re
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn import init
+
+import layers
+
+ACTIVATIONS = {
+    "relu": lambda: nn.ReLU(inplace=False),
+    "inplace_relu": lambda: nn.ReLU(inplace=True),
+    "ir": lambda: nn.ReLU(inplace=True),
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def _attention_at(attention: str, exponents: range) -> dict[int, bool]:
+    wanted = [int(item) for item in str(attention).split("_")]
+    return {2 ** i: 2 ** i in wanted for i in exponents}
+
+
+def G_arch(ch: int = 64, attention: str = "64") -> dict[int, dict]:
+    """Channels per G block for each output resolution; attention given as e.g. '32_64'."""
+    widths = {  # (in multipliers, out multipliers)
+        512: ([16, 16, 8, 8, 4, 2, 1], [16, 8, 8, 4, 2, 1, 1]),
+        256: ([16, 16, 8, 8, 4, 2], [16, 8, 8, 4, 2, 1]),
+        128: ([16, 16, 8, 4, 2], [16, 8, 4, 2, 1]),
+        64: ([16, 16, 8, 4], [16, 8, 4, 2]),
+        32: ([4, 4, 4], [4, 4, 4]),
+    }
+    arch = {}
+    for res, (ins, outs) in widths.items():
+        n = len(ins)
+        arch[res] = {"in_channels": [ch * m for m in ins],
+                     "out_channels": [ch * m for m in outs],
+                     "upsample": [True] * n,
+                     "resolution": [2 ** (i + 3) for i in range(n)],
+                     "attention": _attention_at(attention, range(3, n + 3))}
+    return arch
+
+
+def D_arch(ch: int = 64, attention: str = "64") -> dict[int, dict]:
+    """Channels per D block for each input resolution (the last block keeps 4x4 or 16x16)."""
+    arch = {}
+    for res, mults in {256: [1, 2, 4, 8, 8, 16, 16], 128: [1, 2, 4, 8, 16, 16],
+                       64: [1, 2, 4, 8, 16]}.items():
+        n = len(mults)
+        arch[res] = {"in_channels": [3] + [ch * m for m in mults[:-1]],
+                     "out_channels": [ch * m for m in mults],
+                     "downsample": [True] * (n - 1) + [False],
+                     "resolution": [res // 2 ** (i + 1) for i in range(n - 1)] + [4],
+                     "attention": _attention_at(attention, range(2, 8 if res >= 128 else 7))}
+    arch[32] = {"in_channels": [3] + [ch * 4] * 3,
+                "out_channels": [ch * 4] * 4,
+                "downsample": [True, True, False, False],
+                "resolution": [16, 16, 16, 16],
+                "attention": _attention_at(attention, range(2, 6))}
+    return arch
+
+
+def _init_weights(model: nn.Module, style: str) -> None:
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            if style == "ortho":
+                init.orthogonal_(module.weight)
+            elif style == "N02":
+                init.normal_(module.weight, 0, 0.02)
+            elif style in ("glorot", "xavier"):
+                init.xavier_uniform_(module.weight)
+            else:
+                raise ValueError(f"unknown init {style!r}; choose ortho, N02 or glorot")
+
+
+def _sn_layers(param: str, num_svs: int, num_itrs: int, eps: float):
+    """(conv, linear, embedding) constructors for 'SN' or plain parameterization."""
+    if param == "SN":
+        sn = dict(num_svs=num_svs, num_itrs=num_itrs, eps=eps)
+        return (functools.partial(layers.SNConv2d, kernel_size=3, padding=1, **sn),
+                functools.partial(layers.SNLinear, **sn),
+                functools.partial(layers.SNEmbedding, **sn))
+    return functools.partial(nn.Conv2d, kernel_size=3, padding=1), nn.Linear, nn.Embedding
+
+
+class Generator(nn.Module):
+    def __init__(self, G_ch=64, dim_z=128, bottom_width=4, resolution=128, G_attn="64",
+                 n_classes=1000, n_pretrain_classes=0, num_G_SVs=1, num_G_SV_itrs=1, G_shared=True,
+                 shared_dim=0, hier=False, cross_replica=False, mybn=False, G_activation=None,
+                 G_nl="relu", BN_eps=1e-5, SN_eps=1e-12, G_init="ortho", skip_init=False,
+                 G_param="SN", norm_style="bn", kp_variant="imagenet", **kwargs):
+        super().__init__()
+        if resolution not in G_arch():
+            raise ValueError(f"resolution {resolution} has no G architecture; use one of {sorted(G_arch())}")
+        self.ch, self.bottom_width, self.resolution = G_ch, bottom_width, resolution
+        self.n_classes, self.n_pretrain_classes = n_classes, n_pretrain_classes
+        self.G_shared, self.hier = G_shared, hier
+        self.shared_dim = shared_dim if shared_dim > 0 else dim_z
+        self.activation = G_activation if G_activation is not None else make_activation(G_nl)
+        self.arch = G_arch(G_ch, G_attn)[resolution]
+
+        # Hierarchical z: one chunk feeds the linear layer, one chunk joins each block's class input.
+        self.num_slots = len(self.arch["in_channels"]) + 1 if hier else 1
+        self.z_chunk_size = dim_z // self.num_slots if hier else 0
+        self.dim_z = self.z_chunk_size * self.num_slots if hier else dim_z
+
+        self.which_conv, self.which_linear, _ = _sn_layers(G_param, num_G_SVs, num_G_SV_itrs, SN_eps)
+        # G's embedding is never spectrally normalized (BigGAN-PyTorch: SN on it cripples G).
+        self.which_embedding = nn.Embedding
+        n_embedded = n_pretrain_classes if self.transfer else n_classes
+        self.shared = (self.which_embedding(n_embedded, self.shared_dim) if G_shared
+                       else nn.Identity())
+        if G_shared:
+            bn_input, bn_linear = self.shared_dim + self.z_chunk_size, functools.partial(self.which_linear, bias=False)
+        elif hier:
+            # Our extension (BigGAN-PyTorch cannot feed z chunks to an embedding): the class part of
+            # the BN input is the one-hot class itself, so the layout matches the shared case.
+            bn_input, bn_linear = n_embedded + self.z_chunk_size, functools.partial(self.which_linear, bias=False)
+        else:
+            bn_input, bn_linear = n_embedded, self.which_embedding
+        self.which_bn = functools.partial(
+            layers.ccbn, which_linear=bn_linear, input_size=bn_input, cross_replica=cross_replica,
+            mybn=mybn, norm_style=norm_style, eps=BN_eps, n_classes=n_classes,
+            n_pretrain_classes=n_pretrain_classes, z_chunk_size=self.z_chunk_size,
+            pretrain_embedding_w=self.shared.weight if G_shared and self.transfer else None,
+            kp_variant=kp_variant, SN_eps=SN_eps, num_svs=num_G_SVs, num_itrs=num_G_SV_itrs)
+
+        self.linear = self.which_linear(self.dim_z // self.num_slots,
+                                        self.arch["in_channels"][0] * bottom_width ** 2)
+        blocks = []
+        for index, out_channels in enumerate(self.arch["out_channels"]):
+            block = [layers.GBlock(self.arch["in_channels"][index], out_channels,
+                                   which_conv=self.which_conv, which_bn=self.which_bn,
+                                   activation=self.activation,
+                                   upsample=functools.partial(F.interpolate, scale_factor=2))]
+            if self.arch["attention"][self.arch["resolution"][index]]:
+                block.append(layers.Attention(out_channels, self.which_conv))
+            blocks.append(nn.ModuleList(block))
+        self.blocks = nn.ModuleList(blocks)
+        self.output_layer = nn.Sequential(
+            layers.bn(self.arch["out_channels"][-1], cross_replica=cross_replica, mybn=mybn),
+            self.activation,
+            self.which_conv(self.arch["out_channels"][-1], 3))
+        if not skip_init:
+            _init_weights(self, G_init)
+
+    @property
+    def transfer(self) -> bool:
+        return self.n_pretrain_classes > 0
+
+    def class_input(self, y: torch.Tensor) -> torch.Tensor:
+        """What forward() takes for class indices y: the shared embedding of a source model with
+        G_shared (BigGAN-PyTorch's `G(z, G.shared(y))`), the indices themselves otherwise."""
+        return y if self.transfer else self.shared(y)
+
+    def _as_one_hot(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        # Float y is already a (possibly soft, e.g. interpolated) class vector.
+        if y.is_floating_point():
+            return y.to(dtype)
+        return F.one_hot(y, num_classes=self.n_classes).to(dtype)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.transfer or (self.hier and not self.G_shared):
+            y = self._as_one_hot(y, z.dtype)
+        if self.hier:
+            zs = torch.split(z, self.z_chunk_size, 1)
+            z = zs[0]
+            ys = [torch.cat([y, chunk.to(y.dtype)], 1) for chunk in zs[1:]]
+        else:
+            ys = [y] * len(self.blocks)
+        h = self.linear(z).view(z.size(0), -1, self.bottom_width, self.bottom_width)
+        for index, blocklist in enumerate(self.blocks):
+            for block in blocklist:
+                h = block(h, ys[index])
+        return torch.tanh(self.output_layer(h))
+
+    @torch.no_grad()
+    def load_previous_knowledge(self) -> None:
+        """Set every ccbn's prior matrices (columns = the old classes' BN gains/biases, computed from
+        the loaded pretrained gain/bias layers) and, with hierarchical z, the z-projections (the
+        z-part of the pretrained gain/bias layers). Call after loading the source weights."""
+        if not self.transfer:
+            raise RuntimeError("load_previous_knowledge needs a transfer model (n_pretrain_classes > 0)")
+        for module in self.modules():
+            if isinstance(module, layers.ccbn):
+                for old, prior, z_layer in ((module.gain, module.prev_knowledge_g, getattr(module, "z_layer_g", None)),
+                                            (module.bias, module.prev_knowledge_b, getattr(module, "z_layer_b", None))):
+                    class_part, z_part = self._split_pretrained_bn_weight(old.weight)
+                    prior.weight.data = class_part.clone()
+                    if z_layer is not None:
+                        z_layer.weight.data = z_part.clone()
+
+    def _split_pretrained_bn_weight(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A pretrained ccbn gain/bias weight → (per-old-class values [out, n_old], z-part [out, chunk])."""
+        if not self.G_shared and not self.hier:
+            return W.t(), W[:0]  # an embedding: one row per old class
+        n_class_dims = self.shared_dim if self.G_shared else self.n_pretrain_classes
+        class_part, z_part = W[:, :n_class_dims], W[:, n_class_dims:]
+        if self.G_shared:
+            class_part = class_part @ self.shared.weight.t()
+        return class_part, z_part
+
+
+class Discriminator(nn.Module):
+    def __init__(self, D_ch=64, D_wide=True, resolution=128, D_attn="64", n_classes=1000,
+                 n_pretrain_classes=0, num_D_SVs=1, num_D_SV_itrs=1, D_activation=None, D_nl="relu",
+                 SN_eps=1e-12, output_dim=1, D_init="ortho", skip_init=False, D_param="SN", **kwargs):
+        super().__init__()
+        if resolution not in D_arch():
+            raise ValueError(f"resolution {resolution} has no D architecture; use one of {sorted(D_arch())}")
+        self.ch, self.resolution = D_ch, resolution
+        self.n_classes, self.n_pretrain_classes = n_classes, n_pretrain_classes
+        self.activation = D_activation if D_activation is not None else make_activation(D_nl)
+        self.arch = D_arch(D_ch, D_attn)[resolution]
+        self.which_conv, self.which_linear, self.which_embedding = _sn_layers(
+            D_param, num_D_SVs, num_D_SV_itrs, SN_eps)
+        blocks = []
+        for index, out_channels in enumerate(self.arch["out_channels"]):
+            block = [layers.DBlock(self.arch["in_channels"][index], out_channels,
+                                   which_conv=self.which_conv, wide=D_wide,
+                                   activation=self.activation, preactivation=index > 0,
+                                   downsample=nn.AvgPool2d(2) if self.arch["downsample"][index] else None)]
+            if self.arch["attention"][self.arch["resolution"][index]]:
+                block.append(layers.Attention(out_channels, self.which_conv))
+            blocks.append(nn.ModuleList(block))
+        self.blocks = nn.ModuleList(blocks)
+        self.linear = self.which_linear(self.arch["out_channels"][-1], output_dim)
+        # Projection discriminator; a transfer D gets a fresh embedding for the new classes.
+        embedding = self.which_embedding(n_classes, self.arch["out_channels"][-1])
+        if self.n_pretrain_classes > 0:
+            self.new_embed = embedding
+        else:
+            self.embed = embedding
+        if not skip_init:
+            _init_weights(self, D_init)
+
+    @property
+    def class_embedding(self) -> nn.Embedding:
+        return self.new_embed if self.n_pretrain_classes > 0 else self.embed
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = x
+        for blocklist in self.blocks:
+            for block in blocklist:
+                h = block(h)
+        h = torch.sum(self.activation(h), [2, 3])
+        return self.linear(h) + torch.sum(self.class_embedding(y) * h, 1, keepdim=True)
+
+
+class G_D(nn.Module):
+    """G then D in one module, so that DataParallel/DDP split the whole step across devices."""
+
+    def __init__(self, G: Generator, D: Discriminator):
+        super().__init__()
+        self.G, self.D = G, D
+
+    def forward(self, z, gy, x=None, dy=None, train_G=False, return_G_z=False, split_D=False):
+        with torch.set_grad_enabled(train_G):
+            G_z = self.G(z, self.G.class_input(gy))
+        if split_D:
+            D_fake = self.D(G_z, gy)
+            if x is not None:
+                return D_fake, self.D(x, dy)
+            return (D_fake, G_z) if return_G_z else D_fake
+        D_input = torch.cat([G_z, x], 0) if x is not None else G_z
+        D_class = torch.cat([gy, dy], 0) if dy is not None else gy
+        D_out = self.D(D_input, D_class)
+        if x is not None:
+            return torch.split(D_out, [G_z.shape[0], x.shape[0]])
+        return (D_out, G_z) if return_G_z else D_out
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading pretrained (source) weights into a model, with errors that name the likely wrong flag.
+
+class WeightsMismatch(ValueError):
+    """A checkpoint does not fit the model built from the current flags."""
+
+
+# Keys a transfer model has and a source checkpoint lacks (and vice versa): expected, not errors.
+_TRANSFER_ONLY = re.compile(r"(\.(comb_layer|prev_knowledge|z_layer|res)_[gb]\.|\.pretrain_embedding_w$|^new_embed\.)")
+_SOURCE_ONLY = re.compile(r"^embed\.")
+
+_FLAG_HINTS = [  # (key pattern, flags that set that tensor's shape)
+    (re.compile(r"^shared\.|pretrain_embedding_w"), "n_pretrain_classes (or n_classes of the source) and shared_dim"),
+    (re.compile(r"^(new_)?embed\."), "n_classes / n_pretrain_classes, D_ch"),
+    (re.compile(r"\.bn\d\.(gain|bias)\."), "G_shared, shared_dim, hier, dim_z, n_pretrain_classes or G_ch"),
+    (re.compile(r"^linear\.weight"), "dim_z, hier, G_ch/D_ch or bottom_width"),
+    (re.compile(r"\.(theta|phi|g|o|gamma)\b"), "G_attn / D_attn"),
+    (re.compile(r"\.(u|sv)[1-9]"), "num_G_SVs / num_D_SVs"),
+    (re.compile(r"^blocks\."), "G_ch / D_ch or resolution"),
+]
+
+
+def _flag_hint(key: str) -> str:
+    for pattern, flags in _FLAG_HINTS:
+        if pattern.search(key):
+            return flags
+    return "the model flags (resolution, G_ch/D_ch, ...)"
+
+
+def load_pretrained_state_dict(model: nn.Module, state_dict: dict, name: str = "model") -> list[str]:
+    """Load a source (BigGAN-PyTorch) checkpoint into `model`, a source or a transfer model.
+
+    Keys that only a transfer model has (the knowledge-propagation layers, D's new_embed) may be
+    missing and D's old `embed` may be unexpected; anything else, or any shape mismatch, raises
+    WeightsMismatch naming the flag that is probably wrong. Returns the expected missing keys.
+    """
+    own = model.state_dict()
+    transfer = getattr(model, "n_pretrain_classes", 0) > 0
+    mismatched = [k for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    if mismatched:
+        lines = [f"  {k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)} "
+                 f"(check {_flag_hint(k)})" for k in mismatched[:5]]
+        raise WeightsMismatch(f"{name} weights do not fit the model built from your flags:\n"
+                              + "\n".join(lines))
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    expected_missing = [k for k in missing if transfer and _TRANSFER_ONLY.search(k)]
+    bad_missing = [k for k in missing if k not in expected_missing]
+    bad_unexpected = [k for k in unexpected if not (transfer and _SOURCE_ONLY.search(k))]
+    if bad_missing or bad_unexpected:
+        lines = ([f"  missing in checkpoint: {k} (check {_flag_hint(k)})" for k in bad_missing[:5]]
+                 + [f"  not in model: {k} (check {_flag_hint(k)})" for k in bad_unexpected[:5]])
+        raise WeightsMismatch(f"{name} weights do not fit the model built from your flags "
+                              f"({len(bad_missing)} missing, {len(bad_unexpected)} unexpected keys):\n"
+                              + "\n".join(lines))
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
+    return expected_missing

@@ -1,0 +1,338 @@
+"""The data path: image folders (or their HDF5 cache) -> batches (x in [-1, 1], y class index).
+
+Layout, as in BigGAN-PyTorch and the official cGANTransfer code:
+
+    <data_root>/<folder>/<class name>/<images>      data_root is usually <base_dir>/data
+
+DATASETS maps each dataset name to its folder and resolution (e.g. I128 -> ImageNet at 128 px,
+C100_ImageFolder -> cifar at 32 px, Toy32 -> toy). Decisions worth knowing:
+
+- Labels are the positions of the class folders in sorted order; get_data_loaders prints them.
+- Images become RGB, are center-cropped to a square on their long edge and resized to the
+  resolution (BigGAN-PyTorch's CenterCropLongEdge + Resize), then mapped to [-1, 1].
+  augment=True adds random horizontal flips.
+- Files whose extension is not an image extension (IMAGE_EXTENSIONS) and hidden files are ignored.
+  Images are not opened up front (far too slow for ImageNet): an unreadable image stops loading
+  with an error naming the file when its turn comes.
+- HDF5 cache: make_hdf5.py writes <data_root>/<dataset>.hdf5 (e.g. data/I128.hdf5) with 'imgs'
+  uint8 [N, 3, H, W] (already cropped and resized), 'labels' int64 [N] and the attribute
+  'class_names'; hdf5=True reads it. Both paths give bit-identical batches.
+- Order: every pass over the data is a permutation seeded by (seed, pass number), independent of
+  the global RNG. With world_size > 1 every rank takes a disjoint slice (rank::world_size) of the
+  same permutation, after dropping the n % world_size left-over images of that pass.
+- Few-shot data: when a rank's share of the data is smaller than one batch and drop_last is set,
+  an epoch is stretched to as many whole passes as it takes to fill a batch, so loaders always
+  yield full batches and every image is still seen equally often.
+- use_multiepoch_sampler (BigGAN-PyTorch): one pass over the loader walks all num_epochs epochs
+  (always shuffled) and starts start_itr batches in, so a resumed run sees exactly the images it
+  would have seen had it never stopped.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterator, NamedTuple
+
+import h5py
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+import utils
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DatasetSpec(NamedTuple):
+    folder: str      # under data_root
+    resolution: int  # images are cropped and resized to resolution x resolution
+
+
+DATASETS = {
+    "I32": DatasetSpec("ImageNet", 32),
+    "I64": DatasetSpec("ImageNet", 64),
+    "I128": DatasetSpec("ImageNet", 128),
+    "I256": DatasetSpec("ImageNet", 256),
+    "C10": DatasetSpec("cifar", 32),
+    "C100": DatasetSpec("cifar", 32),
+    "C100_ImageFolder": DatasetSpec("cifar", 32),
+    "Toy32": DatasetSpec("toy", 32),              # the few-shot new classes of toy_data.py
+    "ToySource32": DatasetSpec("toy_source", 32),  # the old classes of toy_data.py
+}
+
+
+def dataset_spec(dataset: str) -> DatasetSpec:
+    if dataset not in DATASETS:
+        raise utils.UsageError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
+    return DATASETS[dataset]
+
+
+def image_folder_path(dataset: str, data_root: str) -> str:
+    return os.path.join(data_root, dataset_spec(dataset).folder)
+
+
+def hdf5_path(dataset: str, data_root: str) -> str:
+    dataset_spec(dataset)
+    return os.path.join(data_root, f"{dataset}.hdf5")
+
+
+# ----------------------------------------------------------------------------------------------
+# Images -> tensors
+
+def center_crop_long_edge(image: Image.Image) -> Image.Image:
+    """The largest centred square: the long edge is cut down to the short one."""
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return image.crop((left, top, left + side, top + side))
+
+
+def read_image(path: str, resolution: int) -> np.ndarray:
+    """The image at path, cropped and resized, as uint8 [3, resolution, resolution]."""
+    try:
+        with Image.open(path) as image:
+            image = center_crop_long_edge(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise utils.UsageError(f"cannot read image {path} ({err}); delete or replace that file "
+                               "and run again") from None
+    if image.size != (resolution, resolution):
+        image = image.resize((resolution, resolution), Image.BILINEAR)
+    return np.asarray(image, dtype=np.uint8).transpose(2, 0, 1).copy()
+
+
+def to_model_range(image: np.ndarray) -> torch.Tensor:
+    """uint8 [3, H, W] -> float32 in [-1, 1], as ToTensor + Normalize(0.5, 0.5)."""
+    return (torch.from_numpy(image).float().div(255) - 0.5) / 0.5
+
+
+def maybe_flip(x: torch.Tensor, augment: bool) -> torch.Tensor:
+    if augment and torch.rand(()) < 0.5:
+        return x.flip(-1)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------
+# Datasets
+
+def is_image_file(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def find_classes(root: str, dataset: str = "") -> list[str]:
+    """Sorted class folder names under root; their positions are the labels."""
+    if not os.path.isdir(root):
+        raise utils.UsageError(
+            f"no data folder at {root}{f' for dataset {dataset}' if dataset else ''}; run "
+            "`bash prepare_data.sh` or put the images there, one folder per class")
+    classes = sorted(entry.name for entry in os.scandir(root)
+                     if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise utils.UsageError(f"{root} holds no class folders; put the images there, "
+                               "one folder per class")
+    return classes
+
+
+def find_images(class_folder: str) -> list[str]:
+    names = sorted(name for name in os.listdir(class_folder) if is_image_file(name))
+    if not names:
+        raise utils.UsageError(f"class folder {class_folder} holds no images (accepted: "
+                               f"{' '.join(IMAGE_EXTENSIONS)}); add images or remove the folder")
+    return [os.path.join(class_folder, name) for name in names]
+
+
+def check_class_count(classes: list[str], n_classes: int | None, where: str) -> None:
+    if n_classes is not None and len(classes) != n_classes:
+        raise utils.UsageError(f"n_classes is {n_classes} but {where} holds {len(classes)} "
+                               f"classes ({', '.join(classes)}); set n_classes to {len(classes)} "
+                               "or fix the data")
+
+
+class ImageFolderDataset(Dataset):
+    """root/<class>/<image> -> (x float32 [3, R, R] in [-1, 1], y int64)."""
+
+    def __init__(self, root: str, resolution: int, augment: bool = False,
+                 load_in_mem: bool = False, dataset: str = ""):
+        self.root, self.resolution, self.augment = root, resolution, augment
+        self.classes = find_classes(root, dataset)
+        self.samples = [(path, label) for label, name in enumerate(self.classes)
+                        for path in find_images(os.path.join(root, name))]
+        self.images = [self.read(i)[0] for i in range(len(self))] if load_in_mem else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read(self, index: int) -> tuple[np.ndarray, int]:
+        """uint8 [3, R, R] and label, before the model's range and augmentation (for make_hdf5)."""
+        path, label = self.samples[index]
+        return read_image(path, self.resolution), label
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index] if self.images is not None else self.read(index)[0]
+        return maybe_flip(to_model_range(image), self.augment), self.samples[index][1]
+
+
+class HDF5Dataset(Dataset):
+    """The cache written by make_hdf5.py; same items as the ImageFolderDataset it came from."""
+
+    def __init__(self, path: str, augment: bool = False, load_in_mem: bool = False):
+        self.path, self.augment = path, augment
+        with h5py.File(path, "r") as f:
+            self.classes = [name.decode() if isinstance(name, bytes) else str(name)
+                            for name in f.attrs["class_names"]]
+            self.resolution = int(f["imgs"].shape[-1])
+            self.labels = f["labels"][:]
+            self.images = f["imgs"][:] if load_in_mem else None
+        self.file = None  # opened on first read, so every DataLoader worker gets its own handle
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if self.images is not None:
+            image = self.images[index]
+        else:
+            if self.file is None:
+                self.file = h5py.File(self.path, "r")
+            image = self.file["imgs"][index]
+        return maybe_flip(to_model_range(image), self.augment), int(self.labels[index])
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "file": None}  # an open h5py handle cannot cross processes
+
+
+def open_hdf5(dataset: str, data_root: str, augment: bool, load_in_mem: bool) -> HDF5Dataset:
+    path = hdf5_path(dataset, data_root)
+    if not os.path.isfile(path):
+        raise utils.UsageError(f"no HDF5 cache at {path}; build it with `python make_hdf5.py "
+                               f"--dataset {dataset} --data_root {data_root}` or drop --hdf5")
+    try:
+        data = HDF5Dataset(path, augment, load_in_mem)
+    except (OSError, KeyError) as err:
+        raise utils.UsageError(f"{path} is not a cache written by make_hdf5.py ({err}); "
+                               "delete it and run make_hdf5.py again") from None
+    expected = dataset_spec(dataset).resolution
+    if data.resolution != expected:
+        raise utils.UsageError(f"{path} holds {data.resolution} px images but {dataset} is "
+                               f"{expected} px; rebuild it with make_hdf5.py --overwrite")
+    return data
+
+
+def load_dataset(dataset: str, data_root: str, hdf5: bool = False, augment: bool = False,
+                 load_in_mem: bool = False, n_classes: int | None = None) -> Dataset:
+    if hdf5:
+        data = open_hdf5(dataset, data_root, augment, load_in_mem)
+        where = hdf5_path(dataset, data_root)
+    else:
+        where = image_folder_path(dataset, data_root)
+        data = ImageFolderDataset(where, dataset_spec(dataset).resolution, augment, load_in_mem,
+                                  dataset)
+    check_class_count(data.classes, n_classes, where)
+    return data
+
+
+def class_names(dataset: str, data_root: str, hdf5: bool = False) -> list[str]:
+    """The class names in label order, without building a loader."""
+    if hdf5:
+        return open_hdf5(dataset, data_root, augment=False, load_in_mem=False).classes
+    return find_classes(image_folder_path(dataset, data_root), dataset)
+
+
+def describe_classes(dataset: str, classes: list[str]) -> str:
+    listing = ", ".join(f"{label} {name}" for label, name in enumerate(classes))
+    return f"{dataset}: {len(classes)} classes, label order: {listing}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling order
+
+def pass_order(num_samples: int, pass_index: int, seed: int, shuffle: bool, rank: int,
+               world_size: int) -> np.ndarray:
+    """This rank's slice of one pass over the data; the slices of all ranks are disjoint."""
+    if shuffle:
+        order = np.random.default_rng([seed, pass_index]).permutation(num_samples)
+    else:
+        order = np.arange(num_samples)
+    return order[:num_samples - num_samples % world_size][rank::world_size]
+
+
+class EpochSampler(Sampler[int]):
+    """One epoch per iteration: a fresh seeded pass (or several for data smaller than a batch)."""
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True):
+        if num_samples < world_size:
+            raise utils.UsageError(f"the dataset has {num_samples} images, fewer than the "
+                                   f"{world_size} processes; add images or use fewer processes")
+        if not 0 <= rank < world_size:
+            raise utils.UsageError(f"rank {rank} is outside 0..{world_size - 1}")
+        if seed < 0:
+            raise utils.UsageError(f"seed must be a non-negative integer, got {seed}")
+        self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        share = num_samples // world_size
+        self.passes_per_epoch = math.ceil(batch_size / share) if drop_last else 1
+        self.epoch_length = self.passes_per_epoch * share
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration yield this epoch (to resume a run at an epoch boundary)."""
+        self.epoch = epoch
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        first = epoch * self.passes_per_epoch
+        return np.concatenate([pass_order(self.num_samples, p, self.seed, self.shuffle,
+                                          self.rank, self.world_size)
+                               for p in range(first, first + self.passes_per_epoch)])
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.epoch_order(self.epoch)
+        self.epoch += 1
+        return iter(order.tolist())
+
+    def __len__(self) -> int:
+        return self.epoch_length
+
+
+class MultiEpochSampler(EpochSampler):
+    """All num_epochs epochs in one iteration, skipping the first start_itr batches."""
+
+    def __init__(self, num_samples: int, batch_size: int, num_epochs: int, start_itr: int = 0,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True):
+        super().__init__(num_samples, batch_size, True, seed, rank, world_size, drop_last)
+        self.num_epochs, self.start_itr = num_epochs, start_itr
+
+    def __iter__(self) -> Iterator[int]:
+        first_epoch, offset = divmod(self.start_itr * self.batch_size, self.epoch_length)
+        for epoch in range(first_epoch, self.num_epochs):
+            order = self.epoch_order(epoch)
+            yield from order[offset if epoch == first_epoch else 0:].tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.num_epochs * self.epoch_length - self.start_itr * self.batch_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaders
+
+def get_data_loaders(dataset: str, data_root: str, batch_size: int, num_workers: int = 0,
+                     shuffle: bool = False, hdf5: bool = False, drop_last: bool = True,
+                     n_classes: int | None = None, augment: bool = False,
+                     pin_memory: bool = False, use_multiepoch_sampler: bool = False,
+                     start_itr: int = 0, num_epochs: int = 500, seed: int = 0, rank: int = 0,
+                     world_size: int = 1, load_in_mem: bool = False, **kwargs
+                     ) -> list[DataLoader]:
+    """[loader] of (x float32 [B, 3, R, R] in [-1, 1], y int64 [B]); loader.dataset.classes
+    names the labels. Unknown keyword arguments are ignored, so a whole config can be passed."""
+    if batch_size < 1:
+        raise utils.UsageError(f"batch_size must be at least 1, got {batch_size}")
+    data = load_dataset(dataset, data_root, hdf5, augment, load_in_mem, n_classes)
+    print(describe_classes(dataset, data.classes))
+    if use_multiepoch_sampler:
+        sampler = MultiEpochSampler(len(data), batch_size, num_epochs, start_itr, seed, rank,
+                                    world_size, drop_last)
+    else:
+        sampler = EpochSampler(len(data), batch_size, shuffle, seed, rank, world_size, drop_last)
+    loader = DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                        pin_memory=pin_memory, drop_last=drop_last)
+    return [loader]

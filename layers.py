@@ -1,0 +1,403 @@
+"""Building blocks of BigGAN: spectral norm, self-attention, (conditional) batch norm, G and D blocks.
+
+The conditional BN (`ccbn`) is also where cGANTransfer's knowledge propagation lives: with
+`n_pretrain_classes > 0`, the gain and bias of a new class are a learned combination of the old
+classes' gains and biases (the prior-knowledge matrix), plus the projected hierarchical z and a
+learned residual. Parameter and buffer names follow BigGAN-PyTorch and the official cGANTransfer
+code so that their checkpoints load with strict=True.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ---------------------------------------------------------------------------------------------
+# Spectral normalization (BigGAN-PyTorch's formulation: buffers u{i} and sv{i}, one power
+# iteration per forward, u updated in place in train mode only).
+
+def _gram_schmidt(x: torch.Tensor, ys: list[torch.Tensor]) -> torch.Tensor:
+    for y in ys:
+        x = x - torch.mm(y, x.t()) * y / torch.mm(y, y.t())
+    return x
+
+
+def power_iteration(W: torch.Tensor, u_: list[torch.Tensor], update: bool = True, eps: float = 1e-12):
+    """One power-iteration step per singular vector; returns singular values (with grad), us, vs."""
+    us, vs, svs = [], [], []
+    for i, u in enumerate(u_):
+        with torch.no_grad():
+            v = F.normalize(_gram_schmidt(torch.matmul(u, W), vs), eps=eps)
+            vs.append(v)
+            u = F.normalize(_gram_schmidt(torch.matmul(v, W.t()), us), eps=eps)
+            us.append(u)
+            if update:
+                u_[i][:] = u
+        svs.append(torch.squeeze(torch.matmul(torch.matmul(v, W.t()), u.t())))
+    return svs, us, vs
+
+
+class SN:
+    """Mixin that divides `self.weight` by its largest singular value, estimated by power iteration."""
+
+    def __init__(self, num_svs: int, num_itrs: int, num_outputs: int, transpose: bool = False,
+                 eps: float = 1e-12):
+        self.num_itrs = num_itrs
+        self.num_svs = num_svs
+        self.transpose = transpose
+        self.eps = eps
+        for i in range(num_svs):
+            self.register_buffer(f"u{i}", torch.randn(1, num_outputs))
+            self.register_buffer(f"sv{i}", torch.ones(1))
+
+    @property
+    def u(self) -> list[torch.Tensor]:
+        return [getattr(self, f"u{i}") for i in range(self.num_svs)]
+
+    @property
+    def sv(self) -> list[torch.Tensor]:
+        return [getattr(self, f"sv{i}") for i in range(self.num_svs)]
+
+    def W_(self) -> torch.Tensor:
+        W_mat = self.weight.view(self.weight.size(0), -1)
+        if self.transpose:
+            W_mat = W_mat.t()
+        for _ in range(self.num_itrs):
+            svs, _, _ = power_iteration(W_mat, self.u, update=self.training, eps=self.eps)
+        if self.training:
+            with torch.no_grad():
+                for i, sv in enumerate(svs):
+                    self.sv[i][:] = sv
+        return self.weight / svs[0]
+
+
+class SNConv2d(nn.Conv2d, SN):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
+                 groups=1, bias=True, num_svs=1, num_itrs=1, eps=1e-12):
+        nn.Conv2d.__init__(self, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                           groups, bias)
+        SN.__init__(self, num_svs, num_itrs, out_channels, eps=eps)
+
+    def forward(self, x):
+        return F.conv2d(x, self.W_(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class SNLinear(nn.Linear, SN):
+    def __init__(self, in_features, out_features, bias=True, num_svs=1, num_itrs=1, eps=1e-12):
+        nn.Linear.__init__(self, in_features, out_features, bias)
+        SN.__init__(self, num_svs, num_itrs, out_features, eps=eps)
+
+    def forward(self, x):
+        return F.linear(x, self.W_(), self.bias)
+
+
+class SNEmbedding(nn.Embedding, SN):
+    def __init__(self, num_embeddings, embedding_dim, num_svs=1, num_itrs=1, eps=1e-12):
+        nn.Embedding.__init__(self, num_embeddings, embedding_dim)
+        SN.__init__(self, num_svs, num_itrs, num_embeddings, eps=eps)
+
+    def forward(self, x):
+        return F.embedding(x, self.W_())
+
+
+# ---------------------------------------------------------------------------------------------
+# Self-attention (SAGAN), with G/D's conv type.
+
+class Attention(nn.Module):
+    def __init__(self, ch: int, which_conv: Callable = SNConv2d):
+        super().__init__()
+        self.ch = ch
+        conv1x1 = functools.partial(which_conv, kernel_size=1, padding=0, bias=False)
+        self.theta = conv1x1(ch, ch // 8)
+        self.phi = conv1x1(ch, ch // 8)
+        self.g = conv1x1(ch, ch // 2)
+        self.o = conv1x1(ch // 2, ch)
+        self.gamma = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x, y=None):
+        n = x.shape[2] * x.shape[3]
+        theta = self.theta(x).view(-1, self.ch // 8, n)
+        phi = F.max_pool2d(self.phi(x), [2, 2]).view(-1, self.ch // 8, n // 4)
+        g = F.max_pool2d(self.g(x), [2, 2]).view(-1, self.ch // 2, n // 4)
+        beta = F.softmax(torch.bmm(theta.transpose(1, 2), phi), -1)
+        o = self.o(torch.bmm(g, beta.transpose(1, 2)).view(-1, self.ch // 2, x.shape[2], x.shape[3]))
+        return self.gamma * o + x
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch norm variants.
+
+def fused_bn(x, mean, var, gain=None, bias=None, eps=1e-5):
+    scale = torch.rsqrt(var + eps)
+    if gain is not None:
+        scale = scale * gain
+    shift = mean * scale
+    if bias is not None:
+        shift = shift - bias
+    return x * scale - shift
+
+
+def manual_bn(x, gain=None, bias=None, return_mean_var=False, eps=1e-5):
+    """Batch norm with statistics in float32 (stable under fp16/bf16 inputs)."""
+    float_x = x.float()
+    m = torch.mean(float_x, [0, 2, 3], keepdim=True)
+    var = torch.mean(float_x ** 2, [0, 2, 3], keepdim=True) - m ** 2
+    var, m = var.type(x.type()), m.type(x.type())
+    out = fused_bn(x, m, var, gain, bias, eps)
+    return (out, m.squeeze(), var.squeeze()) if return_mean_var else out
+
+
+class myBN(nn.Module):
+    """BigGAN-PyTorch's own BN, which can also accumulate 'standing' statistics for sampling."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.momentum = momentum
+        self.eps = eps
+        self.register_buffer("stored_mean", torch.zeros(num_channels))
+        self.register_buffer("stored_var", torch.ones(num_channels))
+        self.register_buffer("accumulation_counter", torch.zeros(1))
+        self.accumulate_standing = False
+
+    def reset_stats(self):
+        self.stored_mean[:] = 0
+        self.stored_var[:] = 0
+        self.accumulation_counter[:] = 0
+
+    def forward(self, x, gain, bias):
+        if self.training:
+            out, mean, var = manual_bn(x, gain, bias, return_mean_var=True, eps=self.eps)
+            with torch.no_grad():
+                if self.accumulate_standing:
+                    self.stored_mean[:] = self.stored_mean + mean
+                    self.stored_var[:] = self.stored_var + var
+                    self.accumulation_counter += 1.0
+                else:
+                    self.stored_mean[:] = self.stored_mean * (1 - self.momentum) + mean * self.momentum
+                    self.stored_var[:] = self.stored_var * (1 - self.momentum) + var * self.momentum
+            return out
+        mean = self.stored_mean.view(1, -1, 1, 1)
+        var = self.stored_var.view(1, -1, 1, 1)
+        if self.accumulate_standing:
+            mean = mean / self.accumulation_counter
+            var = var / self.accumulation_counter
+        return fused_bn(x, mean, var, gain, bias, self.eps)
+
+
+def groupnorm(x, norm_style: str):
+    if "ch" in norm_style:
+        groups = max(int(x.shape[1]) // int(norm_style.split("_")[-1]), 1)
+    elif "grp" in norm_style:
+        groups = int(norm_style.split("_")[-1])
+    else:
+        groups = 16
+    return F.group_norm(x, groups)
+
+
+class _Normalizer(nn.Module):
+    """Shared normalization of bn and ccbn: BigGAN-PyTorch's buffers, myBN, or cross-replica BN."""
+
+    def _init_norm(self, output_size: int, eps: float, momentum: float, cross_replica: bool,
+                   mybn: bool, norm_style: str):
+        self.output_size, self.eps, self.momentum = output_size, eps, momentum
+        self.cross_replica, self.mybn, self.norm_style = cross_replica, mybn, norm_style
+        if cross_replica:
+            # Statistics are synchronized across DDP processes; affine part applied by us.
+            self.bn = nn.SyncBatchNorm(output_size, eps=eps, momentum=momentum, affine=False)
+        elif mybn:
+            self.bn = myBN(output_size, eps, momentum)
+        elif norm_style in ("bn", "in"):
+            self.register_buffer("stored_mean", torch.zeros(output_size))
+            self.register_buffer("stored_var", torch.ones(output_size))
+
+    def normalize_affine(self, x, gain, bias):
+        if self.mybn:
+            return self.bn(x, gain=gain, bias=bias)
+        if self.cross_replica:
+            out = self.bn(x)
+        elif self.norm_style == "bn":
+            out = F.batch_norm(x, self.stored_mean, self.stored_var, None, None, self.training,
+                               0.1, self.eps)
+        elif self.norm_style == "in":
+            out = F.instance_norm(x, self.stored_mean, self.stored_var, None, None, self.training,
+                                  0.1, self.eps)
+        elif self.norm_style == "gn":
+            out = groupnorm(x, self.norm_style)
+        else:  # 'nonorm'
+            out = x
+        return out * gain + bias
+
+
+class bn(_Normalizer):
+    """Unconditional BN (G's output layer)."""
+
+    def __init__(self, output_size: int, eps: float = 1e-5, momentum: float = 0.1,
+                 cross_replica: bool = False, mybn: bool = False):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(output_size))
+        self.bias = nn.Parameter(torch.zeros(output_size))
+        self._init_norm(output_size, eps, momentum, cross_replica, mybn, "bn")
+
+    def forward(self, x, y=None):
+        if self.cross_replica or self.mybn:
+            return self.normalize_affine(x, self.gain.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1))
+        return F.batch_norm(x, self.stored_mean, self.stored_var, self.gain, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
+# The two official transfer variants differ only in which layers build the knowledge-propagation
+# path. 'imagenet' (the main official code): combination, prior and z-projection are spectrally
+# normalized, the prior has no bias. 'cifar' (the official cifar/ code): all plain nn.Linear, the
+# prior with a bias. In both, the residuals are bias-free nn.Linear.
+KP_VARIANTS = ("imagenet", "cifar")
+
+
+class ccbn(_Normalizer):
+    """Class-conditional BN; with n_pretrain_classes > 0, the knowledge-propagation ccbn.
+
+    Source model: gain = 1 + gain_layer(y), bias = bias_layer(y), where y is the shared class
+    embedding (+ this block's z chunk when hierarchical), or class indices into an embedding.
+
+    Transfer model (y = one-hot of the new class, + z chunk when hierarchical):
+        gain = 1 + prev_knowledge_g(comb_layer_g(y)) + z_layer_g(z) + res_g(y)
+        bias =     prev_knowledge_b(comb_layer_b(y)) + z_layer_b(z) + res_b(y)
+    prev_knowledge_* hold the old classes' gains/biases as columns (set by
+    Generator.load_previous_knowledge from the pretrained gain/bias layers, which stay here).
+    """
+
+    def __init__(self, output_size: int, input_size: int, which_linear: Callable, eps: float = 1e-5,
+                 momentum: float = 0.1, cross_replica: bool = False, mybn: bool = False,
+                 norm_style: str = "bn", n_classes: int = 0, n_pretrain_classes: int = 0,
+                 z_chunk_size: int = 0, pretrain_embedding_w: nn.Parameter | None = None,
+                 kp_variant: str = "imagenet", SN_eps: float = 1e-12, num_svs: int = 1,
+                 num_itrs: int = 1):
+        super().__init__()
+        self.input_size = input_size
+        self.n_classes, self.n_pretrain_classes = n_classes, n_pretrain_classes
+        self.z_chunk_size = z_chunk_size
+        if self.transfer and pretrain_embedding_w is not None:
+            # The official code registers G.shared.weight in every ccbn; kept for its checkpoints.
+            self.pretrain_embedding_w = pretrain_embedding_w
+        self._init_norm(output_size, eps, momentum, cross_replica, mybn, norm_style)
+        self.gain = which_linear(input_size, output_size)
+        self.bias = which_linear(input_size, output_size)
+        if self.transfer:
+            self._build_knowledge_propagation(kp_variant, SN_eps, num_svs, num_itrs)
+
+    @property
+    def transfer(self) -> bool:
+        return self.n_pretrain_classes > 0
+
+    def _build_knowledge_propagation(self, kp_variant, SN_eps, num_svs, num_itrs):
+        if kp_variant not in KP_VARIANTS:
+            raise ValueError(f"kp_variant must be one of {KP_VARIANTS}, got {kp_variant!r}")
+        out, n_new, n_old = self.output_size, self.n_classes, self.n_pretrain_classes
+        if kp_variant == "imagenet":
+            # Official: the combination and z layers are SNLinear with their default eps.
+            kp_linear = SNLinear
+            prior_linear = functools.partial(SNLinear, bias=False, num_svs=num_svs,
+                                             num_itrs=num_itrs, eps=SN_eps)
+        else:
+            kp_linear = prior_linear = nn.Linear
+        self.comb_layer_g = kp_linear(n_new, n_old)
+        self.comb_layer_b = kp_linear(n_new, n_old)
+        self.prev_knowledge_g = prior_linear(n_old, out)
+        self.prev_knowledge_b = prior_linear(n_old, out)
+        if self.z_chunk_size > 0:
+            self.z_layer_g = kp_linear(self.z_chunk_size, out)
+            self.z_layer_b = kp_linear(self.z_chunk_size, out)
+        self.res_g = nn.Linear(n_new, out, bias=False)
+        self.res_b = nn.Linear(n_new, out, bias=False)
+
+    def class_gain_bias(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample gain and bias, shaped [B, C]."""
+        if not self.transfer:
+            return 1 + self.gain(y), self.bias(y)
+        cl, z = y[:, :self.n_classes], y[:, self.n_classes:]
+        gain = 1 + self.prev_knowledge_g(self.comb_layer_g(cl)) + self.res_g(cl)
+        bias = self.prev_knowledge_b(self.comb_layer_b(cl)) + self.res_b(cl)
+        if self.z_chunk_size > 0:
+            gain = gain + self.z_layer_g(z)
+            bias = bias + self.z_layer_b(z)
+        return gain, bias
+
+    def forward(self, x, y):
+        gain, bias = self.class_gain_bias(y)
+        return self.normalize_affine(x, gain.view(y.size(0), -1, 1, 1), bias.view(y.size(0), -1, 1, 1))
+
+    def extra_repr(self):
+        return (f"out: {self.output_size}, in: {self.input_size}, cross_replica={self.cross_replica}"
+                + (f", old classes: {self.n_pretrain_classes}, new: {self.n_classes}" if self.transfer else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual blocks.
+
+class GBlock(nn.Module):
+    def __init__(self, in_channels, out_channels, which_conv=nn.Conv2d, which_bn=bn, activation=None,
+                 upsample=None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.activation = activation
+        self.conv1 = which_conv(in_channels, out_channels)
+        self.conv2 = which_conv(out_channels, out_channels)
+        self.learnable_sc = in_channels != out_channels or upsample is not None
+        if self.learnable_sc:
+            self.conv_sc = which_conv(in_channels, out_channels, kernel_size=1, padding=0)
+        self.bn1 = which_bn(in_channels)
+        self.bn2 = which_bn(out_channels)
+        self.upsample = upsample
+
+    def forward(self, x, y):
+        h = self.activation(self.bn1(x, y))
+        if self.upsample:
+            h = self.upsample(h)
+            x = self.upsample(x)
+        h = self.conv1(h)
+        h = self.activation(self.bn2(h, y))
+        h = self.conv2(h)
+        if self.learnable_sc:
+            x = self.conv_sc(x)
+        return h + x
+
+
+class DBlock(nn.Module):
+    def __init__(self, in_channels, out_channels, which_conv=SNConv2d, wide=True, preactivation=False,
+                 activation=None, downsample=None):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        hidden_channels = out_channels if wide else in_channels
+        self.preactivation = preactivation
+        self.activation = activation
+        self.downsample = downsample
+        self.conv1 = which_conv(in_channels, hidden_channels)
+        self.conv2 = which_conv(hidden_channels, out_channels)
+        self.learnable_sc = in_channels != out_channels or downsample is not None
+        if self.learnable_sc:
+            self.conv_sc = which_conv(in_channels, out_channels, kernel_size=1, padding=0)
+
+    def shortcut(self, x):
+        if self.preactivation:
+            if self.learnable_sc:
+                x = self.conv_sc(x)
+            if self.downsample:
+                x = self.downsample(x)
+        else:
+            if self.downsample:
+                x = self.downsample(x)
+            if self.learnable_sc:
+                x = self.conv_sc(x)
+        return x
+
+    def forward(self, x):
+        # Out-of-place ReLU: an in-place one would corrupt x, which the shortcut still needs.
+        h = F.relu(x) if self.preactivation else x
+        h = self.conv1(h)
+        h = self.conv2(self.activation(h))
+        if self.downsample:
+            h = self.downsample(h)
+        return h + self.shortcut(x)
