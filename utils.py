@@ -1,6 +1,8 @@
 """Config and I/O helpers shared by the scripts: errors, devices, seeding, atomic writes."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import random
 import sys
@@ -54,3 +56,178 @@ def atomic_save(obj: Any, path: str) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Command-line configuration: BigGAN-PyTorch's flag names and defaults, plus cGANTransfer's.
+
+STAGES = ("BN", "FT", "pretrain")
+
+
+def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    add = p.add_argument
+    # Data
+    add("--dataset", default="I128", help="dataset name (see datasets.py); e.g. I128, C100, Toy32")
+    add("--augment", action="store_true", help="random horizontal flips")
+    add("--num_workers", type=int, default=8)
+    add("--no_pin_memory", action="store_false", dest="pin_memory")
+    add("--shuffle", action="store_true")
+    add("--load_in_mem", action="store_true")
+    add("--hdf5", action="store_true", help="read the HDF5 cache built by make_hdf5.py")
+    add("--use_multiepoch_sampler", action="store_true")
+    # Model
+    add("--model", default="BigGAN")
+    add("--G_param", default="SN", choices=["SN", "none"])
+    add("--D_param", default="SN", choices=["SN", "none"])
+    add("--G_ch", type=int, default=64)
+    add("--D_ch", type=int, default=64)
+    add("--D_wide", action="store_true", default=True)
+    add("--resolution", type=int, default=0, help="image size; 0 = from the dataset")
+    add("--dim_z", type=int, default=128)
+    add("--z_var", type=float, default=1.0)
+    add("--shared_dim", type=int, default=0)
+    add("--G_shared", action="store_true")
+    add("--hier", action="store_true")
+    add("--cross_replica", action="store_true")
+    add("--mybn", action="store_true")
+    add("--G_nl", default="relu")
+    add("--D_nl", default="relu")
+    add("--G_attn", default="64")
+    add("--D_attn", default="64")
+    add("--norm_style", default="bn")
+    # Transfer (cGANTransfer)
+    add("--stage", default="BN", choices=STAGES,
+        help="BN: learn the new classes' BN parameters by knowledge propagation; FT: fine-tune G "
+             "(all but combination and prior); pretrain: train a plain BigGAN (source model)")
+    add("--n_classes", type=int, default=0, help="classes of the data (the new classes when transferring)")
+    add("--n_pretrain_classes", type=int, default=0, help="classes of the pretrained source model")
+    add("--kp_variant", default="imagenet", choices=["imagenet", "cifar"],
+        help="official variant of the knowledge-propagation layers (SN, prior without bias) or plain")
+    add("--comb_l1_scale", type=float, default=0.0, help="L1 penalty on the combination weights")
+    add("--res_l2_scale", type=float, default=0.0, help="L2 penalty on the BN residuals")
+    # Initialization and optimization
+    add("--seed", type=int, default=0)
+    add("--G_init", default="ortho")
+    add("--D_init", default="ortho")
+    add("--skip_init", action="store_true")
+    add("--G_lr", type=float, default=5e-5)
+    add("--D_lr", type=float, default=2e-4)
+    add("--G_B1", type=float, default=0.0)
+    add("--D_B1", type=float, default=0.0)
+    add("--G_B2", type=float, default=0.999)
+    add("--D_B2", type=float, default=0.999)
+    add("--adam_eps", type=float, default=1e-8)
+    add("--BN_eps", type=float, default=1e-5)
+    add("--SN_eps", type=float, default=1e-8)
+    add("--num_G_SVs", type=int, default=1)
+    add("--num_D_SVs", type=int, default=1)
+    add("--num_G_SV_itrs", type=int, default=1)
+    add("--num_D_SV_itrs", type=int, default=1)
+    add("--G_ortho", type=float, default=0.0)
+    add("--D_ortho", type=float, default=0.0)
+    add("--toggle_grads", action="store_true", default=True)
+    # Batches and schedule
+    add("--batch_size", type=int, default=64)
+    add("--G_batch_size", type=int, default=0)
+    add("--num_G_accumulations", type=int, default=1)
+    add("--num_D_steps", type=int, default=2)
+    add("--num_D_accumulations", type=int, default=1)
+    add("--split_D", action="store_true")
+    add("--num_epochs", type=int, default=100)
+    add("--num_iters", type=int, default=0, help="stop after this many iterations (0: run num_epochs)")
+    add("--parallel", action="store_true", help="DataParallel over the visible GPUs")
+    add("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
+    add("--ema", action="store_true")
+    add("--use_ema", action="store_true")
+    add("--ema_decay", type=float, default=0.9999)
+    add("--ema_start", type=int, default=0)
+    add("--G_eval_mode", action="store_true")
+    add("--accumulate_stats", action="store_true")
+    add("--num_standing_accumulations", type=int, default=16)
+    # Paths, saving, evaluation
+    add("--base_dir", default="", help="root holding data/ weights/ logs/ samples/ (official cGANTransfer)")
+    add("--base_root", default="", help="same as --base_dir (BigGAN-PyTorch's name)")
+    add("--data_root", default="")
+    add("--weights_root", default="")
+    add("--logs_root", default="")
+    add("--samples_root", default="")
+    add("--experiment_name", default="")
+    add("--save_every", type=int, default=2000)
+    add("--num_save_copies", type=int, default=2)
+    add("--num_best_copies", type=int, default=2)
+    add("--which_best", default="IS", choices=["IS", "FID", "KMMD"])
+    add("--no_fid", action="store_true", help="skip in-loop metrics")
+    add("--test_every", type=int, default=5000)
+    add("--num_inception_images", type=int, default=50000)
+    add("--kmmd", action="store_true", help="also compute KMMD (needs the features file)")
+    add("--backbone", default="inception", choices=["inception", "tf_inception", "classifier"])
+    add("--inception_weights", default="", help="local weights file of the metric backbone")
+    add("--load_weights", default="", help="suffix of the checkpoint to resume (e.g. best0, copy1)")
+    add("--resume", action="store_true")
+    add("--logstyle", default="%3.3e")
+    return p
+
+
+def finalize_config(config: dict) -> dict:
+    """Fill the derived entries: roots under base_dir, resolution, experiment name."""
+    base = config.get("base_dir") or config.get("base_root") or "."
+    config["base_dir"] = base
+    for key, folder in (("data_root", "data"), ("weights_root", "weights"),
+                        ("logs_root", "logs"), ("samples_root", "samples")):
+        config[key] = config.get(key) or os.path.join(base, folder)
+    if config["stage"] == "pretrain" and config["n_pretrain_classes"]:
+        raise UsageError("--stage pretrain trains a plain BigGAN: leave --n_pretrain_classes at 0")
+    if config["stage"] != "pretrain" and config["n_pretrain_classes"] <= 0:
+        raise UsageError(f"--stage {config['stage']} transfers a pretrained model: give "
+                         "--n_pretrain_classes (the classes of the source model, e.g. 1000)")
+    config["G_batch_size"] = config["G_batch_size"] or config["batch_size"]
+    config["experiment_name"] = config["experiment_name"] or name_from_config(config)
+    return config
+
+
+def name_from_config(config: dict) -> str:
+    parts = [config["model"], config["dataset"], config["stage"],
+             f"seed{config['seed']}", f"Gch{config['G_ch']}", f"Dch{config['D_ch']}",
+             f"bs{config['batch_size']}", f"Glr{config['G_lr']:.1e}", f"Dlr{config['D_lr']:.1e}"]
+    if config["stage"] != "pretrain":
+        parts += [f"old{config['n_pretrain_classes']}", f"new{config['n_classes']}",
+                  f"l1{config['comb_l1_scale']}", f"res{config['res_l2_scale']}"]
+    if config["hier"]:
+        parts.append("hier")
+    if config["G_shared"]:
+        parts.append("shared")
+    if config["ema"]:
+        parts.append("ema")
+    return "_".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: BigGAN-PyTorch's file names, written atomically, read with weights_only=True.
+
+CHECKPOINT_PARTS = ("G", "G_optim", "D", "D_optim", "state_dict", "G_ema")
+
+
+def checkpoint_path(root: str, experiment_name: str, part: str, suffix: str = "") -> str:
+    return os.path.join(root, experiment_name, f"{part}{'_' + suffix if suffix else ''}.pth")
+
+
+def save_checkpoint(objects: dict[str, Any], root: str, experiment_name: str, suffix: str = "") -> None:
+    for part, obj in objects.items():
+        atomic_save(obj, checkpoint_path(root, experiment_name, part, suffix))
+
+
+def load_file(path: str, what: str, hint: str) -> Any:
+    if not os.path.isfile(path):
+        raise UsageError(f"{what} not found: {path}. {hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise UsageError(f"cannot read {what} {path}: {err}") from err
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,139 @@
+"""train.py: the stages train exactly the official parameter sets, runs resume exactly, data
+parallelism keeps ranks identical, and bad inputs stop with one clear message."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import toy_data
+import train
+import train_fns
+from conftest import ROOT, fixture_path
+
+# The c32 reference source model (8 classes, G_ch 16) plays the pretrained BigGAN.
+SOURCE = ["--G_ch", "16", "--D_ch", "16", "--dim_z", "128", "--G_attn", "0", "--D_attn", "0",
+          "--G_init", "N02", "--D_init", "N02", "--SN_eps", "1e-8", "--kp_variant", "cifar",
+          "--n_pretrain_classes", "8"]
+FAST = ["--dataset", "Toy32", "--batch_size", "4", "--num_D_steps", "1", "--num_D_accumulations", "2",
+        "--num_workers", "0", "--no_fid", "--use_multiepoch_sampler", "--save_every", "1000",
+        "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01", "--G_lr", "1e-3", "--D_lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("base")
+    toy_data.write_image_folder(str(base / "data" / "toy"), toy_data.NEW_CLASSES[:2], 6, seed=0)
+    (base / "weights").mkdir()
+    for part in ("G", "D"):
+        shutil.copy(fixture_path("biggan_pytorch", "c32_small", f"{part}.pth"), base / "weights")
+    return base
+
+
+def run_train(base_dir, *args):
+    return train.main(["--base_dir", str(base_dir), *SOURCE, *FAST, *args])
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("stage", ["BN", "FT"])
+def test_stage_trains_exactly_its_G_parameters_and_all_of_D(base_dir, stage):
+    import BigGAN
+    config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
+        ["--base_dir", str(base_dir), *SOURCE, *FAST, "--stage", stage]))), "n_classes": 2, "resolution": 32}
+    G0, D0 = train.build_models(config, "cpu")
+    train.load_pretrained(G0, D0, config)
+    before_G, before_D = snapshot(G0), snapshot(D0)
+    out = run_train(base_dir, "--stage", stage, "--num_iters", "3", "--experiment_name", f"sets_{stage}")
+    after_G, after_D = snapshot(out["G"]), snapshot(out["D"])
+    changed = {n for n in before_G if not torch.equal(before_G[n], after_G[n])}
+    expected = {n for n in before_G if train_fns.is_trained_in_stage(n, stage)}
+    assert changed == expected
+    if stage == "BN":
+        assert expected and all(any(k in n for k in train_fns.BN_STAGE_PARAMS) for n in expected)
+    else:
+        assert not any("comb_layer" in n or "prev_knowledge" in n for n in expected)
+        assert any("conv1" in n for n in expected) and any("res_g" in n for n in expected)
+    assert all(not torch.equal(before_D[n], after_D[n]) for n in before_D if "new_embed" not in n)
+    assert not torch.equal(before_D["new_embed.weight"], after_D["new_embed.weight"])
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(base_dir):
+    uninterrupted = run_train(base_dir, "--num_iters", "3", "--experiment_name", "straight", "--ema", "--use_ema")
+    run_train(base_dir, "--num_iters", "2", "--experiment_name", "split", "--ema", "--use_ema")
+    resumed = run_train(base_dir, "--num_iters", "3", "--experiment_name", "split", "--ema", "--use_ema",
+                        "--resume")
+    assert resumed["state_dict"]["itr"] == 3
+    for model in ("G", "D", "G_ema"):
+        a, b = uninterrupted[model].state_dict(), resumed[model].state_dict()
+        for key in a:
+            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), (model, key)
+
+
+def test_a_new_experiment_never_overwrites_an_existing_one(base_dir):
+    run_train(base_dir, "--num_iters", "1", "--experiment_name", "taken")
+    with pytest.raises(train.utils.UsageError, match="--resume"):
+        run_train(base_dir, "--num_iters", "1", "--experiment_name", "taken")
+
+
+def test_torchrun_with_two_gloo_processes_keeps_ranks_identical(base_dir, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           os.path.join(ROOT, "tests", "helpers", "train_and_dump.py"), str(tmp_path),
+           "--base_dir", str(base_dir), *SOURCE, *FAST, "--num_iters", "2", "--experiment_name", "ddp"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pth", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["itr"] == ranks[1]["itr"] == 2
+    for part in ("G", "D"):
+        for key, value in ranks[0][part].items():
+            assert torch.equal(value, ranks[1][part][key]), (part, key)
+
+
+# --- Bad inputs: one clear message, non-zero exit, nothing overwritten.
+
+def run_cli(base_dir, *args):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--base_dir", str(base_dir), *SOURCE, *FAST,
+           "--num_iters", "1", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+def broken_copy(base_dir, tmp_path, damage):
+    base = tmp_path / "base"
+    shutil.copytree(base_dir, base, ignore=shutil.ignore_patterns("BigGAN*", "logs", "samples"))
+    damage(base)
+    return base
+
+
+def remove_weights(base):
+    os.remove(base / "weights" / "G.pth")
+
+
+def empty_a_class(base):
+    for f in os.listdir(base / "data" / "toy" / toy_data.NEW_CLASSES[0]):
+        os.remove(base / "data" / "toy" / toy_data.NEW_CLASSES[0] / f)
+
+
+def corrupt_an_image(base):
+    folder = base / "data" / "toy" / toy_data.NEW_CLASSES[0]
+    (folder / sorted(os.listdir(folder))[0]).write_bytes(b"not a png")
+
+
+@pytest.mark.parametrize("damage,args,message", [
+    (lambda base: shutil.rmtree(base / "data" / "toy"), [], "prepare_data.sh"),
+    (lambda base: None, ["--n_classes", "5"], "--n_classes 5"),
+    (empty_a_class, [], toy_data.NEW_CLASSES[0]),
+    (corrupt_an_image, ["--batch_size", "6", "--num_D_accumulations", "2"], "cannot read|unreadable|not an image"),
+    (remove_weights, [], "G.pth"),
+    (lambda base: None, ["--n_pretrain_classes", "10"], "n_pretrain_classes"),
+])
+def test_bad_inputs_stop_with_one_clear_message(base_dir, tmp_path, damage, args, message):
+    base = broken_copy(base_dir, tmp_path, damage)
+    result = run_cli(base, *args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    import re
+    assert re.search(message, result.stderr), result.stderr[-2000:]

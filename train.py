@@ -1,0 +1,229 @@
+"""Train a BigGAN: pretrain a source model (--stage pretrain), or transfer a pretrained one to new
+classes by knowledge propagation (--stage BN), then fine-tune it (--stage FT).
+
+    python train.py --base_dir BASE --dataset C100 --stage BN --n_classes 20 --n_pretrain_classes 80 ...
+    torchrun --nproc_per_node 2 train.py ...      (data parallel, one process per GPU; gloo on CPU)
+
+Files: BASE/data/<dataset folder> (input), BASE/weights/{G,D}.pth (the pretrained source model),
+BASE/weights/<experiment>/ (checkpoints), BASE/logs/ (JSON lines), BASE/samples/<experiment>/.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from tqdm import tqdm
+
+import BigGAN
+import datasets
+import train_fns
+import utils
+
+
+def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
+    """(rank, world_size, device): torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; else one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, utils.pick_device(config["device"] or None)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = utils.pick_device(config["device"] or None)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    elif config["cross_replica"]:
+        raise utils.UsageError("--cross_replica synchronizes BN statistics across GPUs; it needs CUDA")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world_size, device
+
+
+def build_models(config: dict, device) -> tuple[BigGAN.Generator, BigGAN.Discriminator]:
+    transfer = config["stage"] != "pretrain"
+    model_config = dict(config, n_pretrain_classes=config["n_pretrain_classes"] if transfer else 0)
+    G = BigGAN.Generator(**model_config).to(device)
+    D = BigGAN.Discriminator(**model_config).to(device)
+    return G, D
+
+
+def load_pretrained(G, D, config: dict) -> None:
+    """A new transfer experiment starts from the source model in weights_root, then knowledge loading."""
+    root = config["weights_root"]
+    hint = (f"put the pretrained source model (BigGAN-PyTorch's G.pth and D.pth, {config['n_pretrain_classes']} "
+            f"classes) in {root}, or point --weights_root / --base_dir at it")
+    for model, part in ((G, "G"), (D, "D")):
+        state = utils.load_file(os.path.join(root, f"{part}.pth"), f"pretrained {part} weights", hint)
+        try:
+            BigGAN.load_pretrained_state_dict(model, state, f"pretrained {part}")
+        except BigGAN.WeightsMismatch as err:
+            raise utils.UsageError(str(err)) from err
+    G.load_previous_knowledge()
+
+
+def new_state_dict(config: dict) -> dict:
+    return {"itr": 0, "epoch": 0, "save_num": 0, "save_best_num": 0, "best_IS": 0.0,
+            "best_FID": float("inf"), "best_KMMD": float("inf"), "config": config}
+
+
+def resume(G, D, G_ema, G_optim, D_optim, config: dict) -> dict:
+    """Load weights_root/<experiment>/ (suffix --load_weights) with optimizers and counters."""
+    name, suffix = config["experiment_name"], config["load_weights"]
+    hint = f"check --experiment_name ({name}), --load_weights ({suffix or 'none'}) and --weights_root"
+    load = lambda part: utils.load_file(
+        utils.checkpoint_path(config["weights_root"], name, part, suffix), f"checkpoint {part}", hint)
+    state_dict = load("state_dict")
+    G.load_state_dict(load("G"))
+    D.load_state_dict(load("D"))
+    G_optim.load_state_dict(load("G_optim"))
+    D_optim.load_state_dict(load("D_optim"))
+    if G_ema is not None:
+        G_ema.load_state_dict(load("G_ema"))
+    fresh = new_state_dict(config)
+    fresh.update({k: v for k, v in state_dict.items() if k != "config"})
+    return fresh
+
+
+def refuse_to_overwrite(config: dict) -> None:
+    folder = os.path.join(config["weights_root"], config["experiment_name"])
+    if os.path.isfile(os.path.join(folder, "G.pth")):
+        raise utils.UsageError(f"experiment {config['experiment_name']} already has checkpoints in {folder}; "
+                               "continue it with --resume, or choose another --experiment_name")
+
+
+def make_metrics(config: dict, device):
+    if config["no_fid"]:
+        print("--no_fid: skipping in-loop metrics (FID, IS, KMMD)")
+        return None
+    import inception_utils  # heavy (torchvision models); only when metrics run
+    return inception_utils.prepare_inception_metrics(
+        config["dataset"], config["parallel"], data_root=config["data_root"], backbone=config["backbone"],
+        inception_weights=config["inception_weights"] or None, device=device)
+
+
+def run(config: dict) -> dict:
+    rank, world_size, device = setup_distributed(config)
+    is_main = rank == 0
+    utils.seed_rng(config["seed"])
+    D_batch = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
+    classes = datasets.class_names(config["dataset"], config["data_root"], config["hdf5"])
+    if config["n_classes"] and config["n_classes"] != len(classes):
+        raise utils.UsageError(f"--n_classes {config['n_classes']} but {config['dataset']} has "
+                               f"{len(classes)} classes ({', '.join(classes[:10])}...); fix --n_classes or the data")
+    config["n_classes"] = len(classes)
+    config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"]).resolution
+
+    G, D = build_models(config, device)
+    G_ema = None
+    if config["resume"]:
+        # Resuming loads every tensor from the checkpoint, so G_ema's initial value does not matter.
+        G_ema = train_fns.ema_copy(G, config) if config["ema"] else None
+    elif config["stage"] != "pretrain":
+        load_pretrained(G, D, config)
+    if config["ema"] and G_ema is None:
+        G_ema = train_fns.ema_copy(G, config)
+    G_optim = torch.optim.Adam(G.parameters(), lr=config["G_lr"], betas=(config["G_B1"], config["G_B2"]),
+                               eps=config["adam_eps"], weight_decay=0)
+    D_optim = torch.optim.Adam(D.parameters(), lr=config["D_lr"], betas=(config["D_B1"], config["D_B2"]),
+                               eps=config["adam_eps"], weight_decay=0)
+    if config["resume"]:
+        state_dict = resume(G, D, G_ema, G_optim, D_optim, config)
+    else:
+        if is_main:
+            refuse_to_overwrite(config)
+        state_dict = new_state_dict(config)
+    ema = train_fns.Ema(G, G_ema, config["ema_decay"], config["ema_start"]) if G_ema is not None else None
+    trained = train_fns.stage_parameters(G, config["stage"])
+    if is_main:
+        print(f"Experiment {config['experiment_name']} on {device} ({world_size} process(es)); stage "
+              f"{config['stage']} trains {sum(p.numel() for p in trained):,} of "
+              f"{sum(p.numel() for p in G.parameters()):,} G parameters, and all "
+              f"{sum(p.numel() for p in D.parameters()):,} of D")
+
+    loader = datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state_dict["itr"],
+                                          "rank": rank, "world_size": world_size,
+                                          "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
+    GD = BigGAN.G_D(G, D)
+    if config["parallel"] and device.type == "cuda":
+        GD = nn.DataParallel(GD)
+    precision = train_fns.Precision(config["amp"], device)
+    train = train_fns.GAN_training_function(G, D, GD, G_optim, D_optim, ema, config, precision, device)
+    get_metrics = make_metrics(config, device) if is_main else None
+    fixed_gen = torch.Generator(device="cpu").manual_seed(config["seed"] + 1)
+    fixed_z, fixed_y = train_fns.sample_z_y(config["G_batch_size"], G.dim_z, config["n_classes"], "cpu",
+                                            config["z_var"], fixed_gen)
+    fixed_z, fixed_y = fixed_z.to(device), fixed_y.to(device)
+    log_dir = os.path.join(config["logs_root"], config["experiment_name"])
+    test_log = os.path.join(config["logs_root"], f"{config['experiment_name']}_log.jsonl")
+    last_metrics: dict = {}
+
+    def in_eval_mode_if_asked(fn):
+        which = [m for m in (G, G_ema) if m is not None]
+        if config["G_eval_mode"]:
+            for m in which:
+                m.eval()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            result = fn()
+        for m in which:
+            m.train()
+        return result
+
+    # Same models on every rank (same seed above), different noise per rank from here on.
+    torch.manual_seed(config["seed"] + rank)
+    batches = iter(loader)
+    if config["resume"] and "rng_state" in state_dict:
+        torch.set_rng_state(state_dict["rng_state"])  # after the loader drew its seed: exact resume
+    start = time.time()
+    total = config["num_iters"] or None
+    done = False
+    while not done:
+        progress = tqdm(batches, disable=not is_main, initial=state_dict["itr"], total=total,
+                        desc=f"epoch {state_dict['epoch']}")
+        for x, y in progress:
+            state_dict["itr"] += 1
+            G.train(), D.train()
+            metrics = train(x.to(device), y.to(device), state_dict["itr"])
+            progress.set_postfix({k: f"{v:+.3f}" for k, v in metrics.items()})
+            itr = state_dict["itr"]
+            final = bool(config["num_iters"]) and itr >= config["num_iters"]
+            if is_main:
+                utils.append_jsonl(os.path.join(log_dir, "train_log.jsonl"), {"itr": itr, **metrics})
+                if itr % config["save_every"] == 0 or final:
+                    in_eval_mode_if_asked(lambda: train_fns.save_and_sample(
+                        G, D, G_ema, G_optim, D_optim, state_dict, config, fixed_z, fixed_y))
+                if get_metrics is not None and (itr % config["test_every"] == 0 or final):
+                    which_G = train_fns.sampling_G(G, G_ema, config)
+                    sample = train_fns.make_sample_fn(which_G, config, device, precision)
+                    last_metrics = in_eval_mode_if_asked(lambda: train_fns.evaluate(
+                        G, D, G_ema, G_optim, D_optim, state_dict, config, get_metrics, sample, device))
+                    utils.append_jsonl(test_log, {"itr": itr, "time": time.time() - start,
+                                                  **{k: v for k, v in last_metrics.items() if v is not None}})
+                    print(f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_metrics.items()
+                                                      if isinstance(v, float)))
+            if final:
+                done = True
+                break
+        else:
+            state_dict["epoch"] += 1
+            if config["use_multiepoch_sampler"] or state_dict["epoch"] >= config["num_epochs"]:
+                done = True
+            else:
+                loader.sampler.set_epoch(state_dict["epoch"])
+                batches = iter(loader)
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    if is_main:
+        print(f"Done: {state_dict['itr']} iterations in {time.time() - start:.0f} s. Checkpoints in "
+              f"{os.path.join(config['weights_root'], config['experiment_name'])}, samples in "
+              f"{os.path.join(config['samples_root'], config['experiment_name'])}, logs in {config['logs_root']}")
+    return {"state_dict": state_dict, "metrics": last_metrics, "G": G, "D": D, "G_ema": G_ema}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
+    return run(config)
+
+
+if __name__ == "__main__":
+    utils.run_main(main)
