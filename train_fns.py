@@ -297,7 +297,7 @@ def evaluate(G, D, G_ema, G_optim, D_optim, state_dict, config, get_metrics, sam
     if config["accumulate_stats"]:
         accumulate_standing_stats(sampling_G(G, G_ema, config), config, device)
     metrics = get_metrics(sample, config["num_inception_images"], num_splits=10, use_torch=False,
-                          kmmd=config["kmmd"])
+                          kmmd=config["kmmd"], mfid=config["mfid"])
     which = config["which_best"]
     value = metrics.get(METRIC_KEY[which])
     if value is None:

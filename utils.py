@@ -162,6 +162,7 @@ def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.A
     add("--test_every", type=int, default=5000)
     add("--num_inception_images", type=int, default=50000)
     add("--kmmd", action="store_true", help="also compute KMMD (needs the features file)")
+    add("--mfid", action="store_true", help="also compute mFID (needs per-class reference statistics)")
     add("--backbone", default="inception", choices=["inception", "tf_inception", "classifier"])
     add("--inception_weights", default="", help="local weights file of the metric backbone")
     add("--load_weights", default="", help="suffix of the checkpoint to resume (e.g. best0, copy1)")

@@ -1,0 +1,40 @@
+"""Plots of the logged metrics (JSON lines written by train.py) as PNG files."""
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+LABELS = {"FID": "FID", "mFID": "mFID", "KMMD": "KMMD", "IS_mean": "IS", "class_acc": "class-consistency accuracy"}
+
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def plot_metrics(log_path: str, png_path: str, title: str = "", space: str = "") -> list[str]:
+    """One panel per metric present in the log, against iterations. Returns the metrics drawn."""
+    records = read_jsonl(log_path)
+    names = [m for m in LABELS if any(isinstance(r.get(m), (int, float)) for r in records)]
+    if not names:
+        raise ValueError(f"{log_path} holds no metrics to plot")
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        points = [(r["itr"], r[name]) for r in records if isinstance(r.get(name), (int, float))]
+        ax.plot(*zip(*points), marker="o", markersize=3)
+        ax.set_xlabel("iteration")
+        ax.set_title(LABELS[name] + (f" ({space} space)" if space and name != "class_acc" else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(png_path)), ".tmp_" + os.path.basename(png_path))
+    fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return names

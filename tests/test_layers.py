@@ -1,0 +1,49 @@
+"""layers.py: spectral norm, batch-norm variants and the conditional BN of a source model."""
+import torch
+
+import layers
+
+
+def test_spectral_norm_converges_to_the_top_singular_value_in_train_mode():
+    layer = layers.SNLinear(20, 30)
+    true_sigma = torch.linalg.matrix_norm(layer.weight.detach(), ord=2)
+    for _ in range(200):
+        layer(torch.randn(2, 20))
+    assert torch.allclose(layer.sv0, true_sigma, rtol=1e-3)
+    assert torch.allclose(torch.linalg.matrix_norm(layer.W_().detach(), ord=2), torch.tensor(1.0), rtol=1e-3)
+
+
+def test_spectral_norm_does_not_move_u_in_eval_mode():
+    layer = layers.SNConv2d(3, 8, kernel_size=3, padding=1).eval()
+    u, sv = layer.u0.clone(), layer.sv0.clone()
+    layer(torch.randn(2, 3, 8, 8))
+    assert torch.equal(layer.u0, u) and torch.equal(layer.sv0, sv)
+
+
+def test_source_ccbn_applies_one_plus_class_gain_and_class_bias():
+    bn = layers.ccbn(4, 3, which_linear=torch.nn.Embedding).eval()
+    x, y = torch.randn(2, 4, 5, 5), torch.tensor([0, 2])
+    gain, bias = 1 + bn.gain.weight[y], bn.bias.weight[y]
+    expected = x / torch.sqrt(torch.tensor(1 + 1e-5)) * gain[:, :, None, None] + bias[:, :, None, None]
+    assert torch.allclose(bn(x, y), expected, atol=1e-5)
+
+
+def test_mybn_standing_statistics_average_the_batches():
+    bn = layers.myBN(3)
+    batches = [torch.randn(8, 3, 4, 4) * (i + 1) + i for i in range(4)]
+    bn.reset_stats()
+    bn.accumulate_standing = True
+    for x in batches:
+        bn(x, gain=torch.ones(1, 3, 1, 1), bias=torch.zeros(1, 3, 1, 1))
+    means = torch.stack([x.mean([0, 2, 3]) for x in batches]).mean(0)
+    assert torch.allclose(bn.stored_mean / bn.accumulation_counter, means, atol=1e-5)
+
+
+def test_fused_bn_equals_batch_norm_with_affine():
+    x = torch.randn(6, 3, 4, 4)
+    mean, var = x.mean([0, 2, 3]), x.var([0, 2, 3], unbiased=False)
+    gain, bias = torch.rand(3) + 0.5, torch.randn(3)
+    reference = torch.nn.functional.batch_norm(x, mean, var, gain, bias, False, 0.0, 1e-5)
+    out = layers.fused_bn(x, mean.view(1, -1, 1, 1), var.view(1, -1, 1, 1), gain.view(1, -1, 1, 1),
+                          bias.view(1, -1, 1, 1))
+    assert torch.allclose(out, reference, atol=1e-5)

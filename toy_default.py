@@ -1,0 +1,121 @@
+"""The offline default: transfer the shipped toy source BigGAN to four new toy classes, on CPU.
+
+`bash train.sh` runs this when no real data and weights are prepared. Steps, each skipped when its
+output already exists (nothing the user has is overwritten):
+  1. write the few-shot target data: 25 images of each new class (toy_data.py) -> BASE/data/toy
+  2. reference statistics of the new classes in the shipped classifier's feature space, from 500
+     fresh images per class (the true class distribution, not the 25 training images)
+  3. copy the shipped source model (assets/toy_source: a 12-class BigGAN made with
+     `bash pretrain_toy_source.sh`) to BASE/weights/{G,D}.pth
+  4. train.py --stage BN with in-loop metrics, then a plot of the metrics and where the files are.
+The metrics live in the toy classifier's feature space (assets/toy_classifier.pth), not Inception's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import plots
+import toy_data
+import train
+import utils
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_ASSETS = os.path.join(HERE, "assets", "toy_source")
+CLASSIFIER = os.path.join(HERE, "assets", "toy_classifier.pth")
+EXPERIMENT = "toy_default"
+
+# The toy world's model: a CIFAR-style BigGAN (no shared embedding, no hierarchical z) at 32 px,
+# small enough for CPUs; the official cifar variant of the knowledge-propagation layers.
+TOY_MODEL = ["--dataset", "Toy32", "--n_classes", str(len(toy_data.NEW_CLASSES)),
+             "--n_pretrain_classes", str(len(toy_data.OLD_CLASSES)), "--G_ch", "12", "--D_ch", "12",
+             "--G_attn", "0", "--D_attn", "0", "--G_init", "N02", "--D_init", "N02", "--SN_eps", "1e-8",
+             "--kp_variant", "cifar"]
+TOY_TRAINING = ["--stage", "BN", "--batch_size", "16", "--num_D_steps", "1", "--num_D_accumulations", "1",
+                "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
+                "--num_iters", "1000", "--test_every", "100", "--save_every", "250", "--which_best", "FID",
+                "--num_inception_images", "1000", "--G_batch_size", "100", "--mfid", "--kmmd",
+                "--backbone", "classifier", "--inception_weights", CLASSIFIER,
+                "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
+                "--num_save_copies", "1", "--num_best_copies", "1", "--seed", "0"]
+
+
+def prepare_target_data(data_root: str, images_per_class: int, seed: int) -> None:
+    folder = os.path.join(data_root, "toy")
+    if os.path.isdir(folder):
+        print(f"[1/4] target data: using the existing {folder}")
+        return
+    toy_data.write_image_folder(folder, toy_data.NEW_CLASSES, images_per_class, seed)
+    print(f"[1/4] target data: wrote {images_per_class} images of each of {', '.join(toy_data.NEW_CLASSES)} to {folder}")
+
+
+def prepare_reference_statistics(data_root: str, seed: int) -> None:
+    moments = os.path.join(data_root, "Toy32_classifier_moments.npz")
+    if os.path.isfile(moments):
+        print(f"[2/4] reference statistics: using the existing {moments}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        toy_data.write_image_folder(os.path.join(tmp, "toy"), toy_data.NEW_CLASSES, 500, seed + 1000)
+        subprocess.run([sys.executable, os.path.join(HERE, "calculate_inception_moments.py"), "--dataset", "Toy32",
+                        "--data_root", tmp, "--backbone", "classifier", "--inception_weights", CLASSIFIER,
+                        "--batch_size", "250", "--num_workers", "0"], check=True)
+        for name in os.listdir(tmp):
+            if name.endswith(".npz"):
+                shutil.move(os.path.join(tmp, name), os.path.join(data_root, name))
+    print(f"[2/4] reference statistics: {moments} (500 fresh images per new class)")
+
+
+def install_source_weights(weights_root: str) -> None:
+    os.makedirs(weights_root, exist_ok=True)
+    for part in ("G", "D"):
+        target = os.path.join(weights_root, f"{part}.pth")
+        if os.path.isfile(target):
+            print(f"[3/4] source model: using the existing {target}")
+            continue
+        shutil.copy(os.path.join(SOURCE_ASSETS, f"{part}.pth"), target)
+        print(f"[3/4] source model: copied the shipped 12-class toy BigGAN to {target}")
+
+
+def report(config: dict, metrics: dict) -> None:
+    name = config["experiment_name"]
+    log = os.path.join(config["logs_root"], f"{name}_log.jsonl")
+    samples = os.path.join(config["samples_root"], name)
+    png = os.path.join(samples, "metrics.png")
+    plots.plot_metrics(log, png, title=f"{name}: BN stage on the toy new classes", space="classifier")
+    sheets = sorted((f for f in os.listdir(samples) if f.startswith("class_sheet")),
+                    key=lambda f: int(f[len("class_sheet"):-4]))
+    print("\nFinal metrics (toy-classifier feature space, not Inception):")
+    for key in ("FID", "mFID", "KMMD", "IS_mean", "class_acc"):
+        if isinstance(metrics.get(key), float):
+            print(f"  {key:10s} {metrics[key]:.4f}")
+    print(f"\nPer-class sample sheets (one row per new class: {', '.join(toy_data.NEW_CLASSES)}):\n"
+          f"  {os.path.join(samples, sheets[-1]) if sheets else samples}\n"
+          f"Metrics plot:  {png}\nCheckpoints:   {os.path.join(config['weights_root'], name)}\n"
+          f"Logs:          {log}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base_dir", default="base_dir")
+    parser.add_argument("--images_per_class", type=int, default=25, help="few-shot target images per new class")
+    parser.add_argument("--data_seed", type=int, default=0)
+    args, train_args = parser.parse_known_args(argv)
+    base = args.base_dir
+    prepare_target_data(os.path.join(base, "data"), args.images_per_class, args.data_seed)
+    prepare_reference_statistics(os.path.join(base, "data"), args.data_seed)
+    install_source_weights(os.path.join(base, "weights"))
+    print("[4/4] training the BN stage (knowledge propagation) ...")
+    # Later flags win in argparse, so the user's extra arguments override the defaults here.
+    config = utils.finalize_config(vars(utils.prepare_parser().parse_args(
+        ["--base_dir", base, "--experiment_name", EXPERIMENT, *TOY_MODEL, *TOY_TRAINING, *train_args])))
+    result = train.run(config)
+    report(config, result["metrics"])
+    return result
+
+
+if __name__ == "__main__":
+    utils.run_main(main)
