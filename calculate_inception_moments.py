@@ -1,0 +1,144 @@
+"""Reference statistics of a dataset in a metric backbone's feature space, for FID, mFID and KMMD.
+
+Runs the backbone (inception_utils.load_inception_net) over every training image once and writes,
+into the data root:
+
+    <dataset>_<metric_space>_moments.npz   mu [F], sigma [F, F]; per class: class_mu [C, F],
+                                           class_counts [C] and, when it fits in 2 GB,
+                                           class_sigma [C, F, F]; class_names, metric_space
+    <dataset>_<metric_space>_features.npz  pool [N, F] float32, labels [N] (the real side of KMMD)
+
+With the default backbone these are BigGAN-PyTorch's <dataset>_inception_moments.npz and
+<dataset>_inception_features.npz. The data is read in order (no --shuffle) so that runs agree.
+
+    python calculate_inception_moments.py --dataset Toy32 --base_dir base_dir
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import datasets
+import inception_utils
+import utils
+
+MAX_CLASS_SIGMA_BYTES = 2 * 1024 ** 3  # 1000 classes x 2048^2 float32 would be 16 GB
+
+
+def prepare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Calculate and store the reference statistics for IS/FID/mFID/KMMD.")
+    add = p.add_argument
+    add("--dataset", default="I128", help="dataset name (see datasets.py), e.g. I128, C100, Toy32")
+    add("--base_dir", default=".", help="root holding data/ (official cGANTransfer layout)")
+    add("--data_root", default="", help="where the data is and the statistics go (default: BASE_DIR/data)")
+    add("--batch_size", type=int, default=64)
+    add("--num_workers", type=int, default=8, help="data loader workers")
+    add("--shuffle", action="store_true", help="read the data in a shuffled order")
+    add("--seed", type=int, default=0, help="seed of the shuffled order")
+    add("--hdf5", action="store_true", help="read the HDF5 cache built by make_hdf5.py")
+    add("--backbone", default="inception", choices=inception_utils.BACKBONES,
+        help="feature space of the metrics (default: torchvision's Inception v3)")
+    add("--inception_weights", default="",
+        help="local weights of the backbone (default for Inception: the torch hub cache)")
+    add("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add("--parallel", action="store_true", help="DataParallel over the visible GPUs")
+    return p
+
+
+def compute_activations(loader, net: nn.Module, device: torch.device):
+    """Pool features, softmax probabilities and labels of every image, gathered on the cpu."""
+    pool, probs, labels = [], [], []
+    with torch.no_grad():
+        for x, y in tqdm(loader, desc="activations", file=sys.stdout):
+            batch_pool, batch_logits = net(x.to(device))
+            pool.append(batch_pool.float().cpu().numpy())
+            probs.append(F.softmax(batch_logits, dim=1).float().cpu().numpy())
+            labels.append(y.numpy())
+    return np.concatenate(pool), np.concatenate(probs), np.concatenate(labels).astype(np.int64)
+
+
+def class_statistics(pool: np.ndarray, labels: np.ndarray, num_classes: int):
+    """Per-class means, covariances (None when they would not fit in MAX_CLASS_SIGMA_BYTES) and counts.
+
+    A class with fewer than 2 images has no covariance: its entries stay NaN, and mFID skips it."""
+    dim = pool.shape[1]
+    counts = np.bincount(labels, minlength=num_classes)
+    class_mu = np.full((num_classes, dim), np.nan)
+    keep_sigma = num_classes * dim * dim * 4 < MAX_CLASS_SIGMA_BYTES
+    if not keep_sigma:
+        print(f"warning: per-class covariances ({num_classes} x {dim} x {dim}) would exceed 2 GB; "
+              "skipping them, so mFID will not be available", file=sys.stderr)
+    class_sigma = np.full((num_classes, dim, dim), np.nan, dtype=np.float32) if keep_sigma else None
+    for c in range(num_classes):
+        feats = pool[labels == c].astype(np.float64)
+        if counts[c] >= 1:
+            class_mu[c] = feats.mean(axis=0)
+        if keep_sigma and counts[c] >= 2:
+            class_sigma[c] = np.cov(feats, rowvar=False)
+    return class_mu, class_sigma, counts
+
+
+def atomic_savez(path: str, **arrays: np.ndarray) -> None:
+    """np.savez through a temp file in the same folder and a rename: never half a file at `path`."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".tmp_{os.getpid()}_{name}")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
+    """Compute and write the statistics; `net` replaces the backbone named in config (for tests).
+
+    Returns the paths written, by kind ('moments', 'features')."""
+    data_root = config["data_root"] or os.path.join(config["base_dir"], "data")
+    device = utils.pick_device(config["device"] or None)
+    loader = datasets.get_data_loaders(config["dataset"], data_root, config["batch_size"],
+                                       num_workers=config["num_workers"], shuffle=config["shuffle"],
+                                       hdf5=config["hdf5"], drop_last=False, seed=config["seed"])[0]
+    if net is None:
+        net = inception_utils.load_inception_net(config["backbone"], config["inception_weights"] or None,
+                                                 device, config["parallel"])
+    space = inception_utils.metric_space_of(net)
+    class_names = [str(name) for name in loader.dataset.classes]
+
+    pool, probs, labels = compute_activations(loader, net, device)
+    if len(pool) >= 10:
+        is_mean, is_std = inception_utils.calculate_inception_score(probs)
+        print(f"Training data of {config['dataset']} has an IS of {is_mean:.5f} +/- {is_std:.5f} ({space} space)")
+
+    print("Calculating means and covariances...")
+    class_mu, class_sigma, class_counts = class_statistics(pool, labels, len(class_names))
+    moments = {"mu": pool.mean(axis=0, dtype=np.float64), "sigma": np.cov(pool, rowvar=False),
+               "class_mu": class_mu, "class_counts": class_counts,
+               "class_names": np.array(class_names), "metric_space": np.array(space)}
+    if class_sigma is not None:
+        moments["class_sigma"] = class_sigma
+
+    paths = {"moments": os.path.join(data_root, inception_utils.moments_filename(config["dataset"], space)),
+             "features": os.path.join(data_root, inception_utils.features_filename(config["dataset"], space))}
+    atomic_savez(paths["moments"], **moments)
+    atomic_savez(paths["features"], pool=pool, labels=labels)
+    for path in paths.values():
+        print(f"Wrote {path}")
+    return paths
+
+
+def main() -> None:
+    run(vars(prepare_parser().parse_args()))
+
+
+if __name__ == "__main__":
+    utils.run_main(main)

@@ -1,0 +1,142 @@
+"""Specification of calculate_inception_moments.py: the reference statistics, and the metrics built on them."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+import calculate_inception_moments as moments_script
+import datasets
+import inception_utils as iu
+import utils
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLASSES = ("blue_square", "green_circle", "red_cross")
+IMAGES_PER_CLASS = 12
+
+
+class TinyBackbone(nn.Module):
+    """A fixed random conv net standing in for Inception: images in [-1, 1] -> (8-d features, logits)."""
+
+    metric_space = "tiny"
+
+    def __init__(self, class_names=CLASSES):
+        super().__init__()
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            self.conv = nn.Conv2d(3, 8, 3, stride=2)
+            self.head = nn.Linear(8, len(class_names))
+        self.class_names = list(class_names)
+
+    def forward(self, x):
+        pool = torch.relu(self.conv(x)).mean(dim=(2, 3))
+        return pool, self.head(pool)
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    """A Toy32 image folder: data_root/toy/<class>/*.png, 32 px noise tinted per class."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(CLASSES):
+        folder = tmp_path / "toy" / name
+        folder.mkdir(parents=True)
+        for i in range(IMAGES_PER_CLASS):
+            pixels = rng.integers(0, 256, size=(32, 32, 3))
+            pixels[..., label] = 255 - pixels[..., label] // 4
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    return str(tmp_path)
+
+
+def config_for(data_root, **overrides):
+    args = ["--dataset", "Toy32", "--data_root", data_root, "--batch_size", "8",
+            "--num_workers", "0", "--device", "cpu"]
+    return {**vars(moments_script.prepare_parser().parse_args(args)), **overrides}
+
+
+def load_npz(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {key: f[key] for key in f.files}
+
+
+def test_writes_overall_and_per_class_moments_and_the_features(data_root):
+    paths = moments_script.run(config_for(data_root), net=TinyBackbone())
+    assert paths["moments"] == os.path.join(data_root, "Toy32_tiny_moments.npz")
+    stats, features = load_npz(paths["moments"]), load_npz(paths["features"])
+
+    pool, labels = features["pool"], features["labels"]
+    assert pool.shape == (len(CLASSES) * IMAGES_PER_CLASS, 8) and pool.dtype == np.float32
+    np.testing.assert_allclose(stats["mu"], pool.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["sigma"], np.cov(pool, rowvar=False), rtol=1e-6)
+    assert stats["class_names"].tolist() == list(CLASSES) and str(stats["metric_space"]) == "tiny"
+    assert stats["class_counts"].tolist() == [IMAGES_PER_CLASS] * len(CLASSES)
+    for c in range(len(CLASSES)):
+        np.testing.assert_allclose(stats["class_mu"][c], pool[labels == c].mean(0), rtol=1e-6)
+        np.testing.assert_allclose(stats["class_sigma"][c], np.cov(pool[labels == c], rowvar=False), rtol=1e-5)
+
+
+def test_features_are_the_backbone_outputs_of_the_images_in_label_order(data_root):
+    paths = moments_script.run(config_for(data_root), net=TinyBackbone())
+    loader = datasets.get_data_loaders("Toy32", data_root, batch_size=100, drop_last=False)[0]
+    x, y = next(iter(loader))
+    with torch.no_grad():
+        expected = TinyBackbone()(x)[0].numpy()
+    features = load_npz(paths["features"])
+    np.testing.assert_allclose(features["pool"], expected, rtol=1e-5, atol=1e-6)
+    assert features["labels"].tolist() == y.tolist()
+
+
+def test_per_class_covariances_are_skipped_when_too_big(data_root, monkeypatch):
+    monkeypatch.setattr(moments_script, "MAX_CLASS_SIGMA_BYTES", 100)
+    paths = moments_script.run(config_for(data_root), net=TinyBackbone())
+    assert "class_sigma" not in load_npz(paths["moments"])
+    get_metrics = iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=data_root)
+    with pytest.raises(utils.UsageError, match="per-class statistics"):
+        get_metrics(real_data_sampler(data_root), 36, num_splits=3, prints=False, mfid=True)
+
+
+def real_data_sampler(data_root):
+    """sample() over the real images in the order the moments script reads them."""
+    batches = iter(datasets.get_data_loaders("Toy32", data_root, batch_size=8, drop_last=False)[0])
+    return lambda: next(batches)
+
+
+@pytest.mark.parametrize("use_torch, tolerance", [(False, 1e-6), (True, 1e-3)])
+def test_real_data_scored_against_its_own_moments_has_zero_fid(data_root, use_torch, tolerance):
+    net = TinyBackbone()
+    moments_script.run(config_for(data_root), net=net)
+    get_metrics = iu.prepare_inception_metrics("Toy32", net=net, data_root=data_root)
+    metrics = get_metrics(real_data_sampler(data_root), len(CLASSES) * IMAGES_PER_CLASS, num_splits=3,
+                          prints=False, use_torch=use_torch, kmmd=True, mfid=True)
+    assert metrics["FID"] == pytest.approx(0, abs=tolerance)
+    assert metrics["mFID"] == pytest.approx(0, abs=tolerance)
+    assert metrics["KMMD"] == pytest.approx(0, abs=1e-4)
+    assert np.isfinite(metrics["IS_mean"]) and metrics["IS_mean"] >= 1
+    assert 0 <= metrics["class_acc"] <= 1 and metrics["metric_space"] == "tiny"
+
+
+def test_generated_looking_data_has_a_positive_fid(data_root):
+    net = TinyBackbone()
+    moments_script.run(config_for(data_root), net=net)
+    get_metrics = iu.prepare_inception_metrics("Toy32", net=net, data_root=data_root)
+    real = real_data_sampler(data_root)
+    washed_out = lambda: (lambda x, y: (x * 0.3, y))(*real())
+    metrics = get_metrics(washed_out, 36, num_splits=3, prints=False, use_torch=False)
+    assert np.isfinite(metrics["FID"]) and metrics["FID"] > 1e-3
+
+
+def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root, tmp_path):
+    env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home"),
+           # an unreachable proxy: even on a machine with internet the download must fail
+           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+    result = subprocess.run([sys.executable, "calculate_inception_moments.py", "--dataset", "Toy32",
+                             "--data_root", data_root, "--num_workers", "0", "--device", "cpu"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "inception_v3_google-0cc3c7bd.pth" in result.stderr
+    assert "--inception_weights" in result.stderr
+    assert not os.path.exists(os.path.join(data_root, "Toy32_inception_moments.npz"))
