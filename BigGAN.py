@@ -314,7 +314,8 @@ def _flag_hint(key: str) -> str:
     return "the model flags (resolution, G_ch/D_ch, ...)"
 
 
-def load_pretrained_state_dict(model: nn.Module, state_dict: dict, name: str = "model") -> list[str]:
+def load_pretrained_state_dict(model: nn.Module, state_dict: dict, name: str = "model",
+                               allowed_missing: list[str] = ()) -> list[str]:
     """Load a source (BigGAN-PyTorch) checkpoint into `model`, a source or a transfer model.
 
     Keys that only a transfer model has (the knowledge-propagation layers, D's new_embed) may be
@@ -331,7 +332,7 @@ def load_pretrained_state_dict(model: nn.Module, state_dict: dict, name: str = "
                               + "\n".join(lines))
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    expected_missing = [k for k in missing if transfer and _TRANSFER_ONLY.search(k)]
+    expected_missing = [k for k in missing if (transfer and _TRANSFER_ONLY.search(k)) or k in allowed_missing]
     bad_missing = [k for k in missing if k not in expected_missing]
     bad_unexpected = [k for k in unexpected if not (transfer and _SOURCE_ONLY.search(k))]
     if bad_missing or bad_unexpected:
@@ -342,3 +343,26 @@ def load_pretrained_state_dict(model: nn.Module, state_dict: dict, name: str = "
                               + "\n".join(lines))
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
     return expected_missing
+
+
+def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int, name: str = "model") -> list[str]:
+    """Load a source checkpoint into a *plain* model of the new classes, TransferGAN-style: every
+    class-indexed tensor of G (the shared embedding, or the ccbn gain/bias embeddings, or the class
+    columns of a non-shared hierarchical ccbn) starts each new class at the mean over the old
+    classes; D's projection embedding starts fresh. The baselines without knowledge propagation."""
+    adapted = dict(state_dict)
+    if isinstance(model, Generator):
+        class_keys = (["shared.weight"] if model.G_shared else
+                      [k for k in state_dict if re.search(r"\.bn\d\.(gain|bias)\.weight$", k)])
+        columns = model.hier and not model.G_shared  # one-hot class columns, then the z columns
+        for key in class_keys:
+            old = state_dict[key]
+            if columns:
+                mean = old[:, :n_pretrain_classes].mean(1, keepdim=True).expand(-1, model.n_classes)
+                adapted[key] = torch.cat([mean, old[:, n_pretrain_classes:]], 1)
+            else:
+                adapted[key] = old[:n_pretrain_classes].mean(0, keepdim=True).expand(model.n_classes, -1).clone()
+    fresh = [k for k in model.state_dict() if _SOURCE_ONLY.search(k)]  # D's embedding of the old classes
+    for key in fresh:
+        adapted.pop(key, None)
+    return load_pretrained_state_dict(model, adapted, name, allowed_missing=fresh)

@@ -40,7 +40,7 @@ def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
 
 
 def build_models(config: dict, device) -> tuple[BigGAN.Generator, BigGAN.Discriminator]:
-    transfer = config["stage"] != "pretrain"
+    transfer = config["stage"] in train_fns.KNOWLEDGE_PROPAGATION_STAGES
     model_config = dict(config, n_pretrain_classes=config["n_pretrain_classes"] if transfer else 0)
     G = BigGAN.Generator(**model_config).to(device)
     D = BigGAN.Discriminator(**model_config).to(device)
@@ -48,17 +48,22 @@ def build_models(config: dict, device) -> tuple[BigGAN.Generator, BigGAN.Discrim
 
 
 def load_pretrained(G, D, config: dict) -> None:
-    """A new transfer experiment starts from the source model in weights_root, then knowledge loading."""
+    """A new experiment starts from the source model in weights_root: for the knowledge-propagation
+    stages, then knowledge loading; for the baselines, the new classes at the old classes' mean."""
     root = config["weights_root"]
     hint = (f"put the pretrained source model (BigGAN-PyTorch's G.pth and D.pth, {config['n_pretrain_classes']} "
             f"classes) in {root}, or point --weights_root / --base_dir at it")
     for model, part in ((G, "G"), (D, "D")):
         state = utils.load_file(os.path.join(root, f"{part}.pth"), f"pretrained {part} weights", hint)
         try:
-            BigGAN.load_pretrained_state_dict(model, state, f"pretrained {part}")
+            if G.transfer:
+                BigGAN.load_pretrained_state_dict(model, state, f"pretrained {part}")
+            else:
+                BigGAN.mean_class_init(model, state, config["n_pretrain_classes"], f"pretrained {part}")
         except BigGAN.WeightsMismatch as err:
             raise utils.UsageError(str(err)) from err
-    G.load_previous_knowledge()
+    if G.transfer:
+        G.load_previous_knowledge()
 
 
 def new_state_dict(config: dict) -> dict:
@@ -137,7 +142,8 @@ def run(config: dict) -> dict:
     if is_main:
         print(f"Experiment {config['experiment_name']} on {device} ({world_size} process(es)); stage "
               f"{config['stage']} trains {sum(p.numel() for p in trained):,} of "
-              f"{sum(p.numel() for p in G.parameters()):,} G parameters, and all "
+              f"{sum(p.numel() for p in G.parameters()):,} G parameters, and "
+              f"{sum(p.numel() for p in train_fns.trained_D_parameters(D, config['freezeD_layer'])):,} of "
               f"{sum(p.numel() for p in D.parameters()):,} of D")
 
     loader = datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state_dict["itr"],

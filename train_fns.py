@@ -18,6 +18,8 @@ import layers
 import losses
 import utils
 
+# Stages whose G carries the knowledge-propagation layers (a transfer model); the others are plain.
+KNOWLEDGE_PROPAGATION_STAGES = ("BN", "FT")
 # Official cGANTransfer parameter sets of G (by parameter name); D is trained fully in every stage.
 BN_STAGE_PARAMS = ("comb_layer", "res_g", "res_b", "prev_knowledge", "z_layer")
 FT_STAGE_FROZEN = ("comb_layer", "prev_knowledge")
@@ -28,20 +30,33 @@ FT_STAGE_FROZEN = ("comb_layer", "prev_knowledge")
 UNUSED_IN_TRANSFER = re.compile(r"(\.bn\d\.(gain|bias)\.|^shared\.|pretrain_embedding_w)")
 
 
-def is_trained_in_stage(name: str, stage: str) -> bool:
-    if stage != "pretrain" and UNUSED_IN_TRANSFER.search(name):
+# The new classes' own BN parameters of a plain G: its class embedding(s).
+CLASS_PARAMS = {True: re.compile(r"^shared\.weight$"),  # G_shared: the shared class embedding
+                False: re.compile(r"\.bn\d\.(gain|bias)\.weight$")}  # else each ccbn's embeddings
+
+
+def is_trained_in_stage(name: str, stage: str, G_shared: bool = False) -> bool:
+    if stage in KNOWLEDGE_PROPAGATION_STAGES and UNUSED_IN_TRANSFER.search(name):
         return False
     if stage == "BN":
         return any(part in name for part in BN_STAGE_PARAMS)
     if stage == "FT":
         return not any(part in name for part in FT_STAGE_FROZEN)
-    if stage == "pretrain":
+    if stage in ("pretrain", "finetune"):
         return True
-    raise ValueError(f"unknown stage {stage!r}; use BN, FT or pretrain")
+    if stage == "BN_only":
+        return bool(CLASS_PARAMS[G_shared].search(name))
+    raise ValueError(f"unknown stage {stage!r}; use one of {utils.STAGES}")
 
 
 def stage_parameters(G: nn.Module, stage: str) -> list[nn.Parameter]:
-    return [p for name, p in G.named_parameters() if is_trained_in_stage(name, stage)]
+    return [p for name, p in G.named_parameters() if is_trained_in_stage(name, stage, G.G_shared)]
+
+
+def trained_D_parameters(D: nn.Module, freeze_layers: int) -> list[nn.Parameter]:
+    """FreezeD: all of D but its first `freeze_layers` blocks (-1 or 0: all of D)."""
+    frozen = tuple(f"blocks.{i}." for i in range(max(freeze_layers, 0)))
+    return [p for name, p in D.named_parameters() if not name.startswith(frozen)]
 
 
 def toggle_grad(model: nn.Module, on: bool, trainable: list[nn.Parameter] | None = None) -> None:
@@ -149,13 +164,14 @@ def GAN_training_function(G, D, GD, G_optim, D_optim, ema: Ema | None, config: d
     """One iteration: num_D_steps D updates over num_D_accumulations batches each, then one G
     update (BigGAN-PyTorch semantics), with the stage's G parameters and the transfer penalties."""
     G_trainable = stage_parameters(G, config["stage"])
+    D_trainable = trained_D_parameters(D, config["freezeD_layer"])
     comb_params, res_params = transfer_regularizer_params(G)
     bs, G_bs = config["batch_size"], config["G_batch_size"]
     n_classes, z_var = config["n_classes"], config["z_var"]
 
     def train(x: torch.Tensor, y: torch.Tensor, itr: int) -> dict[str, float]:
         xs, ys = torch.split(x, bs), torch.split(y, bs)
-        toggle_grad(D, True)
+        toggle_grad(D, True, D_trainable)
         toggle_grad(G, False)
         counter = 0
         for _ in range(config["num_D_steps"]):

@@ -61,7 +61,7 @@ def atomic_save(obj: Any, path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Command-line configuration: BigGAN-PyTorch's flag names and defaults, plus cGANTransfer's.
 
-STAGES = ("BN", "FT", "pretrain")
+STAGES = ("BN", "FT", "pretrain", "finetune", "BN_only")
 
 
 def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.ArgumentParser:
@@ -99,7 +99,12 @@ def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.A
     # Transfer (cGANTransfer)
     add("--stage", default="BN", choices=STAGES,
         help="BN: learn the new classes' BN parameters by knowledge propagation; FT: fine-tune G "
-             "(all but combination and prior); pretrain: train a plain BigGAN (source model)")
+             "(all but combination and prior); pretrain: train a plain BigGAN (a source model, or the "
+             "from-scratch baseline); baselines from a source model whose new classes start at the old "
+             "classes' mean BN parameters: finetune (TransferGAN: everything trains), BN_only (only the "
+             "new classes' own BN parameters train: the ablation of knowledge propagation)")
+    add("--freezeD_layer", type=int, default=-1,
+        help="FreezeD: keep D's first K blocks at their pretrained values (-1: train all of D)")
     add("--n_classes", type=int, default=0, help="classes of the data (the new classes when transferring)")
     add("--n_pretrain_classes", type=int, default=0, help="classes of the pretrained source model")
     add("--kp_variant", default="imagenet", choices=["imagenet", "cifar"],
@@ -181,7 +186,7 @@ def finalize_config(config: dict) -> dict:
     if config["stage"] == "pretrain" and config["n_pretrain_classes"]:
         raise UsageError("--stage pretrain trains a plain BigGAN: leave --n_pretrain_classes at 0")
     if config["stage"] != "pretrain" and config["n_pretrain_classes"] <= 0:
-        raise UsageError(f"--stage {config['stage']} transfers a pretrained model: give "
+        raise UsageError(f"--stage {config['stage']} starts from a pretrained model: give "
                          "--n_pretrain_classes (the classes of the source model, e.g. 1000)")
     config["G_batch_size"] = config["G_batch_size"] or config["batch_size"]
     config["experiment_name"] = config["experiment_name"] or name_from_config(config)
@@ -195,6 +200,8 @@ def name_from_config(config: dict) -> str:
     if config["stage"] != "pretrain":
         parts += [f"old{config['n_pretrain_classes']}", f"new{config['n_classes']}",
                   f"l1{config['comb_l1_scale']}", f"res{config['res_l2_scale']}"]
+    if config.get("freezeD_layer", -1) >= 0:
+        parts.append(f"freezeD{config['freezeD_layer']}")
     if config["hier"]:
         parts.append("hier")
     if config["G_shared"]:

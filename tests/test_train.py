@@ -40,26 +40,49 @@ def snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize("stage", ["BN", "FT"])
-def test_stage_trains_exactly_its_G_parameters_and_all_of_D(base_dir, stage):
-    import BigGAN
+def trained_sets(base_dir, stage, *extra):
+    """(G parameters changed by 3 iterations, those the stage should train, same for D)."""
     config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
-        ["--base_dir", str(base_dir), *SOURCE, *FAST, "--stage", stage]))), "n_classes": 2, "resolution": 32}
+        ["--base_dir", str(base_dir), *SOURCE, *FAST, "--stage", stage, *extra]))), "n_classes": 2, "resolution": 32}
     G0, D0 = train.build_models(config, "cpu")
     train.load_pretrained(G0, D0, config)
     before_G, before_D = snapshot(G0), snapshot(D0)
-    out = run_train(base_dir, "--stage", stage, "--num_iters", "3", "--experiment_name", f"sets_{stage}")
+    out = run_train(base_dir, "--stage", stage, "--num_iters", "3", "--experiment_name", f"sets_{stage}{extra}", *extra)
     after_G, after_D = snapshot(out["G"]), snapshot(out["D"])
-    changed = {n for n in before_G if not torch.equal(before_G[n], after_G[n])}
-    expected = {n for n in before_G if train_fns.is_trained_in_stage(n, stage)}
-    assert changed == expected
+    changed_G = {n for n in before_G if not torch.equal(before_G[n], after_G[n])}
+    changed_D = {n for n in before_D if not torch.equal(before_D[n], after_D[n])}
+    expected_G = {n for n in before_G if train_fns.is_trained_in_stage(n, stage, G0.G_shared)}
+    return changed_G, expected_G, changed_D, set(before_D)
+
+
+@pytest.mark.parametrize("stage", ["BN", "FT", "finetune", "BN_only"])
+def test_stage_trains_exactly_its_G_parameters_and_all_of_D(base_dir, stage):
+    changed_G, expected_G, changed_D, all_D = trained_sets(base_dir, stage)
+    assert changed_G == expected_G and expected_G
+    assert changed_D == all_D
     if stage == "BN":
-        assert expected and all(any(k in n for k in train_fns.BN_STAGE_PARAMS) for n in expected)
-    else:
-        assert not any("comb_layer" in n or "prev_knowledge" in n for n in expected)
-        assert any("conv1" in n for n in expected) and any("res_g" in n for n in expected)
-    assert all(not torch.equal(before_D[n], after_D[n]) for n in before_D if "new_embed" not in n)
-    assert not torch.equal(before_D["new_embed.weight"], after_D["new_embed.weight"])
+        assert all(any(k in n for k in train_fns.BN_STAGE_PARAMS) for n in expected_G)
+    elif stage == "FT":
+        assert not any("comb_layer" in n or "prev_knowledge" in n for n in expected_G)
+        assert any("conv1" in n for n in expected_G) and any("res_g" in n for n in expected_G)
+    elif stage == "BN_only":  # the new classes' own BN embeddings, nothing shared
+        assert expected_G == {n for n in expected_G if n.endswith((".gain.weight", ".bias.weight"))}
+
+
+def test_freezeD_keeps_the_first_blocks_of_D(base_dir):
+    _, _, changed_D, all_D = trained_sets(base_dir, "finetune", "--freezeD_layer", "2")
+    assert changed_D == {n for n in all_D if not n.startswith(("blocks.0.", "blocks.1."))}
+
+
+def test_baselines_start_new_classes_at_the_old_classes_mean(base_dir):
+    config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
+        ["--base_dir", str(base_dir), *SOURCE, *FAST, "--stage", "finetune"]))), "n_classes": 2, "resolution": 32}
+    G, D = train.build_models(config, "cpu")
+    train.load_pretrained(G, D, config)
+    source = torch.load(fixture_path("biggan_pytorch", "c32_small", "G.pth"), weights_only=True)
+    for key in ("blocks.0.0.bn1.gain.weight", "blocks.2.0.bn2.bias.weight"):
+        assert torch.allclose(G.state_dict()[key], source[key].mean(0, keepdim=True).expand(2, -1))
+    assert torch.equal(G.state_dict()["blocks.1.0.conv1.weight"], source["blocks.1.0.conv1.weight"])
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(base_dir):
