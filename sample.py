@@ -1,0 +1,536 @@
+"""Sample a trained (transfer) BigGAN: an npz of images, class and interpolation sheets, and metrics,
+optionally over a range of truncation thresholds.
+
+    python sample.py --base_dir BASE --experiment_name NAME --load_weights best2 [model flags] \
+        --sample_npz --sample_sheets --sample_interps --sample_random \
+        --sample_inception_metrics --sample_trunc_curves 0.05_0.05_1.0
+
+The model flags must be those the experiment was trained with (--n_classes may be left out: it is
+read from the checkpoint's state_dict). --n_pretrain_classes 0 means a source (plain BigGAN) model;
+a baseline is sampled with its --stage (finetune, BN_only) and --n_pretrain_classes, as trained.
+
+Reads BASE/weights/NAME/G[_ema][_SUFFIX].pth and state_dict[_SUFFIX].pth. Writes, never replacing
+an existing file unless --overwrite is given:
+    BASE/samples/NAME/samples.npz      'x' uint8 [N, H, W, 3] (BigGAN-PyTorch wrote [N, 3, H, W]),
+                                       'y' int64 class labels [N]
+    BASE/samples/NAME/<FOLDER>/        FOLDER: --sample_sheet_folder_num, or by default the
+                                       weights' name (e.g. G_ema_best2), so runs do not collide
+        samples<i>.png                 class sheets: one row per class, the same z's in every row
+        interpZ0.png, interpY0.png     interpolation of z (class fixed) / of the class (z fixed);
+        interpZY0.png                  of both. Rows are pairs of endpoints.
+        random_samples.png             one batch of random samples
+        metrics.json                   --sample_inception_metrics
+        trunc_curves.json / .csv       --sample_trunc_curves: one row per truncation threshold
+
+Truncation: with a threshold t > 0 (--truncation t, or each value of --sample_trunc_curves), every
+z entry is drawn from N(0, z_var) restricted to [-t, t] by resampling the entries outside it.
+BigGAN-PyTorch's --sample_trunc_curves swept the z variance instead, as a stand-in for this.
+With --accumulate_stats the standing statistics are gathered once, from untruncated z.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import trange
+
+import BigGAN
+import datasets
+import train_fns
+import utils
+
+SAMPLES_PER_CLASS = 10   # columns of a class sheet (BigGAN-PyTorch)
+CLASSES_PER_SHEET = 20   # rows of a class sheet
+INTERP_MIDPOINTS = 8     # an interpolation row holds its two endpoints and these midpoints
+NUM_SPLITS = 10          # of the Inception Score
+
+# Flags that shape G's weights: compared with the checkpoint's config to explain a mismatch.
+MODEL_FLAGS = ("resolution", "n_classes", "n_pretrain_classes", "G_ch", "dim_z", "hier", "G_shared",
+               "shared_dim", "G_attn", "kp_variant", "G_param", "num_G_SVs", "norm_style",
+               "cross_replica")
+
+
+def prepare_parser():
+    p = utils.prepare_parser("Sample a trained (transfer) BigGAN: npz, sheets, metrics")
+    add = p.add_argument
+    add("--sample_npz", action="store_true", help="save --sample_num_npz samples to samples.npz")
+    add("--sample_num_npz", type=int, default=50000)
+    add("--sample_sheets", action="store_true", help="class-conditional sample sheets")
+    add("--sample_interps", action="store_true", help="z and class interpolation sheets")
+    add("--sample_num_interps", type=int, default=16, help="rows of an interpolation sheet")
+    add("--sample_sheet_folder_num", type=int, default=-1,
+        help="write sheets and metrics to samples/<experiment>/<this number>/ "
+             "(default -1: to a folder named after the weights, e.g. G_ema_best2)")
+    add("--sample_random", action="store_true", help="one sheet of random samples")
+    add("--sample_inception_metrics", action="store_true",
+        help="IS/FID (KMMD with --kmmd, mFID with --mfid) in the --backbone feature space, at --truncation")
+    add("--sample_trunc_curves", default="",
+        help="metrics at each truncation threshold start_step_end, e.g. 0.05_0.05_1.0")
+    add("--truncation", type=float, default=0.0,
+        help="truncation threshold of z for all sampling but the curves (0: off)")
+    add("--overwrite", action="store_true", help="replace outputs of an earlier run")
+    return p
+
+
+def parse_config(argv: list[str] | None = None) -> dict:
+    config = vars(prepare_parser().parse_args(argv))
+    if config["n_pretrain_classes"] == 0:
+        config["stage"] = "pretrain"  # a source model: plain BigGAN
+    config = utils.finalize_config(config)
+    for flag in ("sample_num_npz", "sample_num_interps", "G_batch_size"):
+        if config[flag] < 1:
+            raise utils.UsageError(f"--{flag} must be at least 1, got {config[flag]}")
+    if config["truncation"] < 0:
+        raise utils.UsageError(f"--truncation must be positive (or 0 for none), got {config['truncation']}")
+    outputs = ("sample_npz", "sample_sheets", "sample_interps", "sample_random",
+               "sample_inception_metrics", "sample_trunc_curves")
+    if not any(config[flag] for flag in outputs):
+        raise utils.UsageError("nothing to sample; give at least one of "
+                               + ", ".join(f"--{flag}" for flag in outputs))
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading the generator
+
+def weights_name(config: dict) -> str:
+    part = "G_ema" if config["use_ema"] else "G"
+    return f"{part}_{config['load_weights']}" if config["load_weights"] else part
+
+
+def checkpoint_hint(config: dict) -> str:
+    hint = (f"Check --experiment_name ({config['experiment_name']}), --load_weights "
+            f"({config['load_weights'] or 'none'}) and --base_dir / --weights_root")
+    if config["use_ema"]:
+        hint += "; --use_ema needs a run trained with --ema"
+    return hint
+
+
+def load_run_state(config: dict) -> dict:
+    """The checkpoint's state_dict (itr, training config); empty when the run did not save one."""
+    path = utils.checkpoint_path(config["weights_root"], config["experiment_name"], "state_dict",
+                                 config["load_weights"])
+    if not os.path.isfile(path):
+        return {}
+    state = utils.load_file(path, "checkpoint state_dict", checkpoint_hint(config))
+    return state if isinstance(state, dict) else {}
+
+
+def load_weights(config: dict) -> dict:
+    path = utils.checkpoint_path(config["weights_root"], config["experiment_name"],
+                                 "G_ema" if config["use_ema"] else "G", config["load_weights"])
+    state = utils.load_file(path, "generator weights", checkpoint_hint(config))
+    if not isinstance(state, dict):
+        raise utils.UsageError(f"{path} holds no state dict; point --load_weights at a G checkpoint")
+    return state
+
+
+def complete_model_config(config: dict, trained: dict) -> None:
+    """n_classes from the flag, else from the training config; resolution from the dataset."""
+    if not config["n_classes"]:
+        if not trained.get("n_classes"):
+            raise utils.UsageError("the number of classes is unknown: the checkpoint has no state_dict "
+                                   "with the training config; give --n_classes")
+        config["n_classes"] = trained["n_classes"]
+    config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"]).resolution
+
+
+def builds_transfer_G(stage: str) -> bool:
+    return stage in train_fns.KNOWLEDGE_PROPAGATION_STAGES
+
+
+def flags_unlike_training(config: dict, trained: dict) -> list[str]:
+    differences = []
+    if "stage" in trained and builds_transfer_G(trained["stage"]) != builds_transfer_G(config["stage"]):
+        differences.append(f"--stage {trained['stage']} (you gave {config['stage']})")
+    for flag in MODEL_FLAGS:
+        if flag in trained and str(trained[flag]) != str(config[flag]):
+            if isinstance(trained[flag], bool):
+                differences.append(f"--{flag} (you left it out)" if trained[flag]
+                                   else f"no --{flag} (you gave it)")
+            else:
+                differences.append(f"--{flag} {trained[flag]} (you gave {config[flag]})")
+    return differences
+
+
+def bn_statistics_counterpart(key: str, own: dict) -> str | None:
+    """The name `key` (a BN running statistic) has in the other layout: <bn>.stored_mean without
+    --mybn, <bn>.bn.stored_mean with it. Both hold the same running statistics."""
+    head, _, leaf = key.rpartition(".")
+    if key in own or leaf not in ("stored_mean", "stored_var"):
+        return None
+    other = f"{head[:-len('.bn')]}.{leaf}" if head.endswith(".bn") else f"{head}.bn.{leaf}"
+    return other if other in own else None
+
+
+def match_bn_layout(state: dict, own: dict) -> dict:
+    """A checkpoint trained with or without --mybn, renamed for G's layout, so that --mybn
+    --accumulate_stats works on any checkpoint (the official scripts suggest it for sampling)."""
+    matched = {bn_statistics_counterpart(key, own) or key: value for key, value in state.items()
+               if not (key.endswith(".bn.accumulation_counter") and key not in own)}
+    for key, value in own.items():
+        if key.endswith(".bn.accumulation_counter") and key not in matched:
+            matched[key] = value  # a checkpoint without --mybn has no counter: start it fresh
+    return matched
+
+
+def build_generator(config: dict, state: dict, trained: dict) -> BigGAN.Generator:
+    # As train.build_models: only the BN/FT stages have the knowledge-propagation layers; the
+    # baselines (finetune, BN_only) are plain models of the new classes. skip_init: every weight
+    # comes from the checkpoint.
+    n_pretrain_classes = config["n_pretrain_classes"] if builds_transfer_G(config["stage"]) else 0
+    try:
+        G = BigGAN.Generator(**{**config, "n_pretrain_classes": n_pretrain_classes, "skip_init": True})
+    except ValueError as err:
+        raise utils.UsageError(f"{err}; fix the model flags") from err
+    try:
+        G.load_state_dict(match_bn_layout(state, G.state_dict()))
+    except RuntimeError as err:
+        differences = flags_unlike_training(config, trained)
+        if differences:
+            cause = "the run was trained with " + ", ".join(differences)
+        else:
+            first_problem = (str(err).splitlines()[1:] or [str(err)])[0].strip()[:300]
+            cause = f"{first_problem}; use the flags the experiment was trained with"
+        raise utils.UsageError(f"the weights of {weights_name(config)} do not fit the generator built from "
+                               f"your flags, which are probably wrong: {cause}") from err
+    return G
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling z and classes
+
+def truncate(z: torch.Tensor, threshold: float, z_var: float = 1.0) -> torch.Tensor:
+    """z ~ N(0, z_var) restricted to [-threshold, threshold]: the entries outside are drawn again
+    until none are left (clamping them instead would pile probability onto the bounds)."""
+    if threshold <= 0:
+        return z
+    z = z.clone()
+    outside = z.abs() > threshold
+    while outside.any():
+        z[outside] = torch.randn(int(outside.sum()), device=z.device, dtype=z.dtype) * z_var ** 0.5
+        outside = z.abs() > threshold
+    return z
+
+
+def sample_z_y(n: int, G: nn.Module, config: dict, device, truncation: float):
+    z, y = train_fns.sample_z_y(n, G.dim_z, config["n_classes"], device, config["z_var"])
+    return truncate(z, truncation, config["z_var"]), y
+
+
+def other_classes(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """A random class different from each y (when there are two classes or more)."""
+    if n_classes < 2:
+        return y.clone()
+    return (y + torch.randint(1, n_classes, y.shape, device=y.device)) % n_classes
+
+
+def mixable_classes(G: BigGAN.Generator, y: torch.Tensor) -> torch.Tensor | None:
+    """Class inputs of G that can be mixed linearly, or None when G only takes indices."""
+    inputs = G.class_input(y)
+    if inputs.is_floating_point():
+        return inputs  # the shared embeddings of a source G
+    if G.transfer or G.hier:
+        # These G one-hot the indices themselves and take soft one-hot vectors as they are.
+        return F.one_hot(y, G.n_classes).float()
+    return None
+
+
+def lerp_rows(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """[rows, d] endpoints -> [rows * steps, d]: each row's path from a to b, one row after another."""
+    w = torch.linspace(0, 1, steps, device=a.device, dtype=a.dtype).view(1, steps, 1)
+    return (a.unsqueeze(1) * (1 - w) + b.unsqueeze(1) * w).reshape(-1, a.shape[1])
+
+
+def generate(G_forward: Callable, z: torch.Tensor, class_input: torch.Tensor, batch_size: int,
+             precision: train_fns.Precision) -> torch.Tensor:
+    """G(z, class_input) in batches, gathered on the cpu."""
+    images = []
+    for i in range(0, z.shape[0], batch_size):
+        with precision.autocast():
+            images.append(G_forward(z[i:i + batch_size], class_input[i:i + batch_size]).float().cpu())
+    return torch.cat(images)
+
+
+def make_sampler(G, G_forward, config: dict, device, precision, truncation: float) -> Callable:
+    """sample() -> (a batch of images in [-1, 1], their uniformly drawn classes)."""
+    def sample():
+        z, y = sample_z_y(config["G_batch_size"], G, config, device, truncation)
+        with precision.autocast():
+            images = G_forward(z, G.class_input(y))
+        return images.float(), y
+    return sample
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs: npz and sheets
+
+def write_atomically(path: str, write: Callable, binary: bool = False) -> None:
+    """write(file) into a temp file next to path, then rename it: no half-written outputs."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], rounded: the inverse of the data loader's map."""
+    pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def write_npz(path: str, sample: Callable, num: int, batch_size: int, resolution: int) -> None:
+    x = np.empty((num, resolution, resolution, 3), dtype=np.uint8)  # 50k at 128 px: 2.5 GB
+    y = np.empty((num,), dtype=np.int64)
+    for i in trange(math.ceil(num / batch_size), desc="samples.npz"):
+        images, labels = sample()
+        n = min(batch_size, num - i * batch_size)
+        x[i * batch_size:i * batch_size + n] = to_uint8_hwc(images[:n])
+        y[i * batch_size:i * batch_size + n] = labels[:n].cpu().numpy()
+    write_atomically(path, lambda f: np.savez(f, x=x, y=y), binary=True)
+    print(f"Saved {x.shape[0]} samples (x {x.shape}, y {y.shape}) to {path}")
+
+
+def class_sheet(G, G_forward, classes: list[int], z: torch.Tensor, config: dict,
+                precision) -> torch.Tensor:
+    """One row per class; column j uses z[j] in every row, so that rows differ only by class."""
+    y = torch.tensor(classes, device=z.device).repeat_interleave(z.shape[0])
+    return generate(G_forward, z.repeat(len(classes), 1), G.class_input(y),
+                    config["G_batch_size"], precision)
+
+
+def interp_sheet(G, G_forward, config: dict, device, precision, truncation: float,
+                 fix_z: bool, fix_y: bool) -> torch.Tensor:
+    """Rows from one random (z, class) to another; fix_z keeps each row's z, fix_y its class."""
+    rows, steps = config["sample_num_interps"], INTERP_MIDPOINTS + 2
+    z0, y0 = sample_z_y(rows, G, config, device, truncation)
+    z1, _ = sample_z_y(rows, G, config, device, truncation)
+    zs = z0.repeat_interleave(steps, 0) if fix_z else lerp_rows(z0, z1, steps)
+    if fix_y:
+        ys = G.class_input(y0.repeat_interleave(steps))
+    else:
+        y1 = other_classes(y0, config["n_classes"])
+        ys = lerp_rows(mixable_classes(G, y0), mixable_classes(G, y1), steps)
+    return generate(G_forward, zs, ys, config["G_batch_size"], precision)
+
+
+def interp_styles(G: BigGAN.Generator, device) -> dict[str, tuple[bool, bool]]:
+    """Official file tags (what is interpolated) -> (fix_z, fix_y); class interpolation only
+    where G's class input can be mixed."""
+    styles = {"ZY": (False, False), "Z": (False, True), "Y": (True, False)}
+    if mixable_classes(G, torch.zeros(1, dtype=torch.long, device=device)) is None:
+        print("Skipping class interpolation: this G takes class indices only (no shared embedding)")
+        styles = {"Z": (False, True)}
+    return styles
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+SPACE_LABELS = {"inception": "Inception", "tf_inception": "TF-Inception", "classifier": "classifier"}
+
+
+def trunc_curve_values(spec: str) -> list[float]:
+    """'start_step_end' -> [start, start + step, ..., <= end]."""
+    try:
+        start, step, end = (float(part) for part in spec.split("_"))
+    except ValueError:
+        raise utils.UsageError(f"--sample_trunc_curves {spec!r} is not start_step_end, "
+                               "e.g. 0.05_0.05_1.0") from None
+    if not (0 < start <= end and step > 0):
+        raise utils.UsageError(f"--sample_trunc_curves {spec!r}: need 0 < start <= end and step > 0")
+    count = math.floor((end - start) / step + 1e-9) + 1
+    return [round(start + i * step, 10) for i in range(count)]
+
+
+def prepare_metrics(config: dict, device) -> Callable:
+    import inception_utils  # heavy (torchvision models); only when metrics run
+    return inception_utils.prepare_inception_metrics(
+        config["dataset"], config["parallel"], config["no_fid"], data_root=config["data_root"],
+        backbone=config["backbone"], inception_weights=config["inception_weights"] or None,
+        device=device)
+
+
+def describe_metrics(metrics: dict) -> str:
+    """Every number named with its feature space: a classifier-space FID never reads as Inception's."""
+    space = metrics["metric_space"]
+    label = SPACE_LABELS.get(space, space)
+    parts = [f"{label} IS {metrics['IS_mean']:.3f} +/- {metrics['IS_std']:.3f}",
+             f"{label} FID {metrics['FID']:.4f}"]
+    for key in ("KMMD", "mFID"):
+        if metrics.get(key) is not None:
+            parts.append(f"{label} {key} {metrics[key]:.4f}")
+    if metrics.get("class_acc") is not None:
+        parts.append(f"{label} class accuracy {metrics['class_acc']:.3f}")
+    if space == "classifier":
+        note = " (feature space of the project classifier: not comparable with published Inception numbers)"
+    elif space == "inception":
+        note = " (PyTorch Inception: unofficial, close to but not TF Inception's)"
+    else:
+        note = ""
+    return ", ".join(parts) + note
+
+
+def evaluation_setting(config: dict, truncation: float, itr) -> str:
+    """What the metrics were measured on, as BigGAN-PyTorch prints it."""
+    text = (f"{'ema' if config['use_ema'] else 'non-ema'} weights in "
+            f"{'eval' if config['G_eval_mode'] else 'training'} mode, z_var {config['z_var']:.3f}, "
+            f"truncation {truncation if truncation > 0 else 'none'}, "
+            f"over {config['num_inception_images']} images")
+    if config["accumulate_stats"] or not config["G_eval_mode"]:
+        text += f", batch size {config['G_batch_size']}"
+    if config["accumulate_stats"]:
+        text += f", {config['num_standing_accumulations']} standing stat accumulations"
+    return text + f", itr {itr}"
+
+
+def finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN: an absent FID (--no_fid) becomes null
+    return value
+
+
+def measure(get_metrics: Callable, sample: Callable, config: dict, truncation: float, itr) -> dict:
+    metrics = get_metrics(sample, config["num_inception_images"], num_splits=NUM_SPLITS,
+                          prints=False, use_torch=False, kmmd=config["kmmd"], mfid=config["mfid"])
+    print(f"{evaluation_setting(config, truncation, itr)}: {describe_metrics(metrics)}")
+    return {"truncation": truncation, **{k: finite_or_none(v) for k, v in metrics.items()}}
+
+
+def write_json(path: str, record: dict) -> None:
+    write_atomically(path, lambda f: f.write(json.dumps(record, indent=2) + "\n"))
+
+
+def write_csv(path: str, rows: list[dict]) -> None:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, lambda f: f.write(text.getvalue()))
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+def planned_outputs(config: dict, folder: str, styles: dict) -> list[str]:
+    exp_dir = os.path.join(config["samples_root"], config["experiment_name"])
+    paths = []
+    if config["sample_npz"]:
+        paths.append(os.path.join(exp_dir, "samples.npz"))
+    if config["sample_sheets"]:
+        sheets = math.ceil(config["n_classes"] / CLASSES_PER_SHEET)
+        paths += [os.path.join(folder, f"samples{i}.png") for i in range(sheets)]
+    if config["sample_interps"]:
+        paths += [os.path.join(folder, f"interp{tag}0.png") for tag in styles]
+    if config["sample_random"]:
+        paths.append(os.path.join(folder, "random_samples.png"))
+    if config["sample_inception_metrics"]:
+        paths.append(os.path.join(folder, "metrics.json"))
+    if config["sample_trunc_curves"]:
+        paths += [os.path.join(folder, "trunc_curves.json"), os.path.join(folder, "trunc_curves.csv")]
+    return paths
+
+
+def refuse_to_overwrite(paths: list[str], config: dict) -> None:
+    existing = [p for p in paths if os.path.exists(p)]
+    if existing and not config["overwrite"]:
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise utils.UsageError(f"earlier outputs would be replaced: {', '.join(existing[:3])}{more}; pass "
+                               "--overwrite to replace them, or --sample_sheet_folder_num N to write elsewhere")
+
+
+@torch.no_grad()
+def run(config: dict) -> dict:
+    device = utils.pick_device(config["device"] or None)
+    utils.seed_rng(config["seed"])
+    run_state = load_run_state(config)
+    trained = run_state.get("config") or {}
+    state = load_weights(config)
+    complete_model_config(config, trained)
+    G = build_generator(config, state, trained).to(device)
+    G.train(not config["G_eval_mode"])
+    itr = run_state.get("itr", "unknown")
+    G_forward = nn.DataParallel(G) if (config["parallel"] and device.type == "cuda"
+                                       and torch.cuda.device_count() > 1) else G
+    precision = train_fns.Precision(config["amp"], device)
+
+    folder_name = (str(config["sample_sheet_folder_num"]) if config["sample_sheet_folder_num"] >= 0
+                   else weights_name(config))
+    folder = os.path.join(config["samples_root"], config["experiment_name"], folder_name)
+    styles = interp_styles(G, device) if config["sample_interps"] else {}
+    refuse_to_overwrite(planned_outputs(config, folder, styles), config)
+    trunc_values = trunc_curve_values(config["sample_trunc_curves"]) if config["sample_trunc_curves"] else []
+    # Load the backbone and reference statistics first: a missing file should stop us before hours of sampling.
+    wants_metrics = config["sample_inception_metrics"] or trunc_values
+    get_metrics = prepare_metrics(config, device) if wants_metrics else None
+
+    print(f"Sampling {weights_name(config)} of {config['experiment_name']} (itr {itr}) on {device}: "
+          f"{config['n_classes']} classes, G in {'eval' if config['G_eval_mode'] else 'training'} mode")
+    if config["accumulate_stats"]:
+        print(f"Accumulating standing stats over {config['num_standing_accumulations']} batches...")
+        train_fns.accumulate_standing_stats(G, config, device)
+    sample = make_sampler(G, G_forward, config, device, precision, config["truncation"])
+    result = {"folder": folder, "itr": itr, "metrics": None, "trunc_curve": None}
+
+    if config["sample_npz"]:
+        write_npz(os.path.join(config["samples_root"], config["experiment_name"], "samples.npz"),
+                  sample, config["sample_num_npz"], config["G_batch_size"], config["resolution"])
+    if config["sample_sheets"]:
+        z, _ = sample_z_y(SAMPLES_PER_CLASS, G, config, device, config["truncation"])
+        for i, first in enumerate(range(0, config["n_classes"], CLASSES_PER_SHEET)):
+            classes = list(range(first, min(first + CLASSES_PER_SHEET, config["n_classes"])))
+            train_fns.save_image_grid(class_sheet(G, G_forward, classes, z, config, precision),
+                                      os.path.join(folder, f"samples{i}.png"), nrow=SAMPLES_PER_CLASS)
+        print(f"Saved class sheets to {folder}")
+    for tag, (fix_z, fix_y) in styles.items():
+        sheet = interp_sheet(G, G_forward, config, device, precision, config["truncation"], fix_z, fix_y)
+        train_fns.save_image_grid(sheet, os.path.join(folder, f"interp{tag}0.png"), nrow=INTERP_MIDPOINTS + 2)
+    if styles:
+        print(f"Saved interpolation sheets ({', '.join(f'interp{tag}0.png' for tag in styles)}) to {folder}")
+    if config["sample_random"]:
+        images, _ = sample()
+        train_fns.save_image_grid(images.cpu(), os.path.join(folder, "random_samples.png"),
+                                  nrow=int(images.shape[0] ** 0.5))
+        print(f"Saved a random sheet to {folder}")
+
+    setting = {"weights": weights_name(config), "itr": itr, "use_ema": config["use_ema"],
+               "G_eval_mode": config["G_eval_mode"], "z_var": config["z_var"],
+               "num_inception_images": config["num_inception_images"]}
+    if config["sample_inception_metrics"]:
+        print("Calculating metrics...")
+        result["metrics"] = measure(get_metrics, sample, config, config["truncation"], itr)
+        write_json(os.path.join(folder, "metrics.json"), {**setting, **result["metrics"]})
+    if trunc_values:
+        print(f"Metrics at truncation thresholds {trunc_values}...")
+        rows = [measure(get_metrics, make_sampler(G, G_forward, config, device, precision, t),
+                        config, t, itr) for t in trunc_values]
+        write_json(os.path.join(folder, "trunc_curves.json"), {**setting, "rows": rows})
+        write_csv(os.path.join(folder, "trunc_curves.csv"), rows)
+        print(f"Saved the truncation curve to {os.path.join(folder, 'trunc_curves.{json,csv}')}")
+        result["trunc_curve"] = rows
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run(parse_config(argv))
+
+
+if __name__ == "__main__":
+    utils.run_main(main)

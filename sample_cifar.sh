@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sample the official cGANTransfer CIFAR100 model (80 old -> 20 new classes; official
+# sample_CIFAR.sh): truncation curve, metrics, an npz of 50k samples, random, class and
+# interpolation sheets, from $BASE_DIR/weights/CIFAR_l0.01_res0.1/G_best2.pth (train_cifar.sh's run).
+# Metrics need the reference moments from `bash prepare_data.sh`.
+#   bash sample_cifar.sh [extra sample.py flags]           e.g. --use_ema, --overwrite
+# use --z_var to change the variance of z for all the sampling
+# use --mybn --accumulate_stats --num_standing_accumulations 32 to
+# use running stats
+# Use if you also want to calculate KMMD when evaluating the model.
+# In that case, "num_inception_images" is decreased to avoid a memory error:
+#   --kmmd --num_inception_images 25000
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python}
+exec "$PYTHON" sample.py \
+  --base_dir "${BASE_DIR:-base_dir}" --experiment_name CIFAR_l0.01_res0.1 --load_weights best2 \
+  --dataset C100 --stage BN --n_classes 20 --n_pretrain_classes 80 --kp_variant cifar \
+  --parallel --batch_size 50 --G_batch_size 512 \
+  --G_attn 0 --D_attn 0 --G_init N02 --D_init N02 --skip_init --G_ch 64 --D_ch 64 --SN_eps 1e-8 \
+  --seed 0 \
+  --G_eval_mode --sample_trunc_curves 0.05_0.05_1.0 \
+  --sample_inception_metrics --sample_npz --sample_random --sample_sheets --sample_interps \
+  --sample_num_npz 50000 \
+  "$@"

@@ -1,0 +1,227 @@
+"""sample.py: truncated z, npz/sheets/interpolations, metrics labelled with their feature space,
+and clear errors for missing or mismatching checkpoints."""
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import BigGAN
+import inception_utils
+import sample
+import train
+import utils
+from conftest import ROOT
+
+# A tiny transfer G (3 old classes -> 2 new ones) and the flags that rebuild it.
+TRANSFER = ["--dataset", "Toy32", "--G_ch", "4", "--D_ch", "4", "--G_attn", "0", "--D_attn", "0",
+            "--dim_z", "16", "--n_pretrain_classes", "3", "--kp_variant", "cifar", "--G_init", "N02",
+            "--device", "cpu", "--G_batch_size", "8", "--num_workers", "0"]
+SOURCE = ["--dataset", "Toy32", "--G_ch", "4", "--D_ch", "4", "--G_attn", "0", "--D_attn", "0",
+          "--dim_z", "20", "--G_shared", "--hier", "--shared_dim", "8", "--n_pretrain_classes", "0",
+          "--device", "cpu", "--G_batch_size", "8", "--num_workers", "0"]
+SUFFIX = "best0"
+
+
+def save_experiment(base, flags, name, n_classes):
+    """Weights as train.py lays them out: weights/<name>/{G,G_ema,state_dict}_best0.pth."""
+    config = sample.parse_config(["--base_dir", str(base), *flags, "--experiment_name", name,
+                                  "--n_classes", str(n_classes), "--sample_random"])
+    config["resolution"] = 32
+    G, _ = train.build_models(config, "cpu")
+    G.train()
+    with torch.no_grad():  # move the BN statistics and SN vectors off their initial values
+        for _ in range(2):
+            y = torch.randint(0, n_classes, (4,))
+            G(torch.randn(4, G.dim_z), G.class_input(y))
+    G_ema = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
+             for k, v in G.state_dict().items()}
+    utils.save_checkpoint({"G": G.state_dict(), "G_ema": G_ema, "state_dict": {"itr": 7, "config": config}},
+                          os.path.join(str(base), "weights"), name, SUFFIX)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    base = tmp_path_factory.mktemp("base")
+    save_experiment(base, TRANSFER, "tiny", n_classes=2)
+    save_experiment(base, SOURCE, "source", n_classes=3)
+    save_experiment(base, [*TRANSFER, "--stage", "finetune"], "baseline", n_classes=2)
+    return base
+
+
+def run_sample(base_dir, *args, flags=TRANSFER, name="tiny"):
+    return sample.main(["--base_dir", str(base_dir), *flags, "--experiment_name", name,
+                        "--load_weights", SUFFIX, *args])
+
+
+# --- Truncation
+
+def test_truncation_resamples_out_of_range_entries_instead_of_clipping():
+    torch.manual_seed(0)
+    z = torch.randn(200_000)
+    out = sample.truncate(z, 1.0)
+    assert out.abs().max() <= 1.0
+    inside = z.abs() <= 1.0
+    assert torch.equal(out[inside], z[inside])  # only the entries outside are drawn again
+    # Clamping would put ~32% of the mass on +-1; the truncated normal has almost none there.
+    assert (out.abs() > 0.999).float().mean() < 0.005
+    truncated_std = math.sqrt(1 - 2 * math.exp(-0.5) / math.sqrt(2 * math.pi) / math.erf(1 / math.sqrt(2)))
+    assert abs(out.std().item() - truncated_std) < 0.01
+    assert sample.truncate(torch.randn(1000) * 2, 0.5, z_var=4.0).abs().max() <= 0.5
+    assert torch.equal(sample.truncate(z, 0.0), z)
+
+
+def test_trunc_curve_spec_gives_start_to_end_inclusive():
+    assert sample.trunc_curve_values("0.05_0.05_1.0") == [round(0.05 * i, 10) for i in range(1, 21)]
+    with pytest.raises(utils.UsageError, match="start_step_end"):
+        sample.trunc_curve_values("0.5-1.0")
+
+
+# --- Class inputs that interpolate
+
+def test_class_interpolation_mixes_one_hots_of_a_transfer_G_and_embeddings_of_a_shared_source():
+    transfer = BigGAN.Generator(resolution=32, G_ch=4, G_attn="0", dim_z=16, n_classes=2,
+                                n_pretrain_classes=3, G_shared=False, kp_variant="cifar")
+    source = BigGAN.Generator(resolution=32, G_ch=4, G_attn="0", dim_z=20, n_classes=3,
+                              G_shared=True, hier=True, shared_dim=8)
+    plain = BigGAN.Generator(resolution=32, G_ch=4, G_attn="0", dim_z=16, n_classes=3, G_shared=False)
+    y = torch.tensor([0, 1])
+    assert torch.equal(sample.mixable_classes(transfer, y), F.one_hot(y, 2).float())
+    assert torch.equal(sample.mixable_classes(source, y), source.shared(y))
+    assert sample.mixable_classes(plain, y) is None
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    path = sample.lerp_rows(a, b, 5)
+    assert torch.equal(path[0], a[0]) and torch.equal(path[-1], b[0])
+    assert torch.allclose(path.sum(1), torch.ones(5))  # soft one-hots stay on the simplex
+
+
+# --- A full run
+
+class TinyBackbone(nn.Module):
+    """Stands in for the metric network: 12-d pooled colours as features, a linear head."""
+    metric_space = "classifier"
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(12, 4)
+
+    def forward(self, x):
+        features = F.adaptive_avg_pool2d(x, 2).flatten(1)
+        return features, self.head(features)
+
+
+@pytest.fixture
+def tiny_backbone(base_dir, monkeypatch):
+    net = TinyBackbone().eval()
+    monkeypatch.setattr(inception_utils, "load_inception_net", lambda *args, **kwargs: net)
+    with torch.no_grad():
+        reference = net(torch.rand(200, 3, 32, 32) * 2 - 1)[0].double().numpy()
+    data = base_dir / "data"
+    data.mkdir(exist_ok=True)
+    np.savez(data / "Toy32_classifier_moments.npz", mu=reference.mean(0),
+             sigma=np.cov(reference, rowvar=False), metric_space="classifier")
+    np.savez(data / "Toy32_classifier_features.npz", pool=reference.astype(np.float32),
+             labels=np.zeros(len(reference), dtype=np.int64))
+    return net
+
+
+def test_a_full_run_writes_every_output(base_dir, tiny_backbone, capsys):
+    result = run_sample(base_dir, "--sample_npz", "--sample_num_npz", "10", "--sample_sheets",
+                        "--sample_interps", "--sample_num_interps", "2", "--sample_random",
+                        "--sample_inception_metrics", "--sample_trunc_curves", "0.5_0.5_1.0",
+                        "--truncation", "0.8", "--use_ema", "--G_eval_mode", "--backbone", "classifier",
+                        "--num_inception_images", "20", "--G_batch_size", "20", "--kmmd")
+    out = capsys.readouterr().out
+    folder = base_dir / "samples" / "tiny" / "G_ema_best0"
+    assert result["folder"] == str(folder) and result["itr"] == 7
+
+    with np.load(base_dir / "samples" / "tiny" / "samples.npz") as npz:
+        x, y = npz["x"], npz["y"]
+    assert x.shape == (10, 32, 32, 3) and x.dtype == np.uint8
+    assert y.shape == (10,) and y.min() >= 0 and y.max() < 2  # n_classes came from the checkpoint
+    for name in ("samples0.png", "interpZY0.png", "interpZ0.png", "interpY0.png", "random_samples.png"):
+        assert (folder / name).stat().st_size > 0, name
+
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["metric_space"] == "classifier" and metrics["truncation"] == 0.8
+    for key in ("IS_mean", "IS_std", "FID", "KMMD"):
+        assert math.isfinite(metrics[key]), key
+    assert "classifier FID" in out and "Inception FID" not in out and "Inception IS" not in out
+
+    curve = json.loads((folder / "trunc_curves.json").read_text())["rows"]
+    assert [row["truncation"] for row in curve] == [0.5, 1.0]
+    assert all(math.isfinite(row["FID"]) and row["metric_space"] == "classifier" for row in curve)
+    with open(folder / "trunc_curves.csv") as f:
+        assert [float(row["truncation"]) for row in csv.DictReader(f)] == [0.5, 1.0]
+
+
+def test_a_shared_source_model_gets_class_interpolations(base_dir):
+    result = run_sample(base_dir, "--sample_interps", "--sample_num_interps", "2", "--sample_sheets",
+                        "--G_batch_size", "32", flags=SOURCE, name="source")
+    for name in ("interpY0.png", "interpZY0.png", "samples0.png"):
+        assert os.path.getsize(os.path.join(result["folder"], name)) > 0
+
+
+def test_standing_stats_work_on_a_checkpoint_trained_without_mybn(base_dir):
+    result = run_sample(base_dir, "--sample_random", "--mybn", "--accumulate_stats",
+                        "--num_standing_accumulations", "2", "--G_eval_mode", "--sample_sheet_folder_num", "3")
+    assert os.path.isfile(os.path.join(result["folder"], "random_samples.png"))
+
+
+def test_a_baseline_is_sampled_as_the_plain_model_it_was_trained_as(base_dir):
+    result = run_sample(base_dir, "--sample_sheets", "--stage", "finetune", name="baseline")
+    assert os.path.isfile(os.path.join(result["folder"], "samples0.png"))
+    with pytest.raises(utils.UsageError, match=r"--stage finetune \(you gave BN\)"):
+        run_sample(base_dir, "--sample_sheets", "--sample_sheet_folder_num", "1", name="baseline")
+
+
+# --- Bad inputs
+
+def test_earlier_outputs_are_kept_unless_overwrite_is_given(base_dir):
+    run_sample(base_dir, "--sample_random", "--sample_sheet_folder_num", "5")
+    sheet = base_dir / "samples" / "tiny" / "5" / "random_samples.png"
+    before = sheet.read_bytes()
+    with pytest.raises(utils.UsageError, match="--overwrite"):
+        run_sample(base_dir, "--sample_random", "--sample_sheet_folder_num", "5")
+    assert sheet.read_bytes() == before
+    run_sample(base_dir, "--sample_random", "--sample_sheet_folder_num", "5", "--overwrite", "--seed", "1")
+    assert sheet.read_bytes() != before
+
+
+def test_missing_checkpoint_names_the_path(base_dir):
+    expected = os.path.join(str(base_dir), "weights", "tiny", "G_best9.pth")
+    with pytest.raises(utils.UsageError, match=re.escape(expected) + ".*--load_weights"):
+        sample.main(["--base_dir", str(base_dir), *TRANSFER, "--n_classes", "2", "--experiment_name",
+                     "tiny", "--load_weights", "best9", "--sample_random"])
+
+
+def test_mismatching_flags_are_named(base_dir):
+    with pytest.raises(utils.UsageError, match=r"probably wrong.*--G_ch 4 \(you gave 8\)"):
+        run_sample(base_dir, "--sample_random", "--G_ch", "8")
+
+
+def test_cli_missing_checkpoint_exits_with_one_error_line(base_dir):
+    cmd = [sys.executable, os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), *TRANSFER,
+           "--n_classes", "2", "--experiment_name", "nowhere", "--sample_random"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    missing = os.path.join(str(base_dir), "weights", "nowhere", "G.pth")
+    assert len(errors) == 1 and missing in errors[0], result.stderr[-2000:]
+
+
+def test_sample_sh_without_a_trained_model_says_what_to_run(tmp_path):
+    env = {**os.environ, "BASE_DIR": str(tmp_path), "SETUP": "", "PYTHON": sys.executable}
+    result = subprocess.run(["bash", os.path.join(ROOT, "sample.sh")], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode == 1
+    assert "bash train.sh" in result.stderr and str(tmp_path) in result.stderr
