@@ -103,11 +103,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--base_dir", default="base_dir")
     parser.add_argument("--images_per_class", type=int, default=25, help="few-shot target images per new class")
     parser.add_argument("--data_seed", type=int, default=0)
+    parser.add_argument("--prepare_only", action="store_true", help="steps 1-3 only (bash prepare_data.sh)")
     args, train_args = parser.parse_known_args(argv)
     base = args.base_dir
     prepare_target_data(os.path.join(base, "data"), args.images_per_class, args.data_seed)
     prepare_reference_statistics(os.path.join(base, "data"), args.data_seed)
     install_source_weights(os.path.join(base, "weights"))
+    if args.prepare_only:
+        return {}
     print("[4/4] training the BN stage (knowledge propagation) ...")
     # Later flags win in argparse, so the user's extra arguments override the defaults here.
     config = utils.finalize_config(vars(utils.prepare_parser().parse_args(
