@@ -179,7 +179,7 @@ def run(config: dict) -> dict:
     batches = iter(loader)
     if config["resume"] and "rng_state" in state_dict:
         torch.set_rng_state(state_dict["rng_state"])  # after the loader drew its seed: exact resume
-    start = time.time()
+    start, start_itr = time.time(), state_dict["itr"]
     total = config["num_iters"] or None
     done = False
     while not done:
@@ -216,6 +216,10 @@ def run(config: dict) -> dict:
             else:
                 loader.sampler.set_epoch(state_dict["epoch"])
                 batches = iter(loader)
+    if state_dict["itr"] == start_itr:
+        raise utils.UsageError(f"no training iteration ran: the data ran out at iteration {start_itr} "
+                               f"(--num_epochs {config['num_epochs']} over {len(loader.dataset)} images); "
+                               "raise --num_epochs")
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -160,3 +160,19 @@ def test_bad_inputs_stop_with_one_clear_message(base_dir, tmp_path, damage, args
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     import re
     assert re.search(message, result.stderr), result.stderr[-2000:]
+
+
+def test_resumes_an_experiment_written_by_biggan_pytorch(tmp_path):
+    """The c32 fixture folder holds BigGAN-PyTorch's own G/D/G_ema/optimizer/state_dict files."""
+    toy_data.write_image_folder(str(tmp_path / "data" / "toy_source"), toy_data.OLD_CLASSES[:8], 4, seed=0)
+    shutil.copytree(fixture_path("biggan_pytorch", "c32_small"), tmp_path / "weights" / "official",
+                    ignore=shutil.ignore_patterns("golden.pt", "keys.json"))
+    out = train.main(["--base_dir", str(tmp_path), *SOURCE[:-2], *FAST, "--dataset", "ToySource32",
+                      "--stage", "pretrain", "--experiment_name", "official", "--resume", "--ema",
+                      "--num_iters", "1001", "--num_epochs", "1000"])
+    assert out["state_dict"]["itr"] == 1001 and out["state_dict"]["best_FID"] == 120.0
+
+
+def test_resuming_a_missing_experiment_names_the_file(base_dir):
+    with pytest.raises(train.utils.UsageError, match="state_dict.pth"):
+        run_train(base_dir, "--num_iters", "1", "--experiment_name", "never_ran", "--resume")
