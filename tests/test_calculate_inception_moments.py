@@ -10,6 +10,7 @@ import torch.nn as nn
 from PIL import Image
 
 import calculate_inception_moments as moments_script
+import conftest
 import datasets
 import inception_utils as iu
 import utils
@@ -19,22 +20,8 @@ CLASSES = ("blue_square", "green_circle", "red_cross")
 IMAGES_PER_CLASS = 12
 
 
-class TinyBackbone(nn.Module):
-    """A fixed random conv net standing in for Inception: images in [-1, 1] -> (8-d features, logits)."""
-
-    metric_space = "tiny"
-
-    def __init__(self, class_names=CLASSES):
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.conv = nn.Conv2d(3, 8, 3, stride=2)
-            self.head = nn.Linear(8, len(class_names))
-        self.class_names = list(class_names)
-
-    def forward(self, x):
-        pool = torch.relu(self.conv(x)).mean(dim=(2, 3))
-        return pool, self.head(pool)
+def TinyBackbone(class_names=CLASSES):
+    return conftest.TinyBackbone(class_names)
 
 
 @pytest.fixture

@@ -7,29 +7,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-import torch.nn as nn
 import torchvision
 
 import inception_utils as iu
+from conftest import TinyBackbone
 import utils
-
-
-class TinyBackbone(nn.Module):
-    """A fixed random conv net standing in for Inception: images in [-1, 1] -> (8-d features, logits)."""
-
-    metric_space = "tiny"
-
-    def __init__(self, class_names=("a", "b", "c")):
-        super().__init__()
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            self.conv = nn.Conv2d(3, 8, 3, stride=2)
-            self.head = nn.Linear(8, len(class_names))
-        self.class_names = list(class_names)
-
-    def forward(self, x):
-        pool = torch.relu(self.conv(x)).mean(dim=(2, 3))
-        return pool, self.head(pool)
 
 
 def frechet_formula(mu1, sigma1, mu2, sigma2):

@@ -1,0 +1,224 @@
+"""datasets.py: image folders (or their HDF5 cache) -> batches, with BigGAN-PyTorch's sampling."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import datasets
+import make_hdf5
+import toy_data
+import utils
+
+CLASSES = ["red_circle", "blue_cross", "green_square"]  # written unsorted on purpose
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    """data_root with Toy32 = 3 classes x 4 images."""
+    root = tmp_path / "data"
+    toy_data.write_image_folder(str(root / "toy"), CLASSES, 4, seed=0)
+    return str(root)
+
+
+def batches(loader):
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+# ----------------------------------------------------------------------------------------------
+# Classes, images, batches
+
+def test_labels_follow_sorted_class_folders_and_are_printed(data_root, capsys):
+    loader, = datasets.get_data_loaders("Toy32", data_root, batch_size=4)
+    assert loader.dataset.classes == ["blue_cross", "green_square", "red_circle"]
+    assert "0 blue_cross, 1 green_square, 2 red_circle" in capsys.readouterr().out
+    assert datasets.class_names("Toy32", data_root) == loader.dataset.classes
+
+
+def test_batches_are_float_images_in_minus_one_one_and_int64_labels(data_root):
+    loader, = datasets.get_data_loaders("Toy32", data_root, batch_size=4, shuffle=True)
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    assert y.shape == (4,) and y.dtype == torch.int64
+    assert x.min() >= -1 and x.max() <= 1 and x.min() < -0.5 and x.max() > 0.5
+
+
+def test_unshuffled_loader_walks_the_classes_in_label_order(data_root):
+    loader, = datasets.get_data_loaders("Toy32", data_root, batch_size=4)
+    assert [y.tolist() for _, y in loader] == [[0] * 4, [1] * 4, [2] * 4]
+
+
+def test_images_are_center_cropped_on_the_long_edge_then_resized(tmp_path):
+    # 64 x 32: red | green | blue bands of 16, 32 and 16 columns; the centre square is all green.
+    bands = np.zeros((32, 64, 3), np.uint8)
+    bands[:, :16, 0] = bands[:, 16:48, 1] = bands[:, 48:, 2] = 255
+    (tmp_path / "ImageNet" / "green").mkdir(parents=True)
+    Image.fromarray(bands).save(tmp_path / "ImageNet" / "green" / "a.png")
+    loader, = datasets.get_data_loaders("I32", str(tmp_path), batch_size=1)
+    x, _ = next(iter(loader))
+    assert x.shape == (1, 3, 32, 32)
+    assert torch.equal(x[0, 1], torch.ones(32, 32)) and x[0, [0, 2]].max() == -1
+
+
+def test_augment_only_mirrors_images(data_root):
+    plain = datasets.load_dataset("Toy32", data_root)
+    augmented = datasets.load_dataset("Toy32", data_root, augment=True)
+    torch.manual_seed(0)
+    mirrored = []
+    for i in range(len(plain)):
+        x, original = augmented[i][0], plain[i][0]
+        assert torch.equal(x, original) or torch.equal(x, original.flip(-1))
+        mirrored.append(not torch.equal(x, original))
+    assert any(mirrored) and not all(mirrored)
+
+
+def test_non_image_and_hidden_files_are_ignored(data_root):
+    (open(os.path.join(data_root, "toy", "red_circle", "notes.txt"), "w")).close()
+    (open(os.path.join(data_root, "toy", "red_circle", ".DS_Store"), "w")).close()
+    assert len(datasets.load_dataset("Toy32", data_root)) == 12
+
+
+def test_unknown_keyword_arguments_are_ignored(data_root):
+    loader, = datasets.get_data_loaders("Toy32", data_root, batch_size=4, G_lr=1e-4, parallel=True)
+    assert len(loader) == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad input: one clear UsageError each
+
+def test_missing_folder_says_where_and_how_to_get_data(tmp_path):
+    with pytest.raises(utils.UsageError, match=r"prepare_data\.sh") as err:
+        datasets.get_data_loaders("I128", str(tmp_path), batch_size=4)
+    assert os.path.join(str(tmp_path), "ImageNet") in str(err.value)
+
+
+def test_unknown_dataset_lists_the_known_ones(data_root):
+    with pytest.raises(utils.UsageError, match="Toy32"):
+        datasets.get_data_loaders("MNIST", data_root, batch_size=4)
+
+
+def test_class_count_must_match_n_classes(data_root):
+    with pytest.raises(utils.UsageError, match="n_classes is 5 but .* 3 classes "
+                                               r"\(blue_cross, green_square, red_circle\)"):
+        datasets.get_data_loaders("Toy32", data_root, batch_size=4, n_classes=5)
+
+
+def test_empty_class_folder_is_named(data_root):
+    os.mkdir(os.path.join(data_root, "toy", "yellow_cross"))
+    with pytest.raises(utils.UsageError, match="yellow_cross holds no images"):
+        datasets.get_data_loaders("Toy32", data_root, batch_size=4)
+
+
+def test_unreadable_image_stops_loading_with_its_file_name(data_root):
+    bad = os.path.join(data_root, "toy", "red_circle", "broken.png")
+    with open(bad, "wb") as f:
+        f.write(b"not a png")
+    # Building the loader does not open the images; reading the bad one stops with its name.
+    loader, = datasets.get_data_loaders("Toy32", data_root, batch_size=4, drop_last=False)
+    with pytest.raises(utils.UsageError, match="broken.png"):
+        batches(loader)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling order
+
+def test_each_epoch_is_a_fresh_seeded_permutation():
+    sampler = datasets.EpochSampler(10, batch_size=2, shuffle=True, seed=0)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    again = datasets.EpochSampler(10, batch_size=2, shuffle=True, seed=0)
+    assert list(again) == first
+    assert list(datasets.EpochSampler(10, batch_size=2, shuffle=True, seed=1)) != first
+    again.set_epoch(1)  # resume at an epoch boundary
+    assert list(again) == second
+
+
+def test_multi_epoch_sampler_is_num_epochs_seeded_permutations():
+    sampler = datasets.MultiEpochSampler(10, batch_size=2, num_epochs=3, seed=0)
+    order = list(sampler)
+    assert len(order) == len(sampler) == 30
+    assert all(sorted(order[i:i + 10]) == list(range(10)) for i in (0, 10, 20))
+    assert list(datasets.MultiEpochSampler(10, batch_size=2, num_epochs=3, seed=0)) == order
+    assert list(datasets.MultiEpochSampler(10, batch_size=2, num_epochs=3, seed=1)) != order
+
+
+@pytest.mark.parametrize("start_itr", [1, 5, 7])
+def test_resuming_at_start_itr_continues_the_same_sequence(start_itr):
+    full = list(datasets.MultiEpochSampler(10, batch_size=3, num_epochs=4, seed=0))
+    resumed = datasets.MultiEpochSampler(10, batch_size=3, num_epochs=4, start_itr=start_itr,
+                                         seed=0)
+    assert list(resumed) == full[start_itr * 3:] and len(resumed) == len(full) - start_itr * 3
+
+
+def test_resumed_loader_yields_the_batches_the_full_run_would_have(data_root):
+    config = dict(batch_size=4, use_multiepoch_sampler=True, num_epochs=2, seed=0)
+    full = batches(datasets.get_data_loaders("Toy32", data_root, **config)[0])
+    resumed = batches(datasets.get_data_loaders("Toy32", data_root, start_itr=2, **config)[0])
+    assert len(full) == 6 and len(resumed) == 4
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+               for a, b in zip(full[2:], resumed))
+
+
+@pytest.mark.parametrize("multi_epoch", [False, True])
+def test_two_ranks_get_disjoint_slices_of_each_epoch(multi_epoch):
+    def rank_order(rank):
+        if multi_epoch:
+            return list(datasets.MultiEpochSampler(11, 2, num_epochs=2, seed=3, rank=rank,
+                                                   world_size=2))
+        return list(datasets.EpochSampler(11, 2, shuffle=True, seed=3, rank=rank, world_size=2))
+
+    r0, r1 = rank_order(0), rank_order(1)
+    assert len(r0) == len(r1)
+    for start in range(0, len(r0), 5):  # each epoch: 5 images per rank, 1 left over
+        epoch0, epoch1 = set(r0[start:start + 5]), set(r1[start:start + 5])
+        assert len(epoch0) == len(epoch1) == 5 and not epoch0 & epoch1
+
+
+def test_few_shot_data_smaller_than_a_batch_still_gives_full_batches(tmp_path):
+    toy_data.write_image_folder(str(tmp_path / "toy"), ["red_circle", "green_square"], 3, seed=0)
+    loader, = datasets.get_data_loaders("Toy32", str(tmp_path), batch_size=16, shuffle=True)
+    first, second = batches(loader), batches(loader)
+    assert len(first) == len(second) == 1
+    assert first[0][0].shape[0] == 16 and not torch.equal(first[0][0], second[0][0])
+    sampler = loader.sampler
+    assert len(sampler) == 18  # three whole passes: every image three times per epoch
+    assert np.bincount(sampler.epoch_order(0), minlength=6).tolist() == [3] * 6
+
+
+# ----------------------------------------------------------------------------------------------
+# HDF5 cache
+
+def build_cache(data_root, *extra):
+    argv = ["make_hdf5.py", "--dataset", "Toy32", "--data_root", data_root, "--num_workers", "0",
+            "--batch_size", "5", "--chunk_size", "4", *extra]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.argv", argv)
+        make_hdf5.main()
+
+
+def test_hdf5_cache_gives_the_same_batches_as_the_folder(data_root):
+    build_cache(data_root)
+    assert os.path.isfile(os.path.join(data_root, "Toy32.hdf5"))
+    assert not [name for name in os.listdir(data_root) if name.startswith(".tmp")]
+    config = dict(batch_size=5, shuffle=True, seed=1, drop_last=False)
+    folder, = datasets.get_data_loaders("Toy32", data_root, **config)
+    cache, = datasets.get_data_loaders("Toy32", data_root, hdf5=True, **config)
+    in_mem, = datasets.get_data_loaders("Toy32", data_root, hdf5=True, load_in_mem=True, **config)
+    assert cache.dataset.classes == folder.dataset.classes
+    for (xf, yf), (xc, yc), (xm, ym) in zip(folder, cache, in_mem, strict=True):
+        assert torch.equal(xf, xc) and torch.equal(yf, yc)
+        assert torch.equal(xf, xm) and torch.equal(yf, ym)
+
+
+def test_make_hdf5_refuses_to_overwrite_without_the_flag(data_root):
+    build_cache(data_root)
+    with pytest.raises(utils.UsageError, match="--overwrite"):
+        build_cache(data_root)
+    build_cache(data_root, "--compression", "--overwrite")
+    assert len(datasets.load_dataset("Toy32", data_root, hdf5=True)) == 12
+
+
+def test_missing_hdf5_cache_says_how_to_build_it(data_root):
+    with pytest.raises(utils.UsageError, match="make_hdf5.py --dataset Toy32"):
+        datasets.get_data_loaders("Toy32", data_root, batch_size=4, hdf5=True)
