@@ -13,13 +13,15 @@ C100_ImageFolder -> cifar at 32 px, Toy32 -> toy). Decisions worth knowing:
   augment=True adds random horizontal flips.
 - Files whose extension is not an image extension (IMAGE_EXTENSIONS) and hidden files are ignored.
   Images are not opened up front (far too slow for ImageNet): an unreadable image stops loading
-  with an error naming the file when its turn comes.
+  with a UsageError naming the file when its turn comes (with num_workers > 0 it arrives inside
+  the DataLoader's worker traceback, whose last line is the message).
 - HDF5 cache: make_hdf5.py writes <data_root>/<dataset>.hdf5 (e.g. data/I128.hdf5) with 'imgs'
   uint8 [N, 3, H, W] (already cropped and resized), 'labels' int64 [N] and the attribute
   'class_names'; hdf5=True reads it. Both paths give bit-identical batches.
 - Order: every pass over the data is a permutation seeded by (seed, pass number), independent of
-  the global RNG. With world_size > 1 every rank takes a disjoint slice (rank::world_size) of the
-  same permutation, after dropping the n % world_size left-over images of that pass.
+  the global RNG; each iteration over a loader is the next epoch (EpochSampler.set_epoch jumps).
+  With world_size > 1 every rank takes a disjoint slice (rank::world_size) of the same
+  permutation, after dropping the n % world_size left-over images of that pass.
 - Few-shot data: when a rank's share of the data is smaller than one batch and drop_last is set,
   an epoch is stretched to as many whole passes as it takes to fill a batch, so loaders always
   yield full batches and every image is still seen equally often.
@@ -299,7 +301,8 @@ class MultiEpochSampler(EpochSampler):
 
     def __init__(self, num_samples: int, batch_size: int, num_epochs: int, start_itr: int = 0,
                  seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = True):
-        super().__init__(num_samples, batch_size, True, seed, rank, world_size, drop_last)
+        super().__init__(num_samples, batch_size, shuffle=True, seed=seed, rank=rank,
+                         world_size=world_size, drop_last=drop_last)
         self.num_epochs, self.start_itr = num_epochs, start_itr
 
     def __iter__(self) -> Iterator[int]:

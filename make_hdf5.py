@@ -41,6 +41,7 @@ def write_hdf5(data: datasets.ImageFolderDataset, path: str, batch_size: int, nu
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_",
                                suffix=".hdf5")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache should read like any data file
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["class_names"] = np.array(data.classes, dtype=h5py.string_dtype())
@@ -65,7 +66,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Cache an image-folder dataset as HDF5.")
     parser.add_argument("--dataset", required=True, choices=list(datasets.DATASETS))
     parser.add_argument("--base_dir", default="base_dir",
-                        help="project folder; data is read from <base_dir>/data (default: %(default)s)")
+                        help="project folder; data is in <base_dir>/data (default: %(default)s)")
     parser.add_argument("--data_root", default=None, help="use this instead of <base_dir>/data")
     parser.add_argument("--batch_size", type=int, default=256, help="images decoded per step")
     parser.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1))

@@ -199,6 +199,7 @@ def write_image_folder(root: str, classes: list[str], images_per_class: int, see
     parent = os.path.dirname(root)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(dir=parent, prefix=f".tmp_{os.path.basename(root)}_")
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; a dataset should read like any folder
     try:
         for name in classes:
             os.makedirs(os.path.join(staging, name))

@@ -43,6 +43,12 @@ def seed_rng(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str) -> None:
     """torch.save through a temp file in the same folder and a rename, so a crash never leaves half a file."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -51,6 +57,7 @@ def atomic_save(obj: Any, path: str) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
