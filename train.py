@@ -106,11 +106,8 @@ def make_metrics(config: dict, device):
         inception_weights=config["inception_weights"] or None, device=device)
 
 
-def run(config: dict) -> dict:
-    rank, world_size, device = setup_distributed(config)
-    is_main = rank == 0
-    utils.seed_rng(config["seed"])
-    D_batch = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
+def set_classes_and_resolution(config: dict) -> None:
+    """n_classes from the data (checked against the flag) and resolution from the dataset table."""
     classes = datasets.class_names(config["dataset"], config["data_root"], config["hdf5"])
     if config["n_classes"] and config["n_classes"] != len(classes):
         raise utils.UsageError(f"--n_classes {config['n_classes']} but {config['dataset']} has "
@@ -118,15 +115,17 @@ def run(config: dict) -> dict:
     config["n_classes"] = len(classes)
     config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"]).resolution
 
+
+def prepare_models(config: dict, device, is_main: bool):
+    """G, D, G_ema (or None), their optimizers and the run's state: resumed, or a new experiment
+    from the pretrained source model (or from scratch for --stage pretrain)."""
     G, D = build_models(config, device)
-    G_ema = None
-    if config["resume"]:
-        # Resuming loads every tensor from the checkpoint, so G_ema's initial value does not matter.
-        G_ema = train_fns.ema_copy(G, config) if config["ema"] else None
-    elif config["stage"] != "pretrain":
+    if not config["resume"] and config["stage"] != "pretrain":
         load_pretrained(G, D, config)
-    if config["ema"] and G_ema is None:
-        G_ema = train_fns.ema_copy(G, config)
+    # After loading (and knowledge loading): the official code copied G before, a bug.
+    G_ema = train_fns.ema_copy(G, config) if config["ema"] else None
+    # Over all of G and D, as the official code, so official optimizer checkpoints load; the stage
+    # decides which parameters get gradients, and Adam leaves the others untouched.
     G_optim = torch.optim.Adam(G.parameters(), lr=config["G_lr"], betas=(config["G_B1"], config["G_B2"]),
                                eps=config["adam_eps"], weight_decay=0)
     D_optim = torch.optim.Adam(D.parameters(), lr=config["D_lr"], betas=(config["D_B1"], config["D_B2"]),
@@ -137,15 +136,38 @@ def run(config: dict) -> dict:
         if is_main:
             refuse_to_overwrite(config)
         state_dict = new_state_dict(config)
-    ema = train_fns.Ema(G, G_ema, config["ema_decay"], config["ema_start"]) if G_ema is not None else None
-    trained = train_fns.stage_parameters(G, config["stage"])
-    if is_main:
-        print(f"Experiment {config['experiment_name']} on {device} ({world_size} process(es)); stage "
-              f"{config['stage']} trains {sum(p.numel() for p in trained):,} of "
-              f"{sum(p.numel() for p in G.parameters()):,} G parameters, and "
-              f"{sum(p.numel() for p in train_fns.trained_D_parameters(D, config['freezeD_layer'])):,} of "
-              f"{sum(p.numel() for p in D.parameters()):,} of D")
+    return G, D, G_ema, G_optim, D_optim, state_dict
 
+
+def describe_run(config: dict, device, world_size: int, G, D) -> None:
+    count = lambda params: sum(p.numel() for p in params)
+    print(f"Experiment {config['experiment_name']} on {device} ({world_size} process(es)); stage "
+          f"{config['stage']} trains {count(train_fns.stage_parameters(G, config['stage'])):,} of "
+          f"{count(G.parameters()):,} G parameters, and "
+          f"{count(train_fns.trained_D_parameters(D, config['freezeD_layer'])):,} of {count(D.parameters()):,} of D")
+
+
+def epochs_of_batches(loader, first_batches, state_dict: dict, config: dict):
+    """Batches across epochs until the data runs out (the multi-epoch sampler spans all epochs)."""
+    batches = first_batches
+    while True:
+        yield from batches
+        state_dict["epoch"] += 1
+        if config["use_multiepoch_sampler"] or state_dict["epoch"] >= config["num_epochs"]:
+            return
+        loader.sampler.set_epoch(state_dict["epoch"])
+        batches = iter(loader)
+
+
+def run(config: dict) -> dict:
+    rank, world_size, device = setup_distributed(config)
+    is_main = rank == 0
+    utils.seed_rng(config["seed"])
+    set_classes_and_resolution(config)
+    G, D, G_ema, G_optim, D_optim, state_dict = prepare_models(config, device, is_main)
+    if is_main:
+        describe_run(config, device, world_size, G, D)
+    D_batch = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
     loader = datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state_dict["itr"],
                                           "rank": rank, "world_size": world_size,
                                           "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
@@ -153,69 +175,60 @@ def run(config: dict) -> dict:
     if config["parallel"] and device.type == "cuda":
         GD = nn.DataParallel(GD)
     precision = train_fns.Precision(config["amp"], device)
+    ema = train_fns.Ema(G, G_ema, config["ema_decay"], config["ema_start"]) if G_ema is not None else None
     train = train_fns.GAN_training_function(G, D, GD, G_optim, D_optim, ema, config, precision, device)
     get_metrics = make_metrics(config, device) if is_main else None
-    fixed_gen = torch.Generator(device="cpu").manual_seed(config["seed"] + 1)
     fixed_z, fixed_y = train_fns.sample_z_y(config["G_batch_size"], G.dim_z, config["n_classes"], "cpu",
-                                            config["z_var"], fixed_gen)
+                                            config["z_var"], torch.Generator().manual_seed(config["seed"] + 1))
     fixed_z, fixed_y = fixed_z.to(device), fixed_y.to(device)
-    log_dir = os.path.join(config["logs_root"], config["experiment_name"])
     test_log = os.path.join(config["logs_root"], f"{config['experiment_name']}_log.jsonl")
+    train_log = os.path.join(config["logs_root"], config["experiment_name"], "train_log.jsonl")
     last_metrics: dict = {}
 
-    def in_eval_mode_if_asked(fn):
-        which = [m for m in (G, G_ema) if m is not None]
-        if config["G_eval_mode"]:
-            for m in which:
-                m.eval()
+    def aside(fn):
+        """Sampling and evaluation: G in eval mode if asked, and the training RNG left untouched."""
+        models = [m for m in (G, G_ema) if m is not None]
+        for m in models:
+            m.train(not config["G_eval_mode"])
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             result = fn()
-        for m in which:
+        for m in models:
             m.train()
         return result
 
+    def save_and_evaluate(itr: int, final: bool) -> None:
+        nonlocal last_metrics
+        if itr % config["save_every"] == 0 or final:
+            aside(lambda: train_fns.save_and_sample(G, D, G_ema, G_optim, D_optim, state_dict, config,
+                                                    fixed_z, fixed_y))
+        if get_metrics is not None and (itr % config["test_every"] == 0 or final):
+            sample = train_fns.make_sample_fn(train_fns.sampling_G(G, G_ema, config), config, device, precision)
+            last_metrics = aside(lambda: train_fns.evaluate(G, D, G_ema, G_optim, D_optim, state_dict, config,
+                                                            get_metrics, sample, device))
+            utils.append_jsonl(test_log, {"itr": itr, "time": time.time() - start,
+                                          **{k: v for k, v in last_metrics.items() if v is not None}})
+            print(f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_metrics.items() if isinstance(v, float)))
+
     # Same models on every rank (same seed above), different noise per rank from here on.
     torch.manual_seed(config["seed"] + rank)
-    batches = iter(loader)
+    first_batches = iter(loader)
     if config["resume"] and "rng_state" in state_dict:
         torch.set_rng_state(state_dict["rng_state"])  # after the loader drew its seed: exact resume
     start, start_itr = time.time(), state_dict["itr"]
-    total = config["num_iters"] or None
-    done = False
-    while not done:
-        progress = tqdm(batches, disable=not is_main, initial=state_dict["itr"], total=total,
-                        desc=f"epoch {state_dict['epoch']}")
-        for x, y in progress:
-            state_dict["itr"] += 1
-            G.train(), D.train()
-            metrics = train(x.to(device), y.to(device), state_dict["itr"])
-            progress.set_postfix({k: f"{v:+.3f}" for k, v in metrics.items()})
-            itr = state_dict["itr"]
-            final = bool(config["num_iters"]) and itr >= config["num_iters"]
-            if is_main:
-                utils.append_jsonl(os.path.join(log_dir, "train_log.jsonl"), {"itr": itr, **metrics})
-                if itr % config["save_every"] == 0 or final:
-                    in_eval_mode_if_asked(lambda: train_fns.save_and_sample(
-                        G, D, G_ema, G_optim, D_optim, state_dict, config, fixed_z, fixed_y))
-                if get_metrics is not None and (itr % config["test_every"] == 0 or final):
-                    which_G = train_fns.sampling_G(G, G_ema, config)
-                    sample = train_fns.make_sample_fn(which_G, config, device, precision)
-                    last_metrics = in_eval_mode_if_asked(lambda: train_fns.evaluate(
-                        G, D, G_ema, G_optim, D_optim, state_dict, config, get_metrics, sample, device))
-                    utils.append_jsonl(test_log, {"itr": itr, "time": time.time() - start,
-                                                  **{k: v for k, v in last_metrics.items() if v is not None}})
-                    print(f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_metrics.items()
-                                                      if isinstance(v, float)))
-            if final:
-                done = True
-                break
-        else:
-            state_dict["epoch"] += 1
-            if config["use_multiepoch_sampler"] or state_dict["epoch"] >= config["num_epochs"]:
-                done = True
-            else:
-                loader.sampler.set_epoch(state_dict["epoch"])
-                batches = iter(loader)
+    progress = tqdm(epochs_of_batches(loader, first_batches, state_dict, config), disable=not is_main,
+                    initial=start_itr, total=config["num_iters"] or None)
+    for x, y in progress:
+        state_dict["itr"] += 1
+        itr = state_dict["itr"]
+        G.train(), D.train()
+        metrics = train(x.to(device), y.to(device), itr)
+        progress.set_postfix({"epoch": state_dict["epoch"], **{k: f"{v:+.3f}" for k, v in metrics.items()}})
+        final = bool(config["num_iters"]) and itr >= config["num_iters"]
+        if is_main:
+            utils.append_jsonl(train_log, {"itr": itr, **metrics})
+            save_and_evaluate(itr, final)
+        if final:
+            break
     if state_dict["itr"] == start_itr:
         raise utils.UsageError(f"no training iteration ran: the data ran out at iteration {start_itr} "
                                f"(--num_epochs {config['num_epochs']} over {len(loader.dataset)} images); "
