@@ -184,12 +184,9 @@ def match_bn_layout(state: dict, own: dict) -> dict:
 
 
 def build_generator(config: dict, state: dict, trained: dict) -> BigGAN.Generator:
-    # As train.build_models: only the BN/FT stages have the knowledge-propagation layers; the
-    # baselines (finetune, BN_only) are plain models of the new classes. skip_init: every weight
-    # comes from the checkpoint.
-    n_pretrain_classes = config["n_pretrain_classes"] if builds_transfer_G(config["stage"]) else 0
+    # skip_init: every weight comes from the checkpoint.
     try:
-        G = BigGAN.Generator(**{**config, "n_pretrain_classes": n_pretrain_classes, "skip_init": True})
+        G = BigGAN.Generator(**{**train_fns.model_config(config), "skip_init": True})
     except ValueError as err:
         raise utils.UsageError(f"{err}; fix the model flags") from err
     try:

@@ -40,8 +40,7 @@ def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
 
 
 def build_models(config: dict, device) -> tuple[BigGAN.Generator, BigGAN.Discriminator]:
-    transfer = config["stage"] in train_fns.KNOWLEDGE_PROPAGATION_STAGES
-    model_config = dict(config, n_pretrain_classes=config["n_pretrain_classes"] if transfer else 0)
+    model_config = train_fns.model_config(config)
     G = BigGAN.Generator(**model_config).to(device)
     D = BigGAN.Discriminator(**model_config).to(device)
     return G, D

@@ -20,6 +20,15 @@ import utils
 
 # Stages whose G carries the knowledge-propagation layers (a transfer model); the others are plain.
 KNOWLEDGE_PROPAGATION_STAGES = ("BN", "FT")
+
+
+def model_config(config: dict) -> dict:
+    """The config the models are built from: only the knowledge-propagation stages build transfer
+    models; the baselines (finetune, BN_only) and pretrain build plain models of the data's classes."""
+    transfer = config["stage"] in KNOWLEDGE_PROPAGATION_STAGES
+    return {**config, "n_pretrain_classes": config["n_pretrain_classes"] if transfer else 0}
+
+
 # Official cGANTransfer parameter sets of G (by parameter name); D is trained fully in every stage.
 BN_STAGE_PARAMS = ("comb_layer", "res_g", "res_b", "prev_knowledge", "z_layer")
 FT_STAGE_FROZEN = ("comb_layer", "prev_knowledge")
