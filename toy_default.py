@@ -41,7 +41,10 @@ TOY_TRAINING = ["--stage", "BN", "--batch_size", "16", "--num_D_steps", "1", "--
                 "--num_inception_images", "1000", "--G_batch_size", "100", "--mfid", "--kmmd",
                 "--backbone", "classifier", "--inception_weights", CLASSIFIER,
                 "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
-                "--num_save_copies", "1", "--num_best_copies", "1", "--seed", "0"]
+                "--num_save_copies", "1", "--num_best_copies", "1", "--seed", "0",
+                # Sheets and metrics from BN running statistics: a one-class batch in train mode
+                # would normalize the class-specific shifts away.
+                "--G_eval_mode"]
 
 
 def prepare_target_data(data_root: str, images_per_class: int, seed: int) -> None:
