@@ -1,0 +1,16 @@
+"""study.py: every method runs on the same world and budget and lands in the table and the plot."""
+import study
+
+
+def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
+    methods = ["scratch", "freezeD", "BN_only", "BN+FT"]
+    results = study.main(["--out", str(tmp_path), "--shots", "5", "--seeds", "0", "1", "--iters", "2",
+                          "--test_every", "1", "--num_inception_images", "50", "--methods", *methods])
+    table = (tmp_path / "study.md").read_text()
+    for method in methods:
+        assert f"| {method} |" in table
+        assert len(results[5][method]) == 2
+    assert (tmp_path / "fid_curves.png").is_file()
+    trained = {m: results[5][m][0]["trained_G_params"] for m in methods}
+    assert trained["BN_only"] < min(trained["BN+FT"], trained["scratch"])
+    assert " ± " in table  # mean ± std over the two seeds
