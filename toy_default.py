@@ -79,7 +79,11 @@ def install_source_weights(weights_root: str) -> None:
         if os.path.isfile(target):
             print(f"[3/4] source model: using the existing {target}")
             continue
-        shutil.copy(os.path.join(SOURCE_ASSETS, f"{part}.pth"), target)
+        shipped = os.path.join(SOURCE_ASSETS, f"{part}.pth")
+        if not os.path.isfile(shipped):
+            raise utils.UsageError(f"the shipped toy source model {shipped} is missing; restore it with "
+                                   "`git checkout assets/` or rebuild it with `bash pretrain_toy_source.sh`")
+        shutil.copy(shipped, target)
         print(f"[3/4] source model: copied the shipped 12-class toy BigGAN to {target}")
 
 
