@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the shipped toy source model (assets/toy_source/{G,D}.pth): a plain BigGAN trained
 # with our own `--stage pretrain` on the 12 old toy classes (500 generated images each).
-# About 50 minutes on 2 idle CPU cores (8000 iterations). G.pth ships the EMA generator (BigGAN's sampling weights).
+X
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
@@ -15,6 +15,6 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PYTHON" train.py --base_dir "$BASE" --da
   --num_iters "${NUM_ITERS:-8000}" --save_every 250 --no_fid --use_multiepoch_sampler --num_epochs 1000 \
   --num_workers 0 --seed 0 "$@"
 mkdir -p assets/toy_source
-cp "$BASE/weights/toy_source/G_ema.pth" assets/toy_source/G.pth
+cp "$BASE/weights/toy_source/G.pth" assets/toy_source/G.pth
 cp "$BASE/weights/toy_source/D.pth" assets/toy_source/D.pth
 echo "wrote assets/toy_source/{G,D}.pth"
