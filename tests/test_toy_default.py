@@ -8,7 +8,7 @@ import torch
 import toy_default
 
 FEW = ["--images_per_class", "5", "--num_iters", "4", "--test_every", "2", "--save_every", "2",
-       "--num_inception_images", "100", "--G_batch_size", "50"]
+       "--num_inception_images", "100"]
 
 
 def test_offline_default_runs_end_to_end_and_reports_where_the_files_are(tmp_path, capsys):
