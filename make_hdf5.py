@@ -79,9 +79,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    for flag in ("batch_size", "chunk_size"):
-        if getattr(args, flag) < 1:
-            raise utils.UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    utils.require_positive(args, "batch_size", "chunk_size")
     data_root = args.data_root or os.path.join(args.base_dir, "data")
     path = datasets.hdf5_path(args.dataset, data_root)
     if os.path.exists(path) and not args.overwrite:

@@ -242,9 +242,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    for flag in ("source_images_per_class", "target_images_per_class"):
-        if getattr(args, flag) < 1:
-            raise utils.UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    utils.require_positive(args, "source_images_per_class", "target_images_per_class")
     if args.seed < 0:
         raise utils.UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     data_root = args.data_root or os.path.join(args.base_dir, "data")

@@ -26,6 +26,13 @@ def run_main(main: Callable[[], Any]) -> None:
         sys.exit(2)
 
 
+def require_positive(args, *flags: str) -> None:
+    """Each named integer flag must be at least 1."""
+    for flag in flags:
+        if getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+
+
 def pick_device(requested: str | None = None) -> torch.device:
     """The one place the device is chosen: the request, else cuda if available, else cpu."""
     if requested:
