@@ -37,7 +37,7 @@ TOY_MODEL = ["--dataset", "Toy32", "--n_classes", str(len(toy_data.NEW_CLASSES))
              "--kp_variant", "cifar"]
 TOY_TRAINING = ["--stage", "BN", "--batch_size", "16", "--num_D_steps", "1", "--num_D_accumulations", "1",
                 "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
-                "--num_iters", "2000", "--test_every", "200", "--save_every", "500", "--which_best", "FID",
+                "--num_iters", "1000", "--test_every", "100", "--save_every", "250", "--which_best", "FID",
                 "--num_inception_images", "1000", "--mfid", "--kmmd",
                 "--backbone", "classifier", "--inception_weights", CLASSIFIER,
                 "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
