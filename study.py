@@ -64,10 +64,9 @@ def run_method(base: str, method: str, seed: int, iters: int, test_every: int, i
                 "--save_every", str(max(budget, 1)), "--num_inception_images", str(images), *phase]
         config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
         result = train.run(config)
-    trained = sum(p.numel() for p in train_fns.stage_parameters(result["G"], config["stage"]))
-    if len(phases) > 1:  # BN then FT: the union of what the phases trained
-        trained = sum(p.numel() for p in result["G"].parameters()
-                      if any(p is q for ph in phases for q in train_fns.stage_parameters(result["G"], ph[1])))
+    # The union over the phases (BN then FT trains what either stage trains).
+    trained_ids = {id(p) for phase in phases for p in train_fns.stage_parameters(result["G"], phase[1])}
+    trained = sum(p.numel() for p in result["G"].parameters() if id(p) in trained_ids)
     return {"metrics": result["metrics"], "trained_G_params": trained, "seconds": time.time() - start,
             "log": os.path.join(config["logs_root"], f"{name}_log.jsonl")}
 

@@ -122,7 +122,7 @@ def prepare_models(config: dict, device, is_main: bool):
     if not config["resume"] and config["stage"] != "pretrain":
         load_pretrained(G, D, config)
     # After loading (and knowledge loading): the official code copied G before, a bug.
-    G_ema = train_fns.ema_copy(G, config) if config["ema"] else None
+    G_ema = train_fns.ema_copy(G) if config["ema"] else None
     # Over all of G and D, as the official code, so official optimizer checkpoints load; the stage
     # decides which parameters get gradients, and Adam leaves the others untouched.
     G_optim = torch.optim.Adam(G.parameters(), lr=config["G_lr"], betas=(config["G_B1"], config["G_B2"]),

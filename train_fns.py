@@ -338,7 +338,7 @@ def evaluate(G, D, G_ema, G_optim, D_optim, state_dict, config, get_metrics, sam
     return metrics
 
 
-def ema_copy(G: BigGAN.Generator, config: dict) -> BigGAN.Generator:
+def ema_copy(G: BigGAN.Generator) -> BigGAN.Generator:
     """A G_ema made from G *after* G's weights and prior knowledge are loaded (the official code
     copied G before loading them, so its EMA started from random weights)."""
     G_ema = copy.deepcopy(G)
