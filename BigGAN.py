@@ -190,10 +190,13 @@ class Generator(nn.Module):
         return torch.tanh(self.output_layer(h))
 
     @torch.no_grad()
-    def load_previous_knowledge(self) -> None:
+    def load_previous_knowledge(self, comb_init: str = "official") -> None:
         """Set every ccbn's prior matrices (columns = the old classes' BN gains/biases, computed from
         the loaded pretrained gain/bias layers) and, with hierarchical z, the z-projections (the
-        z-part of the pretrained gain/bias layers). Call after loading the source weights."""
+        z-part of the pretrained gain/bias layers). Call after loading the source weights.
+        comb_init 'mean' then starts every new class at the old classes' mean (see ccbn)."""
+        if comb_init not in ("official", "mean"):
+            raise ValueError(f"comb_init must be 'official' or 'mean', got {comb_init!r}")
         if not self.transfer:
             raise RuntimeError("load_previous_knowledge needs a transfer model (n_pretrain_classes > 0)")
         for module in self.modules():
@@ -204,6 +207,8 @@ class Generator(nn.Module):
                     prior.weight.data = class_part.clone()
                     if z_layer is not None:
                         z_layer.weight.data = z_part.clone()
+                if comb_init == "mean":
+                    module.start_at_old_class_mean()
 
     def _split_pretrained_bn_weight(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A pretrained ccbn gain/bias weight → (per-old-class values [out, n_old], z-part [out, chunk])."""

@@ -313,6 +313,21 @@ class ccbn(_Normalizer):
         self.res_g = nn.Linear(n_new, out, bias=False)
         self.res_b = nn.Linear(n_new, out, bias=False)
 
+    @torch.no_grad()
+    def start_at_old_class_mean(self) -> None:
+        """Every new class's gain and bias become the old classes' mean (combination 1/n_old, no
+        biases, no residual): the baselines' start, with knowledge propagation still free to move.
+        The official init instead leaves the combination random and its biases at PyTorch's default
+        U(±1/sqrt(fan_in)), which puts the new classes far outside the old classes' spread."""
+        if isinstance(self.comb_layer_g, SN):
+            raise ValueError("the old classes' mean needs plain combination layers (kp_variant 'cifar')")
+        for comb, prior, res in ((self.comb_layer_g, self.prev_knowledge_g, self.res_g),
+                                 (self.comb_layer_b, self.prev_knowledge_b, self.res_b)):
+            comb.weight.fill_(1.0 / self.n_pretrain_classes)
+            comb.bias.zero_()
+            prior.bias.zero_()
+            res.weight.zero_()
+
     def class_gain_bias(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample gain and bias, shaped [B, C]."""
         if not self.transfer:

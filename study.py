@@ -43,6 +43,16 @@ METHODS = {
     "BN": [["--stage", "BN"]],
     "BN+FT": [["--stage", "BN"], ["--stage", "FT", "--resume"]],
 }
+# The "why" runs: knowledge propagation (and its baseline) with one thing changed at a time.
+# Baselines only ever get the same changes, never worse settings.
+ABLATIONS = {
+    "BN_mean_init": [["--stage", "BN", "--comb_init", "mean"]],
+    "BN_lr1e-3": [["--stage", "BN", "--G_lr", "1e-3"]],
+    "BN_mean_init_lr1e-3": [["--stage", "BN", "--comb_init", "mean", "--G_lr", "1e-3"]],
+    "BN_only_lr1e-3": [["--stage", "BN_only", "--G_lr", "1e-3"]],
+    "BN_no_l1": [["--stage", "BN", "--comb_l1_scale", "0"]],
+}
+ALL_METHODS = {**METHODS, **ABLATIONS}
 METRICS = ("FID", "mFID", "KMMD", "class_acc", "IS_mean")
 
 
@@ -55,7 +65,7 @@ def prepare_world(base: str, shots: int) -> None:
 def run_method(base: str, method: str, seed: int, iters: int, test_every: int, images: int) -> dict:
     """Train one method; returns its final metrics, trained G parameters, wall time and log path."""
     name = f"{method}_seed{seed}"
-    phases = METHODS[method]
+    phases = ALL_METHODS[method]
     start, result, config = time.time(), None, None
     for index, phase in enumerate(phases):
         budget = iters * (index + 1) // len(phases)  # phases split the budget; --resume continues
@@ -116,6 +126,19 @@ def results_path(out: str, shots: int) -> str:
     return os.path.join(out, f"shots{shots}", "results.json")
 
 
+def save_results(out: str, shots: int, by_method: dict) -> None:
+    """Add these methods' runs to the shot count's results.json, keeping the other methods there."""
+    path = results_path(out, shots)
+    saved = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+    saved.update(by_method)
+    with open(path + ".tmp", "w") as f:
+        json.dump(saved, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
 def load_all_results(out: str) -> dict:
     """Every shot count finished so far (runs of different shot counts may be separate processes)."""
     results = {}
@@ -141,7 +164,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="study_out", help="folder for the runs, the table and the plot")
     parser.add_argument("--shots", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(ALL_METHODS),
+                        help=f"default: the six methods; the ablations: {', '.join(ABLATIONS)}")
     parser.add_argument("--iters", type=int, default=600, help="iteration budget of every method")
     parser.add_argument("--test_every", type=int, default=100)
     parser.add_argument("--num_inception_images", type=int, default=1000)
@@ -149,10 +173,10 @@ def main(argv: list[str] | None = None) -> dict:
     for shots in args.shots:
         base = os.path.join(args.out, f"shots{shots}")
         prepare_world(base, shots)
-        by_method = {m: [run_method(base, m, seed, args.iters, args.test_every, args.num_inception_images)
-                         for seed in args.seeds] for m in args.methods}
-        with open(results_path(args.out, shots), "w") as f:
-            json.dump(by_method, f, indent=1)
+        for method in args.methods:  # saved as each finishes: a long study can stop and keep its runs
+            runs = [run_method(base, method, seed, args.iters, args.test_every, args.num_inception_images)
+                    for seed in args.seeds]
+            save_results(args.out, shots, {method: runs})
     table = write_report(args.out, args.iters, args.seeds)
     print(table)
     print(f"Table: {os.path.join(args.out, 'study.md')}; plot: {os.path.join(args.out, 'fid_curves.png')}")

@@ -62,7 +62,7 @@ def load_pretrained(G, D, config: dict) -> None:
         except BigGAN.WeightsMismatch as err:
             raise utils.UsageError(str(err)) from err
     if G.transfer:
-        G.load_previous_knowledge()
+        G.load_previous_knowledge(config.get("comb_init", "official"))
 
 
 def new_state_dict(config: dict) -> dict:

@@ -123,6 +123,10 @@ def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.A
     add("--n_pretrain_classes", type=int, default=0, help="classes of the pretrained source model")
     add("--kp_variant", default="imagenet", choices=["imagenet", "cifar"],
         help="official variant of the knowledge-propagation layers (SN, prior without bias) or plain")
+    add("--comb_init", default="official", choices=["official", "mean"],
+        help="official: the combination layers start as G_init leaves them (random weights, PyTorch's "
+             "default biases); mean: every new class starts at the old classes' mean BN parameters, as "
+             "the finetune/BN_only baselines do (needs --kp_variant cifar)")
     add("--comb_l1_scale", type=float, default=0.0, help="L1 penalty on the combination weights")
     add("--res_l2_scale", type=float, default=0.0, help="L2 penalty on the BN residuals")
     # Initialization and optimization
@@ -202,6 +206,9 @@ def finalize_config(config: dict) -> dict:
     if config["stage"] != "pretrain" and config["n_pretrain_classes"] <= 0:
         raise UsageError(f"--stage {config['stage']} starts from a pretrained model: give "
                          "--n_pretrain_classes (the classes of the source model, e.g. 1000)")
+    if config.get("comb_init") == "mean" and config["kp_variant"] != "cifar":
+        raise UsageError("--comb_init mean needs --kp_variant cifar: the imagenet variant spectrally "
+                         "normalizes the combination, which then cannot hold the old classes' mean")
     config["G_batch_size"] = config["G_batch_size"] or config["batch_size"]
     config["experiment_name"] = config["experiment_name"] or name_from_config(config)
     return config
@@ -214,6 +221,8 @@ def name_from_config(config: dict) -> str:
     if config["stage"] != "pretrain":
         parts += [f"old{config['n_pretrain_classes']}", f"new{config['n_classes']}",
                   f"l1{config['comb_l1_scale']}", f"res{config['res_l2_scale']}"]
+    if config.get("comb_init", "official") != "official":
+        parts.append(f"comb{config['comb_init']}")
     if config.get("freezeD_layer", -1) >= 0:
         parts.append(f"freezeD{config['freezeD_layer']}")
     if config["hier"]:

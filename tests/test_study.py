@@ -14,3 +14,13 @@ def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
     trained = {m: results[5][m][0]["trained_G_params"] for m in methods}
     assert trained["BN_only"] < min(trained["BN+FT"], trained["scratch"])
     assert " ± " in table  # mean ± std over the two seeds
+
+
+def test_a_later_study_adds_its_methods_to_the_table_and_keeps_the_earlier_ones(tmp_path):
+    common = ["--out", str(tmp_path), "--shots", "5", "--seeds", "0", "--iters", "2", "--test_every", "1",
+              "--num_inception_images", "50"]
+    study.main([*common, "--methods", "BN"])
+    results = study.main([*common, "--methods", "BN_mean_init"])
+    assert set(results[5]) == {"BN", "BN_mean_init"}
+    table = (tmp_path / "study.md").read_text()
+    assert "| BN |" in table and "| BN_mean_init |" in table

@@ -85,6 +85,25 @@ def test_baselines_start_new_classes_at_the_old_classes_mean(base_dir):
     assert torch.equal(G.state_dict()["blocks.1.0.conv1.weight"], source["blocks.1.0.conv1.weight"])
 
 
+def loaded_models(base_dir, *args):
+    config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
+        ["--base_dir", str(base_dir), *SOURCE, *FAST, *args]))), "n_classes": 2, "resolution": 32}
+    G, D = train.build_models(config, "cpu")
+    train.load_pretrained(G, D, config)
+    return G.eval(), D
+
+
+def test_comb_init_mean_starts_knowledge_propagation_where_the_baselines_start(base_dir):
+    transfer, _ = loaded_models(base_dir, "--stage", "BN", "--comb_init", "mean")
+    baseline, _ = loaded_models(base_dir, "--stage", "BN_only")
+    official, _ = loaded_models(base_dir, "--stage", "BN")
+    torch.manual_seed(0)
+    z, y = torch.randn(4, transfer.dim_z), torch.tensor([0, 1, 0, 1])
+    with torch.no_grad():
+        assert torch.allclose(transfer(z, transfer.class_input(y)), baseline(z, baseline.class_input(y)), atol=1e-5)
+        assert not torch.allclose(official(z, official.class_input(y)), baseline(z, baseline.class_input(y)), atol=1e-2)
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(base_dir):
     uninterrupted = run_train(base_dir, "--num_iters", "3", "--experiment_name", "straight", "--ema", "--use_ema")
     run_train(base_dir, "--num_iters", "2", "--experiment_name", "split", "--ema", "--use_ema")
@@ -152,6 +171,7 @@ def corrupt_an_image(base):
     (corrupt_an_image, ["--batch_size", "6", "--num_D_accumulations", "2"], "cannot read|unreadable|not an image"),
     (remove_weights, [], "G.pth"),
     (lambda base: None, ["--n_pretrain_classes", "10"], "n_pretrain_classes"),
+    (lambda base: None, ["--comb_init", "mean", "--kp_variant", "imagenet"], "--kp_variant cifar"),
 ])
 def test_bad_inputs_stop_with_one_clear_message(base_dir, tmp_path, damage, args, message):
     base = broken_copy(base_dir, tmp_path, damage)
