@@ -50,6 +50,7 @@ ABLATIONS = {
     "BN_lr1e-3": [["--stage", "BN", "--G_lr", "1e-3"]],
     "BN_mean_init_lr1e-3": [["--stage", "BN", "--comb_init", "mean", "--G_lr", "1e-3"]],
     "BN_only_lr1e-3": [["--stage", "BN_only", "--G_lr", "1e-3"]],
+    "finetune_lr1e-3": [["--stage", "finetune", "--G_lr", "1e-3"]],
     "BN_no_l1": [["--stage", "BN", "--comb_l1_scale", "0"]],
 }
 ALL_METHODS = {**METHODS, **ABLATIONS}
