@@ -46,11 +46,11 @@ METHODS = {
 # The "why" runs: knowledge propagation (and its baseline) with one thing changed at a time.
 # Baselines only ever get the same changes, never worse settings.
 ABLATIONS = {
-    "BN_mean_init": [["--stage", "BN", "--comb_init", "mean"]],
-    "BN_lr1e-3": [["--stage", "BN", "--G_lr", "1e-3"]],
-    "BN_mean_init_lr1e-3": [["--stage", "BN", "--comb_init", "mean", "--G_lr", "1e-3"]],
-    "BN_only_lr1e-3": [["--stage", "BN_only", "--G_lr", "1e-3"]],
     "finetune_lr1e-3": [["--stage", "finetune", "--G_lr", "1e-3"]],
+    "BN_only_lr1e-3": [["--stage", "BN_only", "--G_lr", "1e-3"]],
+    "BN_lr1e-3": [["--stage", "BN", "--G_lr", "1e-3"]],
+    "BN_mean_init": [["--stage", "BN", "--comb_init", "mean"]],
+    "BN_mean_init_lr1e-3": [["--stage", "BN", "--comb_init", "mean", "--G_lr", "1e-3"]],
     "BN_no_l1": [["--stage", "BN", "--comb_l1_scale", "0"]],
 }
 ALL_METHODS = {**METHODS, **ABLATIONS}
@@ -91,13 +91,17 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def in_method_order(by_method: dict) -> list[tuple[str, list]]:
+    return sorted(by_method.items(), key=lambda item: list(ALL_METHODS).index(item[0]))
+
+
 def markdown_table(results: dict) -> str:
     lines = []
     for shots, by_method in results.items():
         lines += [f"\n**{shots} images per new class**\n",
                   "| method | FID ↓ | mFID ↓ | KMMD ↓ | class acc ↑ | IS ↑ | trained G params | wall time (s) |",
                   "|---|---|---|---|---|---|---|---|"]
-        for method, runs in by_method.items():
+        for method, runs in in_method_order(by_method):
             cells = [mean_std([r["metrics"].get(m) for r in runs]) for m in METRICS]
             lines.append(f"| {method} | " + " | ".join(cells)
                          + f" | {runs[0]['trained_G_params']:,} | {mean_std([r['seconds'] for r in runs])} |")
@@ -107,7 +111,7 @@ def markdown_table(results: dict) -> str:
 def plot_fid_curves(results: dict, png: str) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
     for ax, (shots, by_method) in zip(axes[0], results.items()):
-        for method, runs in by_method.items():
+        for method, runs in in_method_order(by_method):
             curves = [[(r["itr"], r["FID"]) for r in plots.read_jsonl(run["log"]) if "FID" in r] for run in runs]
             length = min(len(c) for c in curves)
             itrs = [p[0] for p in curves[0][:length]]
