@@ -85,20 +85,6 @@ def class_statistics(pool: np.ndarray, labels: np.ndarray, num_classes: int):
     return class_mu, class_sigma, counts
 
 
-def atomic_savez(path: str, **arrays: np.ndarray) -> None:
-    """np.savez through a temp file in the same folder and a rename: never half a file at `path`."""
-    folder, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(folder, f".tmp_{os.getpid()}_{name}")
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
     """Compute and write the statistics; `net` replaces the backbone named in config (for tests).
 
@@ -129,8 +115,8 @@ def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
 
     paths = {"moments": os.path.join(data_root, inception_utils.moments_filename(config["dataset"], space)),
              "features": os.path.join(data_root, inception_utils.features_filename(config["dataset"], space))}
-    atomic_savez(paths["moments"], **moments)
-    atomic_savez(paths["features"], pool=pool, labels=labels)
+    utils.write_atomically(paths["moments"], lambda f: np.savez(f, **moments), binary=True)
+    utils.write_atomically(paths["features"], lambda f: np.savez(f, pool=pool, labels=labels), binary=True)
     for path in paths.values():
         print(f"Wrote {path}")
     return paths

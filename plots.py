@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
+
+import utils  # noqa: E402
 
 LABELS = {"FID": "FID", "mFID": "mFID", "KMMD": "KMMD", "IS_mean": "IS", "class_acc": "class-consistency accuracy"}
 
@@ -32,9 +33,6 @@ def plot_metrics(log_path: str, png_path: str, title: str = "", space: str = "")
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
-    tmp = os.path.join(os.path.dirname(os.path.abspath(png_path)), ".tmp_" + os.path.basename(png_path))
-    fig.savefig(tmp, dpi=100, format="png")
+    utils.write_atomically(png_path, lambda f: fig.savefig(f, dpi=100, format="png"), binary=True)
     plt.close(fig)
-    os.replace(tmp, png_path)
     return names

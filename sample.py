@@ -34,7 +34,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from typing import Callable
 
 import numpy as np
@@ -271,21 +270,6 @@ def make_sampler(G, G_forward, config: dict, device, precision, truncation: floa
 # ---------------------------------------------------------------------------------------------
 # Outputs: npz and sheets
 
-def write_atomically(path: str, write: Callable, binary: bool = False) -> None:
-    """write(file) into a temp file next to path, then rename it: no half-written outputs."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], rounded: the inverse of the data loader's map."""
     pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
@@ -300,7 +284,7 @@ def write_npz(path: str, sample: Callable, num: int, batch_size: int, resolution
         n = min(batch_size, num - i * batch_size)
         x[i * batch_size:i * batch_size + n] = to_uint8_hwc(images[:n])
         y[i * batch_size:i * batch_size + n] = labels[:n].cpu().numpy()
-    write_atomically(path, lambda f: np.savez(f, x=x, y=y), binary=True)
+    utils.write_atomically(path, lambda f: np.savez(f, x=x, y=y), binary=True)
     print(f"Saved {x.shape[0]} samples (x {x.shape}, y {y.shape}) to {path}")
 
 
@@ -411,7 +395,7 @@ def measure(get_metrics: Callable, sample: Callable, config: dict, truncation: f
 
 
 def write_json(path: str, record: dict) -> None:
-    write_atomically(path, lambda f: f.write(json.dumps(record, indent=2) + "\n"))
+    utils.write_atomically(path, lambda f: f.write(json.dumps(record, indent=2) + "\n"))
 
 
 def write_csv(path: str, rows: list[dict]) -> None:
@@ -420,7 +404,7 @@ def write_csv(path: str, rows: list[dict]) -> None:
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_atomically(path, lambda f: f.write(text.getvalue()))
+    utils.write_atomically(path, lambda f: f.write(text.getvalue()))
 
 
 # ---------------------------------------------------------------------------------------------

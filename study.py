@@ -139,9 +139,7 @@ def save_results(out: str, shots: int, by_method: dict) -> None:
         with open(path) as f:
             saved = json.load(f)
     saved.update(by_method)
-    with open(path + ".tmp", "w") as f:
-        json.dump(saved, f, indent=1)
-    os.replace(path + ".tmp", path)
+    utils.write_atomically(path, lambda f: json.dump(saved, f, indent=1))
 
 
 def load_all_results(out: str) -> dict:

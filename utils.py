@@ -56,20 +56,25 @@ def _umask() -> int:
     return mask
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    """torch.save through a temp file in the same folder and a rename, so a crash never leaves half a file."""
+def write_atomically(path: str, write: Callable, binary: bool = False) -> None:
+    """write(file) into a temp file next to path, then rename it, so a crash never leaves half a file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
+            write(f)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    """torch.save, written atomically."""
+    write_atomically(path, lambda f: torch.save(obj, f), binary=True)
 
 
 # ---------------------------------------------------------------------------------------------
