@@ -40,12 +40,18 @@ def snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+def loaded_models(base_dir, *args):
+    """G (in eval mode) and D of a new experiment, right after the pretrained weights are loaded."""
+    config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
+        ["--base_dir", str(base_dir), *SOURCE, *FAST, *args]))), "n_classes": 2, "resolution": 32}
+    G, D = train.build_models(config, "cpu")
+    train.load_pretrained(G, D, config)
+    return G.eval(), D
+
+
 def trained_sets(base_dir, stage, *extra):
     """(G parameters changed by 3 iterations, those the stage should train, same for D)."""
-    config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
-        ["--base_dir", str(base_dir), *SOURCE, *FAST, "--stage", stage, *extra]))), "n_classes": 2, "resolution": 32}
-    G0, D0 = train.build_models(config, "cpu")
-    train.load_pretrained(G0, D0, config)
+    G0, D0 = loaded_models(base_dir, "--stage", stage, *extra)
     before_G, before_D = snapshot(G0), snapshot(D0)
     out = run_train(base_dir, "--stage", stage, "--num_iters", "3", "--experiment_name", f"sets_{stage}{extra}", *extra)
     after_G, after_D = snapshot(out["G"]), snapshot(out["D"])
@@ -75,22 +81,11 @@ def test_freezeD_keeps_the_first_blocks_of_D(base_dir):
 
 
 def test_baselines_start_new_classes_at_the_old_classes_mean(base_dir):
-    config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
-        ["--base_dir", str(base_dir), *SOURCE, *FAST, "--stage", "finetune"]))), "n_classes": 2, "resolution": 32}
-    G, D = train.build_models(config, "cpu")
-    train.load_pretrained(G, D, config)
+    G, _ = loaded_models(base_dir, "--stage", "finetune")
     source = torch.load(fixture_path("biggan_pytorch", "c32_small", "G.pth"), weights_only=True)
     for key in ("blocks.0.0.bn1.gain.weight", "blocks.2.0.bn2.bias.weight"):
         assert torch.allclose(G.state_dict()[key], source[key].mean(0, keepdim=True).expand(2, -1))
     assert torch.equal(G.state_dict()["blocks.1.0.conv1.weight"], source["blocks.1.0.conv1.weight"])
-
-
-def loaded_models(base_dir, *args):
-    config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
-        ["--base_dir", str(base_dir), *SOURCE, *FAST, *args]))), "n_classes": 2, "resolution": 32}
-    G, D = train.build_models(config, "cpu")
-    train.load_pretrained(G, D, config)
-    return G.eval(), D
 
 
 def test_comb_init_mean_starts_knowledge_propagation_where_the_baselines_start(base_dir):
