@@ -122,7 +122,7 @@ class Generator(nn.Module):
         self.which_conv, self.which_linear, _ = _sn_layers(G_param, num_G_SVs, num_G_SV_itrs, SN_eps)
         # G's embedding is never spectrally normalized (BigGAN-PyTorch: SN on it cripples G).
         self.which_embedding = nn.Embedding
-        n_embedded = n_pretrain_classes if self.transfer else n_classes
+        n_embedded = n_pretrain_classes if self.has_knowledge_propagation else n_classes
         self.shared = (self.which_embedding(n_embedded, self.shared_dim) if G_shared
                        else nn.Identity())
         if G_shared:
@@ -137,7 +137,7 @@ class Generator(nn.Module):
             layers.ccbn, which_linear=bn_linear, input_size=bn_input, cross_replica=cross_replica,
             mybn=mybn, norm_style=norm_style, eps=BN_eps, n_classes=n_classes,
             n_pretrain_classes=n_pretrain_classes, z_chunk_size=self.z_chunk_size,
-            pretrain_embedding_w=self.shared.weight if G_shared and self.transfer else None,
+            pretrain_embedding_w=self.shared.weight if G_shared and self.has_knowledge_propagation else None,
             kp_variant=kp_variant, SN_eps=SN_eps, num_svs=num_G_SVs, num_itrs=num_G_SV_itrs)
 
         self.linear = self.which_linear(self.dim_z // self.num_slots,
@@ -160,13 +160,15 @@ class Generator(nn.Module):
             _init_weights(self, G_init)
 
     @property
-    def transfer(self) -> bool:
+    def has_knowledge_propagation(self) -> bool:
+        """True for a transfer model of the BN/FT stages (n_pretrain_classes > 0); the baselines
+        transfer too, but through a plain model of the new classes."""
         return self.n_pretrain_classes > 0
 
     def class_input(self, y: torch.Tensor) -> torch.Tensor:
         """What forward() takes for class indices y: the shared embedding of a source model with
         G_shared (BigGAN-PyTorch's `G(z, G.shared(y))`), the indices themselves otherwise."""
-        return y if self.transfer else self.shared(y)
+        return y if self.has_knowledge_propagation else self.shared(y)
 
     def _as_one_hot(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         # Float y is already a (possibly soft, e.g. interpolated) class vector.
@@ -175,7 +177,7 @@ class Generator(nn.Module):
         return F.one_hot(y, num_classes=self.n_classes).to(dtype)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.transfer or (self.hier and not self.G_shared):
+        if self.has_knowledge_propagation or (self.hier and not self.G_shared):
             y = self._as_one_hot(y, z.dtype)
         if self.hier:
             zs = torch.split(z, self.z_chunk_size, 1)
@@ -197,7 +199,7 @@ class Generator(nn.Module):
         comb_init 'mean' then starts every new class at the old classes' mean (see ccbn)."""
         if comb_init not in ("official", "mean"):
             raise ValueError(f"comb_init must be 'official' or 'mean', got {comb_init!r}")
-        if not self.transfer:
+        if not self.has_knowledge_propagation:
             raise RuntimeError("load_previous_knowledge needs a transfer model (n_pretrain_classes > 0)")
         for module in self.modules():
             if isinstance(module, layers.ccbn):
@@ -293,6 +295,11 @@ class G_D(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Loading pretrained (source) weights into a model, with errors that name the likely wrong flag.
 
+# A plain G's per-class BN parameters, by G_shared: the shared class embedding, or else every
+# ccbn's gain and bias embeddings (in a model and in a source checkpoint alike).
+CLASS_EMBEDDING = {True: re.compile(r"^shared\.weight$"), False: re.compile(r"\.bn\d\.(gain|bias)\.weight$")}
+
+
 class WeightsMismatch(ValueError):
     """A checkpoint does not fit the model built from the current flags."""
 
@@ -357,8 +364,7 @@ def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int,
     classes; D's projection embedding starts fresh. The baselines without knowledge propagation."""
     adapted = dict(state_dict)
     if isinstance(model, Generator):
-        class_keys = (["shared.weight"] if model.G_shared else
-                      [k for k in state_dict if re.search(r"\.bn\d\.(gain|bias)\.weight$", k)])
+        class_keys = [k for k in state_dict if CLASS_EMBEDDING[model.G_shared].search(k)]
         columns = model.hier and not model.G_shared  # one-hot class columns, then the z columns
         for key in class_keys:
             old = state_dict[key]

@@ -275,11 +275,12 @@ class EpochSampler(Sampler[int]):
         share = num_samples // world_size
         self.passes_per_epoch = math.ceil(batch_size / share) if drop_last else 1
         self.epoch_length = self.passes_per_epoch * share
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Make the next iteration yield this epoch (to resume a run at an epoch boundary)."""
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        """Make the next iteration yield this epoch, without its first skip_batches batches (a
+        resumed run continues where it stopped)."""
+        self.epoch, self.skip = epoch, skip_batches * self.batch_size
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         first = epoch * self.passes_per_epoch
@@ -288,8 +289,8 @@ class EpochSampler(Sampler[int]):
                                for p in range(first, first + self.passes_per_epoch)])
 
     def __iter__(self) -> Iterator[int]:
-        order = self.epoch_order(self.epoch)
-        self.epoch += 1
+        order = self.epoch_order(self.epoch)[self.skip:]
+        self.epoch, self.skip = self.epoch + 1, 0
         return iter(order.tolist())
 
     def __len__(self) -> int:

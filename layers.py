@@ -279,17 +279,19 @@ class ccbn(_Normalizer):
         self.input_size = input_size
         self.n_classes, self.n_pretrain_classes = n_classes, n_pretrain_classes
         self.z_chunk_size = z_chunk_size
-        if self.transfer and pretrain_embedding_w is not None:
+        if self.has_knowledge_propagation and pretrain_embedding_w is not None:
             # The official code registers G.shared.weight in every ccbn; kept for its checkpoints.
             self.pretrain_embedding_w = pretrain_embedding_w
         self._init_norm(output_size, eps, momentum, cross_replica, mybn, norm_style)
         self.gain = which_linear(input_size, output_size)
         self.bias = which_linear(input_size, output_size)
-        if self.transfer:
+        if self.has_knowledge_propagation:
             self._build_knowledge_propagation(kp_variant, SN_eps, num_svs, num_itrs)
 
     @property
-    def transfer(self) -> bool:
+    def has_knowledge_propagation(self) -> bool:
+        """True for a transfer model of the BN/FT stages (n_pretrain_classes > 0); the baselines
+        transfer too, but through a plain model of the new classes."""
         return self.n_pretrain_classes > 0
 
     def _build_knowledge_propagation(self, kp_variant, SN_eps, num_svs, num_itrs):
@@ -330,7 +332,7 @@ class ccbn(_Normalizer):
 
     def class_gain_bias(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample gain and bias, shaped [B, C]."""
-        if not self.transfer:
+        if not self.has_knowledge_propagation:
             return 1 + self.gain(y), self.bias(y)
         cl, z = y[:, :self.n_classes], y[:, self.n_classes:]
         gain = 1 + self.prev_knowledge_g(self.comb_layer_g(cl)) + self.res_g(cl)
@@ -346,7 +348,7 @@ class ccbn(_Normalizer):
 
     def extra_repr(self):
         return (f"out: {self.output_size}, in: {self.input_size}, cross_replica={self.cross_replica}"
-                + (f", old classes: {self.n_pretrain_classes}, new: {self.n_classes}" if self.transfer else ""))
+                + (f", old classes: {self.n_pretrain_classes}, new: {self.n_classes}" if self.has_knowledge_propagation else ""))
 
 
 # ---------------------------------------------------------------------------------------------

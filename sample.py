@@ -44,8 +44,10 @@ from tqdm import trange
 
 import BigGAN
 import datasets
-import train_fns
+import sampling
+import stages
 import utils
+from acceleration import Precision
 
 SAMPLES_PER_CLASS = 10   # columns of a class sheet (BigGAN-PyTorch)
 CLASSES_PER_SHEET = 20   # rows of a class sheet
@@ -144,7 +146,7 @@ def complete_model_config(config: dict, trained: dict) -> None:
 
 
 def builds_transfer_G(stage: str) -> bool:
-    return stage in train_fns.KNOWLEDGE_PROPAGATION_STAGES
+    return stages.get(stage).knowledge_propagation
 
 
 def flags_unlike_training(config: dict, trained: dict) -> list[str]:
@@ -185,7 +187,7 @@ def match_bn_layout(state: dict, own: dict) -> dict:
 def build_generator(config: dict, state: dict, trained: dict) -> BigGAN.Generator:
     # skip_init: every weight comes from the checkpoint.
     try:
-        G = BigGAN.Generator(**{**train_fns.model_config(config), "skip_init": True})
+        G = BigGAN.Generator(**{**stages.model_config(config), "skip_init": True})
     except ValueError as err:
         raise utils.UsageError(f"{err}; fix the model flags") from err
     try:
@@ -219,7 +221,7 @@ def truncate(z: torch.Tensor, threshold: float, z_var: float = 1.0) -> torch.Ten
 
 
 def sample_z_y(n: int, G: nn.Module, config: dict, device, truncation: float):
-    z, y = train_fns.sample_z_y(n, G.dim_z, config["n_classes"], device, config["z_var"])
+    z, y = sampling.sample_z_y(n, G.dim_z, config["n_classes"], device, config["z_var"])
     return truncate(z, truncation, config["z_var"]), y
 
 
@@ -235,7 +237,7 @@ def mixable_classes(G: BigGAN.Generator, y: torch.Tensor) -> torch.Tensor | None
     inputs = G.class_input(y)
     if inputs.is_floating_point():
         return inputs  # the shared embeddings of a source G
-    if G.transfer or G.hier:
+    if G.has_knowledge_propagation or G.hier:
         # These G one-hot the indices themselves and take soft one-hot vectors as they are.
         return F.one_hot(y, G.n_classes).float()
     return None
@@ -248,7 +250,7 @@ def lerp_rows(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def generate(G_forward: Callable, z: torch.Tensor, class_input: torch.Tensor, batch_size: int,
-             precision: train_fns.Precision) -> torch.Tensor:
+             precision: Precision) -> torch.Tensor:
     """G(z, class_input) in batches, gathered on the cpu."""
     images = []
     for i in range(0, z.shape[0], batch_size):
@@ -450,7 +452,7 @@ def run(config: dict) -> dict:
     itr = run_state.get("itr", "unknown")
     G_forward = nn.DataParallel(G) if (config["parallel"] and device.type == "cuda"
                                        and torch.cuda.device_count() > 1) else G
-    precision = train_fns.Precision(config["amp"], device)
+    precision = Precision(config["amp"], device)
 
     folder_name = (str(config["sample_sheet_folder_num"]) if config["sample_sheet_folder_num"] >= 0
                    else weights_name(config))
@@ -466,7 +468,7 @@ def run(config: dict) -> dict:
           f"{config['n_classes']} classes, G in {'eval' if config['G_eval_mode'] else 'training'} mode")
     if config["accumulate_stats"]:
         print(f"Accumulating standing stats over {config['num_standing_accumulations']} batches...")
-        train_fns.accumulate_standing_stats(G, config, device)
+        sampling.accumulate_standing_stats(G, config, device)
     sample = make_sampler(G, G_forward, config, device, precision, config["truncation"])
     result = {"folder": folder, "itr": itr, "metrics": None, "trunc_curve": None}
 
@@ -477,17 +479,17 @@ def run(config: dict) -> dict:
         z, _ = sample_z_y(SAMPLES_PER_CLASS, G, config, device, config["truncation"])
         for i, first in enumerate(range(0, config["n_classes"], CLASSES_PER_SHEET)):
             classes = list(range(first, min(first + CLASSES_PER_SHEET, config["n_classes"])))
-            train_fns.save_image_grid(class_sheet(G, G_forward, classes, z, config, precision),
+            sampling.save_image_grid(class_sheet(G, G_forward, classes, z, config, precision),
                                       os.path.join(folder, f"samples{i}.png"), nrow=SAMPLES_PER_CLASS)
         print(f"Saved class sheets to {folder}")
     for tag, (fix_z, fix_y) in styles.items():
         sheet = interp_sheet(G, G_forward, config, device, precision, config["truncation"], fix_z, fix_y)
-        train_fns.save_image_grid(sheet, os.path.join(folder, f"interp{tag}0.png"), nrow=INTERP_MIDPOINTS + 2)
+        sampling.save_image_grid(sheet, os.path.join(folder, f"interp{tag}0.png"), nrow=INTERP_MIDPOINTS + 2)
     if styles:
         print(f"Saved interpolation sheets ({', '.join(f'interp{tag}0.png' for tag in styles)}) to {folder}")
     if config["sample_random"]:
         images, _ = sample()
-        train_fns.save_image_grid(images.cpu(), os.path.join(folder, "random_samples.png"),
+        sampling.save_image_grid(images.cpu(), os.path.join(folder, "random_samples.png"),
                                   nrow=int(images.shape[0] ** 0.5))
         print(f"Saved a random sheet to {folder}")
 

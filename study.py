@@ -30,9 +30,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import plots  # noqa: E402
+import stages  # noqa: E402
 import toy_default  # noqa: E402
 import train  # noqa: E402
-import train_fns  # noqa: E402
 import utils  # noqa: E402
 
 METHODS = {
@@ -76,7 +76,7 @@ def run_method(base: str, method: str, seed: int, iters: int, test_every: int, i
         config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
         result = train.run(config)
     # The union over the phases (BN then FT trains what either stage trains).
-    trained_ids = {id(p) for phase in phases for p in train_fns.stage_parameters(result["G"], phase[1])}
+    trained_ids = {id(p) for phase in phases for p in stages.G_parameters(result["G"], stages.get(phase[1]))}
     trained = sum(p.numel() for p in result["G"].parameters() if id(p) in trained_ids)
     return {"metrics": result["metrics"], "trained_G_params": trained, "seconds": time.time() - start,
             "log": os.path.join(config["logs_root"], f"{name}_log.jsonl")}

@@ -1,14 +1,16 @@
-"""Train a BigGAN: pretrain a source model (--stage pretrain), or transfer a pretrained one to new
-classes by knowledge propagation (--stage BN), then fine-tune it (--stage FT).
+"""Train a BigGAN: pretrain a source model (--stage pretrain), transfer a pretrained one to new
+classes by knowledge propagation (--stage BN), fine-tune it (--stage FT), or run a baseline.
 
     python train.py --base_dir BASE --dataset C100 --stage BN --n_classes 20 --n_pretrain_classes 80 ...
     torchrun --nproc_per_node 2 train.py ...      (data parallel, one process per GPU; gloo on CPU)
 
 Files: BASE/data/<dataset folder> (input), BASE/weights/{G,D}.pth (the pretrained source model),
 BASE/weights/<experiment>/ (checkpoints), BASE/logs/ (JSON lines), BASE/samples/<experiment>/.
+The loop (run) reads top to bottom: set up, then per iteration train, log, save, evaluate.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
@@ -19,17 +21,24 @@ from tqdm import tqdm
 
 import BigGAN
 import datasets
+import sampling
+import stages
 import train_fns
 import utils
+from acceleration import Precision
+from train_fns import Models
 
+
+# ---------------------------------------------------------------------------------------------
+# Setting up: processes, models, the run's state.
 
 def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
     """(rank, world_size, device): torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; else one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1, utils.pick_device(config["device"] or None)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = utils.pick_device(config["device"] or None)
+    if world_size == 1:
+        return 0, 1, device
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
@@ -37,72 +46,6 @@ def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
         raise utils.UsageError("--cross_replica synchronizes BN statistics across GPUs; it needs CUDA")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
-
-
-def build_models(config: dict, device) -> tuple[BigGAN.Generator, BigGAN.Discriminator]:
-    model_config = train_fns.model_config(config)
-    G = BigGAN.Generator(**model_config).to(device)
-    D = BigGAN.Discriminator(**model_config).to(device)
-    return G, D
-
-
-def load_pretrained(G, D, config: dict) -> None:
-    """A new experiment starts from the source model in weights_root: for the knowledge-propagation
-    stages, then knowledge loading; for the baselines, the new classes at the old classes' mean."""
-    root = config["weights_root"]
-    hint = (f"put the pretrained source model (BigGAN-PyTorch's G.pth and D.pth, {config['n_pretrain_classes']} "
-            f"classes) in {root}, or point --weights_root / --base_dir at it")
-    for model, part in ((G, "G"), (D, "D")):
-        state = utils.load_file(os.path.join(root, f"{part}.pth"), f"pretrained {part} weights", hint)
-        try:
-            if G.transfer:
-                BigGAN.load_pretrained_state_dict(model, state, f"pretrained {part}")
-            else:
-                BigGAN.mean_class_init(model, state, config["n_pretrain_classes"], f"pretrained {part}")
-        except BigGAN.WeightsMismatch as err:
-            raise utils.UsageError(str(err)) from err
-    if G.transfer:
-        G.load_previous_knowledge(config.get("comb_init", "official"))
-
-
-def new_state_dict(config: dict) -> dict:
-    return {"itr": 0, "epoch": 0, "save_num": 0, "save_best_num": 0, "best_IS": 0.0,
-            "best_FID": float("inf"), "best_KMMD": float("inf"), "config": config}
-
-
-def resume(G, D, G_ema, G_optim, D_optim, config: dict) -> dict:
-    """Load weights_root/<experiment>/ (suffix --load_weights) with optimizers and counters."""
-    name, suffix = config["experiment_name"], config["load_weights"]
-    hint = f"check --experiment_name ({name}), --load_weights ({suffix or 'none'}) and --weights_root"
-    load = lambda part: utils.load_file(
-        utils.checkpoint_path(config["weights_root"], name, part, suffix), f"checkpoint {part}", hint)
-    state_dict = load("state_dict")
-    G.load_state_dict(load("G"))
-    D.load_state_dict(load("D"))
-    G_optim.load_state_dict(load("G_optim"))
-    D_optim.load_state_dict(load("D_optim"))
-    if G_ema is not None:
-        G_ema.load_state_dict(load("G_ema"))
-    fresh = new_state_dict(config)
-    fresh.update({k: v for k, v in state_dict.items() if k != "config"})
-    return fresh
-
-
-def refuse_to_overwrite(config: dict) -> None:
-    folder = os.path.join(config["weights_root"], config["experiment_name"])
-    if os.path.isfile(os.path.join(folder, "G.pth")):
-        raise utils.UsageError(f"experiment {config['experiment_name']} already has checkpoints in {folder}; "
-                               "continue it with --resume, or choose another --experiment_name")
-
-
-def make_metrics(config: dict, device):
-    if config["no_fid"]:
-        print("--no_fid: skipping in-loop metrics (FID, IS, KMMD)")
-        return None
-    import inception_utils  # heavy (torchvision models); only when metrics run
-    return inception_utils.prepare_inception_metrics(
-        config["dataset"], config["parallel"], data_root=config["data_root"], backbone=config["backbone"],
-        inception_weights=config["inception_weights"] or None, device=device)
 
 
 def set_classes_and_resolution(config: dict) -> None:
@@ -115,131 +58,308 @@ def set_classes_and_resolution(config: dict) -> None:
     config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"]).resolution
 
 
-def prepare_models(config: dict, device, is_main: bool):
-    """G, D, G_ema (or None), their optimizers and the run's state: resumed, or a new experiment
-    from the pretrained source model (or from scratch for --stage pretrain)."""
+def build_models(config: dict, device) -> tuple[BigGAN.Generator, BigGAN.Discriminator]:
+    model_config = stages.model_config(config)
+    return BigGAN.Generator(**model_config).to(device), BigGAN.Discriminator(**model_config).to(device)
+
+
+def load_pretrained(G: BigGAN.Generator, D: BigGAN.Discriminator, config: dict) -> None:
+    """Start a new experiment as its stage says: from the source model in weights_root, then
+    knowledge loading or the old classes' mean; --stage pretrain starts from scratch."""
+    stage = stages.get(config["stage"])
+    if not stage.needs_source_model:
+        return
+    root = config["weights_root"]
+    hint = (f"put the pretrained source model (BigGAN-PyTorch's G.pth and D.pth, {config['n_pretrain_classes']} "
+            f"classes) in {root}, or point --weights_root / --base_dir at it")
+    for model, part in ((G, "G"), (D, "D")):
+        state = utils.load_file(os.path.join(root, f"{part}.pth"), f"pretrained {part} weights", hint)
+        try:
+            if stage.start == stages.FROM_KNOWLEDGE:
+                BigGAN.load_pretrained_state_dict(model, state, f"pretrained {part}")
+            else:
+                BigGAN.mean_class_init(model, state, config["n_pretrain_classes"], f"pretrained {part}")
+        except BigGAN.WeightsMismatch as err:
+            raise utils.UsageError(str(err)) from err
+    if stage.start == stages.FROM_KNOWLEDGE:
+        G.load_previous_knowledge(config["comb_init"])
+
+
+def new_run_state(config: dict) -> dict:
+    """The counters saved as state_dict.pth (BigGAN-PyTorch's keys, plus where the data stands)."""
+    return {"itr": 0, "epoch": 0, "epoch_batches": 0, "save_num": 0, "save_best_num": 0,
+            "best_IS": 0.0, "best_FID": float("inf"), "best_KMMD": float("inf"), "config": config}
+
+
+def checkpoint_objects(models: Models, state: dict) -> dict:
+    return {**{name: obj.state_dict() for name, obj in models.named().items()}, "state_dict": state}
+
+
+def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "") -> None:
+    utils.save_checkpoint(checkpoint_objects(models, state), config["weights_root"],
+                          config["experiment_name"], suffix)
+
+
+def load_checkpoint(models: Models, config: dict) -> dict:
+    """Load weights_root/<experiment>/ (suffix --load_weights) into the models; the run's state."""
+    name, suffix = config["experiment_name"], config["load_weights"]
+    hint = f"check --experiment_name ({name}), --load_weights ({suffix or 'none'}) and --weights_root"
+    load = lambda part: utils.load_file(
+        utils.checkpoint_path(config["weights_root"], name, part, suffix), f"checkpoint {part}", hint)
+    saved = load("state_dict")
+    for part, obj in models.named().items():
+        obj.load_state_dict(load(part))
+    state = new_run_state(config)
+    state.update({k: v for k, v in saved.items() if k != "config"})
+    return state
+
+
+def refuse_to_overwrite(config: dict) -> None:
+    folder = os.path.join(config["weights_root"], config["experiment_name"])
+    if os.path.isfile(os.path.join(folder, "G.pth")):
+        raise utils.UsageError(f"experiment {config['experiment_name']} already has checkpoints in {folder}; "
+                               "continue it with --resume, or choose another --experiment_name")
+
+
+def prepare_models(config: dict, device, is_main: bool) -> tuple[Models, dict]:
+    """The run's models and optimizers, and its state: resumed, or a new experiment."""
     G, D = build_models(config, device)
-    if not config["resume"] and config["stage"] != "pretrain":
+    if not config["resume"]:
         load_pretrained(G, D, config)
     # After loading (and knowledge loading): the official code copied G before, a bug.
     G_ema = train_fns.ema_copy(G) if config["ema"] else None
-    # Over all of G and D, as the official code, so official optimizer checkpoints load; the stage
-    # decides which parameters get gradients, and Adam leaves the others untouched.
-    G_optim = torch.optim.Adam(G.parameters(), lr=config["G_lr"], betas=(config["G_B1"], config["G_B2"]),
-                               eps=config["adam_eps"], weight_decay=0)
-    D_optim = torch.optim.Adam(D.parameters(), lr=config["D_lr"], betas=(config["D_B1"], config["D_B2"]),
-                               eps=config["adam_eps"], weight_decay=0)
+    models = Models(G, D, *train_fns.make_optimizers(G, D, config), G_ema=G_ema)
     if config["resume"]:
-        state_dict = resume(G, D, G_ema, G_optim, D_optim, config)
-    else:
-        if is_main:
-            refuse_to_overwrite(config)
-        state_dict = new_state_dict(config)
-    return G, D, G_ema, G_optim, D_optim, state_dict
+        return models, load_checkpoint(models, config)
+    if is_main:
+        refuse_to_overwrite(config)
+    return models, new_run_state(config)
 
 
-def describe_run(config: dict, device, world_size: int, G, D) -> None:
+def describe_run(config: dict, device, world_size: int, models: Models) -> None:
     count = lambda params: sum(p.numel() for p in params)
+    stage = stages.get(config["stage"])
     print(f"Experiment {config['experiment_name']} on {device} ({world_size} process(es)); stage "
-          f"{config['stage']} trains {count(train_fns.stage_parameters(G, config['stage'])):,} of "
-          f"{count(G.parameters()):,} G parameters, and "
-          f"{count(train_fns.trained_D_parameters(D, config['freezeD_layer'])):,} of {count(D.parameters()):,} of D")
+          f"{stage.name} ({stage.summary}) trains {count(stages.G_parameters(models.G, stage)):,} of "
+          f"{count(models.G.parameters()):,} G parameters, and "
+          f"{count(stages.D_parameters(models.D, config['freezeD_layer'])):,} of {count(models.D.parameters()):,} of D")
 
 
-def epochs_of_batches(loader, first_batches, state_dict: dict, config: dict):
-    """Batches across epochs until the data runs out (the multi-epoch sampler spans all epochs)."""
-    batches = first_batches
+def make_metrics(config: dict, device):
+    if config["no_fid"]:
+        print("--no_fid: skipping in-loop metrics (FID, IS, KMMD)")
+        return None
+    import inception_utils  # heavy (torchvision models); only when metrics run
+    return inception_utils.prepare_inception_metrics(
+        config["dataset"], config["parallel"], data_root=config["data_root"], backbone=config["backbone"],
+        inception_weights=config["inception_weights"] or None, device=device)
+
+
+def make_loader(config: dict, state: dict, rank: int, world_size: int, device):
+    """Batches for one iteration: batch_size x num_D_steps x num_D_accumulations images."""
+    D_batch = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
+    return datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state["itr"],
+                                        "rank": rank, "world_size": world_size,
+                                        "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
+
+
+def batches_across_epochs(loader, state: dict, config: dict):
+    """Batches until the data runs out, counting epochs and the batches of the current one in
+    `state`, so that a resumed run continues at the batch where it stopped. The multi-epoch
+    sampler spans all epochs itself (and skips the batches a resumed run has seen). The first
+    epoch's iterator is made here, before the caller restores a resumed RNG: making it draws
+    from the RNG."""
+    if not config["use_multiepoch_sampler"]:
+        if state["epoch"] >= config["num_epochs"]:
+            return iter(())
+        loader.sampler.set_epoch(state["epoch"], skip_batches=state["epoch_batches"])
+    return _continue_epochs(iter(loader), loader, state, config)
+
+
+def _continue_epochs(batches, loader, state: dict, config: dict):
     while True:
-        yield from batches
-        state_dict["epoch"] += 1
-        if config["use_multiepoch_sampler"] or state_dict["epoch"] >= config["num_epochs"]:
+        for batch in batches:
+            state["epoch_batches"] += 1
+            yield batch
+        state["epoch"] += 1
+        state["epoch_batches"] = 0
+        if config["use_multiepoch_sampler"] or state["epoch"] >= config["num_epochs"]:
             return
-        loader.sampler.set_epoch(state_dict["epoch"])
+        loader.sampler.set_epoch(state["epoch"])
         batches = iter(loader)
 
 
+# ---------------------------------------------------------------------------------------------
+# Saving, sampling and evaluating, none of which may change the training.
+
+@contextlib.contextmanager
+def outside_training(models: Models, config: dict, device):
+    """Sampling and evaluation: the generators in eval mode if asked, and afterwards everything
+    training depends on exactly as before (the RNG, the generators' buffers: spectral-norm u's
+    and BN statistics move in train-mode forward passes), so that sheets and metrics never change
+    the run."""
+    generators = [m for m in (models.G, models.G_ema) if m is not None]
+    buffers = [{name: b.clone() for name, b in G.named_buffers()} for G in generators]
+    for G in generators:
+        G.train(not config["G_eval_mode"])
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
+    with torch.no_grad():
+        for G, saved in zip(generators, buffers):
+            for name, b in G.named_buffers():
+                b.copy_(saved[name])
+    for G in generators:
+        G.train()
+
+
+class SheetMaker:
+    """The fixed-z sample sheet and the class sheet (one row per class, the same z in each row)
+    that BigGAN-PyTorch writes after every save."""
+
+    def __init__(self, config: dict, G: BigGAN.Generator, device):
+        self.folder = os.path.join(config["samples_root"], config["experiment_name"])
+        z, self.fixed_y = sampling.sample_z_y(config["G_batch_size"], G.dim_z, config["n_classes"], "cpu",
+                                              config["z_var"], torch.Generator().manual_seed(config["seed"] + 1))
+        self.fixed_z, self.fixed_y = z.to(device), self.fixed_y.to(device)
+        sheet_z = torch.randn(10, G.dim_z, generator=torch.Generator().manual_seed(config["seed"]))
+        self.sheet_z = sheet_z.to(device) * config["z_var"] ** 0.5
+        self.n_classes = config["n_classes"]
+
+    @torch.no_grad()
+    def write(self, G: BigGAN.Generator, itr: int) -> None:
+        fixed = G(self.fixed_z, G.class_input(self.fixed_y)).float().cpu()
+        sampling.save_image_grid(fixed, os.path.join(self.folder, f"fixed_samples{itr}.png"),
+                                 nrow=int(fixed.shape[0] ** 0.5))
+        sheet = sampling.class_sheet(G, self.n_classes, self.sheet_z.shape[0], self.sheet_z)
+        sampling.save_image_grid(sheet, os.path.join(self.folder, f"class_sheet{itr}.png"),
+                                 nrow=self.sheet_z.shape[0])
+
+
+def save_and_rotate(models: Models, state: dict, config: dict) -> None:
+    """The main checkpoint and a rotating copy, as BigGAN-PyTorch."""
+    state["rng_state"] = torch.get_rng_state()
+    save_checkpoint(models, state, config)
+    if config["num_save_copies"] > 0:
+        save_checkpoint(models, state, config, f"copy{state['save_num']}")
+        state["save_num"] = (state["save_num"] + 1) % config["num_save_copies"]
+
+
+BETTER = {"IS": lambda new, best: new > best, "FID": lambda new, best: new < best,
+          "KMMD": lambda new, best: new < best}
+METRIC_KEY = {"IS": "IS_mean", "FID": "FID", "KMMD": "KMMD"}
+
+
+def evaluate(models: Models, state: dict, config: dict, get_metrics, precision: Precision, device) -> dict:
+    """In-loop metrics; saves a best checkpoint when --which_best improved (the official code
+    compared FID when asked for KMMD: fixed here)."""
+    G = sampling.sampling_G(models.G, models.G_ema, config)
+    if config["accumulate_stats"]:
+        sampling.accumulate_standing_stats(G, config, device)
+    metrics = get_metrics(sampling.make_sample_fn(G, config, device, precision), config["num_inception_images"],
+                          num_splits=10, use_torch=False, kmmd=config["kmmd"], mfid=config["mfid"])
+    which = config["which_best"]
+    value = metrics.get(METRIC_KEY[which])
+    if value is None:
+        raise utils.UsageError(f"--which_best {which} needs that metric; add --kmmd for KMMD")
+    best_key = f"best_{which}"
+    if BETTER[which](value, state[best_key]):
+        print(f"{which} improved ({state[best_key]:.4g} -> {value:.4g}), saving best{state['save_best_num']}")
+        state[best_key] = value
+        save_checkpoint(models, state, config, f"best{state['save_best_num']}")
+        state["save_best_num"] = (state["save_best_num"] + 1) % config["num_best_copies"]
+    return metrics
+
+
+def format_metrics(itr: int, metrics: dict) -> str:
+    return f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+
+
+# ---------------------------------------------------------------------------------------------
+# The training loop.
+
 def run(config: dict) -> dict:
+    # Set up: processes, models and state, data, the step, metrics, logs.
     rank, world_size, device = setup_distributed(config)
     is_main = rank == 0
     utils.seed_rng(config["seed"])
     set_classes_and_resolution(config)
-    G, D, G_ema, G_optim, D_optim, state_dict = prepare_models(config, device, is_main)
+    models, state = prepare_models(config, device, is_main)
     if is_main:
-        describe_run(config, device, world_size, G, D)
-    D_batch = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
-    loader = datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state_dict["itr"],
-                                          "rank": rank, "world_size": world_size,
-                                          "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
-    GD = BigGAN.G_D(G, D)
+        describe_run(config, device, world_size, models)
+    loader = make_loader(config, state, rank, world_size, device)
+    GD = BigGAN.G_D(models.G, models.D)
     if config["parallel"] and device.type == "cuda":
         GD = nn.DataParallel(GD)
-    precision = train_fns.Precision(config["amp"], device)
-    ema = train_fns.Ema(G, G_ema, config["ema_decay"], config["ema_start"]) if G_ema is not None else None
-    train = train_fns.GAN_training_function(G, D, GD, G_optim, D_optim, ema, config, precision, device)
+    precision = Precision(config["amp"], device)
+    ema = (train_fns.Ema(models.G, models.G_ema, config["ema_decay"], config["ema_start"])
+           if models.G_ema is not None else None)
+    train_step = train_fns.GAN_training_function(models, GD, ema, config, precision, device)
     get_metrics = make_metrics(config, device) if is_main else None
-    fixed_z, fixed_y = train_fns.sample_z_y(config["G_batch_size"], G.dim_z, config["n_classes"], "cpu",
-                                            config["z_var"], torch.Generator().manual_seed(config["seed"] + 1))
-    fixed_z, fixed_y = fixed_z.to(device), fixed_y.to(device)
+    sheets = SheetMaker(config, models.G, device)
     test_log = os.path.join(config["logs_root"], f"{config['experiment_name']}_log.jsonl")
     train_log = os.path.join(config["logs_root"], config["experiment_name"], "train_log.jsonl")
     last_metrics: dict = {}
 
-    def aside(fn):
-        """Sampling and evaluation: G in eval mode if asked, and the training RNG left untouched."""
-        models = [m for m in (G, G_ema) if m is not None]
-        for m in models:
-            m.train(not config["G_eval_mode"])
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            result = fn()
-        for m in models:
-            m.train()
-        return result
-
-    def save_and_evaluate(itr: int, final: bool) -> None:
-        nonlocal last_metrics
-        if itr % config["save_every"] == 0 or final:
-            aside(lambda: train_fns.save_and_sample(G, D, G_ema, G_optim, D_optim, state_dict, config,
-                                                    fixed_z, fixed_y))
-        if get_metrics is not None and (itr % config["test_every"] == 0 or final):
-            sample = train_fns.make_sample_fn(train_fns.sampling_G(G, G_ema, config), config, device, precision)
-            last_metrics = aside(lambda: train_fns.evaluate(G, D, G_ema, G_optim, D_optim, state_dict, config,
-                                                            get_metrics, sample, device))
-            utils.append_jsonl(test_log, {"itr": itr, "time": time.time() - start,
-                                          **{k: v for k, v in last_metrics.items() if v is not None}})
-            print(f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in last_metrics.items() if isinstance(v, float)))
-
     # Same models on every rank (same seed above), different noise per rank from here on.
     torch.manual_seed(config["seed"] + rank)
-    first_batches = iter(loader)
-    if config["resume"] and "rng_state" in state_dict:
-        torch.set_rng_state(state_dict["rng_state"])  # after the loader drew its seed: exact resume
-    start, start_itr = time.time(), state_dict["itr"]
-    progress = tqdm(epochs_of_batches(loader, first_batches, state_dict, config), disable=not is_main,
-                    initial=start_itr, total=config["num_iters"] or None)
-    for x, y in progress:
-        state_dict["itr"] += 1
-        itr = state_dict["itr"]
-        G.train(), D.train()
-        metrics = train(x.to(device), y.to(device), itr)
-        progress.set_postfix({"epoch": state_dict["epoch"], **{k: f"{v:+.3f}" for k, v in metrics.items()}})
+    batches = batches_across_epochs(loader, state, config)
+    if config["resume"] and "rng_state" in state:
+        torch.set_rng_state(state["rng_state"])  # after the loader drew its seed: exact resume
+    start_time, start_itr = time.time(), state["itr"]
+    progress = tqdm(disable=not is_main, initial=start_itr, total=config["num_iters"] or None)
+    itr, final = start_itr, False
+
+    for x, y in batches:
+        # Train one iteration.
+        state["itr"] += 1
+        itr = state["itr"]
+        models.G.train(), models.D.train()
+        losses = train_step(x.to(device), y.to(device), itr)
         final = bool(config["num_iters"]) and itr >= config["num_iters"]
-        if is_main:
-            utils.append_jsonl(train_log, {"itr": itr, **metrics})
-            save_and_evaluate(itr, final)
+        progress.update(1)
+        progress.set_postfix({"epoch": state["epoch"], **{k: f"{v:+.3f}" for k, v in losses.items()}})
+        if not is_main:
+            if final:
+                break
+            continue
+
+        # Log the losses.
+        utils.append_jsonl(train_log, {"itr": itr, **losses})
+
+        # Save a checkpoint and draw the sample sheets.
+        if itr % config["save_every"] == 0 or final:
+            with outside_training(models, config, device):
+                save_and_rotate(models, state, config)
+                sheets.write(sampling.sampling_G(models.G, models.G_ema, config), itr)
+
+        # Evaluate (and keep the best checkpoints).
+        if get_metrics is not None and (itr % config["test_every"] == 0 or final):
+            with outside_training(models, config, device):
+                last_metrics = evaluate(models, state, config, get_metrics, precision, device)
+            utils.append_jsonl(test_log, {"itr": itr, "time": time.time() - start_time,
+                                          **{k: v for k, v in last_metrics.items() if v is not None}})
+            print(format_metrics(itr, last_metrics))
         if final:
             break
-    if state_dict["itr"] == start_itr:
+    progress.close()
+
+    # Finish: a run that stopped because the data ran out (epoch mode) saves its final state too.
+    if itr == start_itr:
         raise utils.UsageError(f"no training iteration ran: the data ran out at iteration {start_itr} "
                                f"(--num_epochs {config['num_epochs']} over {len(loader.dataset)} images); "
                                "raise --num_epochs")
+    if is_main and not final and itr % config["save_every"] != 0:
+        with outside_training(models, config, device):
+            save_and_rotate(models, state, config)
+            sheets.write(sampling.sampling_G(models.G, models.G_ema, config), itr)
     if world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
     if is_main:
-        print(f"Done: {state_dict['itr']} iterations in {time.time() - start:.0f} s. Checkpoints in "
-              f"{os.path.join(config['weights_root'], config['experiment_name'])}, samples in "
+        print(f"Done: {itr - start_itr} iterations ({start_itr + 1}-{itr}) in {time.time() - start_time:.0f} s. "
+              f"Checkpoints in {os.path.join(config['weights_root'], config['experiment_name'])}, samples in "
               f"{os.path.join(config['samples_root'], config['experiment_name'])}, logs in {config['logs_root']}")
-    return {"state_dict": state_dict, "metrics": last_metrics, "G": G, "D": D, "G_ema": G_ema}
+    return {"state_dict": state, "metrics": last_metrics, "G": models.G, "D": models.D, "G_ema": models.G_ema}
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,0 +1,73 @@
+"""Drawing images from a generator: z and classes, samples for the metrics, standing statistics,
+and image sheets. Used by training (sheets, in-loop metrics) and by sample.py."""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torchvision
+
+import layers
+import utils
+from acceleration import Precision
+
+
+def sample_z_y(batch_size: int, dim_z: int, n_classes: int, device, z_var: float = 1.0,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    z = torch.randn(batch_size, dim_z, device=device, generator=generator) * z_var ** 0.5
+    y = torch.randint(0, n_classes, (batch_size,), device=device, generator=generator)
+    return z, y
+
+
+def sampling_G(G: nn.Module, G_ema: nn.Module | None, config: dict) -> nn.Module:
+    """The generator that samples and metrics use: G_ema with --use_ema, else G."""
+    return G_ema if (G_ema is not None and config["use_ema"]) else G
+
+
+def make_sample_fn(G: nn.Module, config: dict, device, precision: Precision | None = None) -> Callable:
+    """sample() → (images in [-1, 1], class indices), uniform over classes, for the metrics."""
+    def sample():
+        with torch.no_grad():
+            z, y = sample_z_y(config["G_batch_size"], G.dim_z, config["n_classes"], device, config["z_var"])
+            with precision.autocast() if precision else contextlib.nullcontext():
+                images = G(z, G.class_input(y))
+            return images.float(), y
+    return sample
+
+
+def accumulate_standing_stats(G: nn.Module, config: dict, device) -> None:
+    """Re-estimate G's BN statistics as the average over many batches (needs --mybn)."""
+    mybns = [m for m in G.modules() if isinstance(m, layers.myBN)]
+    if not mybns:
+        raise utils.UsageError("--accumulate_stats needs --mybn (standing statistics live in myBN)")
+    was_training = G.training
+    G.train()
+    for bn in mybns:
+        bn.reset_stats()
+        bn.accumulate_standing = True
+    with torch.no_grad():
+        for _ in range(config["num_standing_accumulations"]):
+            z, y = sample_z_y(config["G_batch_size"], G.dim_z, config["n_classes"], device, config["z_var"])
+            G(z, G.class_input(y))
+    G.train(was_training)
+
+
+def class_sheet(G: nn.Module, n_classes: int, per_class: int, z: torch.Tensor) -> torch.Tensor:
+    """One row per class (at most 50), the same z (per_class rows) for every row, so that
+    classes can be compared."""
+    rows = []
+    with torch.no_grad():
+        for c in range(min(n_classes, 50)):
+            y = torch.full((per_class,), c, dtype=torch.long, device=z.device)
+            rows.append(G(z[:per_class], G.class_input(y)).float().cpu())
+    return torch.cat(rows)
+
+
+def save_image_grid(images: torch.Tensor, path: str, nrow: int) -> None:
+    """A PNG grid of images in [-1, 1], written atomically."""
+    buffer = io.BytesIO()
+    torchvision.utils.save_image(images, buffer, nrow=nrow, normalize=True, value_range=(-1, 1), format="png")
+    utils.write_atomically(path, lambda f: f.write(buffer.getvalue()), binary=True)
