@@ -9,6 +9,7 @@ ignore unknown keys, like BigGAN-PyTorch's. Optimizers live in the training code
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 
 import torch
@@ -377,3 +378,21 @@ def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int,
     for key in fresh:
         adapted.pop(key, None)
     return load_pretrained_state_dict(model, adapted, name, allowed_missing=fresh)
+
+
+# ---------------------------------------------------------------------------------------------
+# The flags a checkpoint must be loaded with.
+
+_NOT_ABOUT_THE_WEIGHTS = {"self", "kwargs", "G_init", "D_init", "skip_init", "G_activation", "D_activation",
+                          "mybn", "cross_replica"}
+
+
+def weight_defining_flags() -> tuple[str, ...]:
+    """The constructor arguments of G and D that decide what their weights mean (shapes, and how
+    they are used: SN and BN epsilons, activations): a checkpoint is only sampled or resumed
+    faithfully by models built with its values. Left out: the initialization (loading replaces
+    it) and the BN-statistics layout (--mybn; sample.py converts between the layouts)."""
+    names = []
+    for cls in (Generator, Discriminator):
+        names += [n for n in inspect.signature(cls.__init__).parameters if n not in _NOT_ABOUT_THE_WEIGHTS]
+    return tuple(dict.fromkeys(names))

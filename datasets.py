@@ -233,6 +233,18 @@ def load_dataset(dataset: str, data_root: str, hdf5: bool = False, augment: bool
     return data
 
 
+def first_images_per_class(data: Dataset, n_classes: int, per_class: int) -> list[torch.Tensor]:
+    """The first `per_class` images of each class, [k, 3, R, R] in [-1, 1] (for sheets)."""
+    found: list[list[torch.Tensor]] = [[] for _ in range(n_classes)]
+    for index in range(len(data)):
+        x, y = data[index]
+        if len(found[y]) < per_class:
+            found[y].append(x)
+        if all(len(images) == per_class for images in found):
+            break
+    return [torch.stack(images) if images else torch.empty(0) for images in found]
+
+
 def class_names(dataset: str, data_root: str, hdf5: bool = False) -> list[str]:
     """The class names in label order, without building a loader."""
     if hdf5:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 from typing import Callable
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 import layers
@@ -66,8 +68,35 @@ def class_sheet(G: nn.Module, n_classes: int, per_class: int, z: torch.Tensor) -
     return torch.cat(rows)
 
 
-def save_image_grid(images: torch.Tensor, path: str, nrow: int) -> None:
-    """A PNG grid of images in [-1, 1], written atomically."""
+# Sheets show small images enlarged to at least this size (nearest neighbour: the pixels as G
+# drew them): a 32-px image is too small to judge at a glance.
+SHEET_IMAGE_SIZE = 128
+
+
+def enlarge(images: torch.Tensor, size: int = SHEET_IMAGE_SIZE) -> torch.Tensor:
+    factor = math.ceil(size / images.shape[-1])
+    return F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
+
+
+def save_image_grid(images: torch.Tensor, path: str, nrow: int, image_size: int = SHEET_IMAGE_SIZE) -> None:
+    """A PNG grid of images in [-1, 1] (enlarged to image_size; 0: as they are), written atomically."""
+    if image_size:
+        images = enlarge(images.float(), image_size)
     buffer = io.BytesIO()
     torchvision.utils.save_image(images, buffer, nrow=nrow, normalize=True, value_range=(-1, 1), format="png")
     utils.write_atomically(path, lambda f: f.write(buffer.getvalue()), binary=True)
+
+
+def training_images_and_samples(real: list[torch.Tensor], G: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """One row per class: that class's training images (real[c], up to 5), a blank, then G's
+    samples of the class for every z, so that a user judges fidelity and copying at a glance.
+    Returns (images, images per row)."""
+    shown = min(5, min(len(images) for images in real))
+    rows = []
+    with torch.no_grad():
+        for c, images in enumerate(real):
+            y = torch.full((z.shape[0],), c, dtype=torch.long, device=z.device)
+            samples = G(z, G.class_input(y)).float().cpu()
+            blank = torch.ones_like(samples[:1])  # white in [-1, 1]
+            rows.append(torch.cat([images[:shown].float().cpu(), blank, samples]))
+    return torch.cat(rows), shown + 1 + z.shape[0]

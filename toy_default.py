@@ -19,7 +19,12 @@ import subprocess
 import sys
 import tempfile
 
+import torch
+
+import datasets
 import plots
+import sampling
+import stages
 import toy_data
 import train
 import utils
@@ -87,12 +92,26 @@ def install_source_weights(weights_root: str) -> None:
         print(f"[3/4] source model: copied the shipped 12-class toy BigGAN to {target}")
 
 
-def report(config: dict, metrics: dict) -> None:
-    name = config["experiment_name"]
+def write_training_images_and_samples(config: dict, G, path: str) -> None:
+    """The few-shot training images of each new class beside G's samples of it, in one figure."""
+    data = datasets.load_dataset(config["dataset"], config["data_root"])
+    real = datasets.first_images_per_class(data, config["n_classes"], 5)
+    z = torch.randn(8, G.dim_z, generator=torch.Generator().manual_seed(config["seed"])) * config["z_var"] ** 0.5
+    was_training = G.training
+    G.train(not config["G_eval_mode"])
+    images, per_row = sampling.training_images_and_samples(real, G, z.to(next(G.parameters()).device))
+    G.train(was_training)
+    sampling.save_image_grid(images, path, nrow=per_row)
+
+
+def report(config: dict, result: dict) -> None:
+    name, metrics = config["experiment_name"], result["metrics"]
     log = os.path.join(config["logs_root"], f"{name}_log.jsonl")
     samples = os.path.join(config["samples_root"], name)
     png = os.path.join(samples, "metrics.png")
-    plots.plot_metrics(log, png, title=f"{name}: BN stage on the toy new classes", space="classifier")
+    plots.plot_metrics(log, png, title=f"{name}: {config['stage']} stage on the toy new classes", space="classifier")
+    figure = os.path.join(samples, "training_images_and_samples.png")
+    write_training_images_and_samples(config, sampling.sampling_G(result["G"], result["G_ema"], config), figure)
     sheets = sorted((f for f in os.listdir(samples) if f.startswith("class_sheet")),
                     key=lambda f: int(f[len("class_sheet"):-4]))
     print("\nFinal metrics (toy-classifier feature space, not Inception):")
@@ -101,6 +120,7 @@ def report(config: dict, metrics: dict) -> None:
             print(f"  {key:10s} {metrics[key]:.4f}")
     print(f"\nPer-class sample sheets (one row per new class: {', '.join(toy_data.NEW_CLASSES)}):\n"
           f"  {os.path.join(samples, sheets[-1]) if sheets else samples}\n"
+          f"Training images (left) beside samples (right), per class:\n  {figure}\n"
           f"Metrics plot:  {png}\nCheckpoints:   {os.path.join(config['weights_root'], name)}\n"
           f"Logs:          {log}")
 
@@ -118,12 +138,14 @@ def main(argv: list[str] | None = None) -> dict:
     install_source_weights(os.path.join(base, "weights"))
     if args.prepare_only:
         return {}
-    print("[4/4] training the BN stage (knowledge propagation) ...")
     # Later flags win in argparse, so the user's extra arguments override the defaults here.
     config = utils.finalize_config(vars(utils.prepare_parser().parse_args(
         ["--base_dir", base, "--experiment_name", EXPERIMENT, *TOY_MODEL, *TOY_TRAINING, *train_args])))
+    stage = stages.get(config["stage"])
+    print(f"[4/4] {'resuming' if config['resume'] else 'training'} {EXPERIMENT}: stage {stage.name} "
+          f"({stage.summary}) ...")
     result = train.run(config)
-    report(config, result["metrics"])
+    report(config, result)
     return result
 
 
