@@ -249,16 +249,6 @@ def lerp_rows(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     return (a.unsqueeze(1) * (1 - w) + b.unsqueeze(1) * w).reshape(-1, a.shape[1])
 
 
-def generate(G_forward: Callable, z: torch.Tensor, class_input: torch.Tensor, batch_size: int,
-             precision: Precision) -> torch.Tensor:
-    """G(z, class_input) in batches, gathered on the cpu."""
-    images = []
-    for i in range(0, z.shape[0], batch_size):
-        with precision.autocast():
-            images.append(G_forward(z[i:i + batch_size], class_input[i:i + batch_size]).float().cpu())
-    return torch.cat(images)
-
-
 def make_sampler(G, G_forward, config: dict, device, precision, truncation: float) -> Callable:
     """sample() -> (a batch of images in [-1, 1], their uniformly drawn classes)."""
     def sample():
@@ -290,14 +280,6 @@ def write_npz(path: str, sample: Callable, num: int, batch_size: int, resolution
     print(f"Saved {x.shape[0]} samples (x {x.shape}, y {y.shape}) to {path}")
 
 
-def class_sheet(G, G_forward, classes: list[int], z: torch.Tensor, config: dict,
-                precision) -> torch.Tensor:
-    """One row per class; column j uses z[j] in every row, so that rows differ only by class."""
-    y = torch.tensor(classes, device=z.device).repeat_interleave(z.shape[0])
-    return generate(G_forward, z.repeat(len(classes), 1), G.class_input(y),
-                    config["G_batch_size"], precision)
-
-
 def interp_sheet(G, G_forward, config: dict, device, precision, truncation: float,
                  fix_z: bool, fix_y: bool) -> torch.Tensor:
     """Rows from one random (z, class) to another; fix_z keeps each row's z, fix_y its class."""
@@ -310,7 +292,7 @@ def interp_sheet(G, G_forward, config: dict, device, precision, truncation: floa
     else:
         y1 = other_classes(y0, config["n_classes"])
         ys = lerp_rows(mixable_classes(G, y0), mixable_classes(G, y1), steps)
-    return generate(G_forward, zs, ys, config["G_batch_size"], precision)
+    return sampling.generate(G_forward, zs, ys, config["G_batch_size"], precision)
 
 
 def interp_styles(G: BigGAN.Generator, device) -> dict[str, tuple[bool, bool]]:
@@ -470,7 +452,7 @@ def run(config: dict) -> dict:
         print(f"Accumulating standing stats over {config['num_standing_accumulations']} batches...")
         sampling.accumulate_standing_stats(G, config, device)
     sample = make_sampler(G, G_forward, config, device, precision, config["truncation"])
-    result = {"folder": folder, "itr": itr, "metrics": None, "trunc_curve": None}
+    result = {"folder": folder, "itr": itr, "metrics": None, "trunc_curve": None, "G": G}
 
     if config["sample_npz"]:
         write_npz(os.path.join(config["samples_root"], config["experiment_name"], "samples.npz"),
@@ -479,7 +461,7 @@ def run(config: dict) -> dict:
         z, _ = sample_z_y(SAMPLES_PER_CLASS, G, config, device, config["truncation"])
         for i, first in enumerate(range(0, config["n_classes"], CLASSES_PER_SHEET)):
             classes = list(range(first, min(first + CLASSES_PER_SHEET, config["n_classes"])))
-            sampling.save_image_grid(class_sheet(G, G_forward, classes, z, config, precision),
+            sampling.save_image_grid(sampling.class_sheet(G, classes, z, config["G_batch_size"], precision, G_forward),
                                       os.path.join(folder, f"samples{i}.png"), nrow=SAMPLES_PER_CLASS)
         print(f"Saved class sheets to {folder}")
     for tag, (fix_z, fix_y) in styles.items():

@@ -57,15 +57,23 @@ def accumulate_standing_stats(G: nn.Module, config: dict, device) -> None:
     G.train(was_training)
 
 
-def class_sheet(G: nn.Module, n_classes: int, per_class: int, z: torch.Tensor) -> torch.Tensor:
-    """One row per class (at most 50), the same z (per_class rows) for every row, so that
-    classes can be compared."""
-    rows = []
+def generate(G_forward: Callable, z: torch.Tensor, class_input: torch.Tensor, batch_size: int,
+             precision: Precision | None = None) -> torch.Tensor:
+    """G_forward(z, class_input) in batches, gathered on the cpu (G_forward: G, or G wrapped in
+    DataParallel)."""
+    images = []
     with torch.no_grad():
-        for c in range(min(n_classes, 50)):
-            y = torch.full((per_class,), c, dtype=torch.long, device=z.device)
-            rows.append(G(z[:per_class], G.class_input(y)).float().cpu())
-    return torch.cat(rows)
+        for i in range(0, z.shape[0], batch_size):
+            with precision.autocast() if precision else contextlib.nullcontext():
+                images.append(G_forward(z[i:i + batch_size], class_input[i:i + batch_size]).float().cpu())
+    return torch.cat(images)
+
+
+def class_sheet(G: nn.Module, classes: list[int], z: torch.Tensor, batch_size: int,
+                precision: Precision | None = None, G_forward: Callable | None = None) -> torch.Tensor:
+    """One row per class; column j uses z[j] in every row, so that rows differ only by class."""
+    y = torch.tensor(classes, device=z.device).repeat_interleave(z.shape[0])
+    return generate(G_forward or G, z.repeat(len(classes), 1), G.class_input(y), batch_size, precision)
 
 
 # Sheets show small images enlarged to at least this size (nearest neighbour: the pixels as G

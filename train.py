@@ -230,7 +230,8 @@ class SheetMaker:
         fixed = G(self.fixed_z, G.class_input(self.fixed_y)).float().cpu()
         sampling.save_image_grid(fixed, os.path.join(self.folder, f"fixed_samples{itr}.png"),
                                  nrow=int(fixed.shape[0] ** 0.5))
-        sheet = sampling.class_sheet(G, self.n_classes, self.sheet_z.shape[0], self.sheet_z)
+        classes = list(range(min(self.n_classes, 50)))  # at most 50 rows
+        sheet = sampling.class_sheet(G, classes, self.sheet_z, batch_size=len(self.fixed_z))
         sampling.save_image_grid(sheet, os.path.join(self.folder, f"class_sheet{itr}.png"),
                                  nrow=self.sheet_z.shape[0])
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import BigGAN
 import inception_utils
+import layers
 import sample
 import train
 import utils
@@ -172,8 +173,17 @@ def test_a_shared_source_model_gets_class_interpolations(base_dir):
 
 def test_standing_stats_work_on_a_checkpoint_trained_without_mybn(base_dir):
     result = run_sample(base_dir, "--sample_random", "--mybn", "--accumulate_stats",
-                        "--num_standing_accumulations", "2", "--G_eval_mode", "--sample_sheet_folder_num", "3")
+                        "--num_standing_accumulations", "3", "--G_eval_mode", "--sample_sheet_folder_num", "3")
     assert os.path.isfile(os.path.join(result["folder"], "random_samples.png"))
+    # The statistics were gathered: 3 batches counted in every BN, the means are no longer the
+    # checkpoint's running means.
+    trained = torch.load(base_dir / "weights" / "tiny" / f"G_{SUFFIX}.pth", weights_only=True)
+    mybns = {name: m for name, m in result["G"].named_modules() if isinstance(m, layers.myBN)}
+    assert mybns
+    for name, bn in mybns.items():
+        assert bn.accumulation_counter.item() == 3
+        running_mean = trained[f"{name[:-len('.bn')]}.stored_mean"]
+        assert not torch.allclose(bn.stored_mean / 3, running_mean)
 
 
 def test_a_baseline_is_sampled_as_the_plain_model_it_was_trained_as(base_dir):
