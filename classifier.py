@@ -9,7 +9,6 @@ Checkpoint: {'state_dict', 'class_names', 'resolution', 'feature_dim'}.
 """
 from __future__ import annotations
 
-import os
 
 import torch
 from torch import nn
@@ -59,14 +58,7 @@ def checkpoint_of(model: ToyClassifier) -> dict:
 def load_classifier(path: str, device: str | torch.device = "cpu") -> ToyClassifier:
     """The classifier saved at path, on device, in eval mode."""
     retrain = "retrain it with `python train_classifier.py`"
-    if not os.path.isfile(path):
-        raise utils.UsageError(f"no classifier checkpoint at {path}; {retrain} or give the "
-                               "right path")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        raise utils.UsageError(f"{path} is not a readable classifier checkpoint ({err}); "
-                               f"{retrain}") from None
+    checkpoint = utils.load_file(path, "classifier checkpoint", f"{retrain}, or give the right path")
     expected = {"state_dict", "class_names", "resolution", "feature_dim"}
     if not isinstance(checkpoint, dict) or not expected <= checkpoint.keys():
         raise utils.UsageError(f"{path} is not a classifier checkpoint (needs the keys "

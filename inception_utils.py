@@ -75,14 +75,8 @@ class InceptionFeatures(nn.Module):
 
 
 def read_state_dict(path: str, what: str) -> dict:
-    if not os.path.isfile(path):
-        raise utils.UsageError(f"{what} weights file {path} does not exist; "
-                               "pass the path of a state dict saved with torch.save(model.state_dict(), path)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise utils.UsageError(f"could not read {what} weights from {path} ({err}); "
-                               "pass a state dict saved with torch.save(model.state_dict(), path)") from err
+    return utils.load_file(path, f"{what} weights file",
+                           "pass the path of a state dict saved with torch.save(model.state_dict(), path)")
 
 
 def hub_state_dict(url: str, what: str) -> dict:

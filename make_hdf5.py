@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 
 import h5py
 import numpy as np
@@ -36,13 +35,10 @@ class RawImages(Dataset):
 
 def write_hdf5(data: datasets.ImageFolderDataset, path: str, batch_size: int, num_workers: int,
                chunk_size: int, compression: str | None) -> None:
-    """Fill a temp file next to path, then rename it: a crash never leaves half a cache."""
+    """The cache, written atomically: a crash never leaves half a cache."""
     n, res = len(data), data.resolution
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp_",
-                               suffix=".hdf5")
-    os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache should read like any data file
-    try:
+
+    def fill(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             f.attrs["class_names"] = np.array(data.classes, dtype=h5py.string_dtype())
             imgs = f.create_dataset("imgs", (n, 3, res, res), dtype="uint8",
@@ -56,10 +52,8 @@ def write_hdf5(data: datasets.ImageFolderDataset, path: str, batch_size: int, nu
                 imgs[start:start + len(x)] = x.numpy()
                 labels[start:start + len(y)] = y.numpy()
                 start += len(x)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    utils.replace_atomically(path, fill)
 
 
 def parse_args() -> argparse.Namespace:

@@ -56,20 +56,29 @@ def _umask() -> int:
     return mask
 
 
-def write_atomically(path: str, write: Callable, binary: bool = False) -> None:
-    """write(file) into a temp file next to path, then rename it, so a crash never leaves half a file."""
+def replace_atomically(path: str, write_path: Callable[[str], None]) -> None:
+    """write_path(tmp) fills a temp file next to path, which then replaces path in one rename, so
+    a crash never leaves half a file (and the temp file never outlives a failure)."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", newline=None if binary else "") as f:
-            write(f)
+        write_path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_atomically(path: str, write: Callable, binary: bool = False) -> None:
+    """write(file) into a temp file next to path, then rename it (replace_atomically)."""
+    def write_file(tmp: str) -> None:
+        with open(tmp, "wb" if binary else "w", newline=None if binary else "") as f:
+            write(f)
+    replace_atomically(path, write_file)
 
 
 def atomic_save(obj: Any, path: str) -> None:
@@ -255,15 +264,41 @@ def save_checkpoint(objects: dict[str, Any], root: str, experiment_name: str, su
 
 
 def load_file(path: str, what: str, hint: str) -> Any:
+    """torch.load of a file the user pointed at; a missing or unreadable file is one clear error."""
     if not os.path.isfile(path):
-        raise UsageError(f"{what} not found: {path}. {hint}")
+        raise UsageError(f"{what} {path} does not exist; {hint}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a truncated or foreign file
-        raise UsageError(f"cannot read {what} {path}: {err}") from err
+    except Exception as err:  # torch raises many types for a truncated or foreign file
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UsageError(f"{path} is not a readable {what} ({first_line}); {hint}") from None
 
 
 def append_jsonl(path: str, record: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# A checkpoint's saved training config.
+
+def adopt_saved_config(config: dict, saved: dict, explicit: set[str] | None, flags: tuple[str, ...],
+                       what: str) -> list[str]:
+    """Take `flags` from a checkpoint's saved training config: a flag the user left out gets the
+    saved value; one the user gave (explicit; None: every flag counts as given) must equal it, since
+    a model built otherwise would not fit the weights, or not compute what was trained. Returns the
+    flags whose value was taken from the checkpoint."""
+    adopted, conflicts = [], []
+    for flag in flags:
+        if flag not in saved or flag not in config or saved[flag] == config[flag]:
+            continue
+        if explicit is None or flag in explicit:
+            conflicts.append(f"--{flag} {config[flag]} (trained with {saved[flag]})")
+        else:
+            config[flag] = saved[flag]
+            adopted.append(flag)
+    if conflicts:
+        raise UsageError(f"{what} was trained with other model flags than given: {', '.join(conflicts)}; "
+                         "leave these flags out to use the checkpoint's values")
+    return adopted
