@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
+import zipfile
 from typing import Callable
 
 import numpy as np
@@ -427,9 +428,12 @@ def load_reference_moments(path: str, dataset: str, metric_space: str) -> dict[s
     """The moments file's small arrays (class_sigma, possibly GBs, is read only when mFID asks for it)."""
     if not os.path.isfile(path):
         raise missing_reference_error(path, "moments", dataset, metric_space)
-    with np.load(path, allow_pickle=False) as f:
-        reference = {key: f[key] for key in f.files if key != "class_sigma"}
-        reference["has_class_sigma"] = "class_sigma" in f.files
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            reference = {key: f[key] for key in f.files if key != "class_sigma"}
+            reference["has_class_sigma"] = "class_sigma" in f.files
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise damaged_reference_error(path, err, dataset, metric_space) from None
     # files from BigGAN-PyTorch hold only mu and sigma, and those came from torchvision's Inception
     stored_space = str(reference.get("metric_space", "inception"))
     if stored_space != metric_space:
@@ -442,16 +446,27 @@ def load_reference_moments(path: str, dataset: str, metric_space: str) -> dict[s
 def load_reference_features(path: str, dataset: str, metric_space: str, device: torch.device) -> torch.Tensor:
     if not os.path.isfile(path):
         raise missing_reference_error(path, "features (needed for KMMD)", dataset, metric_space)
-    with np.load(path, allow_pickle=False) as f:
-        return torch.from_numpy(f["pool"]).to(device)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return torch.from_numpy(f["pool"]).to(device)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        raise damaged_reference_error(path, err, dataset, metric_space) from None
+
+
+def damaged_reference_error(path: str, err: Exception, dataset: str, metric_space: str) -> utils.UsageError:
+    return utils.UsageError(f"{path} is damaged ({type(err).__name__}: {str(err)[:100]}); delete it and recompute it "
+                            f"with `python calculate_inception_moments.py --dataset {dataset} --backbone {metric_space}`")
 
 
 def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool = False,
                               moments_path: str | None = None, net: nn.Module | None = None, *,
                               data_root: str = "data", backbone: str = "inception",
                               inception_weights: str | None = None, device: str | torch.device = "cpu",
-                              features_path: str | None = None) -> Callable[..., dict]:
+                              features_path: str | None = None, kmmd: bool = False,
+                              mfid: bool = False) -> Callable[..., dict]:
     """Load the backbone (unless `net` is given) and the reference moments; return get_inception_metrics.
+    kmmd / mfid: check now that their reference files are there (a training run should stop before
+    its first iteration, not at its first evaluation).
 
     Reference files default to data_root/<dataset>_<metric space>_{moments,features}.npz."""
     if net is None:
@@ -462,6 +477,11 @@ def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool
     reference = None if no_fid else load_reference_moments(moments_path, dataset, space)
     target_names = None if reference is None else reference.get("class_names")
     class_map = target_to_backbone_classes(target_names, getattr(net, "class_names", None))
+    if kmmd and not os.path.isfile(features_path):
+        raise missing_reference_error(features_path, "features (needed for KMMD)", dataset, space)
+    if mfid and reference is not None and not reference["has_class_sigma"]:
+        raise utils.UsageError(f"--mfid needs per-class statistics, which {moments_path} does not hold "
+                               "(they are skipped when they would exceed 2 GB); evaluate without --mfid")
     cache = {}
 
     def mean_class_fid(pool: torch.Tensor, labels: torch.Tensor, use_torch: bool) -> float:

@@ -273,3 +273,15 @@ def test_no_fid_needs_no_moments(tmp_path):
     get_metrics = iu.prepare_inception_metrics("Toy32", no_fid=True, net=TinyBackbone(), data_root=str(tmp_path))
     metrics = get_metrics(batches_of(images, labels, 10), 30, num_splits=3, prints=False)
     assert np.isnan(metrics["FID"]) and metrics["class_acc"] is None and metrics["IS_mean"] >= 1
+
+
+def test_damaged_reference_files_and_missing_kmmd_features_are_named_up_front(tmp_path):
+    moments = tmp_path / "Toy32_tiny_moments.npz"
+    np.savez(moments, mu=np.zeros(8), sigma=np.eye(8), metric_space="tiny")
+    with pytest.raises(utils.UsageError, match="features \\(needed for KMMD\\)"):
+        iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path), kmmd=True)
+    with pytest.raises(utils.UsageError, match="--mfid needs per-class statistics"):
+        iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path), mfid=True)
+    moments.write_bytes(moments.read_bytes()[:100])  # a truncated file
+    with pytest.raises(utils.UsageError, match="is damaged .*calculate_inception_moments.py"):
+        iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path))
