@@ -8,10 +8,11 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
 BASE=${BASE_DIR:-base_dir_source}
 "$PYTHON" toy_data.py --base_dir "$BASE" --source_images_per_class 500 --target_images_per_class 25 --seed 0
+# The toy architecture, defined once in toy_default.py (the offline default transfers this model).
+read -r -a ARCH <<< "$("$PYTHON" -c 'import toy_default; print(" ".join(toy_default.TOY_ARCHITECTURE))')"
 # One thread: on 2 cores this is several times faster than competing OpenMP threads.
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PYTHON" train.py --base_dir "$BASE" --dataset ToySource32 \
-  --stage pretrain --experiment_name toy_source --G_ch 12 --D_ch 12 --G_attn 0 --D_attn 0 \
-  --G_init N02 --D_init N02 --SN_eps 1e-8 --batch_size 16 --num_D_steps 1 --num_D_accumulations 1 \
+  --stage pretrain --experiment_name toy_source "${ARCH[@]}" --batch_size 16 --num_D_steps 1 --num_D_accumulations 1 \
   --G_lr 2e-4 --D_lr 2e-4 --ema --use_ema --ema_start 500 --ema_decay 0.999 \
   --num_iters "${NUM_ITERS:-8000}" --save_every 250 --no_fid --use_multiepoch_sampler --num_epochs 1000 \
   --num_workers 0 --seed 0 "$@"

@@ -5,9 +5,10 @@ optionally over a range of truncation thresholds.
         --sample_npz --sample_sheets --sample_interps --sample_random \
         --sample_inception_metrics --sample_trunc_curves 0.05_0.05_1.0
 
-The model flags must be those the experiment was trained with (--n_classes may be left out: it is
-read from the checkpoint's state_dict). --n_pretrain_classes 0 means a source (plain BigGAN) model;
-a baseline is sampled with its --stage (finetune, BN_only) and --n_pretrain_classes, as trained.
+The model flags (and --dataset, --stage) are read from the training config saved in the checkpoint's
+state_dict: leave them out. A flag given that differs from the checkpoint's is an error. For weights
+without a state_dict (e.g. a bare official G.pth) give the flags the model was trained with;
+--n_pretrain_classes 0 then means a source (plain BigGAN) model.
 
 Reads BASE/weights/NAME/G[_ema][_SUFFIX].pth and state_dict[_SUFFIX].pth. Writes, never replacing
 an existing file unless --overwrite is given:
@@ -54,21 +55,15 @@ CLASSES_PER_SHEET = 20   # rows of a class sheet
 INTERP_MIDPOINTS = 8     # an interpolation row holds its two endpoints and these midpoints
 NUM_SPLITS = 10          # of the Inception Score
 
-# Flags that shape G's weights: compared with the checkpoint's config to explain a mismatch.
-MODEL_FLAGS = ("resolution", "n_classes", "n_pretrain_classes", "G_ch", "dim_z", "hier", "G_shared",
-               "shared_dim", "G_attn", "kp_variant", "G_param", "num_G_SVs", "norm_style",
-               "cross_replica")
-
-
 def prepare_parser():
-    p = utils.prepare_parser("Sample a trained (transfer) BigGAN: npz, sheets, metrics")
-    add = p.add_argument
+    p = utils.prepare_sampling_parser("Sample a trained (transfer) BigGAN: npz, sheets, metrics")
+    add = p.add_argument_group("what to sample").add_argument
     add("--sample_npz", action="store_true", help="save --sample_num_npz samples to samples.npz")
-    add("--sample_num_npz", type=int, default=50000)
+    add("--sample_num_npz", type=utils.at_least(1), default=50000, help="samples in samples.npz")
     add("--sample_sheets", action="store_true", help="class-conditional sample sheets")
     add("--sample_interps", action="store_true", help="z and class interpolation sheets")
-    add("--sample_num_interps", type=int, default=16, help="rows of an interpolation sheet")
-    add("--sample_sheet_folder_num", type=int, default=-1,
+    add("--sample_num_interps", type=utils.at_least(1), default=16, help="rows of an interpolation sheet")
+    add("--sample_sheet_folder_num", type=utils.at_least(-1), default=-1,
         help="write sheets and metrics to samples/<experiment>/<this number>/ "
              "(default -1: to a folder named after the weights, e.g. G_ema_best2)")
     add("--sample_random", action="store_true", help="one sheet of random samples")
@@ -76,28 +71,42 @@ def prepare_parser():
         help="IS/FID (KMMD with --kmmd, mFID with --mfid) in the --backbone feature space, at --truncation")
     add("--sample_trunc_curves", default="",
         help="metrics at each truncation threshold start_step_end, e.g. 0.05_0.05_1.0")
-    add("--truncation", type=float, default=0.0,
+    add("--truncation", type=utils.NON_NEGATIVE, default=0.0,
         help="truncation threshold of z for all sampling but the curves (0: off)")
     add("--overwrite", action="store_true", help="replace outputs of an earlier run")
     return p
 
 
 def parse_config(argv: list[str] | None = None) -> dict:
-    config = vars(prepare_parser().parse_args(argv))
-    if config["n_pretrain_classes"] == 0:
-        config["stage"] = "pretrain"  # a source model: plain BigGAN
+    """The flags given, and the model flags left out taken from the checkpoint's saved training
+    config (a given model flag that differs from it is an error)."""
+    parser = prepare_parser()
+    config = utils.resolve_roots(vars(parser.parse_args(argv)))
+    adopt_training_config(config, load_run_state(config).get("config") or {}, utils.explicit_flags(parser, argv))
     config = utils.finalize_config(config)
-    for flag in ("sample_num_npz", "sample_num_interps", "G_batch_size"):
-        if config[flag] < 1:
-            raise utils.UsageError(f"--{flag} must be at least 1, got {config[flag]}")
-    if config["truncation"] < 0:
-        raise utils.UsageError(f"--truncation must be positive (or 0 for none), got {config['truncation']}")
     outputs = ("sample_npz", "sample_sheets", "sample_interps", "sample_random",
                "sample_inception_metrics", "sample_trunc_curves")
     if not any(config[flag] for flag in outputs):
         raise utils.UsageError("nothing to sample; give at least one of "
                                + ", ".join(f"--{flag}" for flag in outputs))
     return config
+
+
+def adopt_training_config(config: dict, trained: dict, explicit: set[str]) -> None:
+    """The model flags (and dataset, stage) of the run that wrote the checkpoint, where not given."""
+    what = f"{weights_name(config)} of {config['experiment_name']}"
+    adopted = utils.adopt_saved_config(config, trained, explicit, BigGAN.weight_defining_flags() + ("dataset",), what)
+    if adopted:
+        print("Model flags from the checkpoint: " + ", ".join(f"--{flag} {config[flag]}" for flag in adopted))
+    if "stage" not in trained:
+        if config["n_pretrain_classes"] == 0:
+            config["stage"] = "pretrain"  # no saved config: a source model is a plain BigGAN
+    elif "stage" not in explicit:
+        config["stage"] = trained["stage"]
+    elif builds_transfer_G(trained["stage"]) != builds_transfer_G(config["stage"]):
+        raise utils.UsageError(f"{what} was trained with --stage {trained['stage']}, a "
+                               f"{'knowledge-propagation' if builds_transfer_G(trained['stage']) else 'plain'} G; "
+                               f"you gave --stage {config['stage']}: leave --stage out")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,32 +144,16 @@ def load_weights(config: dict) -> dict:
     return state
 
 
-def complete_model_config(config: dict, trained: dict) -> None:
-    """n_classes from the flag, else from the training config; resolution from the dataset."""
+def complete_model_config(config: dict) -> None:
+    """n_classes must be known (from the checkpoint or the flag); resolution from the dataset if unknown."""
     if not config["n_classes"]:
-        if not trained.get("n_classes"):
-            raise utils.UsageError("the number of classes is unknown: the checkpoint has no state_dict "
-                                   "with the training config; give --n_classes")
-        config["n_classes"] = trained["n_classes"]
+        raise utils.UsageError("the number of classes is unknown: the checkpoint has no state_dict "
+                               "with the training config; give --n_classes")
     config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"]).resolution
 
 
 def builds_transfer_G(stage: str) -> bool:
     return stages.get(stage).knowledge_propagation
-
-
-def flags_unlike_training(config: dict, trained: dict) -> list[str]:
-    differences = []
-    if "stage" in trained and builds_transfer_G(trained["stage"]) != builds_transfer_G(config["stage"]):
-        differences.append(f"--stage {trained['stage']} (you gave {config['stage']})")
-    for flag in MODEL_FLAGS:
-        if flag in trained and str(trained[flag]) != str(config[flag]):
-            if isinstance(trained[flag], bool):
-                differences.append(f"--{flag} (you left it out)" if trained[flag]
-                                   else f"no --{flag} (you gave it)")
-            else:
-                differences.append(f"--{flag} {trained[flag]} (you gave {config[flag]})")
-    return differences
 
 
 def bn_statistics_counterpart(key: str, own: dict) -> str | None:
@@ -184,7 +177,7 @@ def match_bn_layout(state: dict, own: dict) -> dict:
     return matched
 
 
-def build_generator(config: dict, state: dict, trained: dict) -> BigGAN.Generator:
+def build_generator(config: dict, state: dict) -> BigGAN.Generator:
     # skip_init: every weight comes from the checkpoint.
     try:
         G = BigGAN.Generator(**{**stages.model_config(config), "skip_init": True})
@@ -193,14 +186,10 @@ def build_generator(config: dict, state: dict, trained: dict) -> BigGAN.Generato
     try:
         G.load_state_dict(match_bn_layout(state, G.state_dict()))
     except RuntimeError as err:
-        differences = flags_unlike_training(config, trained)
-        if differences:
-            cause = "the run was trained with " + ", ".join(differences)
-        else:
-            first_problem = (str(err).splitlines()[1:] or [str(err)])[0].strip()[:300]
-            cause = f"{first_problem}; use the flags the experiment was trained with"
+        first_problem = (str(err).splitlines()[1:] or [str(err)])[0].strip()[:300]
         raise utils.UsageError(f"the weights of {weights_name(config)} do not fit the generator built from "
-                               f"your flags, which are probably wrong: {cause}") from err
+                               f"your flags, which are probably wrong: {first_problem}; use the flags the "
+                               "experiment was trained with") from err
     return G
 
 
@@ -426,10 +415,9 @@ def run(config: dict) -> dict:
     device = utils.pick_device(config["device"] or None)
     utils.seed_rng(config["seed"])
     run_state = load_run_state(config)
-    trained = run_state.get("config") or {}
     state = load_weights(config)
-    complete_model_config(config, trained)
-    G = build_generator(config, state, trained).to(device)
+    complete_model_config(config)
+    G = build_generator(config, state).to(device)
     G.train(not config["G_eval_mode"])
     itr = run_state.get("itr", "unknown")
     G_forward = nn.DataParallel(G) if (config["parallel"] and device.type == "cuda"

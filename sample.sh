@@ -26,12 +26,10 @@ fi
 # The EMA generator when the run kept one (train with --ema), else G itself.
 ema=()
 if [ -f "$TOY/G_ema.pth" ]; then ema=(--use_ema); fi
-# The model flags of toy_default.py (TOY_MODEL).
+# The model flags come from the checkpoint's saved training config.
 exec "$PYTHON" sample.py \
   --base_dir "$BASE" --experiment_name toy_default ${ema[@]+"${ema[@]}"} \
-  --dataset Toy32 --n_classes 4 --n_pretrain_classes 12 --G_ch 12 --D_ch 12 \
-  --G_attn 0 --D_attn 0 --G_init N02 --D_init N02 --SN_eps 1e-8 --kp_variant cifar \
-  --G_batch_size 50 --num_workers 0 --G_eval_mode \
+  --G_batch_size 50 --G_eval_mode \
   --backbone classifier --inception_weights assets/toy_classifier.pth \
   --sample_sheets --sample_interps --sample_inception_metrics --num_inception_images 500 --kmmd --mfid \
   "$@"

@@ -4,6 +4,8 @@
 # interpolation sheets, from $BASE_DIR/weights/ImageNet2Places_l0.01_res0.1/G_best2.pth.
 # Metrics need the reference moments from `bash prepare_data.sh`.
 #   bash sample_ImageNet.sh [extra sample.py flags]        e.g. --use_ema, --overwrite
+# The model flags come from the checkpoint's saved training config (its state_dict); for
+# weights without one, add the training flags (see train_*.sh).
 # use --z_var to change the variance of z for all the sampling
 # use --mybn --accumulate_stats --num_standing_accumulations 32 to
 # use running stats
@@ -15,11 +17,7 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
 exec "$PYTHON" sample.py \
   --base_dir "${BASE_DIR:-base_dir}" --experiment_name ImageNet2Places_l0.01_res0.1 --load_weights best2 \
-  --dataset I128 --stage BN --n_classes 5 --n_pretrain_classes 1000 --kp_variant imagenet \
-  --parallel --batch_size 64 --G_batch_size 512 \
-  --G_attn 64 --D_attn 64 --G_nl inplace_relu --D_nl inplace_relu \
-  --SN_eps 1e-6 --BN_eps 1e-5 --adam_eps 1e-6 --G_shared --G_init ortho --D_init ortho --skip_init \
-  --hier --dim_z 120 --shared_dim 128 --G_ch 96 --D_ch 96 --seed 0 \
+  --parallel --G_batch_size 512 --seed 0 \
   --G_eval_mode --sample_trunc_curves 0.05_0.05_1.0 \
   --sample_inception_metrics --sample_npz --sample_random --sample_sheets --sample_interps \
   --sample_num_npz 50000 \

@@ -4,6 +4,8 @@
 # interpolation sheets, from $BASE_DIR/weights/CIFAR_l0.01_res0.1/G_best2.pth (train_cifar.sh's run).
 # Metrics need the reference moments from `bash prepare_data.sh`.
 #   bash sample_cifar.sh [extra sample.py flags]           e.g. --use_ema, --overwrite
+# The model flags come from the checkpoint's saved training config (its state_dict); for
+# weights without one, add the training flags (see train_*.sh).
 # use --z_var to change the variance of z for all the sampling
 # use --mybn --accumulate_stats --num_standing_accumulations 32 to
 # use running stats
@@ -15,10 +17,7 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
 exec "$PYTHON" sample.py \
   --base_dir "${BASE_DIR:-base_dir}" --experiment_name CIFAR_l0.01_res0.1 --load_weights best2 \
-  --dataset C100 --stage BN --n_classes 20 --n_pretrain_classes 80 --kp_variant cifar \
-  --parallel --batch_size 50 --G_batch_size 512 \
-  --G_attn 0 --D_attn 0 --G_init N02 --D_init N02 --skip_init --G_ch 64 --D_ch 64 --SN_eps 1e-8 \
-  --seed 0 \
+  --parallel --G_batch_size 512 --seed 0 \
   --G_eval_mode --sample_trunc_curves 0.05_0.05_1.0 \
   --sample_inception_metrics --sample_npz --sample_random --sample_sheets --sample_interps \
   --sample_num_npz 50000 \

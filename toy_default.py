@@ -36,10 +36,11 @@ EXPERIMENT = "toy_default"
 
 # The toy world's model: a CIFAR-style BigGAN (no shared embedding, no hierarchical z) at 32 px,
 # small enough for CPUs; the official cifar variant of the knowledge-propagation layers.
+# TOY_ARCHITECTURE is shared with pretrain_toy_source.sh, which made the source model.
+TOY_ARCHITECTURE = ["--G_ch", "12", "--D_ch", "12", "--G_attn", "0", "--D_attn", "0", "--G_init", "N02",
+                    "--D_init", "N02", "--SN_eps", "1e-8"]
 TOY_MODEL = ["--dataset", "Toy32", "--n_classes", str(len(toy_data.NEW_CLASSES)),
-             "--n_pretrain_classes", str(len(toy_data.OLD_CLASSES)), "--G_ch", "12", "--D_ch", "12",
-             "--G_attn", "0", "--D_attn", "0", "--G_init", "N02", "--D_init", "N02", "--SN_eps", "1e-8",
-             "--kp_variant", "cifar"]
+             "--n_pretrain_classes", str(len(toy_data.OLD_CLASSES)), *TOY_ARCHITECTURE, "--kp_variant", "cifar"]
 TOY_TRAINING = ["--stage", "BN", "--batch_size", "16", "--num_D_steps", "1", "--num_D_accumulations", "1",
                 "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
                 "--num_iters", "1000", "--test_every", "100", "--save_every", "250", "--which_best", "FID",

@@ -11,6 +11,7 @@ The loop (run) reads top to bottom: set up, then per iteration train, log, save,
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 
@@ -100,40 +101,93 @@ def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "")
                           config["experiment_name"], suffix)
 
 
-def load_checkpoint(models: Models, config: dict) -> dict:
-    """Load weights_root/<experiment>/ (suffix --load_weights) into the models; the run's state."""
+def read_checkpoint(config: dict) -> dict:
+    """The checkpoint set to resume: weights_root/<experiment>/ with suffix --load_weights."""
     name, suffix = config["experiment_name"], config["load_weights"]
     hint = f"check --experiment_name ({name}), --load_weights ({suffix or 'none'}) and --weights_root"
-    load = lambda part: utils.load_file(
-        utils.checkpoint_path(config["weights_root"], name, part, suffix), f"checkpoint {part}", hint)
-    saved = load("state_dict")
+    parts = ["state_dict", "G", "G_optim", "D", "D_optim"] + (["G_ema"] if config["ema"] else [])
+    return {part: utils.load_file(utils.checkpoint_path(config["weights_root"], name, part, suffix),
+                                  f"checkpoint {part}", hint + ("; --ema needs a run trained with --ema" if part == "G_ema" else ""))
+            for part in parts}
+
+
+def adopt_checkpoint_config(config: dict, saved_state: dict, explicit: set[str] | None) -> None:
+    """A resumed run is built with its checkpoint's model flags (those the user left out are
+    taken from it; n_classes and resolution come from the data and must match). Its stage may
+    change (BN -> FT) but not between a knowledge-propagation G and a plain one."""
+    saved = saved_state.get("config") or {}
+    given = None if explicit is None else explicit | {"n_classes", "resolution"}
+    what = f"checkpoint {config['experiment_name']}{' ' + config['load_weights'] if config['load_weights'] else ''}"
+    adopted = utils.adopt_saved_config(config, saved, given, BigGAN.weight_defining_flags(), what)
+    if adopted:
+        print("Model flags from the checkpoint: " + ", ".join(f"--{flag} {config[flag]}" for flag in adopted))
+    if "stage" in saved and stages.get(saved["stage"]).knowledge_propagation != stages.get(config["stage"]).knowledge_propagation:
+        kinds = {True: "a knowledge-propagation G", False: "a plain G"}
+        raise utils.UsageError(f"--stage {config['stage']} trains {kinds[stages.get(config['stage']).knowledge_propagation]}, "
+                               f"but {what} is a --stage {saved['stage']} run ({kinds[stages.get(saved['stage']).knowledge_propagation]}); "
+                               "resume it with a stage of its kind")
+
+
+def load_checkpoint(models: Models, saved: dict, config: dict) -> dict:
+    """Load a checkpoint set into the models; the run's state."""
     for part, obj in models.named().items():
-        obj.load_state_dict(load(part))
+        try:
+            obj.load_state_dict(saved[part])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as err:
+            first_line = str(err).strip().splitlines()[-1][:300] if str(err).strip() else type(err).__name__
+            raise utils.UsageError(f"checkpoint {part} of {config['experiment_name']} does not fit the model "
+                                   f"built from the flags ({first_line}); resume with the flags it was trained with") from err
     state = new_run_state(config)
-    state.update({k: v for k, v in saved.items() if k != "config"})
+    state.update({k: v for k, v in saved["state_dict"].items() if k != "config"})
     return state
 
 
-def refuse_to_overwrite(config: dict) -> None:
+def apply_optimizer_flags(models: Models, config: dict) -> None:
+    """A resumed run trains with the learning rates, betas and eps the user gives now (the
+    loaded optimizers would keep the checkpoint's), and says what changed."""
+    changes = []
+    for optimizer, who in ((models.G_optim, "G"), (models.D_optim, "D")):
+        wanted = {"lr": (f"{who}_lr", config[f"{who}_lr"]),
+                  "betas": (f"{who}_B1/{who}_B2", (config[f"{who}_B1"], config[f"{who}_B2"])),
+                  "eps": ("adam_eps", config["adam_eps"])}
+        for key, (flag, value) in wanted.items():
+            old = optimizer.param_groups[0][key]
+            if (tuple(old) if isinstance(old, (list, tuple)) else old) != value:
+                changes.append(f"--{flag} {value} (checkpoint: {old})")
+            for group in optimizer.param_groups:
+                group[key] = value
+    if changes:
+        print("Resuming with the optimizer flags given: " + ", ".join(changes))
+
+
+def new_experiment_guard(config: dict) -> None:
     folder = os.path.join(config["weights_root"], config["experiment_name"])
     if os.path.isfile(os.path.join(folder, "G.pth")):
         raise utils.UsageError(f"experiment {config['experiment_name']} already has checkpoints in {folder}; "
                                "continue it with --resume, or choose another --experiment_name")
 
 
-def prepare_models(config: dict, device, is_main: bool) -> tuple[Models, dict]:
+def prepare_models(config: dict, device, is_main: bool, explicit: set[str] | None = None) -> tuple[Models, dict]:
     """The run's models and optimizers, and its state: resumed, or a new experiment."""
+    saved = read_checkpoint(config) if config["resume"] else None
+    if saved is not None:
+        adopt_checkpoint_config(config, saved["state_dict"], explicit)
     G, D = build_models(config, device)
-    if not config["resume"]:
+    if saved is None:
         load_pretrained(G, D, config)
     # After loading (and knowledge loading): the official code copied G before, a bug.
     G_ema = train_fns.ema_copy(G) if config["ema"] else None
     models = Models(G, D, *train_fns.make_optimizers(G, D, config), G_ema=G_ema)
-    if config["resume"]:
-        return models, load_checkpoint(models, config)
-    if is_main:
-        refuse_to_overwrite(config)
-    return models, new_run_state(config)
+    if saved is None:
+        if is_main:
+            new_experiment_guard(config)
+        return models, new_run_state(config)
+    state = load_checkpoint(models, saved, config)
+    apply_optimizer_flags(models, config)
+    if config["num_iters"] and config["num_iters"] <= state["itr"]:
+        raise utils.UsageError(f"--num_iters {config['num_iters']}: the checkpoint is at iteration {state['itr']} "
+                               "already; give a larger --num_iters to train further")
+    return models, state
 
 
 def describe_run(config: dict, device, world_size: int, models: Models) -> None:
@@ -152,7 +206,8 @@ def make_metrics(config: dict, device):
     import inception_utils  # heavy (torchvision models); only when metrics run
     return inception_utils.prepare_inception_metrics(
         config["dataset"], config["parallel"], data_root=config["data_root"], backbone=config["backbone"],
-        inception_weights=config["inception_weights"] or None, device=device)
+        inception_weights=config["inception_weights"] or None, device=device, kmmd=config["kmmd"],
+        mfid=config["mfid"])
 
 
 def make_loader(config: dict, state: dict, rank: int, world_size: int, device):
@@ -271,6 +326,18 @@ def evaluate(models: Models, state: dict, config: dict, get_metrics, precision: 
     return metrics
 
 
+def stop_if_diverged(losses: dict[str, float], itr: int, config: dict) -> None:
+    """Non-finite losses end the run before anything of this iteration is saved."""
+    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        folder = os.path.join(config["weights_root"], config["experiment_name"])
+        fp16 = " or fp16 overflow (try --amp bf16 or none)" if config["amp"] == "fp16" else ""
+        raise utils.UsageError(
+            f"training diverged at iteration {itr}: {', '.join(f'{k} = {v}' for k, v in bad.items())}; nothing of "
+            f"it was saved and the last checkpoint in {folder} stays. Likely cause: learning rates too high "
+            f"(--G_lr {config['G_lr']}, --D_lr {config['D_lr']}){fp16}; lower them and --resume")
+
+
 def format_metrics(itr: int, metrics: dict) -> str:
     return f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
 
@@ -278,13 +345,15 @@ def format_metrics(itr: int, metrics: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 # The training loop.
 
-def run(config: dict) -> dict:
+def run(config: dict, explicit: set[str] | None = None) -> dict:
+    """Train as config says. explicit: the flags the user gave (a resumed run takes the others'
+    model values from its checkpoint); None: all of them."""
     # Set up: processes, models and state, data, the step, metrics, logs.
     rank, world_size, device = setup_distributed(config)
     is_main = rank == 0
     utils.seed_rng(config["seed"])
     set_classes_and_resolution(config)
-    models, state = prepare_models(config, device, is_main)
+    models, state = prepare_models(config, device, is_main, explicit)
     if is_main:
         describe_run(config, device, world_size, models)
     loader = make_loader(config, state, rank, world_size, device)
@@ -316,6 +385,7 @@ def run(config: dict) -> dict:
         itr = state["itr"]
         models.G.train(), models.D.train()
         losses = train_step(x.to(device), y.to(device), itr)
+        stop_if_diverged(losses, itr, config)
         final = bool(config["num_iters"]) and itr >= config["num_iters"]
         progress.update(1)
         progress.set_postfix({"epoch": state["epoch"], **{k: f"{v:+.3f}" for k, v in losses.items()}})
@@ -364,8 +434,9 @@ def run(config: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
-    return run(config)
+    parser = utils.prepare_parser()
+    config = utils.finalize_config(vars(parser.parse_args(argv)))
+    return run(config, utils.explicit_flags(parser, argv))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import sys
@@ -11,6 +12,9 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+
+import BigGAN
+import stages
 
 
 class UsageError(Exception):
@@ -89,135 +93,264 @@ def atomic_save(obj: Any, path: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Command-line configuration: BigGAN-PyTorch's flag names and defaults, plus cGANTransfer's.
 
-STAGES = ("BN", "FT", "pretrain", "finetune", "BN_only")
+# Argument types: a bad value is refused at parse time by argparse, in one line naming the flag
+# ("error: argument --save_every: must be at least 1, got 0"), with exit code 2.
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = "integer"  # argparse names the type in "invalid integer value: 'x'"
+    return parse
+
+
+def float_in(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    """A finite float in [low, high] (an open end with low_open / high_open)."""
+    def parse(text: str) -> float:
+        value = float(text)
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if not math.isfinite(value) or below or above:
+            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
+            raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+POSITIVE = float_in(0, low_open=True)
+NON_NEGATIVE = float_in(0)
+BETA = float_in(0, 1, high_open=True)
+
+
+# Official flags accepted so that BigGAN-PyTorch/cGANTransfer scripts keep working, but without
+# effect here (dest -> default): giving another value warns once.
+IGNORED_FLAGS = {"toggle_grads": True, "logstyle": "%3.3e"}
+_IGNORED_HELP = "accepted for compatibility with BigGAN-PyTorch scripts; has no effect here"
+
+
+def add_data_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default="I128",
+                   help="dataset name: its folder under --data_root and resolution (datasets.DATASETS), e.g. "
+                        "I128 (ImageNet folder, 128 px), C100 (cifar folder, 32 px), Toy32 (the toy new classes)")
+    g.add_argument("--augment", action="store_true", help="random horizontal flips of the training images")
+    g.add_argument("--num_workers", type=at_least(0), default=8, help="data loader processes (0: load in the main process)")
+    g.add_argument("--no_pin_memory", action="store_false", dest="pin_memory",
+                   help="do not pin loaded batches in page-locked memory (pinning only applies on CUDA)")
+    g.add_argument("--shuffle", action="store_true", help="reshuffle the data every epoch (default sampler)")
+    g.add_argument("--load_in_mem", action="store_true", help="read every image (or the HDF5 cache) into memory once")
+    g.add_argument("--hdf5", action="store_true", help="read the HDF5 cache built by make_hdf5.py instead of the image folder")
+    g.add_argument("--use_multiepoch_sampler", action="store_true",
+                   help="BigGAN-PyTorch's sampler: one shuffled pass over all --num_epochs epochs, resumable at any batch")
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (read from a checkpoint's saved config by sample.py and --resume)")
+    g.add_argument("--model", default="BigGAN", choices=["BigGAN"], help="the model file (BigGAN-PyTorch's flag; only BigGAN)")
+    g.add_argument("--G_param", default="SN", choices=["SN", "none"], help="parameterization of G's layers: spectral norm or plain")
+    g.add_argument("--D_param", default="SN", choices=["SN", "none"], help="parameterization of D's layers: spectral norm or plain")
+    g.add_argument("--G_ch", type=at_least(1), default=64, help="G's channel multiplier (ImageNet 128 px: 96; CIFAR: 64)")
+    g.add_argument("--D_ch", type=at_least(1), default=64, help="D's channel multiplier")
+    g.add_argument("--D_wide", action=argparse.BooleanOptionalAction, default=True,
+                   help="wide D blocks: the hidden width is the output width (BigGAN); --no-D_wide: the input width")
+    g.add_argument("--resolution", type=int, default=0, choices=[0, 32, 64, 128, 256, 512],
+                   help="image size in pixels (0: the dataset's)")
+    g.add_argument("--dim_z", type=at_least(1), default=128, help="size of z")
+    g.add_argument("--z_var", type=POSITIVE, default=1.0, help="variance of z's normal distribution")
+    g.add_argument("--shared_dim", type=at_least(0), default=0,
+                   help="size of the shared class embedding (0: dim_z); with --G_shared")
+    g.add_argument("--G_shared", action="store_true", help="one class embedding shared by all of G's conditional BNs (BigGAN)")
+    g.add_argument("--hier", action="store_true", help="hierarchical z: a chunk of z joins each block's class input")
+    g.add_argument("--cross_replica", action="store_true", help="synchronize BN statistics across torchrun processes (CUDA)")
+    g.add_argument("--mybn", action="store_true", help="BigGAN-PyTorch's BN, which can gather standing statistics")
+    g.add_argument("--G_nl", default="relu", choices=sorted(BigGAN.ACTIVATIONS), help="G's activation (ir = inplace_relu)")
+    g.add_argument("--D_nl", default="relu", choices=sorted(BigGAN.ACTIVATIONS), help="D's activation (ir = inplace_relu)")
+    g.add_argument("--G_attn", default="64", help="resolutions of G's self-attention blocks, e.g. 64 or 32_64 (0: none)")
+    g.add_argument("--D_attn", default="64", help="resolutions of D's self-attention blocks, e.g. 64 or 32_64 (0: none)")
+    g.add_argument("--norm_style", default="bn", choices=["bn", "in", "gn", "nonorm"],
+                   help="G's normalization: batch, instance, group norm, or none")
+    g.add_argument("--BN_eps", type=POSITIVE, default=1e-5, help="epsilon of G's batch norms")
+    g.add_argument("--SN_eps", type=POSITIVE, default=1e-8, help="epsilon of the spectral norm's power iteration")
+    g.add_argument("--num_G_SVs", type=at_least(1), default=1, help="singular values G's spectral norm tracks")
+    g.add_argument("--num_D_SVs", type=at_least(1), default=1, help="singular values D's spectral norm tracks")
+    g.add_argument("--num_G_SV_itrs", type=at_least(1), default=1, help="power iterations per forward pass in G")
+    g.add_argument("--num_D_SV_itrs", type=at_least(1), default=1, help="power iterations per forward pass in D")
+    g.add_argument("--G_init", default="ortho", choices=["ortho", "N02", "glorot", "xavier"], help="initialization of G's weights")
+    g.add_argument("--D_init", default="ortho", choices=["ortho", "N02", "glorot", "xavier"], help="initialization of D's weights")
+    g.add_argument("--skip_init", action="store_true", help="skip the initialization (the weights are loaded anyway)")
+
+
+def add_transfer_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("transfer (cGANTransfer)")
+    g.add_argument("--stage", default="BN", choices=stages.NAMES,
+                   help="BN: learn the new classes' BN parameters by knowledge propagation; FT: fine-tune G "
+                        "(all but combination and prior); pretrain: a plain BigGAN from scratch (a source model, "
+                        "or the from-scratch baseline); baselines whose new classes start at the old classes' mean: "
+                        "finetune (TransferGAN: everything trains), BN_only (only the new classes' own BN "
+                        "parameters: the ablation of knowledge propagation). See stages.py")
+    g.add_argument("--n_classes", type=at_least(0), default=0,
+                   help="classes of the data: the new classes when transferring (0: count them in the data)")
+    g.add_argument("--n_pretrain_classes", type=at_least(0), default=0,
+                   help="classes of the pretrained source model (0 for --stage pretrain)")
+    g.add_argument("--kp_variant", default="imagenet", choices=["imagenet", "cifar"],
+                   help="official variant of the knowledge-propagation layers: imagenet (spectrally normalized, "
+                        "prior without bias) or cifar (plain linear layers, prior with bias)")
+    g.add_argument("--freezeD_layer", type=at_least(-1), default=-1,
+                   help="FreezeD: keep D's first K blocks at their pretrained values (-1: train all of D)")
+    g.add_argument("--comb_init", default="official", choices=["official", "mean"],
+                   help="official: the combination layers start as G_init leaves them (random weights, PyTorch's "
+                        "default biases); mean: every new class starts at the old classes' mean BN parameters, as "
+                        "the finetune/BN_only baselines do (needs --kp_variant cifar)")
+    g.add_argument("--comb_l1_scale", type=NON_NEGATIVE, default=0.0, help="L1 penalty on the combination weights")
+    g.add_argument("--res_l2_scale", type=NON_NEGATIVE, default=0.0, help="L2 penalty on the BN residuals")
+
+
+def add_optimization_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optimization")
+    g.add_argument("--G_lr", type=POSITIVE, default=5e-5, help="G's Adam learning rate")
+    g.add_argument("--D_lr", type=POSITIVE, default=2e-4, help="D's Adam learning rate")
+    g.add_argument("--G_B1", type=BETA, default=0.0, help="G's Adam beta1")
+    g.add_argument("--D_B1", type=BETA, default=0.0, help="D's Adam beta1")
+    g.add_argument("--G_B2", type=BETA, default=0.999, help="G's Adam beta2")
+    g.add_argument("--D_B2", type=BETA, default=0.999, help="D's Adam beta2")
+    g.add_argument("--adam_eps", type=POSITIVE, default=1e-8, help="Adam's epsilon (both models)")
+    g.add_argument("--G_ortho", type=NON_NEGATIVE, default=0.0, help="BigGAN's orthogonal regularization of G (0: off)")
+    g.add_argument("--D_ortho", type=NON_NEGATIVE, default=0.0, help="orthogonal regularization of D (0: off)")
+    g.add_argument("--toggle_grads", action=argparse.BooleanOptionalAction, default=True, help=_IGNORED_HELP +
+                   " (requires_grad is always toggled between the D and G updates)")
+    g.add_argument("--batch_size", type=at_least(1), default=64, help="images per D batch")
+    g.add_argument("--num_G_accumulations", type=at_least(1), default=1, help="G batches accumulated per G update")
+    g.add_argument("--num_D_steps", type=at_least(1), default=2, help="D updates per iteration")
+    g.add_argument("--num_D_accumulations", type=at_least(1), default=1, help="batches accumulated per D update")
+    g.add_argument("--split_D", action="store_true", help="run D on fake and real batches separately")
+    g.add_argument("--num_epochs", type=at_least(1), default=100, help="epochs to train (when --num_iters is 0)")
+    g.add_argument("--num_iters", type=at_least(0), default=0, help="stop after this many iterations (0: run --num_epochs)")
+    g.add_argument("--ema", action="store_true", help="keep an exponential moving average of G (G_ema)")
+    g.add_argument("--ema_decay", type=float_in(0, 1), default=0.9999, help="decay of G_ema")
+    g.add_argument("--ema_start", type=at_least(0), default=0, help="iteration from which G_ema averages (before: copies G)")
+
+
+def add_running_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("devices, precision, seed")
+    g.add_argument("--seed", type=at_least(0), default=0, help="random seed")
+    g.add_argument("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    g.add_argument("--parallel", action="store_true", help="DataParallel over the visible GPUs")
+    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="autocast precision of the forward passes (fp16 with loss scaling, CUDA only)")
+    g.add_argument("--G_batch_size", type=at_least(0), default=0,
+                   help="G's batch for its update, sample sheets and metrics (0: --batch_size)")
+
+
+def add_evaluation_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("evaluation and sampling")
+    g.add_argument("--use_ema", action="store_true", help="sample and evaluate with G_ema (needs --ema in training)")
+    g.add_argument("--G_eval_mode", action="store_true",
+                   help="sample in eval mode (BN running statistics) rather than with batch statistics")
+    g.add_argument("--accumulate_stats", action="store_true",
+                   help="gather standing BN statistics before sampling (needs --mybn)")
+    g.add_argument("--num_standing_accumulations", type=at_least(1), default=16,
+                   help="batches the standing statistics average over")
+    g.add_argument("--no_fid", action="store_true", help="skip the metrics (FID, IS, KMMD) in the training loop")
+    g.add_argument("--test_every", type=at_least(1), default=5000, help="iterations between in-loop evaluations")
+    g.add_argument("--which_best", default="IS", choices=["IS", "FID", "KMMD"], help="metric that picks the best checkpoints")
+    g.add_argument("--num_inception_images", type=at_least(1), default=50000, help="samples per evaluation")
+    g.add_argument("--kmmd", action="store_true", help="also compute KMMD (needs the reference features file)")
+    g.add_argument("--mfid", action="store_true", help="also compute mFID (needs per-class reference statistics)")
+    g.add_argument("--backbone", default="inception", choices=["inception", "tf_inception", "classifier"],
+                   help="metric feature space: torchvision's Inception, TF Inception (pytorch-fid), or the toy classifier")
+    g.add_argument("--inception_weights", default="", help="local weights file of the metric backbone")
+
+
+def add_io_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("paths, checkpoints, resuming")
+    g.add_argument("--base_dir", default="", help="root holding data/ weights/ logs/ samples/ (official cGANTransfer)")
+    g.add_argument("--base_root", default="", help="same as --base_dir (BigGAN-PyTorch's name)")
+    g.add_argument("--data_root", default="", help="datasets and reference statistics (default: BASE/data)")
+    g.add_argument("--weights_root", default="", help="source model and experiment checkpoints (default: BASE/weights)")
+    g.add_argument("--logs_root", default="", help="logs (default: BASE/logs)")
+    g.add_argument("--samples_root", default="", help="sample sheets (default: BASE/samples)")
+    g.add_argument("--experiment_name", default="", help="the experiment's folder name (default: made from the flags)")
+    g.add_argument("--load_weights", default="", help="suffix of the checkpoint to load, e.g. best0, copy1 (default: the latest)")
+    g.add_argument("--resume", action="store_true", help="continue the experiment from its checkpoint (--load_weights)")
+    g.add_argument("--save_every", type=at_least(1), default=2000, help="iterations between checkpoints")
+    g.add_argument("--num_save_copies", type=at_least(0), default=2, help="rotating copies of the checkpoint (copy0, copy1, ...)")
+    g.add_argument("--num_best_copies", type=at_least(1), default=2, help="rotating best checkpoints (best0, best1, ...)")
+    g.add_argument("--logstyle", default="%3.3e", help=_IGNORED_HELP)
 
 
 def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.ArgumentParser:
+    """train.py's flags: BigGAN-PyTorch's names and defaults, plus cGANTransfer's, in groups."""
     p = argparse.ArgumentParser(description=description)
-    add = p.add_argument
-    # Data
-    add("--dataset", default="I128", help="dataset name (see datasets.py); e.g. I128, C100, Toy32")
-    add("--augment", action="store_true", help="random horizontal flips")
-    add("--num_workers", type=int, default=8)
-    add("--no_pin_memory", action="store_false", dest="pin_memory")
-    add("--shuffle", action="store_true")
-    add("--load_in_mem", action="store_true")
-    add("--hdf5", action="store_true", help="read the HDF5 cache built by make_hdf5.py")
-    add("--use_multiepoch_sampler", action="store_true")
-    # Model
-    add("--model", default="BigGAN")
-    add("--G_param", default="SN", choices=["SN", "none"])
-    add("--D_param", default="SN", choices=["SN", "none"])
-    add("--G_ch", type=int, default=64)
-    add("--D_ch", type=int, default=64)
-    add("--D_wide", action="store_true", default=True)
-    add("--resolution", type=int, default=0, help="image size; 0 = from the dataset")
-    add("--dim_z", type=int, default=128)
-    add("--z_var", type=float, default=1.0)
-    add("--shared_dim", type=int, default=0)
-    add("--G_shared", action="store_true")
-    add("--hier", action="store_true")
-    add("--cross_replica", action="store_true")
-    add("--mybn", action="store_true")
-    add("--G_nl", default="relu")
-    add("--D_nl", default="relu")
-    add("--G_attn", default="64")
-    add("--D_attn", default="64")
-    add("--norm_style", default="bn")
-    # Transfer (cGANTransfer)
-    add("--stage", default="BN", choices=STAGES,
-        help="BN: learn the new classes' BN parameters by knowledge propagation; FT: fine-tune G "
-             "(all but combination and prior); pretrain: train a plain BigGAN (a source model, or the "
-             "from-scratch baseline); baselines from a source model whose new classes start at the old "
-             "classes' mean BN parameters: finetune (TransferGAN: everything trains), BN_only (only the "
-             "new classes' own BN parameters train: the ablation of knowledge propagation)")
-    add("--freezeD_layer", type=int, default=-1,
-        help="FreezeD: keep D's first K blocks at their pretrained values (-1: train all of D)")
-    add("--n_classes", type=int, default=0, help="classes of the data (the new classes when transferring)")
-    add("--n_pretrain_classes", type=int, default=0, help="classes of the pretrained source model")
-    add("--kp_variant", default="imagenet", choices=["imagenet", "cifar"],
-        help="official variant of the knowledge-propagation layers (SN, prior without bias) or plain")
-    add("--comb_init", default="official", choices=["official", "mean"],
-        help="official: the combination layers start as G_init leaves them (random weights, PyTorch's "
-             "default biases); mean: every new class starts at the old classes' mean BN parameters, as "
-             "the finetune/BN_only baselines do (needs --kp_variant cifar)")
-    add("--comb_l1_scale", type=float, default=0.0, help="L1 penalty on the combination weights")
-    add("--res_l2_scale", type=float, default=0.0, help="L2 penalty on the BN residuals")
-    # Initialization and optimization
-    add("--seed", type=int, default=0)
-    add("--G_init", default="ortho")
-    add("--D_init", default="ortho")
-    add("--skip_init", action="store_true")
-    add("--G_lr", type=float, default=5e-5)
-    add("--D_lr", type=float, default=2e-4)
-    add("--G_B1", type=float, default=0.0)
-    add("--D_B1", type=float, default=0.0)
-    add("--G_B2", type=float, default=0.999)
-    add("--D_B2", type=float, default=0.999)
-    add("--adam_eps", type=float, default=1e-8)
-    add("--BN_eps", type=float, default=1e-5)
-    add("--SN_eps", type=float, default=1e-8)
-    add("--num_G_SVs", type=int, default=1)
-    add("--num_D_SVs", type=int, default=1)
-    add("--num_G_SV_itrs", type=int, default=1)
-    add("--num_D_SV_itrs", type=int, default=1)
-    add("--G_ortho", type=float, default=0.0)
-    add("--D_ortho", type=float, default=0.0)
-    add("--toggle_grads", action="store_true", default=True)
-    # Batches and schedule
-    add("--batch_size", type=int, default=64)
-    add("--G_batch_size", type=int, default=0)
-    add("--num_G_accumulations", type=int, default=1)
-    add("--num_D_steps", type=int, default=2)
-    add("--num_D_accumulations", type=int, default=1)
-    add("--split_D", action="store_true")
-    add("--num_epochs", type=int, default=100)
-    add("--num_iters", type=int, default=0, help="stop after this many iterations (0: run num_epochs)")
-    add("--parallel", action="store_true", help="DataParallel over the visible GPUs")
-    add("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    add("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast precision")
-    add("--ema", action="store_true")
-    add("--use_ema", action="store_true")
-    add("--ema_decay", type=float, default=0.9999)
-    add("--ema_start", type=int, default=0)
-    add("--G_eval_mode", action="store_true")
-    add("--accumulate_stats", action="store_true")
-    add("--num_standing_accumulations", type=int, default=16)
-    # Paths, saving, evaluation
-    add("--base_dir", default="", help="root holding data/ weights/ logs/ samples/ (official cGANTransfer)")
-    add("--base_root", default="", help="same as --base_dir (BigGAN-PyTorch's name)")
-    add("--data_root", default="")
-    add("--weights_root", default="")
-    add("--logs_root", default="")
-    add("--samples_root", default="")
-    add("--experiment_name", default="")
-    add("--save_every", type=int, default=2000)
-    add("--num_save_copies", type=int, default=2)
-    add("--num_best_copies", type=int, default=2)
-    add("--which_best", default="IS", choices=["IS", "FID", "KMMD"])
-    add("--no_fid", action="store_true", help="skip in-loop metrics")
-    add("--test_every", type=int, default=5000)
-    add("--num_inception_images", type=int, default=50000)
-    add("--kmmd", action="store_true", help="also compute KMMD (needs the features file)")
-    add("--mfid", action="store_true", help="also compute mFID (needs per-class reference statistics)")
-    add("--backbone", default="inception", choices=["inception", "tf_inception", "classifier"])
-    add("--inception_weights", default="", help="local weights file of the metric backbone")
-    add("--load_weights", default="", help="suffix of the checkpoint to resume (e.g. best0, copy1)")
-    add("--resume", action="store_true")
-    add("--logstyle", default="%3.3e")
+    for add in (add_data_flags, add_model_flags, add_transfer_flags, add_optimization_flags,
+                add_running_flags, add_evaluation_flags, add_io_flags):
+        add(p)
     return p
 
 
-def finalize_config(config: dict) -> dict:
-    """Fill the derived entries: roots under base_dir, resolution, experiment name."""
+# Training-only flags: the sampling parser accepts them (the official sample scripts pass the
+# training flags) but leaves them out of its --help.
+TRAINING_ONLY = {"augment", "num_workers", "pin_memory", "shuffle", "load_in_mem", "hdf5", "use_multiepoch_sampler",
+                 "freezeD_layer", "comb_init", "comb_l1_scale", "res_l2_scale", "G_lr", "D_lr", "G_B1", "D_B1",
+                 "G_B2", "D_B2", "adam_eps", "G_ortho", "D_ortho", "toggle_grads", "batch_size",
+                 "num_G_accumulations", "num_D_steps", "num_D_accumulations", "split_D", "num_epochs", "num_iters",
+                 "ema", "ema_decay", "ema_start", "no_fid", "test_every", "which_best", "resume", "save_every",
+                 "num_save_copies", "num_best_copies", "logstyle", "G_init", "D_init", "skip_init"}
+
+
+def prepare_sampling_parser(description: str) -> argparse.ArgumentParser:
+    """Every flag of train.py, with the training-only ones hidden from --help."""
+    p = prepare_parser(description)
+    for action in p._actions:
+        if action.dest in TRAINING_ONLY:
+            action.help = argparse.SUPPRESS
+    return p
+
+
+def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> set[str]:
+    """The dests the user gave on the command line (the rest hold defaults): parsed again with
+    every default suppressed."""
+    defaults = [(action, action.default) for action in parser._actions]
+    parser_defaults = parser._defaults
+    try:
+        for action, _ in defaults:
+            action.default = argparse.SUPPRESS
+        parser._defaults = {}
+        given, _ = parser.parse_known_args(argv)
+    finally:
+        for action, default in defaults:
+            action.default = default
+        parser._defaults = parser_defaults
+    return set(vars(given))
+
+
+def warn_ignored_flags(config: dict) -> None:
+    for flag, default in IGNORED_FLAGS.items():
+        if config.get(flag, default) != default:
+            print(f"warning: --{flag} is {_IGNORED_HELP}", file=sys.stderr)
+
+
+def resolve_roots(config: dict) -> dict:
+    """data/ weights/ logs/ samples/ under --base_dir (or --base_root), unless given one by one."""
     base = config.get("base_dir") or config.get("base_root") or "."
     config["base_dir"] = base
     for key, folder in (("data_root", "data"), ("weights_root", "weights"),
                         ("logs_root", "logs"), ("samples_root", "samples")):
         config[key] = config.get(key) or os.path.join(base, folder)
-    if config["stage"] == "pretrain" and config["n_pretrain_classes"]:
+    return config
+
+
+def finalize_config(config: dict) -> dict:
+    """Fill the derived entries (roots under base_dir, G_batch_size, experiment name) and check
+    the flags that only make sense together."""
+    resolve_roots(config)
+    warn_ignored_flags(config)
+    needs_source_model = stages.get(config["stage"]).needs_source_model
+    if not needs_source_model and config["n_pretrain_classes"]:
         raise UsageError("--stage pretrain trains a plain BigGAN: leave --n_pretrain_classes at 0")
-    if config["stage"] != "pretrain" and config["n_pretrain_classes"] <= 0:
+    if needs_source_model and config["n_pretrain_classes"] <= 0:
         raise UsageError(f"--stage {config['stage']} starts from a pretrained model: give "
                          "--n_pretrain_classes (the classes of the source model, e.g. 1000)")
     if config.get("comb_init") == "mean" and config["kp_variant"] != "cifar":

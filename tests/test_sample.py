@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -187,10 +188,11 @@ def test_standing_stats_work_on_a_checkpoint_trained_without_mybn(base_dir):
 
 
 def test_a_baseline_is_sampled_as_the_plain_model_it_was_trained_as(base_dir):
-    result = run_sample(base_dir, "--sample_sheets", "--stage", "finetune", name="baseline")
+    result = run_sample(base_dir, "--sample_sheets", name="baseline")  # the stage comes from the checkpoint
     assert os.path.isfile(os.path.join(result["folder"], "samples0.png"))
-    with pytest.raises(utils.UsageError, match=r"--stage finetune \(you gave BN\)"):
-        run_sample(base_dir, "--sample_sheets", "--sample_sheet_folder_num", "1", name="baseline")
+    assert not result["G"].has_knowledge_propagation
+    with pytest.raises(utils.UsageError, match=r"trained with --stage finetune, a plain G; you gave --stage BN"):
+        run_sample(base_dir, "--sample_sheets", "--sample_sheet_folder_num", "1", "--stage", "BN", name="baseline")
 
 
 # --- Bad inputs
@@ -214,8 +216,27 @@ def test_missing_checkpoint_names_the_path(base_dir):
 
 
 def test_mismatching_flags_are_named(base_dir):
-    with pytest.raises(utils.UsageError, match=r"probably wrong.*--G_ch 4 \(you gave 8\)"):
+    with pytest.raises(utils.UsageError, match=r"--G_ch 8 \(trained with 4\); leave these flags out"):
         run_sample(base_dir, "--sample_random", "--G_ch", "8")
+
+
+def test_the_model_flags_come_from_the_checkpoint(base_dir, capsys):
+    # Only the experiment and what to produce: the checkpoint's saved config gives the rest.
+    result = sample.main(["--base_dir", str(base_dir), "--experiment_name", "tiny", "--load_weights", SUFFIX,
+                          "--device", "cpu", "--sample_random", "--sample_sheet_folder_num", "11"])
+    G = result["G"]
+    assert (G.ch, G.dim_z, G.n_classes, G.n_pretrain_classes) == (4, 16, 2, 3) and G.has_knowledge_propagation
+    assert "--G_ch 4" in capsys.readouterr().out
+
+
+def test_weights_without_a_saved_config_fall_back_to_the_flags(base_dir, tmp_path):
+    # A bare G.pth (e.g. the official release): the model flags given are used, and a wrong one is named.
+    os.makedirs(tmp_path / "weights" / "bare")
+    shutil.copy(base_dir / "weights" / "tiny" / f"G_{SUFFIX}.pth", tmp_path / "weights" / "bare" / "G.pth")
+    flags = ["--base_dir", str(tmp_path), *TRANSFER, "--n_classes", "2", "--experiment_name", "bare", "--sample_random"]
+    assert sample.main(flags)["G"].ch == 4
+    with pytest.raises(utils.UsageError, match="do not fit the generator built from your flags"):
+        sample.main([*flags, "--G_ch", "8", "--overwrite"])
 
 
 def test_cli_missing_checkpoint_exits_with_one_error_line(base_dir):

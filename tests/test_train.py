@@ -116,6 +116,70 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(base_dir):
             assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), (model, key)
 
 
+@pytest.mark.parametrize("sampler", [[], ["--shuffle"], ["--use_multiepoch_sampler"]])
+def test_resume_is_exact_with_every_sampler_and_train_mode_sheets(base_dir, sampler):
+    # 6 images per class, batches of 8: an epoch is one batch short of 2, so resuming at
+    # iteration 2 lands mid-epoch. Sheets are drawn in train mode after every save (save_every 1),
+    # which moves G's spectral-norm vectors: they must not change the run.
+    flags = [f for f in FAST if f != "--use_multiepoch_sampler"] + sampler
+    common = ["--batch_size", "2", "--num_D_accumulations", "2", "--save_every", "1", "--num_epochs", "50"]
+    train_flags = lambda *extra: ["--base_dir", str(base_dir), *SOURCE, *flags, *common, *extra]
+    tag = "".join(sampler) or "default"
+    uninterrupted = train.main(train_flags("--num_iters", "5", "--experiment_name", f"straight{tag}"))
+    train.main(train_flags("--num_iters", "3", "--experiment_name", f"split{tag}"))
+    resumed = train.main(train_flags("--num_iters", "5", "--experiment_name", f"split{tag}", "--resume"))
+    assert resumed["state_dict"]["itr"] == 5
+    for model in ("G", "D"):
+        a, b = uninterrupted[model].state_dict(), resumed[model].state_dict()
+        for key in a:
+            assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), (model, key)
+
+
+def test_sheets_and_metrics_leave_training_untouched(base_dir):
+    # Saving (and drawing sheets) every iteration or never gives the same run.
+    often = run_train(base_dir, "--num_iters", "3", "--experiment_name", "sheets_often", "--save_every", "1")
+    never = run_train(base_dir, "--num_iters", "3", "--experiment_name", "sheets_never", "--save_every", "1000")
+    for key, value in often["G"].state_dict().items():
+        assert torch.equal(value, never["G"].state_dict()[key]), key
+
+
+def test_resume_takes_the_model_flags_from_the_checkpoint(base_dir, capsys):
+    run_train(base_dir, "--num_iters", "1", "--experiment_name", "adopt")
+    without_model_flags = [f for i, f in enumerate(SOURCE) if f not in ("--G_ch", "--D_ch") and SOURCE[i - 1] not in ("--G_ch", "--D_ch")]
+    out = train.main(["--base_dir", str(base_dir), *without_model_flags, *FAST, "--num_iters", "2",
+                      "--experiment_name", "adopt", "--resume"])
+    assert out["state_dict"]["itr"] == 2 and out["G"].ch == 16
+    assert "--G_ch 16" in capsys.readouterr().out
+
+
+def test_resume_refuses_model_flags_unlike_the_checkpoint(base_dir):
+    run_train(base_dir, "--num_iters", "1", "--experiment_name", "unlike")
+    with pytest.raises(train.utils.UsageError, match=r"--G_ch 32 \(trained with 16\)"):
+        run_train(base_dir, "--num_iters", "2", "--experiment_name", "unlike", "--resume", "--G_ch", "32")
+    with pytest.raises(train.utils.UsageError, match="--stage finetune trains a plain G"):
+        run_train(base_dir, "--num_iters", "2", "--experiment_name", "unlike", "--resume", "--stage", "finetune")
+
+
+def test_resume_honours_new_learning_rates_and_refuses_a_passed_budget(base_dir, capsys):
+    run_train(base_dir, "--num_iters", "2", "--experiment_name", "new_lr")
+    with pytest.raises(train.utils.UsageError, match="--num_iters 2: the checkpoint is at iteration 2"):
+        run_train(base_dir, "--num_iters", "2", "--experiment_name", "new_lr", "--resume")
+    out = run_train(base_dir, "--num_iters", "3", "--experiment_name", "new_lr", "--resume",
+                    "--G_lr", "5e-4", "--D_B2", "0.99")
+    assert "--G_lr 0.0005 (checkpoint: 0.001)" in capsys.readouterr().out
+    G_optim = torch.load(base_dir / "weights" / "new_lr" / "G_optim.pth", weights_only=True)
+    D_optim = torch.load(base_dir / "weights" / "new_lr" / "D_optim.pth", weights_only=True)
+    assert G_optim["param_groups"][0]["lr"] == 5e-4 and D_optim["param_groups"][0]["betas"][1] == 0.99
+    assert out["state_dict"]["itr"] == 3
+
+
+def test_epoch_mode_saves_the_final_state(base_dir):
+    # 12 images, batches of 8: one iteration per epoch, two epochs; save_every far away.
+    out = run_train(base_dir, "--num_iters", "0", "--num_epochs", "2", "--experiment_name", "epochs")
+    saved = torch.load(base_dir / "weights" / "epochs" / "state_dict.pth", weights_only=True)
+    assert saved["itr"] == out["state_dict"]["itr"] > 0
+
+
 def test_a_new_experiment_never_overwrites_an_existing_one(base_dir):
     run_train(base_dir, "--num_iters", "1", "--experiment_name", "taken")
     with pytest.raises(train.utils.UsageError, match="--resume"):
