@@ -1,9 +1,12 @@
-"""How the models run fast: autocast precision (bf16/fp16 with loss scaling)."""
+"""How the models run fast: autocast precision (bf16/fp16 with loss scaling), the channels_last
+memory format, and torch.compile of the step's G_D module."""
 from __future__ import annotations
 
 import contextlib
+import time
 
 import torch
+import torch.nn as nn
 
 import utils
 
@@ -36,3 +39,53 @@ class Precision:
         else:
             scaler.step(optimizer)
             scaler.update()
+
+
+# ---------------------------------------------------------------------------------------------
+# Memory format and compilation of the step's modules.
+
+def use_channels_last(*models: nn.Module | None) -> None:
+    """NHWC weights: convolutions then run in the layout oneDNN (CPU) and cuDNN (tensor cores)
+    prefer, and their outputs stay NHWC. Numerics are those of the contiguous models."""
+    for model in models:
+        if model is not None:
+            model.to(memory_format=torch.channels_last)
+
+
+class CompiledWithFallback(nn.Module):
+    """torch.compile of a module; where compiling fails (no compiler toolchain, an unsupported
+    op), one message and the eager module from then on. Compilation happens at the first calls
+    (one per distinct call signature); their time is reported by compile_seconds."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+        self.compiled = torch.compile(module)
+        self.failed = False
+        self.compile_seconds = 0.0
+        self._signatures: set = set()
+
+    def forward(self, *args, **kwargs):
+        if self.failed:
+            return self.module(*args, **kwargs)
+        signature = tuple(sorted((k, v) for k, v in kwargs.items() if isinstance(v, bool)))
+        if signature in self._signatures:
+            return self.compiled(*args, **kwargs)
+        start = time.perf_counter()
+        try:
+            out = self.compiled(*args, **kwargs)
+        except Exception as err:  # torch raises many types when a backend cannot compile
+            self.failed = True
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            print(f"--compile: torch.compile failed ({type(err).__name__}: {first_line}); running eagerly")
+            return self.module(*args, **kwargs)
+        self._signatures.add(signature)
+        self.compile_seconds += time.perf_counter() - start
+        return out
+
+
+def compile_step_module(module: nn.Module) -> nn.Module:
+    if not hasattr(torch, "compile"):
+        print("--compile: this PyTorch has no torch.compile; running eagerly")
+        return module
+    return CompiledWithFallback(module)

@@ -63,7 +63,8 @@ class SN:
         return [getattr(self, f"sv{i}") for i in range(self.num_svs)]
 
     def W_(self) -> torch.Tensor:
-        W_mat = self.weight.view(self.weight.size(0), -1)
+        # reshape, not view: a channels_last weight is not contiguous in this order.
+        W_mat = self.weight.reshape(self.weight.size(0), -1)
         if self.transpose:
             W_mat = W_mat.t()
         for _ in range(self.num_itrs):
@@ -120,11 +121,12 @@ class Attention(nn.Module):
 
     def forward(self, x, y=None):
         n = x.shape[2] * x.shape[3]
-        theta = self.theta(x).view(-1, self.ch // 8, n)
-        phi = F.max_pool2d(self.phi(x), [2, 2]).view(-1, self.ch // 8, n // 4)
-        g = F.max_pool2d(self.g(x), [2, 2]).view(-1, self.ch // 2, n // 4)
+        # reshape, not view: with channels_last the feature maps are not contiguous in NCHW order.
+        theta = self.theta(x).reshape(-1, self.ch // 8, n)
+        phi = F.max_pool2d(self.phi(x), [2, 2]).reshape(-1, self.ch // 8, n // 4)
+        g = F.max_pool2d(self.g(x), [2, 2]).reshape(-1, self.ch // 2, n // 4)
         beta = F.softmax(torch.bmm(theta.transpose(1, 2), phi), -1)
-        o = self.o(torch.bmm(g, beta.transpose(1, 2)).view(-1, self.ch // 2, x.shape[2], x.shape[3]))
+        o = self.o(torch.bmm(g, beta.transpose(1, 2)).reshape(-1, self.ch // 2, x.shape[2], x.shape[3]))
         return self.gamma * o + x
 
 

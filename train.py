@@ -20,6 +20,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
+import acceleration
 import BigGAN
 import datasets
 import sampling
@@ -357,9 +358,13 @@ def run(config: dict, explicit: set[str] | None = None) -> dict:
     if is_main:
         describe_run(config, device, world_size, models)
     loader = make_loader(config, state, rank, world_size, device)
+    if config["channels_last"]:
+        acceleration.use_channels_last(models.G, models.D, models.G_ema)
     GD = BigGAN.G_D(models.G, models.D)
     if config["parallel"] and device.type == "cuda":
         GD = nn.DataParallel(GD)
+    if config["compile"]:
+        GD = acceleration.compile_step_module(GD)
     precision = Precision(config["amp"], device)
     ema = (train_fns.Ema(models.G, models.G_ema, config["ema_decay"], config["ema_start"])
            if models.G_ema is not None else None)
@@ -386,6 +391,8 @@ def run(config: dict, explicit: set[str] | None = None) -> dict:
         models.G.train(), models.D.train()
         losses = train_step(x.to(device), y.to(device), itr)
         stop_if_diverged(losses, itr, config)
+        if itr == start_itr + 1 and is_main and config["compile"]:
+            print(f"--compile: the first iteration took {time.time() - start_time:.1f} s, compilation included")
         final = bool(config["num_iters"]) and itr >= config["num_iters"]
         progress.update(1)
         progress.set_postfix({"epoch": state["epoch"], **{k: f"{v:+.3f}" for k, v in losses.items()}})

@@ -87,9 +87,9 @@ def ortho_(model: nn.Module, strength: float, blacklist: tuple = ()) -> None:
         for param in model.parameters():
             if param.grad is None or param.ndim < 2 or any(param is b for b in blacklist):
                 continue
-            w = param.view(param.shape[0], -1)
+            w = param.reshape(param.shape[0], -1)  # reshape: a channels_last weight cannot be viewed so
             off_diagonal = 1.0 - torch.eye(w.shape[0], device=w.device)
-            param.grad += strength * (2 * torch.mm(torch.mm(w, w.t()) * off_diagonal, w)).view(param.shape)
+            param.grad += strength * (2 * torch.mm(torch.mm(w, w.t()) * off_diagonal, w)).reshape(param.shape)
 
 
 def average_gradients(model: nn.Module) -> None:

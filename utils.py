@@ -240,6 +240,11 @@ def add_running_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--parallel", action="store_true", help="DataParallel over the visible GPUs")
     g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast precision of the forward passes (fp16 with loss scaling, CUDA only)")
+    g.add_argument("--channels_last", action="store_true",
+                   help="keep G's and D's convolutions in the channels_last (NHWC) memory format (same numerics)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step's G_D module (compiles at the first iterations; "
+                        "falls back to eager with a message where compiling fails)")
     g.add_argument("--G_batch_size", type=at_least(0), default=0,
                    help="G's batch for its update, sample sheets and metrics (0: --batch_size)")
 

@@ -1,0 +1,95 @@
+"""acceleration.py: channels_last computes what the contiguous models compute, bf16 autocast stays
+close to fp32, and torch.compile falls back to eager with one message where it cannot compile."""
+import copy
+
+import pytest
+import torch
+
+import acceleration
+import BigGAN
+import stages
+import train_fns
+import utils
+
+# A small transfer G/D with attention, so that every reshape of the step is exercised.
+SMALL = ["--G_ch", "8", "--D_ch", "8", "--G_attn", "16", "--D_attn", "16", "--n_classes", "3",
+         "--n_pretrain_classes", "5", "--resolution", "32", "--kp_variant", "cifar", "--batch_size", "4",
+         "--num_D_steps", "1", "--G_ortho", "1e-4", "--D_ortho", "1e-4", "--hier", "--G_shared",
+         "--shared_dim", "16", "--dim_z", "120"]
+
+
+def small_models(stage="FT"):
+    config = utils.finalize_config(vars(utils.prepare_parser().parse_args([*SMALL, "--stage", stage])))
+    torch.manual_seed(0)
+    G = BigGAN.Generator(**stages.model_config(config))
+    D = BigGAN.Discriminator(**stages.model_config(config))
+    G.load_previous_knowledge()
+    return G, D, config
+
+
+def outputs(G, D, precision="none"):
+    torch.manual_seed(1)
+    z, y = torch.randn(4, G.dim_z), torch.randint(0, 3, (4,))
+    with acceleration.Precision(precision, torch.device("cpu")).autocast():
+        images = G(z, y)
+        return images.float(), D(images, y).float()
+
+
+def one_step(G, D, config, precision="none"):
+    models = train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config))
+    step = train_fns.GAN_training_function(models, BigGAN.G_D(G, D), None, config,
+                                           acceleration.Precision(precision, torch.device("cpu")), "cpu")
+    torch.manual_seed(2)
+    x, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randint(0, 3, (4,))
+    return step(x, y, 1)
+
+
+def test_channels_last_gives_the_contiguous_outputs_and_step():
+    G, D, config = small_models()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    acceleration.use_channels_last(G2, D2)
+    assert G2.blocks[0][0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    for a, b in zip(outputs(G, D), outputs(G2, D2)):
+        assert torch.allclose(a, b, atol=1e-5)
+    losses, losses2 = one_step(G, D, config), one_step(G2, D2, config)
+    assert losses == pytest.approx(losses2, rel=1e-5, abs=1e-5)
+    lr = config["G_lr"]
+    for (name, p), p2 in zip(G.named_parameters(), G2.parameters()):
+        # Biases that feed a BatchNorm have a true gradient of 0: Adam moves them by about +-lr on
+        # rounding noise, which any change of summation order changes (tests/test_train_fns.py).
+        bn_fed = name.endswith(".bias") and (name == "linear.bias" or ".conv" in name)
+        assert torch.allclose(p, p2, atol=2 * lr if bn_fed else 1e-6), name
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    # bf16 keeps 8 bits of mantissa: a few hundredths, relative to the output's scale.
+    G, D, _ = small_models()
+    (images, scores), (images16, scores16) = outputs(G, D), outputs(G, D, "bf16")
+    assert (images - images16).abs().max() <= 0.05
+    assert (scores - scores16).abs().max() <= 0.05 * scores.abs().max() + 0.05
+
+
+def test_bf16_with_channels_last_trains():
+    G, D, config = small_models("BN")
+    acceleration.use_channels_last(G, D)
+    losses = one_step(G, D, config, "bf16")
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+def test_compile_falls_back_to_eager_with_one_message(monkeypatch, capsys):
+    def failing_compile(module):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("no C compiler found\nmore details")
+        return compiled
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    G, D, _ = small_models()
+    G.eval(), D.eval()  # no spectral-norm updates: calls repeat exactly
+    GD = acceleration.compile_step_module(BigGAN.G_D(G, D))
+    z, y = torch.randn(2, G.dim_z), torch.randint(0, 3, (2,))
+    torch.manual_seed(0)
+    eager = BigGAN.G_D(G, D)(z, y, train_G=True)
+    torch.manual_seed(0)
+    assert torch.equal(GD(z, y, train_G=True), eager)
+    GD(z, y, train_G=True)
+    out = capsys.readouterr().out
+    assert out.count("--compile: torch.compile failed (RuntimeError: no C compiler found); running eagerly") == 1
