@@ -11,15 +11,42 @@ import torch.nn as nn
 import utils
 
 
+def cpu_runs_bf16_natively() -> bool:
+    """AMX or AVX512-BF16: bf16 matmuls and convolutions in hardware (PyTorch's private probes;
+    absent probes mean no)."""
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
+def choose_precision(amp: str, device: torch.device) -> tuple[str, str]:
+    """(precision, why): --amp auto picks bf16 where the hardware runs it natively. Measured on the
+    offline default (3 seeds, README): bf16's FID/mFID stay within fp32's seed spread."""
+    if amp != "auto":
+        return amp, f"--amp {amp}"
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return "bf16", "--amp auto: this CUDA device runs bf16 natively (--amp none for fp32)"
+        return "none", "--amp auto: this CUDA device has no native bf16 (--amp fp16 for speed)"
+    if device.type == "cpu" and cpu_runs_bf16_natively():
+        return "bf16", "--amp auto: this CPU runs bf16 natively (AMX/AVX512-BF16; --amp none for fp32)"
+    return "none", f"--amp auto: no native bf16 on this {device.type} device"
+
+
 class Precision:
-    """Autocast (bf16/fp16) for the forward passes and, for fp16, loss scaling."""
+    """Autocast (bf16/fp16) for the forward passes and, for fp16, loss scaling. amp: auto, none,
+    bf16 or fp16; `name` is what runs and `reason` why."""
 
     def __init__(self, amp: str, device: torch.device):
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        device = torch.device(device)
+        self.name, self.reason = choose_precision(amp, device)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
         self.device_type = device.type
         self.scalers = {}
-        if amp == "fp16" and device.type != "cuda":
+        if self.name == "fp16" and device.type != "cuda":
             raise utils.UsageError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
+
+    def describe(self) -> str:
+        return f"precision {'fp32' if self.dtype is None else self.name} ({self.reason})"
 
     def autocast(self):
         if self.dtype is None:

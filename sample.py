@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from tqdm import trange
 
 import BigGAN
+import checkpoints
 import datasets
 import sampling
 import stages
@@ -125,22 +126,24 @@ def checkpoint_hint(config: dict) -> str:
     return hint
 
 
+def experiment_folder(config: dict) -> str:
+    return os.path.join(config["weights_root"], config["experiment_name"])
+
+
 def load_run_state(config: dict) -> dict:
     """The checkpoint's state_dict (itr, training config); empty when the run did not save one."""
-    path = utils.checkpoint_path(config["weights_root"], config["experiment_name"], "state_dict",
-                                 config["load_weights"])
-    if not os.path.isfile(path):
-        return {}
-    state = utils.load_file(path, "checkpoint state_dict", checkpoint_hint(config))
-    return state if isinstance(state, dict) else {}
+    return checkpoints.load_set(experiment_folder(config), config["load_weights"], ["state_dict"],
+                                optional=("state_dict",), hint=checkpoint_hint(config)).get("state_dict", {})
 
 
 def load_weights(config: dict) -> dict:
-    path = utils.checkpoint_path(config["weights_root"], config["experiment_name"],
-                                 "G_ema" if config["use_ema"] else "G", config["load_weights"])
-    state = utils.load_file(path, "generator weights", checkpoint_hint(config))
-    if not isinstance(state, dict):
-        raise utils.UsageError(f"{path} holds no state dict; point --load_weights at a G checkpoint")
+    """G's (or G_ema's) weights, checked to be of the same save as the state_dict, and finite."""
+    part = "G_ema" if config["use_ema"] else "G"
+    state = checkpoints.load_set(experiment_folder(config), config["load_weights"], [part],
+                                 hint=checkpoint_hint(config))[part]
+    if not checkpoints.all_finite(state):
+        raise utils.UsageError(f"the weights of {weights_name(config)} in {experiment_folder(config)} hold non-finite "
+                               "values (NaN or inf): that run diverged; sample an earlier checkpoint (--load_weights)")
     return state
 
 

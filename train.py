@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 import acceleration
 import BigGAN
+import checkpoints
 import datasets
 import sampling
 import stages
@@ -75,7 +76,13 @@ def load_pretrained(G: BigGAN.Generator, D: BigGAN.Discriminator, config: dict) 
     hint = (f"put the pretrained source model (BigGAN-PyTorch's G.pth and D.pth, {config['n_pretrain_classes']} "
             f"classes) in {root}, or point --weights_root / --base_dir at it")
     for model, part in ((G, "G"), (D, "D")):
-        state = utils.load_file(os.path.join(root, f"{part}.pth"), f"pretrained {part} weights", hint)
+        path = os.path.join(root, f"{part}.pth")
+        state = utils.load_file(path, f"pretrained {part} weights", hint)
+        if not isinstance(state, dict):
+            raise utils.UsageError(f"{path} holds a {type(state).__name__}, not a state dict; {hint}")
+        if not checkpoints.all_finite(state):
+            raise utils.UsageError(f"{path} holds non-finite values (NaN or inf): the source model is damaged "
+                                   "or came from a diverged run; use a healthy checkpoint")
         try:
             if stage.start == stages.FROM_KNOWLEDGE:
                 BigGAN.load_pretrained_state_dict(model, state, f"pretrained {part}")
@@ -97,19 +104,32 @@ def checkpoint_objects(models: Models, state: dict) -> dict:
     return {**{name: obj.state_dict() for name, obj in models.named().items()}, "state_dict": state}
 
 
+def experiment_folder(config: dict) -> str:
+    return os.path.join(config["weights_root"], config["experiment_name"])
+
+
 def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "") -> None:
-    utils.save_checkpoint(checkpoint_objects(models, state), config["weights_root"],
-                          config["experiment_name"], suffix)
+    """One checkpoint set, atomically as a whole; diverged weights never replace a good set."""
+    try:
+        checkpoints.save_set(experiment_folder(config), checkpoint_objects(models, state), state["itr"], suffix)
+    except checkpoints.NonFiniteCheckpoint as err:
+        raise utils.UsageError(f"training diverged by iteration {state['itr']}: {err}; nothing was saved and the last "
+                               f"checkpoint in {experiment_folder(config)} stays. Likely cause: learning rates too high "
+                               f"(--G_lr {config['G_lr']}, --D_lr {config['D_lr']}); lower them and --resume") from None
 
 
 def read_checkpoint(config: dict) -> dict:
     """The checkpoint set to resume: weights_root/<experiment>/ with suffix --load_weights."""
     name, suffix = config["experiment_name"], config["load_weights"]
     hint = f"check --experiment_name ({name}), --load_weights ({suffix or 'none'}) and --weights_root"
+    folder = experiment_folder(config)
+    if not checkpoints.has_checkpoint(folder, suffix):
+        raise utils.UsageError(f"no checkpoint {os.path.basename(checkpoints.part_path(folder, 'state_dict', suffix))} "
+                               f"(or its set) in {folder}; {hint}")
     parts = ["state_dict", "G", "G_optim", "D", "D_optim"] + (["G_ema"] if config["ema"] else [])
-    return {part: utils.load_file(utils.checkpoint_path(config["weights_root"], name, part, suffix),
-                                  f"checkpoint {part}", hint + ("; --ema needs a run trained with --ema" if part == "G_ema" else ""))
-            for part in parts}
+    saved = checkpoints.load_set(folder, suffix, parts, hint=hint + ("; --ema needs a run trained with --ema" if config["ema"] else ""))
+    print(f"Resuming from {checkpoints.describe(folder, suffix)}, iteration {saved['state_dict'].get('itr')}")
+    return saved
 
 
 def adopt_checkpoint_config(config: dict, saved_state: dict, explicit: set[str] | None) -> None:
@@ -162,10 +182,9 @@ def apply_optimizer_flags(models: Models, config: dict) -> None:
 
 
 def new_experiment_guard(config: dict) -> None:
-    folder = os.path.join(config["weights_root"], config["experiment_name"])
-    if os.path.isfile(os.path.join(folder, "G.pth")):
-        raise utils.UsageError(f"experiment {config['experiment_name']} already has checkpoints in {folder}; "
-                               "continue it with --resume, or choose another --experiment_name")
+    if checkpoints.has_checkpoint(experiment_folder(config)):
+        raise utils.UsageError(f"experiment {config['experiment_name']} already has checkpoints in "
+                               f"{experiment_folder(config)}; continue it with --resume, or choose another --experiment_name")
 
 
 def prepare_models(config: dict, device, is_main: bool, explicit: set[str] | None = None) -> tuple[Models, dict]:
@@ -293,12 +312,18 @@ class SheetMaker:
 
 
 def save_and_rotate(models: Models, state: dict, config: dict) -> None:
-    """The main checkpoint and a rotating copy, as BigGAN-PyTorch."""
+    """The latest checkpoint and a rotating copy, as BigGAN-PyTorch; the copy replaces the oldest
+    copy, never the one this run resumed from."""
     state["rng_state"] = torch.get_rng_state()
     save_checkpoint(models, state, config)
     if config["num_save_copies"] > 0:
-        save_checkpoint(models, state, config, f"copy{state['save_num']}")
-        state["save_num"] = (state["save_num"] + 1) % config["num_save_copies"]
+        slot = checkpoints.next_slot(experiment_folder(config), "copy", config["num_save_copies"], resumed_from(config))
+        state["save_num"] = int(slot[len("copy"):])  # BigGAN-PyTorch's counter, kept for its readers
+        save_checkpoint(models, state, config, slot)
+
+
+def resumed_from(config: dict) -> str:
+    return config["load_weights"] if config["resume"] else ""
 
 
 BETTER = {"IS": lambda new, best: new > best, "FID": lambda new, best: new < best,
@@ -320,10 +345,11 @@ def evaluate(models: Models, state: dict, config: dict, get_metrics, precision: 
         raise utils.UsageError(f"--which_best {which} needs that metric; add --kmmd for KMMD")
     best_key = f"best_{which}"
     if BETTER[which](value, state[best_key]):
-        print(f"{which} improved ({state[best_key]:.4g} -> {value:.4g}), saving best{state['save_best_num']}")
+        slot = checkpoints.next_slot(experiment_folder(config), "best", config["num_best_copies"], resumed_from(config))
+        print(f"{which} improved ({state[best_key]:.4g} -> {value:.4g}), saving {slot}")
         state[best_key] = value
-        save_checkpoint(models, state, config, f"best{state['save_best_num']}")
-        state["save_best_num"] = (state["save_best_num"] + 1) % config["num_best_copies"]
+        state["save_best_num"] = int(slot[len("best"):])
+        save_checkpoint(models, state, config, slot)
     return metrics
 
 
@@ -347,10 +373,21 @@ def format_metrics(itr: int, metrics: dict) -> str:
 # The training loop.
 
 def run(config: dict, explicit: set[str] | None = None) -> dict:
-    """Train as config says. explicit: the flags the user gave (a resumed run takes the others'
-    model values from its checkpoint); None: all of them."""
-    # Set up: processes, models and state, data, the step, metrics, logs.
+    """Train as config says, holding the experiment's lock (rank 0) after finishing or clearing
+    any save a killed run left. explicit: the flags the user gave (a resumed run takes the other
+    model flags from its checkpoint); None: all of them."""
     rank, world_size, device = setup_distributed(config)
+    is_main = rank == 0
+    folder = experiment_folder(config)
+    with checkpoints.ExperimentLock(folder) if is_main else contextlib.nullcontext():
+        if is_main:
+            checkpoints.recover(folder)
+            checkpoints.remove_temporaries(os.path.join(config["samples_root"], config["experiment_name"]))
+        return training_loop(config, explicit, rank, world_size, device)
+
+
+def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size: int, device) -> dict:
+    # Set up: models and state, data, the step, metrics, logs.
     is_main = rank == 0
     utils.seed_rng(config["seed"])
     set_classes_and_resolution(config)
@@ -366,6 +403,8 @@ def run(config: dict, explicit: set[str] | None = None) -> dict:
     if config["compile"]:
         GD = acceleration.compile_step_module(GD)
     precision = Precision(config["amp"], device)
+    if is_main:
+        print(f"Training in {precision.describe()}")
     ema = (train_fns.Ema(models.G, models.G_ema, config["ema_decay"], config["ema_start"])
            if models.G_ema is not None else None)
     train_step = train_fns.GAN_training_function(models, GD, ema, config, precision, device)

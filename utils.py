@@ -238,8 +238,10 @@ def add_running_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=at_least(0), default=0, help="random seed")
     g.add_argument("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     g.add_argument("--parallel", action="store_true", help="DataParallel over the visible GPUs")
-    g.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
-                   help="autocast precision of the forward passes (fp16 with loss scaling, CUDA only)")
+    g.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
+                   help="autocast precision of the forward passes: auto = bf16 where the hardware runs it "
+                        "natively (AMX/AVX512-BF16 CPUs, bf16 GPUs), else fp32; none = fp32 (the official "
+                        "numerics); fp16 with loss scaling, CUDA only")
     g.add_argument("--channels_last", action="store_true",
                    help="keep G's and D's convolutions in the channels_last (NHWC) memory format (same numerics)")
     g.add_argument("--compile", action="store_true",
@@ -387,19 +389,7 @@ def name_from_config(config: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints: BigGAN-PyTorch's file names, written atomically, read with weights_only=True.
-
-CHECKPOINT_PARTS = ("G", "G_optim", "D", "D_optim", "state_dict", "G_ema")
-
-
-def checkpoint_path(root: str, experiment_name: str, part: str, suffix: str = "") -> str:
-    return os.path.join(root, experiment_name, f"{part}{'_' + suffix if suffix else ''}.pth")
-
-
-def save_checkpoint(objects: dict[str, Any], root: str, experiment_name: str, suffix: str = "") -> None:
-    for part, obj in objects.items():
-        atomic_save(obj, checkpoint_path(root, experiment_name, part, suffix))
-
+# Reading files the user points at, and logs.
 
 def load_file(path: str, what: str, hint: str) -> Any:
     """torch.load of a file the user pointed at; a missing or unreadable file is one clear error."""

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import BigGAN
+import checkpoints
 import inception_utils
 import layers
 import sample
@@ -46,8 +47,8 @@ def save_experiment(base, flags, name, n_classes):
             G(torch.randn(4, G.dim_z), G.class_input(y))
     G_ema = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
              for k, v in G.state_dict().items()}
-    utils.save_checkpoint({"G": G.state_dict(), "G_ema": G_ema, "state_dict": {"itr": 7, "config": config}},
-                          os.path.join(str(base), "weights"), name, SUFFIX)
+    checkpoints.save_set(os.path.join(str(base), "weights", name),
+                         {"G": G.state_dict(), "G_ema": G_ema, "state_dict": {"itr": 7, "config": config}}, 7, SUFFIX)
 
 
 @pytest.fixture(scope="module")
