@@ -33,21 +33,24 @@ MAX_CLASS_SIGMA_BYTES = 2 * 1024 ** 3  # 1000 classes x 2048^2 float32 would be 
 
 
 def prepare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Calculate and store the reference statistics for IS/FID/mFID/KMMD.")
+    p = argparse.ArgumentParser(description="Calculate and store the reference statistics for IS/FID/mFID/KMMD.",
+                                formatter_class=utils.HelpFormatter)
     add = p.add_argument
-    add("--dataset", default="I128", help="dataset name (see datasets.py), e.g. I128, C100, Toy32")
+    add("--dataset", default="I128", choices=list(datasets.DATASETS), metavar="DATASET",
+        help="dataset name (see datasets.py): one of %(choices)s")
     add("--base_dir", default=".", help="root holding data/ (official cGANTransfer layout)")
     add("--data_root", default="", help="where the data is and the statistics go (default: BASE_DIR/data)")
-    add("--batch_size", type=int, default=64)
-    add("--num_workers", type=int, default=8, help="data loader workers")
+    add("--batch_size", type=utils.at_least(1), default=64, help="images per backbone batch")
+    add("--num_workers", type=utils.at_least(0), default=8,
+        help="data loader processes (0: load in the main process)")
     add("--shuffle", action="store_true", help="read the data in a shuffled order")
-    add("--seed", type=int, default=0, help="seed of the shuffled order")
+    add("--seed", type=utils.at_least(0), default=0, help="seed of the shuffled order")
     add("--hdf5", action="store_true", help="read the HDF5 cache built by make_hdf5.py")
     add("--backbone", default="inception", choices=inception_utils.BACKBONES,
         help="feature space of the metrics (default: torchvision's Inception v3)")
     add("--inception_weights", default="",
         help="local weights of the backbone (default for Inception: the torch hub cache)")
-    add("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add("--device", type=utils.device_name, default="", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     add("--parallel", action="store_true", help="DataParallel over the visible GPUs")
     return p
 

@@ -162,17 +162,31 @@ def write_report(out: str, iters: int, seeds: list[int]) -> str:
     return table
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, utils.HelpFormatter):
+    """The module docstring as written, and each flag's default."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out", default="study_out", help="folder for the runs, the table and the plot")
-    parser.add_argument("--shots", type=int, nargs="+", default=[10, 50])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(ALL_METHODS),
-                        help=f"default: the six methods; the ablations: {', '.join(ABLATIONS)}")
-    parser.add_argument("--iters", type=int, default=600, help="iteration budget of every method")
-    parser.add_argument("--test_every", type=int, default=100)
-    parser.add_argument("--num_inception_images", type=int, default=1000)
+    parser.add_argument("--shots", type=utils.at_least(1), nargs="+", default=[10, 50],
+                        help="images per new class, one study each (default: 10 50)")
+    parser.add_argument("--seeds", type=utils.at_least(0), nargs="+", default=[0, 1, 2],
+                        help="seeds every method runs with (default: 0 1 2)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(ALL_METHODS), metavar="METHOD",
+                        help=f"methods to run (default: the six methods {' '.join(METHODS)}; "
+                             f"the ablations: {' '.join(ABLATIONS)})")
+    parser.add_argument("--iters", type=utils.at_least(1), default=600, help="iteration budget of every method")
+    parser.add_argument("--test_every", type=utils.at_least(1), default=100, help="iterations between evaluations")
+    parser.add_argument("--num_inception_images", type=utils.at_least(1), default=1000,
+                        help="samples per evaluation (default: 1000)")
     args = parser.parse_args(argv)
+    # A method of several phases splits the budget; a phase of 0 iterations would mean train.py's
+    # "--num_iters 0: run --num_epochs" instead.
+    phases = max(len(ALL_METHODS[method]) for method in args.methods)
+    if args.iters < phases:
+        parser.error(f"argument --iters: must be at least {phases} (a method of {phases} phases needs an "
+                     f"iteration in each), got {args.iters}")
     for shots in args.shots:
         base = os.path.join(args.out, f"shots{shots}")
         prepare_world(base, shots)
