@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -171,14 +172,58 @@ class Generator(nn.Module):
         G_shared (BigGAN-PyTorch's `G(z, G.shared(y))`), the indices themselves otherwise."""
         return y if self.has_knowledge_propagation else self.shared(y)
 
-    def _as_one_hot(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def old_class_input(self, y: torch.Tensor) -> torch.Tensor:
+        """What forward(z, ·, old_classes=True) takes for OLD class indices y (0..n_pretrain_classes-1),
+        the counterpart of class_input: the indices themselves (forward embeds them as the source did)."""
+        self._require_old_class_path()
+        return y
+
+    def _require_old_class_path(self) -> None:
+        if not self.has_knowledge_propagation:
+            raise ValueError("old_classes=True needs a knowledge-propagation G (n_pretrain_classes > 0, stages "
+                             "BN/FT); a plain G (source, pretrain, finetune, BN_only) has only its own classes: "
+                             "use G(z, G.class_input(y))")
+
+    def _as_one_hot(self, y: torch.Tensor, dtype: torch.dtype, n_classes: int | None = None) -> torch.Tensor:
         # Float y is already a (possibly soft, e.g. interpolated) class vector.
         if y.is_floating_point():
             return y.to(dtype)
-        return F.one_hot(y, num_classes=self.n_classes).to(dtype)
+        return F.one_hot(y, num_classes=n_classes or self.n_classes).to(dtype)
 
-    def forward(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.has_knowledge_propagation or (self.hier and not self.G_shared):
+    def _old_class_code(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Old classes y → the class part of the source's BN input: their shared embedding, their
+        one-hot (non-shared hier), or the indices into the ccbn gain/bias embeddings. A float y is a
+        soft vector over the old classes (a mix of their embeddings, as BigGAN interpolates)."""
+        n_old = self.n_pretrain_classes
+        if y.is_floating_point():
+            if y.dim() != 2 or y.shape[1] != n_old:
+                raise ValueError(f"a float old-class y must be [batch, {n_old}] class vectors, "
+                                 f"got {tuple(y.shape)}")
+        elif y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_old):
+            raise ValueError(f"old-class indices must lie in 0..{n_old - 1} (n_pretrain_classes {n_old}), "
+                             f"got {int(y.min())}..{int(y.max())}")
+        if self.G_shared:
+            if y.is_floating_point():
+                return y.to(self.shared.weight.dtype) @ self.shared.weight
+            return self.shared(y)
+        if self.hier:
+            return self._as_one_hot(y, dtype, n_old)
+        return y
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor, old_classes: bool = False) -> torch.Tensor:
+        """G(z, G.class_input(y)): images of classes y (a knowledge-propagation G: its new classes).
+
+        old_classes=True (a knowledge-propagation G only): y indexes the OLD classes instead, and
+        every ccbn takes the source's own class path (the pretrained shared embedding and gain/bias
+        layers, which knowledge loading keeps and no stage trains), so one transferred G draws old
+        and new classes. Right after knowledge loading this reproduces the source G. It does not
+        stay so: the BN running statistics (eval mode) are shared by the old and new classes and
+        drift as training runs G on new-class batches, even in the BN stage where the old path's
+        weights are frozen; the FT stage also changes the convolutions the two paths share."""
+        if old_classes:
+            self._require_old_class_path()
+            y = self._old_class_code(y, z.dtype)
+        elif self.has_knowledge_propagation or (self.hier and not self.G_shared):
             y = self._as_one_hot(y, z.dtype)
         if self.hier:
             zs = torch.split(z, self.z_chunk_size, 1)
@@ -189,7 +234,10 @@ class Generator(nn.Module):
         h = self.linear(z).view(z.size(0), -1, self.bottom_width, self.bottom_width)
         for index, blocklist in enumerate(self.blocks):
             for block in blocklist:
-                h = block(h, ys[index])
+                if old_classes and isinstance(block, layers.GBlock):
+                    h = block(h, ys[index], old_classes=True)
+                else:
+                    h = block(h, ys[index])
         return torch.tanh(self.output_layer(h))
 
     @torch.no_grad()
@@ -271,23 +319,32 @@ class Discriminator(nn.Module):
 
 
 class G_D(nn.Module):
-    """G then D in one module, so that DataParallel/DDP split the whole step across devices."""
+    """G then D in one module, so that DataParallel/DDP split the whole step across devices.
 
-    def __init__(self, G: Generator, D: Discriminator):
+    augment (e.g. DiffAugment.make_augment(config["DiffAugment"])): applied to every batch D sees,
+    fake and real, in the D and the G steps alike, right before D; None: D sees the images as they
+    are. G_z returned with return_G_z is G's output, before augmentation."""
+
+    def __init__(self, G: Generator, D: Discriminator,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         self.G, self.D = G, D
+        self.augment = augment
+
+    def _D(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.D(self.augment(x) if self.augment is not None else x, y)
 
     def forward(self, z, gy, x=None, dy=None, train_G=False, return_G_z=False, split_D=False):
         with torch.set_grad_enabled(train_G):
             G_z = self.G(z, self.G.class_input(gy))
         if split_D:
-            D_fake = self.D(G_z, gy)
+            D_fake = self._D(G_z, gy)
             if x is not None:
-                return D_fake, self.D(x, dy)
+                return D_fake, self._D(x, dy)
             return (D_fake, G_z) if return_G_z else D_fake
         D_input = torch.cat([G_z, x], 0) if x is not None else G_z
         D_class = torch.cat([gy, dy], 0) if dy is not None else gy
-        D_out = self.D(D_input, D_class)
+        D_out = self._D(D_input, D_class)
         if x is not None:
             return torch.split(D_out, [G_z.shape[0], x.shape[0]])
         return (D_out, G_z) if return_G_z else D_out
@@ -358,11 +415,28 @@ def load_pretrained_state_dict(model: nn.Module, state_dict: dict, name: str = "
     return expected_missing
 
 
+def _check_old_class_count(key: str, found: int, n_pretrain_classes: int, name: str) -> None:
+    if found != n_pretrain_classes:
+        raise WeightsMismatch(f"{name} weights hold {found} classes in {key}, but --n_pretrain_classes is "
+                              f"{n_pretrain_classes} (check n_pretrain_classes: the classes of the source model)")
+
+
 def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int, name: str = "model") -> list[str]:
     """Load a source checkpoint into a *plain* model of the new classes, TransferGAN-style: every
     class-indexed tensor of G (the shared embedding, or the ccbn gain/bias embeddings, or the class
     columns of a non-shared hierarchical ccbn) starts each new class at the mean over the old
-    classes; D's projection embedding starts fresh. The baselines without knowledge propagation."""
+    classes. The baselines without knowledge propagation.
+
+    D's projection embedding starts fresh, as cGANTransfer's own D does (its new_embed): the old
+    classes' projection vectors point different ways, and their mean is no class of the target. An
+    unconditional source (n_pretrain_classes 1, TransferGAN's setting) is the exception: its one
+    embedding row is part of how its D tells real from fake, so every new class starts from it
+    (copying, as the mean over one class does for G). With D's SN embedding (D_param SN) the copy
+    cannot reproduce the source's D exactly: n equal rows have n^0.5 times that row's singular value,
+    so each new class's projection is the source's divided by n_classes^0.5 (same direction).
+    With G_shared off and hier on (our extension), the class columns sit inside a spectrally
+    normalized layer whose sigma the mean columns change: there the start is the mean only up to
+    that rescaling. Raises WeightsMismatch when the checkpoint's class count is not n_pretrain_classes."""
     adapted = dict(state_dict)
     if isinstance(model, Generator):
         class_keys = [k for k in state_dict if CLASS_EMBEDDING[model.G_shared].search(k)]
@@ -370,14 +444,35 @@ def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int,
         for key in class_keys:
             old = state_dict[key]
             if columns:
+                _check_old_class_count(key, old.shape[1] - model.z_chunk_size, n_pretrain_classes, name)
                 mean = old[:, :n_pretrain_classes].mean(1, keepdim=True).expand(-1, model.n_classes)
                 adapted[key] = torch.cat([mean, old[:, n_pretrain_classes:]], 1)
             else:
+                _check_old_class_count(key, old.shape[0], n_pretrain_classes, name)
                 adapted[key] = old[:n_pretrain_classes].mean(0, keepdim=True).expand(model.n_classes, -1).clone()
     fresh = [k for k in model.state_dict() if _SOURCE_ONLY.search(k)]  # D's embedding of the old classes
+    if isinstance(model, Discriminator) and "embed.weight" in state_dict:
+        _check_old_class_count("embed.weight", state_dict["embed.weight"].shape[0], n_pretrain_classes, name)
+        if n_pretrain_classes == 1:
+            copied = _embedding_copied_to_every_class(state_dict, model.n_classes)
+            adapted.update(copied)
+            fresh = [k for k in fresh if k not in copied]  # further SN vectors (num_D_SVs > 1) start fresh
     for key in fresh:
         adapted.pop(key, None)
     return load_pretrained_state_dict(model, adapted, name, allowed_missing=fresh)
+
+
+def _embedding_copied_to_every_class(state_dict: dict, n_classes: int) -> dict:
+    """D's one-class projection embedding (and its SN state) for n_classes equal rows."""
+    row = state_dict["embed.weight"]
+    copied = {"embed.weight": row.expand(n_classes, -1).clone()}
+    if "embed.u0" in state_dict:
+        # n equal rows: the top left singular vector is the all-ones direction, the singular value
+        # n^0.5 times the row's; u keeps the source's sign, so the power iteration starts converged.
+        sign = torch.where(state_dict["embed.u0"] < 0, -1.0, 1.0).to(row.dtype)
+        copied["embed.u0"] = sign.reshape(1, 1).expand(1, n_classes) / n_classes ** 0.5
+        copied["embed.sv0"] = state_dict["embed.sv0"] * n_classes ** 0.5
+    return copied
 
 
 # ---------------------------------------------------------------------------------------------

@@ -258,6 +258,14 @@ class bn(_Normalizer):
 KP_VARIANTS = ("imagenet", "cifar")
 
 
+def _apply_class_layer(layer: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """layer(y); a float y into an embedding is a soft class vector, i.e. that mix of its rows."""
+    if isinstance(layer, nn.Embedding) and y.is_floating_point():
+        weight = layer.W_() if isinstance(layer, SN) else layer.weight
+        return y.to(weight.dtype) @ weight
+    return layer(y)
+
+
 class ccbn(_Normalizer):
     """Class-conditional BN; with n_pretrain_classes > 0, the knowledge-propagation ccbn.
 
@@ -268,7 +276,8 @@ class ccbn(_Normalizer):
         gain = 1 + prev_knowledge_g(comb_layer_g(y)) + z_layer_g(z) + res_g(y)
         bias =     prev_knowledge_b(comb_layer_b(y)) + z_layer_b(z) + res_b(y)
     prev_knowledge_* hold the old classes' gains/biases as columns (set by
-    Generator.load_previous_knowledge from the pretrained gain/bias layers, which stay here).
+    Generator.load_previous_knowledge from the pretrained gain/bias layers, which stay here: with
+    forward(x, y, old_classes=True) they still give the old classes, see old_class_gain_bias).
     """
 
     def __init__(self, output_size: int, input_size: int, which_linear: Callable, eps: float = 1e-5,
@@ -344,13 +353,75 @@ class ccbn(_Normalizer):
             bias = bias + self.z_layer_b(z)
         return gain, bias
 
-    def forward(self, x, y):
-        gain, bias = self.class_gain_bias(y)
+    def old_class_gain_bias(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample gain and bias [B, C] of the OLD classes of a knowledge-propagation ccbn,
+        computed exactly as the source BigGAN did: gain = 1 + gain(y), bias = bias(y) through the
+        pretrained gain/bias layers, which knowledge loading keeps (and no stage trains). y is the
+        source's BN input: the shared embedding of the old class (+ z chunk with hier), the one-hot
+        old class (+ z chunk; non-shared hier), or old-class indices into the gain/bias embeddings.
+
+        The layers are applied with their own parameterization: spectrally normalized ones divide
+        by their estimated sigma, as in the source, whereas the prior matrix holds the raw weights
+        (see Generator.load_previous_knowledge). A float y for the embeddings is a soft class vector
+        over the old classes (a mix of their rows), like a float y on the new-class path."""
+        if not self.has_knowledge_propagation:
+            raise RuntimeError("old_class_gain_bias needs a knowledge-propagation ccbn (n_pretrain_classes > 0); "
+                               "a source ccbn's classes are its own: use class_gain_bias")
+        return 1 + _apply_class_layer(self.gain, y), _apply_class_layer(self.bias, y)
+
+    def forward(self, x, y, old_classes: bool = False):
+        gain, bias = self.old_class_gain_bias(y) if old_classes else self.class_gain_bias(y)
         return self.normalize_affine(x, gain.view(y.size(0), -1, 1, 1), bias.view(y.size(0), -1, 1, 1))
 
     def extra_repr(self):
         return (f"out: {self.output_size}, in: {self.input_size}, cross_replica={self.cross_replica}"
                 + (f", old classes: {self.n_pretrain_classes}, new: {self.n_classes}" if self.has_knowledge_propagation else ""))
+
+
+# ---------------------------------------------------------------------------------------------
+# Resampling folded into the neighbouring 3x3 convolution (the blocks' fused_resampling, set by
+# acceleration.py): the same linear maps with fewer multiply-adds, so equal up to rounding.
+
+# Per axis, which taps of a 3x3 kernel (padding 1) make each tap of the equivalent 4-tap kernel.
+# Nearest 2x upsampling then the conv = a stride-2 transposed conv of the small input: output row
+# 2m sees input rows m-1 (tap 0) and m (taps 1+2), row 2m+1 rows m (taps 0+1) and m+1 (tap 2).
+_UPSAMPLE_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
+# The conv then 2x2 average pooling = a stride-2 conv averaging the kernel's four placements.
+_AVGPOOL_TAPS = ((1, 0, 0), (1, 1, 0), (0, 1, 1), (0, 0, 1))
+
+
+def _four_taps(w: torch.Tensor, taps, dim: int) -> torch.Tensor:
+    # Plain additions (no einsum): autocast leaves them in the weight's precision.
+    rows = w.unbind(dim)
+    return torch.stack([functools.reduce(torch.add, [r for r, t in zip(rows, tap) if t]) for tap in taps], dim)
+
+
+def _conv_weight(conv: nn.Conv2d) -> torch.Tensor:
+    return conv.W_() if isinstance(conv, SN) else conv.weight
+
+
+def _like_input(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    # A kernel in the input's memory format: oneDNN then runs the conv without reordering it.
+    return w.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else w
+
+
+def upsample_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """conv(nearest 2x upsampling of x) for a 3x3, padding-1 conv: 16 instead of 36 multiply-adds
+    per output pixel pair, and no upsampled copy of x."""
+    w = _four_taps(_four_taps(_conv_weight(conv), _UPSAMPLE_TAPS, 2), _UPSAMPLE_TAPS, 3)
+    return F.conv_transpose2d(x, _like_input(w.transpose(0, 1), x), conv.bias, stride=2, padding=1)
+
+
+def conv_avgpool(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling of conv(x) for a 3x3, padding-1 conv: the conv at stride 2 with a 4x4
+    kernel, 16 instead of 36 multiply-adds per output pixel."""
+    w = _four_taps(_four_taps(_conv_weight(conv), _AVGPOOL_TAPS, 2), _AVGPOOL_TAPS, 3) * 0.25
+    return F.conv2d(x, _like_input(w, x), conv.bias, stride=2, padding=1)
+
+
+def is_plain_3x3(conv: nn.Module) -> bool:
+    return (isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,17 +441,26 @@ class GBlock(nn.Module):
         self.bn1 = which_bn(in_channels)
         self.bn2 = which_bn(out_channels)
         self.upsample = upsample
+        # acceleration.py may set it (nearest 2x upsample, 3x3 conv1): same outputs up to rounding.
+        self.fused_resampling = False
 
-    def forward(self, x, y):
-        h = self.activation(self.bn1(x, y))
-        if self.upsample:
-            h = self.upsample(h)
-            x = self.upsample(x)
-        h = self.conv1(h)
-        h = self.activation(self.bn2(h, y))
+    def forward(self, x, y, old_classes: bool = False):
+        # old_classes (ccbn only): the old classes' path of a knowledge-propagation G.
+        bn_kwargs = {"old_classes": True} if old_classes else {}
+        h = self.activation(self.bn1(x, y, **bn_kwargs))
+        if self.upsample and self.fused_resampling:
+            h = upsample_conv(self.conv1, h)
+        else:
+            if self.upsample:
+                h = self.upsample(h)
+                x = self.upsample(x)
+            h = self.conv1(h)
+        h = self.activation(self.bn2(h, y, **bn_kwargs))
         h = self.conv2(h)
         if self.learnable_sc:
             x = self.conv_sc(x)
+        if self.upsample and self.fused_resampling:
+            x = self.upsample(x)  # after the 1x1 conv_sc, which commutes with it: 4x fewer multiply-adds
         return h + x
 
 
@@ -398,9 +478,12 @@ class DBlock(nn.Module):
         self.learnable_sc = in_channels != out_channels or downsample is not None
         if self.learnable_sc:
             self.conv_sc = which_conv(in_channels, out_channels, kernel_size=1, padding=0)
+        # acceleration.py may set it (AvgPool2d(2), 3x3 conv2): same outputs up to rounding.
+        self.fused_resampling = False
 
     def shortcut(self, x):
-        if self.preactivation:
+        # Fused: pooling first even with preactivation; the 1x1 conv_sc commutes with it (4x fewer multiply-adds).
+        if self.preactivation and not self.fused_resampling:
             if self.learnable_sc:
                 x = self.conv_sc(x)
             if self.downsample:
@@ -416,6 +499,8 @@ class DBlock(nn.Module):
         # Out-of-place ReLU: an in-place one would corrupt x, which the shortcut still needs.
         h = F.relu(x) if self.preactivation else x
         h = self.conv1(h)
+        if self.downsample and self.fused_resampling:
+            return conv_avgpool(self.conv2, self.activation(h)) + self.shortcut(x)
         h = self.conv2(self.activation(h))
         if self.downsample:
             h = self.downsample(h)

@@ -30,8 +30,9 @@ FROM_SCRATCH = "scratch"                      # random initialization
 BN_STAGE_PARTS = ("comb_layer", "res_g", "res_b", "prev_knowledge", "z_layer")
 FT_STAGE_FROZEN_PARTS = ("comb_layer", "prev_knowledge")
 
-# A knowledge-propagation G keeps its pretrained ccbn gain/bias layers and shared embedding only as
-# the source of the prior: they take no part in its forward pass, so no stage trains them.
+# A knowledge-propagation G keeps its pretrained ccbn gain/bias layers and shared embedding as the
+# source of the prior and the path of the old classes (G(z, y, old_classes=True)); no stage trains
+# them, so the old classes' own BN parameters stay the source's.
 UNUSED_WITH_KNOWLEDGE_PROPAGATION = re.compile(r"(\.bn\d\.(gain|bias)\.|^shared\.|pretrain_embedding_w)")
 
 @dataclass(frozen=True)

@@ -225,3 +225,170 @@ def test_G_D_runs_G_then_D_on_fake_and_real():
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     D_fake, D_real = GD(z, y, x, torch.tensor([0, 2]), train_G=True)
     assert D_fake.shape == (4, 1) and D_real.shape == (2, 1) and D_fake.requires_grad
+
+
+# --- Old and new classes from one transferred G: the pretrained class path (shared embedding,
+# ccbn gain/bias layers) stays in a knowledge-propagation G; G(z, y, old_classes=True) uses it.
+# Oracle: the source G itself, built as BigGAN-PyTorch and loaded from the same checkpoint.
+
+def source_and_knowledge_loaded_transfer(name):
+    source_weights = load_fixture("biggan_pytorch", name, "G.pth")
+    source = BigGAN.Generator(**fixture_config("biggan_pytorch", name, "keys.json"))
+    source.load_state_dict(source_weights, strict=True)
+    transfer = BigGAN.Generator(**transfer_config(name))
+    BigGAN.load_pretrained_state_dict(transfer, source_weights)
+    transfer.load_previous_knowledge()
+    return source.eval(), transfer.eval()
+
+
+@pytest.mark.parametrize("name", ["c32_small", "i128_small"])
+def test_old_classes_of_a_knowledge_loaded_G_reproduce_the_source_G(name):
+    source, transfer = source_and_knowledge_loaded_transfer(name)
+    n_old = transfer.n_pretrain_classes
+    assert n_old == source.n_classes
+    y = torch.arange(n_old).repeat(2)
+    z = torch.randn(len(y), transfer.dim_z)
+    with torch.no_grad():
+        expected = source(z, source.class_input(y))
+        old = transfer(z, transfer.old_class_input(y), old_classes=True)
+        new = transfer(z, transfer.class_input(y % transfer.n_classes))
+    assert (old - expected).abs().max() <= 1e-5
+    assert (new - expected).abs().max() > 1e-2  # the new classes are another path
+
+
+@pytest.mark.parametrize("shared,hier", COMBINATIONS)
+@pytest.mark.parametrize("kp_variant", ["cifar", "imagenet"])
+def test_old_classes_reproduce_the_source_for_every_class_input_layout(shared, hier, kp_variant):
+    source, transfer = source_and_transfer(shared, hier, kp_variant)
+    y = torch.tensor([0, 4, 2, 3, 1, 4])
+    z = torch.randn(len(y), transfer.dim_z)
+    with torch.no_grad():
+        expected = source(z, source.class_input(y))
+        assert (transfer(z, y, old_classes=True) - expected).abs().max() <= 1e-5
+        one_hot = torch.nn.functional.one_hot(y, transfer.n_pretrain_classes).float()
+        assert (transfer(z, one_hot, old_classes=True) - expected).abs().max() <= 1e-5
+
+
+def test_old_classes_do_not_depend_on_the_new_classes_parameters():
+    _, transfer = source_and_transfer(True, True, "imagenet")
+    z, y = torch.randn(4, transfer.dim_z), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        before = transfer(z, y, old_classes=True)
+        for name, p in transfer.named_parameters():
+            if any(part in name for part in ("comb_layer", "prev_knowledge", "z_layer", "res_")):
+                p.add_(torch.randn_like(p))
+        assert torch.equal(transfer(z, y, old_classes=True), before)
+
+
+def test_old_classes_share_the_BN_running_statistics_with_the_new_classes():
+    """Why forgetting must be measured: train-mode forwards on new classes only move the running
+    statistics that eval-mode old-class samples use."""
+    _, transfer = source_and_transfer(False, False, "cifar")
+    z, y = torch.randn(4, transfer.dim_z), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        before = transfer(z, y, old_classes=True)
+        transfer.train()
+        transfer(torch.randn(8, transfer.dim_z), torch.randint(0, transfer.n_classes, (8,)))
+        transfer.eval()
+        assert not torch.allclose(transfer(z, y, old_classes=True), before, atol=1e-4)
+
+
+def test_old_classes_need_a_knowledge_propagation_G_and_old_class_indices():
+    source, transfer = source_and_transfer(True, False, "cifar")
+    z = torch.randn(2, source.dim_z)
+    with pytest.raises(ValueError, match="knowledge-propagation G"):
+        source(z, source.class_input(torch.tensor([0, 1])), old_classes=True)
+    with pytest.raises(ValueError, match="0..4"):
+        transfer(z, torch.tensor([0, 5]), old_classes=True)
+
+
+# --- An unconditional source (one class) transfers to a conditional target (TransferGAN:
+# --stage finetune --n_pretrain_classes 1): every new class starts as the source's one class.
+
+ONE_CLASS = dict(resolution=32, G_ch=16, D_ch=16, dim_z=32, shared_dim=16, G_attn="0", D_attn="0",
+                 G_init="N02", D_init="N02")
+
+
+def trained_one_class_source(tmp_path, G_shared, hier, D_param="SN"):
+    """A 1-class source G and D after a few train-mode forwards (BN statistics and SN vectors
+    moved, as in a trained checkpoint), saved and read back as train.py reads a source model."""
+    G = BigGAN.Generator(**ONE_CLASS, G_shared=G_shared, hier=hier, n_classes=1)
+    D = BigGAN.Discriminator(**ONE_CLASS, n_classes=1, D_param=D_param)
+    with torch.no_grad():
+        for _ in range(3):
+            y = torch.zeros(4, dtype=torch.long)
+            D(G(torch.randn(4, G.dim_z), G.class_input(y)), y)
+    for model, part in ((G, "G"), (D, "D")):
+        torch.save(model.state_dict(), tmp_path / f"{part}.pth")
+    return G.eval(), D.eval(), {part: torch.load(tmp_path / f"{part}.pth", weights_only=True) for part in "GD"}
+
+
+def D_features(D, x):
+    """The projection discriminator's pooled features h: D(x, y) = linear(h) + <embed_y, h>."""
+    h = x
+    for blocklist in D.blocks:
+        for block in blocklist:
+            h = block(h)
+    return torch.sum(D.activation(h), [2, 3])
+
+
+@pytest.mark.parametrize("shared,hier", [(True, True), (True, False), (False, False)])
+def test_every_new_class_of_a_G_from_an_unconditional_source_is_the_source_class(tmp_path, shared, hier):
+    source_G, _, weights = trained_one_class_source(tmp_path, shared, hier)
+    G = BigGAN.Generator(**ONE_CLASS, G_shared=shared, hier=hier, n_classes=3)
+    BigGAN.mean_class_init(G, weights["G"], 1, "G")
+    G.eval()
+    z = torch.randn(5, G.dim_z)
+    with torch.no_grad():
+        expected = source_G(z, source_G.class_input(torch.zeros(5, dtype=torch.long)))
+        for k in range(3):
+            assert (G(z, G.class_input(torch.full((5,), k))) - expected).abs().max() <= 1e-6
+
+
+def test_D_of_an_unconditional_source_gives_every_new_class_the_source_projection(tmp_path):
+    _, source_D, weights = trained_one_class_source(tmp_path, True, True)
+    D = BigGAN.Discriminator(**ONE_CLASS, n_classes=3)
+    missing = BigGAN.mean_class_init(D, weights["D"], 1, "D")
+    assert missing == []  # the embedding is copied, not fresh
+    D.eval()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        outputs = [D(x, torch.full((4,), k)) for k in range(3)]
+        assert all(torch.equal(out, outputs[0]) for out in outputs)
+        h = D_features(source_D, x)
+        source_projection = source_D(x, torch.zeros(4, dtype=torch.long)) - source_D.linear(h)
+        # D's embedding is spectrally normalized: 3 equal rows have sqrt(3) times one row's sigma.
+        expected = source_D.linear(h) + source_projection / 3 ** 0.5
+        assert (outputs[0] - expected).abs().max() <= 1e-5
+
+
+def test_without_SN_the_copied_D_embedding_reproduces_the_unconditional_D(tmp_path):
+    _, source_D, weights = trained_one_class_source(tmp_path, True, False, D_param="none")
+    D = BigGAN.Discriminator(**ONE_CLASS, n_classes=3, D_param="none")
+    BigGAN.mean_class_init(D, weights["D"], 1, "D")
+    D.eval()
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        expected = source_D(x, torch.zeros(4, dtype=torch.long))
+        for k in range(3):
+            assert (D(x, torch.full((4,), k)) - expected).abs().max() <= 1e-6
+
+
+def test_D_of_a_multi_class_source_still_starts_its_embedding_fresh():
+    source = BigGAN.Discriminator(**ONE_CLASS, n_classes=5)
+    D = BigGAN.Discriminator(**ONE_CLASS, n_classes=3)
+    own = D.embed.weight.detach().clone()
+    missing = BigGAN.mean_class_init(D, source.state_dict(), 5, "D")
+    assert sorted(missing) == ["embed.sv0", "embed.u0", "embed.weight"]
+    assert torch.equal(D.embed.weight, own)
+
+
+@pytest.mark.parametrize("shared,hier", [(True, True), (False, False), (False, True)])
+def test_the_old_class_mean_refuses_a_source_with_another_class_count(shared, hier):
+    source = BigGAN.Generator(**ONE_CLASS, G_shared=shared, hier=hier, n_classes=5)
+    G = BigGAN.Generator(**ONE_CLASS, G_shared=shared, hier=hier, n_classes=3)
+    with pytest.raises(BigGAN.WeightsMismatch, match="5 classes.*n_pretrain_classes is 1"):
+        BigGAN.mean_class_init(G, source.state_dict(), 1, "pretrained G")
+    with pytest.raises(BigGAN.WeightsMismatch, match="n_pretrain_classes"):
+        BigGAN.mean_class_init(BigGAN.Discriminator(**ONE_CLASS, n_classes=3),
+                               BigGAN.Discriminator(**ONE_CLASS, n_classes=5).state_dict(), 1, "pretrained D")

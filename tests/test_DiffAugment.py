@@ -1,6 +1,5 @@
 """DiffAugment.py: the paper's augmentations (Zhao et al. 2020), checked against their definitions,
 and G_D showing D augmented images, fake and real, in both steps (and nothing changes when off)."""
-import argparse
 
 import pytest
 import torch

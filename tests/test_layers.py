@@ -1,4 +1,7 @@
 """layers.py: spectral norm, batch-norm variants and the conditional BN of a source model."""
+import functools
+
+import pytest
 import torch
 
 import layers
@@ -47,3 +50,27 @@ def test_fused_bn_equals_batch_norm_with_affine():
     out = layers.fused_bn(x, mean.view(1, -1, 1, 1), var.view(1, -1, 1, 1), gain.view(1, -1, 1, 1),
                           bias.view(1, -1, 1, 1))
     assert torch.allclose(out, reference, atol=1e-5)
+
+
+def test_old_class_path_of_a_knowledge_propagation_ccbn_is_the_source_ccbn():
+    """Same pretrained gain/bias weights (and SN state): the old classes get the source's gain and bias,
+    with the source's parameterization (W / sigma), whatever the knowledge-propagation layers hold."""
+    linear = functools.partial(layers.SNLinear, bias=False)
+    source = layers.ccbn(6, 5, which_linear=linear).eval()
+    transfer = layers.ccbn(6, 5, which_linear=linear, n_classes=2, n_pretrain_classes=5).eval()
+    transfer.load_state_dict(source.state_dict(), strict=False)
+    y = torch.randn(3, 5)
+    for got, want in zip(transfer.old_class_gain_bias(y), source.class_gain_bias(y)):
+        assert torch.equal(got, want)
+    x = torch.randn(3, 6, 4, 4)
+    assert torch.equal(transfer(x, y, old_classes=True), source(x, y))
+    with pytest.raises(RuntimeError, match="knowledge-propagation"):
+        source.old_class_gain_bias(y)
+
+
+def test_a_soft_old_class_vector_mixes_the_old_classes_embedding_rows():
+    transfer = layers.ccbn(4, 3, which_linear=torch.nn.Embedding, n_classes=2, n_pretrain_classes=3).eval()
+    mix = torch.tensor([[0.25, 0.0, 0.75]])
+    gain, bias = transfer.old_class_gain_bias(mix)
+    assert torch.allclose(gain, 1 + 0.25 * transfer.gain.weight[0] + 0.75 * transfer.gain.weight[2])
+    assert torch.allclose(bias, 0.25 * transfer.bias.weight[0] + 0.75 * transfer.bias.weight[2])
