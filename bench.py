@@ -3,12 +3,15 @@ each one's median time per iteration and its speed relative to the first.
 
     python bench.py --stage BN --G_ch 64 --D_ch 64 --batch_size 50 --num_D_steps 1 --num_D_accumulations 4 \
         --resolution 32 --n_classes 20 --n_pretrain_classes 80 --kp_variant cifar --G_attn 0 --D_attn 0 \
-        --configs fp32,bf16,bf16+channels_last,bf16+compile
+        --configs fp32,default,bf16+channels_last+fused+compile
 
 Takes train.py's flags (the model, the stage, batches, optimizer); random weights and random images,
 no data or checkpoints needed. A configuration is a precision (fp32, bf16, fp16) joined by '+' with
-options (channels_last, compile). Rounds interleave the configurations, so that a machine that gets
-busier or cooler part way through affects them alike; the median over all timed iterations is given.
+options (channels_last, fused, compile), each off unless named; 'default' is what train.py runs
+without speed flags (--amp auto, --channels_last auto, --fused_resampling auto), and options named
+after it are switched on. Rounds interleave the configurations, so that a machine that gets busier
+part way through affects them alike. Medians over all timed iterations are given in wall time and in
+this process's CPU time (steadier where other processes share the cores).
 """
 from __future__ import annotations
 
@@ -22,20 +25,23 @@ import torch
 
 import acceleration
 import BigGAN
+import DiffAugment
 import stages
 import train
 import train_fns
 import utils
 
-PRECISIONS = {"fp32": "none", "bf16": "bf16", "fp16": "fp16"}
-OPTIONS = ("channels_last", "compile")
+PRECISIONS = {"fp32": "none", "bf16": "bf16", "fp16": "fp16", "default": "auto"}
+OPTIONS = ("channels_last", "fused", "compile")
 
 
 @dataclass
 class Setting:
+    """One configuration, as the values of train.py's flags."""
     name: str
     amp: str
-    channels_last: bool = False
+    channels_last: str = "off"
+    fused_resampling: str = "off"
     compile: bool = False
 
 
@@ -43,8 +49,13 @@ def parse_setting(name: str) -> Setting:
     precision, *options = name.split("+")
     if precision not in PRECISIONS or any(option not in OPTIONS for option in options):
         raise argparse.ArgumentTypeError(f"{name!r}: give a precision ({', '.join(PRECISIONS)}) joined by '+' "
-                                         f"with options ({', '.join(OPTIONS)}), e.g. bf16+channels_last")
-    return Setting(name, PRECISIONS[precision], "channels_last" in options, "compile" in options)
+                                         f"with options ({', '.join(OPTIONS)}), e.g. bf16+channels_last+fused")
+    unnamed = "auto" if precision == "default" else "off"  # 'default': train.py's defaults for the rest
+
+    def switch(option: str) -> str:
+        return "on" if option in options else unnamed
+
+    return Setting(name, PRECISIONS[precision], switch("channels_last"), switch("fused"), "compile" in options)
 
 
 def parse_settings(text: str) -> list[Setting]:
@@ -54,8 +65,8 @@ def parse_settings(text: str) -> list[Setting]:
 def parse(argv=None) -> dict:
     parser = utils.prepare_parser("Benchmark training-step configurations side by side")
     g = parser.add_argument_group("benchmark")
-    g.add_argument("--configs", type=parse_settings, default=parse_settings("fp32"),
-                   help="comma-separated configurations, e.g. fp32,bf16,bf16+channels_last,bf16+compile; "
+    g.add_argument("--configs", type=parse_settings, default=parse_settings("fp32,default"),
+                   help="comma-separated configurations, e.g. fp32,default,bf16+channels_last+fused+compile; "
                         "ratios are relative to the first")
     g.add_argument("--rounds", type=utils.at_least(1), default=3, help="interleaved rounds")
     g.add_argument("--warmup", type=utils.at_least(0), default=2, help="untimed iterations per configuration first")
@@ -69,20 +80,21 @@ def parse(argv=None) -> dict:
 
 
 def make_step(config: dict, setting: Setting, device):
-    """A training step as train.py builds it, for one configuration (same seed, same weights)."""
+    """A training step as train.py builds it, for one configuration (same seed, same weights):
+    (step, step module, what runs in words)."""
     utils.seed_rng(config["seed"])
-    config = {**config, "amp": setting.amp}
+    config = {**config, "amp": setting.amp, "channels_last": setting.channels_last,
+              "fused_resampling": setting.fused_resampling, "compile": setting.compile}
     G, D = train.build_models(config, device)
     if stages.get(config["stage"]).start == stages.FROM_KNOWLEDGE:
         G.load_previous_knowledge(config["comb_init"])  # from the random "source" weights
     models = train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config))
-    if setting.channels_last:
-        acceleration.use_channels_last(G, D)
-    GD = BigGAN.G_D(G, D)
-    if setting.compile:
-        GD = acceleration.compile_step_module(GD)
-    step = train_fns.GAN_training_function(models, GD, None, config, acceleration.Precision(setting.amp, device), device)
-    return step, GD
+    precision = acceleration.Precision(config["amp"], device)
+    speed = acceleration.StepOptions.choose(config, precision)
+    speed.apply(G, D)
+    GD = speed.wrap(BigGAN.G_D(G, D, augment=DiffAugment.make_augment(config["DiffAugment"])))
+    step = train_fns.GAN_training_function(models, GD, None, config, precision, device)
+    return step, GD, f"{precision.describe()}; {speed.describe()}"
 
 
 def synchronized_time(device) -> float:
@@ -97,6 +109,13 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 10  # Linux: KiB
 
 
+def timed(step, x: torch.Tensor, y: torch.Tensor, itr: int, device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one iteration."""
+    wall, cpu = synchronized_time(device), time.process_time()
+    step(x, y, itr)
+    return synchronized_time(device) - wall, time.process_time() - cpu
+
+
 def main(argv=None) -> dict:
     config = parse(argv)
     device = utils.pick_device(config["device"] or None)
@@ -107,32 +126,38 @@ def main(argv=None) -> dict:
     y = torch.randint(0, config["n_classes"], (n,), device=device)
     steps, warmup_seconds = {}, {}
     for setting in settings:
-        step, GD = make_step(config, setting, device)
+        step, _, runs = make_step(config, setting, device)
+        print(f"{setting.name}: {runs}")
         start = synchronized_time(device)
         for i in range(config["warmup"]):
             step(x, y, i + 1)
         warmup_seconds[setting.name] = synchronized_time(device) - start
         steps[setting.name] = step
-    times = {setting.name: [] for setting in settings}
+    wall = {setting.name: [] for setting in settings}
+    cpu = {setting.name: [] for setting in settings}
     for _ in range(config["rounds"]):
         for setting in settings:
             for i in range(config["timed"]):
-                start = synchronized_time(device)
-                steps[setting.name](x, y, config["warmup"] + i + 1)
-                times[setting.name].append(synchronized_time(device) - start)
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    first = medians[settings[0].name]
+                seconds, cpu_seconds = timed(steps[setting.name], x, y, config["warmup"] + i + 1, device)
+                wall[setting.name].append(seconds)
+                cpu[setting.name].append(cpu_seconds)
+    medians = {name: statistics.median(t) for name, t in wall.items()}
+    cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
+    first = settings[0].name
     print(f"{config['stage']} stage on {device} ({torch.get_num_threads()} threads), G_ch {config['G_ch']}, "
           f"batch {config['batch_size']} x {config['num_D_steps']} D steps x {config['num_D_accumulations']} "
-          f"accumulations, {config['rounds']} rounds x {config['timed']} timed iterations:")
+          f"accumulations, {config['rounds']} rounds x {config['timed']} timed iterations (medians; ratios to {first}):")
     for setting in settings:
         name = setting.name
-        print(f"  {name:28s} {medians[name]:8.4f} s/itr  {1 / medians[name]:7.3f} itr/s  "
-              f"x{first / medians[name]:5.2f}  (warmup {warmup_seconds[name]:.1f} s"
-              f"{', compilation included' if setting.compile else ''})")
+        print(f"  {name:36s} {medians[name]:8.4f} s/itr {1 / medians[name]:7.3f} itr/s x{medians[first] / medians[name]:5.2f}"
+              f"   CPU {cpu_medians[name]:8.4f} s/itr x{cpu_medians[first] / cpu_medians[name]:5.2f}"
+              f"   (warmup {warmup_seconds[name]:.1f} s{', compilation included' if setting.compile else ''})")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
     return {"device": str(device), "stage": config["stage"], "s_per_itr": medians,
-            "speedup": {name: first / m for name, m in medians.items()}, "peak_memory_MB": peak_memory_mb(device)}
+            "speedup": {name: medians[first] / m for name, m in medians.items()},
+            "cpu_s_per_itr": cpu_medians,
+            "cpu_speedup": {name: cpu_medians[first] / m for name, m in cpu_medians.items()},
+            "peak_memory_MB": peak_memory_mb(device)}
 
 
 if __name__ == "__main__":

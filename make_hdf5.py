@@ -62,9 +62,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--base_dir", default="base_dir",
                         help="project folder; data is in <base_dir>/data (default: %(default)s)")
     parser.add_argument("--data_root", default=None, help="use this instead of <base_dir>/data")
-    parser.add_argument("--batch_size", type=int, default=256, help="images decoded per step")
-    parser.add_argument("--num_workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--chunk_size", type=int, default=500, help="images per HDF5 chunk")
+    parser.add_argument("--batch_size", type=utils.at_least(1), default=256, help="images decoded per step")
+    parser.add_argument("--num_workers", type=utils.at_least(0), default=min(8, os.cpu_count() or 1),
+                        help="decoding processes (default: %(default)s)")
+    parser.add_argument("--chunk_size", type=utils.at_least(1), default=500, help="images per HDF5 chunk")
     parser.add_argument("--compression", action="store_true",
                         help="LZF-compress the cache (smaller, a little slower to read)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing cache")
@@ -73,7 +74,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    utils.require_positive(args, "batch_size", "chunk_size")
     data_root = args.data_root or os.path.join(args.base_dir, "data")
     path = datasets.hdf5_path(args.dataset, data_root)
     if os.path.exists(path) and not args.overwrite:

@@ -232,9 +232,11 @@ def parse_args() -> argparse.Namespace:
                         help="project folder; data goes to <base_dir>/data (default: %(default)s)")
     parser.add_argument("--data_root", default=None,
                         help="write here instead of <base_dir>/data")
-    parser.add_argument("--source_images_per_class", type=int, default=500)
-    parser.add_argument("--target_images_per_class", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source_images_per_class", type=utils.at_least(1), default=500,
+                        help="images per old class (default: %(default)s)")
+    parser.add_argument("--target_images_per_class", type=utils.at_least(1), default=25,
+                        help="images per new class (default: %(default)s)")
+    parser.add_argument("--seed", type=utils.at_least(0), default=0, help="seed of the drawing (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing toy folders (only ever toy class folders)")
     return parser.parse_args()
@@ -242,9 +244,6 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    utils.require_positive(args, "source_images_per_class", "target_images_per_class")
-    if args.seed < 0:
-        raise utils.UsageError(f"--seed must be a non-negative integer, got {args.seed}")
     data_root = args.data_root or os.path.join(args.base_dir, "data")
     jobs = [("toy_source", OLD_CLASSES, args.source_images_per_class),
             ("toy", NEW_CLASSES, args.target_images_per_class)]

@@ -24,6 +24,7 @@ import acceleration
 import BigGAN
 import checkpoints
 import datasets
+import DiffAugment
 import sampling
 import stages
 import train_fns
@@ -395,16 +396,15 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
     if is_main:
         describe_run(config, device, world_size, models)
     loader = make_loader(config, state, rank, world_size, device)
-    if config["channels_last"]:
-        acceleration.use_channels_last(models.G, models.D, models.G_ema)
-    GD = BigGAN.G_D(models.G, models.D)
+    precision = Precision(config["amp"], device)
+    speed = acceleration.StepOptions.choose(config, precision)  # memory format, fused resampling, compile
+    speed.apply(models.G, models.D, models.G_ema)
+    GD = BigGAN.G_D(models.G, models.D, augment=DiffAugment.make_augment(config.get("DiffAugment", "")))
     if config["parallel"] and device.type == "cuda":
         GD = nn.DataParallel(GD)
-    if config["compile"]:
-        GD = acceleration.compile_step_module(GD)
-    precision = Precision(config["amp"], device)
+    GD = speed.wrap(GD)
     if is_main:
-        print(f"Training in {precision.describe()}")
+        print(f"Training in {precision.describe()}; {speed.describe()}")
     ema = (train_fns.Ema(models.G, models.G_ema, config["ema_decay"], config["ema_start"])
            if models.G_ema is not None else None)
     train_step = train_fns.GAN_training_function(models, GD, ema, config, precision, device)

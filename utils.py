@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 import BigGAN
+import DiffAugment
 import stages
 
 
@@ -28,13 +29,6 @@ def run_main(main: Callable[[], Any]) -> None:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-
-
-def require_positive(args, *flags: str) -> None:
-    """Each named integer flag must be at least 1."""
-    for flag in flags:
-        if getattr(args, flag) < 1:
-            raise UsageError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -125,18 +119,71 @@ NON_NEGATIVE = float_in(0)
 BETA = float_in(0, 1, high_open=True)
 
 
+def attention_resolutions(text: str) -> str:
+    """G_attn / D_attn: resolutions joined by '_' (0: none). BigGAN.py would raise on a non-number
+    and silently place no attention at a size no block has (48), so both are refused here; the
+    text itself is kept, since checkpoints compare it as saved."""
+    sizes = {0} | {2 ** k for k in range(2, 10)}  # every block size of G_arch and D_arch, 4 to 512
+    if not all(item.isdigit() and int(item) in sizes for item in text.split("_")):
+        raise argparse.ArgumentTypeError(f"must be block resolutions (powers of two) joined by _, e.g. 64 or "
+                                         f"32_64 (0: none), got {text!r}")
+    return text
+
+
+def device_name(text: str) -> str:
+    """A device torch can name ('' = choose later); whether CUDA exists is pick_device's business."""
+    if text:
+        try:
+            torch.device(text)
+        except RuntimeError:
+            raise argparse.ArgumentTypeError(f"must be a torch device such as cpu, cuda or cuda:1, "
+                                             f"got {text!r}") from None
+    return text
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends the default to a flag's help where it says something ('' and off switches do not)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        switch = action.nargs == 0  # --flag / --no_flag: the help says what giving it does
+        unsaid = action.default is None or action.default in ("", argparse.SUPPRESS)
+        if switch or unsaid or "(default" in help_text or not action.option_strings:
+            return help_text
+        return help_text + " (default: %(default)s)"
+
+
+# Sizes both G and D have an architecture for (BigGAN.G_arch also knows 512, D_arch does not).
+RESOLUTIONS = sorted(set(BigGAN.G_arch()) & set(BigGAN.D_arch()))
+
+
 # Official flags accepted so that BigGAN-PyTorch/cGANTransfer scripts keep working, but without
 # effect here (dest -> default): giving another value warns once.
 IGNORED_FLAGS = {"toggle_grads": True, "logstyle": "%3.3e"}
 _IGNORED_HELP = "accepted for compatibility with BigGAN-PyTorch scripts; has no effect here"
 
 
+def diffaugment_policy(text: str) -> str:
+    """--DiffAugment: comma-separated DiffAugment policies ('' = off), normalized ('color, cutout' →
+    'color,cutout'); an unknown name is refused at parse time."""
+    try:
+        return ",".join(DiffAugment.parse_policy(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_data_flags(p: argparse.ArgumentParser) -> None:
+    import datasets  # here, not at the top: datasets imports utils
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="I128",
+    g.add_argument("--dataset", default="I128", choices=list(datasets.DATASETS), metavar="DATASET",
                    help="dataset name: its folder under --data_root and resolution (datasets.DATASETS), e.g. "
-                        "I128 (ImageNet folder, 128 px), C100 (cifar folder, 32 px), Toy32 (the toy new classes)")
+                        "I128 (ImageNet folder, 128 px), C100 (cifar folder, 32 px), Toy32 (the toy new classes); "
+                        "one of %(choices)s")
     g.add_argument("--augment", action="store_true", help="random horizontal flips of the training images")
+    g.add_argument("--DiffAugment", type=diffaugment_policy, default="", metavar="POLICY",
+                   help="differentiable augmentations of every image D sees, real and fake, in the D and G steps "
+                        "(Zhao et al. 2020): comma-separated policies among color, translation, cutout, e.g. "
+                        "color,translation,cutout ('' = off: D sees the images as they are)")
     g.add_argument("--num_workers", type=at_least(0), default=8, help="data loader processes (0: load in the main process)")
     g.add_argument("--no_pin_memory", action="store_false", dest="pin_memory",
                    help="do not pin loaded batches in page-locked memory (pinning only applies on CUDA)")
@@ -156,7 +203,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--D_ch", type=at_least(1), default=64, help="D's channel multiplier")
     g.add_argument("--D_wide", action=argparse.BooleanOptionalAction, default=True,
                    help="wide D blocks: the hidden width is the output width (BigGAN); --no-D_wide: the input width")
-    g.add_argument("--resolution", type=int, default=0, choices=[0, 32, 64, 128, 256, 512],
+    g.add_argument("--resolution", type=int, default=0, choices=[0, *RESOLUTIONS],
                    help="image size in pixels (0: the dataset's)")
     g.add_argument("--dim_z", type=at_least(1), default=128, help="size of z")
     g.add_argument("--z_var", type=POSITIVE, default=1.0, help="variance of z's normal distribution")
@@ -168,8 +215,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mybn", action="store_true", help="BigGAN-PyTorch's BN, which can gather standing statistics")
     g.add_argument("--G_nl", default="relu", choices=sorted(BigGAN.ACTIVATIONS), help="G's activation (ir = inplace_relu)")
     g.add_argument("--D_nl", default="relu", choices=sorted(BigGAN.ACTIVATIONS), help="D's activation (ir = inplace_relu)")
-    g.add_argument("--G_attn", default="64", help="resolutions of G's self-attention blocks, e.g. 64 or 32_64 (0: none)")
-    g.add_argument("--D_attn", default="64", help="resolutions of D's self-attention blocks, e.g. 64 or 32_64 (0: none)")
+    g.add_argument("--G_attn", type=attention_resolutions, default="64",
+                   help="resolutions of G's self-attention blocks, e.g. 64 or 32_64 (0: none)")
+    g.add_argument("--D_attn", type=attention_resolutions, default="64",
+                   help="resolutions of D's self-attention blocks, e.g. 64 or 32_64 (0: none)")
     g.add_argument("--norm_style", default="bn", choices=["bn", "in", "gn", "nonorm"],
                    help="G's normalization: batch, instance, group norm, or none")
     g.add_argument("--BN_eps", type=POSITIVE, default=1e-5, help="epsilon of G's batch norms")
@@ -229,21 +278,29 @@ def add_optimization_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--num_epochs", type=at_least(1), default=100, help="epochs to train (when --num_iters is 0)")
     g.add_argument("--num_iters", type=at_least(0), default=0, help="stop after this many iterations (0: run --num_epochs)")
     g.add_argument("--ema", action="store_true", help="keep an exponential moving average of G (G_ema)")
-    g.add_argument("--ema_decay", type=float_in(0, 1), default=0.9999, help="decay of G_ema")
+    g.add_argument("--ema_decay", type=BETA, default=0.9999,
+                   help="G_ema = decay * G_ema + (1 - decay) * G after every iteration, in [0, 1)")
     g.add_argument("--ema_start", type=at_least(0), default=0, help="iteration from which G_ema averages (before: copies G)")
 
 
 def add_running_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("devices, precision, seed")
     g.add_argument("--seed", type=at_least(0), default=0, help="random seed")
-    g.add_argument("--device", default="", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    g.add_argument("--device", type=device_name, default="",
+                   help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     g.add_argument("--parallel", action="store_true", help="DataParallel over the visible GPUs")
     g.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
                    help="autocast precision of the forward passes: auto = bf16 where the hardware runs it "
                         "natively (AMX/AVX512-BF16 CPUs, bf16 GPUs), else fp32; none = fp32 (the official "
                         "numerics); fp16 with loss scaling, CUDA only")
-    g.add_argument("--channels_last", action="store_true",
-                   help="keep G's and D's convolutions in the channels_last (NHWC) memory format (same numerics)")
+    g.add_argument("--channels_last", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                   help="G's and D's tensors in the channels_last (NHWC) memory format, the same function up to "
+                        "rounding; auto = on where autocast runs (--amp bf16/fp16, where it measured faster), off "
+                        "in fp32 (the official numerics); --channels_last alone = on")
+    g.add_argument("--fused_resampling", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
+                   help="fold G's 2x upsampling and D's average pooling into the adjacent 3x3 convolutions "
+                        "(16 instead of 36 multiply-adds per output), the same function up to rounding; auto = on "
+                        "where autocast runs, off in fp32; --fused_resampling alone = on")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training step's G_D module (compiles at the first iterations; "
                         "falls back to eager with a message where compiling fails)")
@@ -260,7 +317,9 @@ def add_evaluation_flags(p: argparse.ArgumentParser) -> None:
                    help="gather standing BN statistics before sampling (needs --mybn)")
     g.add_argument("--num_standing_accumulations", type=at_least(1), default=16,
                    help="batches the standing statistics average over")
-    g.add_argument("--no_fid", action="store_true", help="skip the metrics (FID, IS, KMMD) in the training loop")
+    g.add_argument("--no_fid", action="store_true",
+                   help="train.py: skip the in-loop metrics (FID, IS, KMMD); sample.py: leave FID out (the "
+                        "reference moments are not read)")
     g.add_argument("--test_every", type=at_least(1), default=5000, help="iterations between in-loop evaluations")
     g.add_argument("--which_best", default="IS", choices=["IS", "FID", "KMMD"], help="metric that picks the best checkpoints")
     g.add_argument("--num_inception_images", type=at_least(1), default=50000, help="samples per evaluation")
@@ -273,7 +332,9 @@ def add_evaluation_flags(p: argparse.ArgumentParser) -> None:
 
 def add_io_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("paths, checkpoints, resuming")
-    g.add_argument("--base_dir", default="", help="root holding data/ weights/ logs/ samples/ (official cGANTransfer)")
+    g.add_argument("--base_dir", default="",
+                   help="root holding data/ weights/ logs/ samples/ (official cGANTransfer; default: the "
+                        "current folder)")
     g.add_argument("--base_root", default="", help="same as --base_dir (BigGAN-PyTorch's name)")
     g.add_argument("--data_root", default="", help="datasets and reference statistics (default: BASE/data)")
     g.add_argument("--weights_root", default="", help="source model and experiment checkpoints (default: BASE/weights)")
@@ -283,14 +344,15 @@ def add_io_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--load_weights", default="", help="suffix of the checkpoint to load, e.g. best0, copy1 (default: the latest)")
     g.add_argument("--resume", action="store_true", help="continue the experiment from its checkpoint (--load_weights)")
     g.add_argument("--save_every", type=at_least(1), default=2000, help="iterations between checkpoints")
-    g.add_argument("--num_save_copies", type=at_least(0), default=2, help="rotating copies of the checkpoint (copy0, copy1, ...)")
+    g.add_argument("--num_save_copies", type=at_least(0), default=2,
+                   help="rotating copies of the checkpoint (copy0, copy1, ...; 0: none)")
     g.add_argument("--num_best_copies", type=at_least(1), default=2, help="rotating best checkpoints (best0, best1, ...)")
     g.add_argument("--logstyle", default="%3.3e", help=_IGNORED_HELP)
 
 
 def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.ArgumentParser:
     """train.py's flags: BigGAN-PyTorch's names and defaults, plus cGANTransfer's, in groups."""
-    p = argparse.ArgumentParser(description=description)
+    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     for add in (add_data_flags, add_model_flags, add_transfer_flags, add_optimization_flags,
                 add_running_flags, add_evaluation_flags, add_io_flags):
         add(p)
@@ -300,11 +362,13 @@ def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.A
 # Training-only flags: the sampling parser accepts them (the official sample scripts pass the
 # training flags) but leaves them out of its --help.
 TRAINING_ONLY = {"augment", "num_workers", "pin_memory", "shuffle", "load_in_mem", "hdf5", "use_multiepoch_sampler",
+                 "DiffAugment",
                  "freezeD_layer", "comb_init", "comb_l1_scale", "res_l2_scale", "G_lr", "D_lr", "G_B1", "D_B1",
                  "G_B2", "D_B2", "adam_eps", "G_ortho", "D_ortho", "toggle_grads", "batch_size",
                  "num_G_accumulations", "num_D_steps", "num_D_accumulations", "split_D", "num_epochs", "num_iters",
-                 "ema", "ema_decay", "ema_start", "no_fid", "test_every", "which_best", "resume", "save_every",
-                 "num_save_copies", "num_best_copies", "logstyle", "G_init", "D_init", "skip_init"}
+                 "ema", "ema_decay", "ema_start", "test_every", "which_best", "resume", "save_every",
+                 "num_save_copies", "num_best_copies", "logstyle", "G_init", "D_init", "skip_init",
+                 "channels_last", "fused_resampling", "compile"}
 
 
 def prepare_sampling_parser(description: str) -> argparse.ArgumentParser:
@@ -333,10 +397,19 @@ def explicit_flags(parser: argparse.ArgumentParser, argv: list[str] | None = Non
     return set(vars(given))
 
 
-def warn_ignored_flags(config: dict) -> None:
+_warned_ignored: set[str] = set()
+
+
+def warn_ignored_flags(config: dict) -> list[str]:
+    """One line on stderr for each ignored official flag given another value than its default, once
+    per process (study.py and --resume finalize several configs). Returns the flags warned about now."""
+    warned = []
     for flag, default in IGNORED_FLAGS.items():
-        if config.get(flag, default) != default:
-            print(f"warning: --{flag} is {_IGNORED_HELP}", file=sys.stderr)
+        if config.get(flag, default) != default and flag not in _warned_ignored:
+            print(f"warning: --{flag} {config[flag]!r} is ignored: {_IGNORED_HELP}", file=sys.stderr)
+            _warned_ignored.add(flag)
+            warned.append(flag)
+    return warned
 
 
 def resolve_roots(config: dict) -> dict:
@@ -379,6 +452,8 @@ def name_from_config(config: dict) -> str:
         parts.append(f"comb{config['comb_init']}")
     if config.get("freezeD_layer", -1) >= 0:
         parts.append(f"freezeD{config['freezeD_layer']}")
+    if config.get("DiffAugment"):
+        parts.append("DiffAug-" + config["DiffAugment"].replace(",", "-"))
     if config["hier"]:
         parts.append("hier")
     if config["G_shared"]:

@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from PIL import Image
 
 import calculate_inception_moments as moments_script
