@@ -108,8 +108,9 @@ def test_class_interpolation_mixes_one_hots_of_a_transfer_G_and_embeddings_of_a_
 
 # --- A full run
 
-class TinyBackbone(nn.Module):
-    """Stands in for the metric network: 12-d pooled colours as features, a linear head."""
+class PooledColours(nn.Module):
+    """Stands in for the metric network (unlike conftest.TinyBackbone, features that follow the
+    images' colours, so that metrics of real and generated toy images differ): 12-d pooled colours as features, a linear head."""
     metric_space = "classifier"
 
     def __init__(self):
@@ -123,7 +124,7 @@ class TinyBackbone(nn.Module):
 
 @pytest.fixture
 def tiny_backbone(base_dir, monkeypatch):
-    net = TinyBackbone().eval()
+    net = PooledColours().eval()
     monkeypatch.setattr(inception_utils, "load_inception_net", lambda *args, **kwargs: net)
     with torch.no_grad():
         reference = net(torch.rand(200, 3, 32, 32) * 2 - 1)[0].double().numpy()

@@ -116,7 +116,8 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(base_dir):
             assert torch.allclose(a[key].float(), b[key].float(), atol=1e-6, rtol=0), (model, key)
 
 
-@pytest.mark.parametrize("sampler", [[], ["--shuffle"], ["--use_multiepoch_sampler"]])
+@pytest.mark.parametrize("sampler", [[], ["--shuffle"], ["--use_multiepoch_sampler"], ["--shuffle", "--load_in_mem"],
+                                     ["--shuffle", "--hdf5"]])
 def test_resume_is_exact_with_every_sampler_and_train_mode_sheets(base_dir, sampler):
     # 6 images per class, batches of 8: an epoch is one batch short of 2, so resuming at
     # iteration 2 lands mid-epoch. Sheets are drawn in train mode after every save (save_every 1),
@@ -124,6 +125,11 @@ def test_resume_is_exact_with_every_sampler_and_train_mode_sheets(base_dir, samp
     flags = [f for f in FAST if f != "--use_multiepoch_sampler"] + sampler
     common = ["--batch_size", "2", "--num_D_accumulations", "2", "--save_every", "1", "--num_epochs", "50"]
     train_flags = lambda *extra: ["--base_dir", str(base_dir), *SOURCE, *flags, *common, *extra]
+    if "--hdf5" in sampler and not (base_dir / "data" / "Toy32.hdf5").exists():
+        import datasets
+        import make_hdf5
+        folder = datasets.ImageFolderDataset(str(base_dir / "data" / "toy"), 32, dataset="Toy32")
+        make_hdf5.write_hdf5(folder, str(base_dir / "data" / "Toy32.hdf5"), 8, 0, 8, None)
     tag = "".join(sampler) or "default"
     uninterrupted = train.main(train_flags("--num_iters", "5", "--experiment_name", f"straight{tag}"))
     train.main(train_flags("--num_iters", "3", "--experiment_name", f"split{tag}"))
@@ -260,3 +266,96 @@ def test_resumes_an_experiment_written_by_biggan_pytorch(tmp_path):
 def test_resuming_a_missing_experiment_names_the_file(base_dir):
     with pytest.raises(train.utils.UsageError, match="state_dict.pth"):
         run_train(base_dir, "--num_iters", "1", "--experiment_name", "never_ran", "--resume")
+
+
+# --- Faults: a run killed at any moment resumes to exactly the uninterrupted result.
+
+# 4 iterations, a save (the latest set and one copy) at iterations 2 and 4; each set is 5 files.
+FAULT_RUN = ["--num_iters", "4", "--save_every", "2", "--num_save_copies", "1", "--num_epochs", "50"]
+MUTATIONS_PER_SET = 2 * 5 + 2  # checkpoints.py: each part written and renamed, the manifest written and renamed
+
+
+def train_cli(base_dir, name, env=None):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--base_dir", str(base_dir), *SOURCE, *FAST,
+           *FAULT_RUN, "--experiment_name", name]
+    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def finish_after_a_kill(base_dir, name):
+    """What a user does after a crash: resume when a checkpoint exists, else start again."""
+    import checkpoints
+    folder = str(base_dir / "weights" / name)
+    checkpoints.recover(folder)  # as train.py does at start (also checked below: nothing left over)
+    saved = checkpoints.saved_iteration(folder, "") if checkpoints.has_checkpoint(folder) else -1
+    folders = [folder]
+    if saved < 4:
+        run_train(base_dir, *FAULT_RUN, "--experiment_name", name, *(["--resume"] if saved >= 0 else []))
+        folders.append(str(base_dir / "samples" / name))  # its start removed a killed sheet's temporary
+    leftovers = [n for d in folders for n in os.listdir(d) if n.startswith((".saving_", ".tmp_"))]
+    assert not leftovers, (name, leftovers)
+    return checkpoints.load_set(folder, "", ["G", "D", "state_dict"])
+
+
+def test_a_run_killed_at_any_write_of_a_save_or_at_random_resumes_exactly(base_dir):
+    import random
+    reference = finish_after_a_kill(base_dir, "faults_reference")
+    # Kill points across the first save (latest set, then the copy) and the second one.
+    # 1: staging the first set; 6/7: its manifest written or not; 12/13: around its publish; 18, 25:
+    # the copy; 37: the second save (tests/test_checkpoints.py kills at every change of a save).
+    kill_points = [1, 6, 7, 12, 13, 18, 25, 37]
+    runs = [(f"faults_at{k}", {"CGT_KILL_AT_WRITE": str(k)}, None) for k in kill_points]
+    rng = random.Random(0)
+    runs += [(f"faults_random{i}", None, rng.uniform(1.0, 4.0)) for i in range(2)]
+    for name, env, kill_after in runs:
+        process = train_cli(base_dir, name, env)
+        if kill_after is not None:
+            try:
+                process.wait(timeout=kill_after)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode in (0, -9), (name, stderr[-2000:])
+        final = finish_after_a_kill(base_dir, name)
+        assert final["state_dict"]["itr"] == 4, name
+        for part in ("G", "D"):
+            for key, value in reference[part].items():
+                assert torch.allclose(final[part][key].float(), value.float(), atol=1e-6, rtol=0), (name, part, key)
+
+
+def test_a_diverged_run_stops_with_one_message_and_keeps_its_good_checkpoint(base_dir):
+    run_train(base_dir, "--num_iters", "2", "--experiment_name", "diverges", "--save_every", "2")
+    with pytest.raises(train.utils.UsageError, match="diverged .*the last checkpoint in .* stays"):
+        run_train(base_dir, "--num_iters", "6", "--experiment_name", "diverges", "--resume", "--save_every", "1",
+                  "--G_lr", "1e38", "--D_lr", "1e38")
+    import checkpoints
+    saved = checkpoints.load_set(str(base_dir / "weights" / "diverges"), "", ["G", "state_dict"])
+    assert checkpoints.all_finite(saved["G"]) and saved["state_dict"]["itr"] >= 2
+
+
+def test_source_weights_with_nan_are_refused(base_dir, tmp_path):
+    base = tmp_path / "nan_source"
+    shutil.copytree(base_dir / "data", base / "data")
+    os.makedirs(base / "weights")
+    G = torch.load(base_dir / "weights" / "G.pth", weights_only=True)
+    G["linear.weight"][0, 0] = float("nan")
+    torch.save(G, base / "weights" / "G.pth")
+    shutil.copy(base_dir / "weights" / "D.pth", base / "weights" / "D.pth")
+    with pytest.raises(train.utils.UsageError, match="G.pth holds non-finite values"):
+        run_train(base, "--num_iters", "1", "--experiment_name", "nan_source")
+
+
+def test_two_processes_never_train_one_experiment(base_dir):
+    import checkpoints
+    with checkpoints.ExperimentLock(str(base_dir / "weights" / "busy")):
+        with pytest.raises(train.utils.UsageError, match="in use by process"):
+            run_train(base_dir, "--num_iters", "1", "--experiment_name", "busy")
+
+
+def test_DiffAugment_reaches_the_training_step(base_dir):
+    plain = run_train(base_dir, "--num_iters", "2", "--experiment_name", "no_diffaug")
+    augmented = run_train(base_dir, "--num_iters", "2", "--experiment_name", "diffaug",
+                          "--DiffAugment", "color,translation,cutout")
+    assert augmented["state_dict"]["config"]["DiffAugment"] == "color,translation,cutout"
+    differs = [k for k, v in plain["D"].state_dict().items() if not torch.equal(v, augmented["D"].state_dict()[k])]
+    assert differs  # D saw other images
