@@ -1,13 +1,18 @@
 """How the models run fast: autocast precision (bf16/fp16 with loss scaling), the channels_last
-memory format, and torch.compile of the step's G_D module."""
+memory format, resampling fused into the neighbouring convolutions, and torch.compile of the step's
+G_D module. Measurements behind the defaults: docs/performance.md."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
+import layers
 import utils
 
 
@@ -116,3 +121,81 @@ def compile_step_module(module: nn.Module) -> nn.Module:
         print("--compile: this PyTorch has no torch.compile; running eagerly")
         return module
     return CompiledWithFallback(module)
+
+
+def _is_nearest_2x(upsample) -> bool:
+    """GBlock's upsample as BigGAN.py builds it: F.interpolate(scale_factor=2), nearest."""
+    return (isinstance(upsample, functools.partial) and upsample.func is F.interpolate and not upsample.args
+            and upsample.keywords.get("scale_factor") in (2, 2.0, (2, 2))
+            and upsample.keywords.get("mode", "nearest") == "nearest"
+            and set(upsample.keywords) <= {"scale_factor", "mode"})
+
+
+def _is_avgpool_2x(downsample) -> bool:
+    return (isinstance(downsample, nn.AvgPool2d) and downsample.kernel_size in (2, (2, 2))
+            and downsample.stride in (2, (2, 2)) and downsample.padding in (0, (0, 0)) and not downsample.ceil_mode)
+
+
+def fuse_resampling(*models: nn.Module | None) -> int:
+    """Fold G's nearest upsampling and D's average pooling into the adjacent 3x3 convolutions
+    (layers.upsample_conv, layers.conv_avgpool): the same linear maps with 16 instead of 36
+    multiply-adds per output, so the same outputs up to rounding. Returns the blocks changed."""
+    fused = 0
+    for model in models:
+        for block in model.modules() if model is not None else ():
+            if isinstance(block, layers.GBlock) and _is_nearest_2x(block.upsample) and layers.is_plain_3x3(block.conv1):
+                block.fused_resampling = True
+                fused += 1
+            elif isinstance(block, layers.DBlock) and _is_avgpool_2x(block.downsample) and layers.is_plain_3x3(block.conv2):
+                block.fused_resampling = True
+                fused += 1
+    return fused
+
+
+def _switch(value, flag: str, precision: Precision) -> tuple[bool, str]:
+    """--flag auto|on|off (True/False as on/off) -> (on, why). auto: on where autocast runs."""
+    if value in (True, "on"):
+        return True, f"--{flag}"
+    if value in (False, "off", None):
+        return False, f"--{flag} off" if value == "off" else "off"
+    if value != "auto":
+        raise utils.UsageError(f"--{flag} {value!r}: use auto, on or off")
+    if precision.dtype is not None:
+        return True, f"auto: with {precision.name} autocast"
+    return False, "auto: off in fp32, which keeps the official numerics"
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How G and D run besides precision. channels_last and fused_resampling compute the same
+    function (equal up to rounding); 'auto' turns them on where autocast runs: there they measured
+    1.5-1.9x faster on CPU (docs/performance.md) and the numerics differ from fp32's by far more than
+    rounding anyway. In fp32 they stay off unless asked, so that --amp none repeats the official
+    code's training iterations to the tolerances of tests/test_train_fns.py. compile: opt-in (its
+    compilation takes minutes on a CPU)."""
+    channels_last: bool = False
+    fused_resampling: bool = False
+    compile: bool = False
+    why: tuple[str, str] = ("off", "off")
+
+    @classmethod
+    def choose(cls, config: dict, precision: Precision) -> "StepOptions":
+        channels_last, why_cl = _switch(config.get("channels_last", "auto"), "channels_last", precision)
+        fused, why_fused = _switch(config.get("fused_resampling", "auto"), "fused_resampling", precision)
+        return cls(channels_last, fused, bool(config.get("compile")), (why_cl, why_fused))
+
+    def apply(self, *models: nn.Module | None) -> None:
+        """Memory format and fused resampling of G, D (and G_ema, so that it samples alike)."""
+        if self.channels_last:
+            use_channels_last(*models)
+        if self.fused_resampling:
+            fuse_resampling(*models)
+
+    def wrap(self, step_module: nn.Module) -> nn.Module:
+        return compile_step_module(step_module) if self.compile else step_module
+
+    def describe(self) -> str:
+        on = {True: "on", False: "off"}
+        return (f"channels_last {on[self.channels_last]} ({self.why[0]}), fused resampling "
+                f"{on[self.fused_resampling]} ({self.why[1]}), compile {on[self.compile]}")
+

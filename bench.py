@@ -71,6 +71,8 @@ def parse(argv=None) -> dict:
     g.add_argument("--rounds", type=utils.at_least(1), default=3, help="interleaved rounds")
     g.add_argument("--warmup", type=utils.at_least(0), default=2, help="untimed iterations per configuration first")
     g.add_argument("--timed", type=utils.at_least(1), default=3, help="timed iterations per configuration and round")
+    g.add_argument("--threads", type=utils.at_least(0), default=0,
+                   help="CPU threads (0: PyTorch's default, one per core); 1 is steadier on a shared machine")
     config = vars(parser.parse_args(argv))
     if not config["resolution"]:
         raise utils.UsageError("give --resolution (the benchmark uses random images, not a dataset)")
@@ -119,6 +121,8 @@ def timed(step, x: torch.Tensor, y: torch.Tensor, itr: int, device) -> tuple[flo
 def main(argv=None) -> dict:
     config = parse(argv)
     device = utils.pick_device(config["device"] or None)
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
     settings = config["configs"]
     n = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
     res = config["resolution"]

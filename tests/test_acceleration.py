@@ -1,6 +1,9 @@
-"""acceleration.py: channels_last computes what the contiguous models compute, bf16 autocast stays
-close to fp32, and torch.compile falls back to eager with one message where it cannot compile."""
+"""acceleration.py: channels_last and fused resampling compute what the contiguous models compute,
+bf16 autocast stays close to fp32, 'auto' switches the options on exactly where autocast runs, and
+torch.compile matches eager (slow: CGT_SLOW_TESTS=1) and falls back to eager with one message where it
+cannot compile."""
 import copy
+import os
 
 import pytest
 import torch
@@ -35,9 +38,9 @@ def outputs(G, D, precision="none"):
         return images.float(), D(images, y).float()
 
 
-def one_step(G, D, config, precision="none"):
+def one_step(G, D, config, precision="none", GD=None):
     models = train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config))
-    step = train_fns.GAN_training_function(models, BigGAN.G_D(G, D), None, config,
+    step = train_fns.GAN_training_function(models, GD or BigGAN.G_D(G, D), None, config,
                                            acceleration.Precision(precision, torch.device("cpu")), "cpu")
     torch.manual_seed(2)
     x, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randint(0, 3, (4,))
@@ -69,11 +72,60 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert (scores - scores16).abs().max() <= 0.05 * scores.abs().max() + 0.05
 
 
-def test_bf16_with_channels_last_trains():
+def test_fused_resampling_gives_the_contiguous_outputs_and_step():
+    G, D, config = small_models()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    # Every upsampling GBlock of G (32 px: 3) and every pooling DBlock of D (32 px: the first 2).
+    assert acceleration.fuse_resampling(G2, D2) == 5
+    for a, b in zip(outputs(G, D), outputs(G2, D2)):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    losses, losses2 = one_step(G, D, config), one_step(G2, D2, config)
+    assert losses == pytest.approx(losses2, rel=1e-5, abs=1e-5)
+    lr = config["G_lr"]
+    for (name, p), p2 in zip(G.named_parameters(), G2.parameters()):
+        bn_fed = name.endswith(".bias") and (name == "linear.bias" or ".conv" in name)  # as above
+        assert torch.allclose(p, p2, atol=2 * lr if bn_fed else 1e-6), name
+
+
+def test_bf16_with_channels_last_and_fused_resampling_stays_close_and_trains():
     G, D, config = small_models("BN")
-    acceleration.use_channels_last(G, D)
-    losses = one_step(G, D, config, "bf16")
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    acceleration.StepOptions(channels_last=True, fused_resampling=True).apply(G2, D2)
+    (images, scores), (images16, scores16) = outputs(G, D), outputs(G2, D2, "bf16")
+    assert (images - images16).abs().max() <= 0.05
+    assert (scores - scores16).abs().max() <= 0.05 * scores.abs().max() + 0.05
+    losses = one_step(G2, D2, config, "bf16")
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+
+
+@pytest.mark.parametrize("amp, expected", [("none", False), ("bf16", True)])
+def test_auto_options_follow_autocast(amp, expected):
+    precision = acceleration.Precision(amp, torch.device("cpu"))
+    options = acceleration.StepOptions.choose({"channels_last": "auto", "fused_resampling": "auto"}, precision)
+    assert (options.channels_last, options.fused_resampling, options.compile) == (expected, expected, False)
+    assert ("with bf16 autocast" if expected else "off in fp32") in options.describe()
+
+
+def test_given_options_win_over_auto():
+    precision = acceleration.Precision("bf16", torch.device("cpu"))
+    options = acceleration.StepOptions.choose({"channels_last": "off", "fused_resampling": True, "compile": True},
+                                              precision)
+    assert (options.channels_last, options.fused_resampling, options.compile) == (False, True, True)
+    with pytest.raises(utils.UsageError, match="--channels_last"):
+        acceleration.StepOptions.choose({"channels_last": "yes"}, precision)
+
+
+@pytest.mark.skipif(os.environ.get("CGT_SLOW_TESTS") != "1",
+                    reason="compiling takes minutes on a CPU; CGT_SLOW_TESTS=1 runs it (bench.py exercises --compile)")
+def test_compiled_step_gives_the_eager_step():
+    G, D, config = small_models("BN")
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    GD = acceleration.compile_step_module(BigGAN.G_D(G2, D2))
+    eager = [one_step(G, D, config) for _ in range(2)]
+    compiled = [one_step(G2, D2, config, GD=GD) for _ in range(2)]  # the second: no recompilation
+    assert not GD.failed and GD.compile_seconds > 0
+    for a, b in zip(eager, compiled):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-4)
 
 
 def test_compile_falls_back_to_eager_with_one_message(monkeypatch, capsys):
