@@ -1,9 +1,11 @@
-"""The transfer study: every method on the offline-default toy world, at two shot counts and several
+"""The transfer study: every method on the offline-default toy world, at several shot counts and
 seeds, with the same iteration budget, evaluated the same way. Writes a markdown table (mean ± std
 over seeds) and a plot of FID against iterations per method.
 
     python study.py --out study_out                      # the full study (hours on a CPU)
     python study.py --out study_quick --iters 100 --seeds 0 --shots 10   # a quick look
+    python study.py --out lowshot --shots 1 3 10 --seeds 0 1 --iters 1000 --DiffAugment color,translation,cutout \
+        --methods finetune freezeD BN BN_lr1e-3 BN+FT BN_only        # the low-shot study, with DiffAugment
 Each shot count's results are saved as they finish (OUT/shots<N>/results.json) and the table covers
 all shot counts present, so shot counts can also run as separate processes on the same --out.
 
@@ -14,7 +16,13 @@ Methods (all from the shipped 12-class toy source model, except scratch):
   BN_only    only the new classes' own BN parameters train (no knowledge propagation)
   BN         cGANTransfer's BN stage (knowledge propagation)
   BN+FT      cGANTransfer: BN stage for half the budget, then FT for the other half
-The metrics live in the toy classifier's feature space (see README).
+With --DiffAugment POLICY every method runs with that augmentation of D's inputs and is listed as
+METHOD+DA; run the study once with and once without it (the same --out) to compare.
+
+Besides FID/mFID/KMMD/class accuracy/IS (in the toy classifier's feature space, see README), every
+run reports memorization (memorization.py): the mean distance of its samples to their nearest
+training image, as a ratio to the same distance for fresh real images of the class (about 1: no
+copying; well below 1: the samples are near-copies of the few training images).
 """
 from __future__ import annotations
 
@@ -29,8 +37,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import fcntl  # noqa: E402
+
+import torch  # noqa: E402
+
+import datasets  # noqa: E402
+import memorization  # noqa: E402
 import plots  # noqa: E402
+import sampling  # noqa: E402
 import stages  # noqa: E402
+import toy_data  # noqa: E402
 import toy_default  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
@@ -54,7 +70,10 @@ ABLATIONS = {
     "BN_no_l1": [["--stage", "BN", "--comb_l1_scale", "0"]],
 }
 ALL_METHODS = {**METHODS, **ABLATIONS}
-METRICS = ("FID", "mFID", "KMMD", "class_acc", "IS_mean")
+METRICS = ("FID", "mFID", "KMMD", "class_acc", "IS_mean", "NN_ratio")
+AUGMENTED = "+DA"  # suffix of a method run with --DiffAugment
+MEMORIZATION_SAMPLES = 100  # per class, and as many fresh real images per class
+FRESH_IMAGES_SEED = 5000    # of the fresh real images: unlike any seed the training data uses
 
 
 def prepare_world(base: str, shots: int) -> None:
@@ -63,9 +82,45 @@ def prepare_world(base: str, shots: int) -> None:
     toy_default.install_source_weights(os.path.join(base, "weights"))
 
 
-def run_method(base: str, method: str, seed: int, iters: int, test_every: int, images: int) -> dict:
-    """Train one method; returns its final metrics, trained G parameters, wall time and log path."""
-    name = f"{method}_seed{seed}"
+def run_name(method: str, augment: str) -> str:
+    return method + AUGMENTED if augment else method
+
+
+def base_method(name: str) -> str:
+    return name[:-len(AUGMENTED)] if name.endswith(AUGMENTED) else name
+
+
+def images_of(data) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*(data[i] for i in range(len(data))))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def fresh_real_images(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real images of the new classes that no training set of the study holds."""
+    images, labels = toy_data.render_dataset(list(toy_data.NEW_CLASSES), count, FRESH_IMAGES_SEED)
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, torch.from_numpy(labels)
+
+
+def measure_memorization(config: dict, result: dict) -> dict[str, float]:
+    G = sampling.sampling_G(result["G"], result["G_ema"], config)
+    device = next(G.parameters()).device
+    labels = torch.arange(config["n_classes"], device=device).repeat_interleave(MEMORIZATION_SAMPLES)
+    z = torch.randn(labels.shape[0], G.dim_z, generator=torch.Generator().manual_seed(config["seed"]))
+    was_training = G.training
+    G.train(not config["G_eval_mode"])
+    samples = sampling.generate(G, (z * config["z_var"] ** 0.5).to(device), G.class_input(labels),
+                                config["G_batch_size"])
+    G.train(was_training)
+    train_images, train_labels = images_of(datasets.load_dataset(config["dataset"], config["data_root"]))
+    fresh, fresh_labels = fresh_real_images(MEMORIZATION_SAMPLES)
+    return memorization.memorization_metrics(samples, labels.cpu(), fresh, fresh_labels, train_images, train_labels)
+
+
+def run_method(base: str, method: str, seed: int, iters: int, test_every: int, images: int,
+               augment: str = "") -> dict:
+    """Train one method; returns its final metrics (memorization included), trained G parameters,
+    wall time and log path."""
+    name = f"{run_name(method, augment)}_seed{seed}"
     phases = ALL_METHODS[method]
     start, result, config = time.time(), None, None
     for index, phase in enumerate(phases):
@@ -73,12 +128,15 @@ def run_method(base: str, method: str, seed: int, iters: int, test_every: int, i
         argv = ["--base_dir", base, "--experiment_name", name, *toy_default.TOY_MODEL, *toy_default.TOY_TRAINING,
                 "--seed", str(seed), "--num_iters", str(budget), "--test_every", str(test_every),
                 "--save_every", str(max(budget, 1)), "--num_inception_images", str(images), *phase]
+        if augment:
+            argv += ["--DiffAugment", augment]
         config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
         result = train.run(config)
     # The union over the phases (BN then FT trains what either stage trains).
     trained_ids = {id(p) for phase in phases for p in stages.G_parameters(result["G"], stages.get(phase[1]))}
     trained = sum(p.numel() for p in result["G"].parameters() if id(p) in trained_ids)
-    return {"metrics": result["metrics"], "trained_G_params": trained, "seconds": time.time() - start,
+    metrics = {**result["metrics"], **measure_memorization(config, result)}
+    return {"metrics": metrics, "trained_G_params": trained, "seconds": time.time() - start,
             "log": os.path.join(config["logs_root"], f"{name}_log.jsonl")}
 
 
@@ -92,15 +150,17 @@ def mean_std(values: list[float]) -> str:
 
 
 def in_method_order(by_method: dict) -> list[tuple[str, list]]:
-    return sorted(by_method.items(), key=lambda item: list(ALL_METHODS).index(item[0]))
+    """Methods in ALL_METHODS order, each without augmentation first."""
+    return sorted(by_method.items(), key=lambda item: (list(ALL_METHODS).index(base_method(item[0])),
+                                                       item[0].endswith(AUGMENTED)))
 
 
 def markdown_table(results: dict) -> str:
     lines = []
     for shots, by_method in results.items():
         lines += [f"\n**{shots} images per new class**\n",
-                  "| method | FID ↓ | mFID ↓ | KMMD ↓ | class acc ↑ | IS ↑ | trained G params | wall time (s) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| method | FID ↓ | mFID ↓ | KMMD ↓ | class acc ↑ | IS ↑ | NN ratio | trained G params | wall time (s) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for method, runs in in_method_order(by_method):
             cells = [mean_std([r["metrics"].get(m) for r in runs]) for m in METRICS]
             lines.append(f"| {method} | " + " | ".join(cells)
@@ -132,14 +192,18 @@ def results_path(out: str, shots: int) -> str:
 
 
 def save_results(out: str, shots: int, by_method: dict) -> None:
-    """Add these methods' runs to the shot count's results.json, keeping the other methods there."""
+    """Add these methods' runs to the shot count's results.json, keeping the other methods there.
+    Locked, since study processes of one --out may finish runs at the same moment."""
     path = results_path(out, shots)
-    saved = {}
-    if os.path.isfile(path):
-        with open(path) as f:
-            saved = json.load(f)
-    saved.update(by_method)
-    utils.write_atomically(path, lambda f: json.dump(saved, f, indent=1))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        saved = {}
+        if os.path.isfile(path):
+            with open(path) as f:
+                saved = json.load(f)
+        saved.update(by_method)
+        utils.write_atomically(path, lambda f: json.dump(saved, f, indent=1))
 
 
 def load_all_results(out: str) -> dict:
@@ -180,6 +244,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--test_every", type=utils.at_least(1), default=100, help="iterations between evaluations")
     parser.add_argument("--num_inception_images", type=utils.at_least(1), default=1000,
                         help="samples per evaluation (default: 1000)")
+    parser.add_argument("--DiffAugment", default="", metavar="POLICY", type=utils.diffaugment_policy,
+                        help="run every method with this DiffAugment policy (e.g. color,translation,cutout), "
+                             "listed as METHOD+DA (default: none)")
     args = parser.parse_args(argv)
     # A method of several phases splits the budget; a phase of 0 iterations would mean train.py's
     # "--num_iters 0: run --num_epochs" instead.
@@ -191,9 +258,9 @@ def main(argv: list[str] | None = None) -> dict:
         base = os.path.join(args.out, f"shots{shots}")
         prepare_world(base, shots)
         for method in args.methods:  # saved as each finishes: a long study can stop and keep its runs
-            runs = [run_method(base, method, seed, args.iters, args.test_every, args.num_inception_images)
-                    for seed in args.seeds]
-            save_results(args.out, shots, {method: runs})
+            runs = [run_method(base, method, seed, args.iters, args.test_every, args.num_inception_images,
+                               args.DiffAugment) for seed in args.seeds]
+            save_results(args.out, shots, {run_name(method, args.DiffAugment): runs})
     table = write_report(args.out, args.iters, args.seeds)
     print(table)
     print(f"Table: {os.path.join(args.out, 'study.md')}; plot: {os.path.join(args.out, 'fid_curves.png')}")

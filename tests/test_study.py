@@ -24,3 +24,26 @@ def test_a_later_study_adds_its_methods_to_the_table_and_keeps_the_earlier_ones(
     assert set(results[5]) == {"BN", "BN_mean_init"}
     table = (tmp_path / "study.md").read_text()
     assert "| BN |" in table and "| BN_mean_init |" in table
+
+
+def test_diffaugment_runs_are_listed_apart_and_every_run_reports_memorization(tmp_path):
+    common = ["--out", str(tmp_path), "--shots", "1", "--seeds", "0", "--iters", "2", "--test_every", "2",
+              "--num_inception_images", "50", "--methods", "finetune"]
+    study.main(common)
+    results = study.main([*common, "--DiffAugment", "translation"])
+    assert set(results[1]) == {"finetune", "finetune+DA"}
+    metrics = results[1]["finetune+DA"][0]["metrics"]
+    assert metrics["NN_dist"] > 0 and metrics["NN_dist_real"] > 0
+    assert metrics["NN_ratio"] == metrics["NN_dist"] / metrics["NN_dist_real"]
+    table = (tmp_path / "study.md").read_text()
+    assert table.index("| finetune |") < table.index("| finetune+DA |")
+    log = (tmp_path / "shots1" / "logs" / "finetune+DA_seed0_log.jsonl")
+    assert log.is_file()
+
+
+def test_a_policy_that_does_not_exist_is_refused_before_any_run(tmp_path, capsys):
+    import pytest
+    with pytest.raises(SystemExit):
+        study.main(["--out", str(tmp_path), "--DiffAugment", "colour"])
+    assert "--DiffAugment" in capsys.readouterr().err
+    assert not (tmp_path / "shots10").exists()
