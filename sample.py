@@ -27,6 +27,14 @@ Truncation: with a threshold t > 0 (--truncation t, or each value of --sample_tr
 z entry is drawn from N(0, z_var) restricted to [-t, t] by resampling the entries outside it.
 BigGAN-PyTorch's --sample_trunc_curves swept the z variance instead, as a stand-in for this.
 With --accumulate_stats the standing statistics are gathered once, from untruncated z.
+
+Old classes: a knowledge-propagation G (stages BN/FT) still holds the source's class path, so
+`--classes old` draws the source's classes from it (`--classes all`: both sets). Each file above
+then has an old-class twin named with _old before the extension (samples_old.npz with labels
+0..n_pretrain_classes-1, samples0_old.png, metrics_old.json, ...); old-class metrics are measured
+against --old_reference, the source data's moments. Old and new classes share G's BN running
+statistics, which training gathered on new-class batches only; in eval mode use --mybn
+--accumulate_stats, which gathers each class set's own standing statistics.
 """
 from __future__ import annotations
 
@@ -35,6 +43,7 @@ import io
 import json
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -55,6 +64,7 @@ SAMPLES_PER_CLASS = 10   # columns of a class sheet (BigGAN-PyTorch)
 CLASSES_PER_SHEET = 20   # rows of a class sheet
 INTERP_MIDPOINTS = 8     # an interpolation row holds its two endpoints and these midpoints
 NUM_SPLITS = 10          # of the Inception Score
+CLASS_SETS = ("new", "old", "all")
 
 def prepare_parser():
     p = utils.prepare_sampling_parser("Sample a trained (transfer) BigGAN: npz, sheets, metrics")
@@ -74,6 +84,12 @@ def prepare_parser():
         help="metrics at each truncation threshold start_step_end, e.g. 0.05_0.05_1.0")
     add("--truncation", type=utils.NON_NEGATIVE, default=0.0,
         help="truncation threshold of z for all sampling but the curves (0: off)")
+    add("--classes", choices=CLASS_SETS, default="new",
+        help="new: the classes G was trained for; old: a knowledge-propagation G's source classes, drawn "
+             "through the pretrained class path (files end in _old); all: both, each to its own files")
+    add("--old_reference", default="", metavar="PATH",
+        help="reference moments of the source data (calculate_inception_moments.py on it), for metrics of "
+             "the old classes; KMMD reads the *_features.npz beside it")
     add("--overwrite", action="store_true", help="replace outputs of an earlier run")
     return p
 
@@ -90,7 +106,22 @@ def parse_config(argv: list[str] | None = None) -> dict:
     if not any(config[flag] for flag in outputs):
         raise utils.UsageError("nothing to sample; give at least one of "
                                + ", ".join(f"--{flag}" for flag in outputs))
+    check_class_sets(config)
     return config
+
+
+def check_class_sets(config: dict) -> None:
+    if config["classes"] == "new":
+        return
+    if not builds_transfer_G(config["stage"]):
+        raise utils.UsageError(f"--classes {config['classes']} needs a knowledge-propagation G (stages BN/FT), "
+                               f"which keeps the source's class path; {config['experiment_name']} is a "
+                               f"--stage {config['stage']} model, whose G has only its own classes: use --classes new")
+    wants_metrics = config["sample_inception_metrics"] or config["sample_trunc_curves"]
+    if wants_metrics and not config["old_reference"]:
+        raise utils.UsageError("metrics of the old classes need the source data's reference statistics: give "
+                               "--old_reference PATH (calculate_inception_moments.py on the source dataset, "
+                               f"--backbone {config['backbone']})")
 
 
 def adopt_training_config(config: dict, trained: dict, explicit: set[str]) -> None:
@@ -197,6 +228,28 @@ def build_generator(config: dict, state: dict) -> BigGAN.Generator:
 
 
 # ---------------------------------------------------------------------------------------------
+# Class sets: the new classes, and a knowledge-propagation G's old ones
+
+@dataclass
+class ClassSet:
+    """The classes one round of outputs draws: G's new classes (the official file names), or a
+    knowledge-propagation G's old classes through the source's class path (file names end in _old)."""
+    name: str
+    n_classes: int
+    old_classes: bool
+    suffix: str
+
+    def forward(self, G: nn.Module, G_forward: Callable) -> tuple[Callable, Callable]:
+        return sampling.class_forward(G, G_forward, self.old_classes)
+
+
+def class_sets(config: dict) -> list[ClassSet]:
+    new = ClassSet("new", config["n_classes"], False, "")
+    old = ClassSet("old", config["n_pretrain_classes"], True, "_old")
+    return {"new": [new], "old": [old], "all": [new, old]}[config["classes"]]
+
+
+# ---------------------------------------------------------------------------------------------
 # Sampling z and classes
 
 def truncate(z: torch.Tensor, threshold: float, z_var: float = 1.0) -> torch.Tensor:
@@ -212,8 +265,8 @@ def truncate(z: torch.Tensor, threshold: float, z_var: float = 1.0) -> torch.Ten
     return z
 
 
-def sample_z_y(n: int, G: nn.Module, config: dict, device, truncation: float):
-    z, y = sampling.sample_z_y(n, G.dim_z, config["n_classes"], device, config["z_var"])
+def sample_z_y(n: int, G: nn.Module, config: dict, device, truncation: float, n_classes: int):
+    z, y = sampling.sample_z_y(n, G.dim_z, n_classes, device, config["z_var"])
     return truncate(z, truncation, config["z_var"]), y
 
 
@@ -224,8 +277,10 @@ def other_classes(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     return (y + torch.randint(1, n_classes, y.shape, device=y.device)) % n_classes
 
 
-def mixable_classes(G: BigGAN.Generator, y: torch.Tensor) -> torch.Tensor | None:
+def mixable_classes(G: BigGAN.Generator, y: torch.Tensor, old_classes: bool = False) -> torch.Tensor | None:
     """Class inputs of G that can be mixed linearly, or None when G only takes indices."""
+    if old_classes:  # forward(·, old_classes=True) takes soft one-hots over the old classes
+        return F.one_hot(y, G.n_pretrain_classes).float()
     inputs = G.class_input(y)
     if inputs.is_floating_point():
         return inputs  # the shared embeddings of a source G
@@ -241,12 +296,15 @@ def lerp_rows(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     return (a.unsqueeze(1) * (1 - w) + b.unsqueeze(1) * w).reshape(-1, a.shape[1])
 
 
-def make_sampler(G, G_forward, config: dict, device, precision, truncation: float) -> Callable:
-    """sample() -> (a batch of images in [-1, 1], their uniformly drawn classes)."""
+def make_sampler(G, G_forward, config: dict, device, precision, truncation: float,
+                 classes: ClassSet) -> Callable:
+    """sample() -> (a batch of images in [-1, 1], their uniformly drawn classes of the set)."""
+    forward, inputs = classes.forward(G, G_forward)
+
     def sample():
-        z, y = sample_z_y(config["G_batch_size"], G, config, device, truncation)
+        z, y = sample_z_y(config["G_batch_size"], G, config, device, truncation, classes.n_classes)
         with precision.autocast():
-            images = G_forward(z, G.class_input(y))
+            images = forward(z, inputs(y))
         return images.float(), y
     return sample
 
@@ -273,23 +331,25 @@ def write_npz(path: str, sample: Callable, num: int, batch_size: int, resolution
 
 
 def interp_sheet(G, G_forward, config: dict, device, precision, truncation: float,
-                 fix_z: bool, fix_y: bool) -> torch.Tensor:
+                 fix_z: bool, fix_y: bool, classes: ClassSet) -> torch.Tensor:
     """Rows from one random (z, class) to another; fix_z keeps each row's z, fix_y its class."""
     rows, steps = config["sample_num_interps"], INTERP_MIDPOINTS + 2
-    z0, y0 = sample_z_y(rows, G, config, device, truncation)
-    z1, _ = sample_z_y(rows, G, config, device, truncation)
+    z0, y0 = sample_z_y(rows, G, config, device, truncation, classes.n_classes)
+    z1, _ = sample_z_y(rows, G, config, device, truncation, classes.n_classes)
     zs = z0.repeat_interleave(steps, 0) if fix_z else lerp_rows(z0, z1, steps)
+    forward, inputs = classes.forward(G, G_forward)
     if fix_y:
-        ys = G.class_input(y0.repeat_interleave(steps))
+        ys = inputs(y0.repeat_interleave(steps))
     else:
-        y1 = other_classes(y0, config["n_classes"])
-        ys = lerp_rows(mixable_classes(G, y0), mixable_classes(G, y1), steps)
-    return sampling.generate(G_forward, zs, ys, config["G_batch_size"], precision)
+        y1 = other_classes(y0, classes.n_classes)
+        ys = lerp_rows(mixable_classes(G, y0, classes.old_classes), mixable_classes(G, y1, classes.old_classes),
+                       steps)
+    return sampling.generate(forward, zs, ys, config["G_batch_size"], precision)
 
 
 def interp_styles(G: BigGAN.Generator, device) -> dict[str, tuple[bool, bool]]:
     """Official file tags (what is interpolated) -> (fix_z, fix_y); class interpolation only
-    where G's class input can be mixed."""
+    where G's class input can be mixed (the old classes of a knowledge-propagation G always can)."""
     styles = {"ZY": (False, False), "Z": (False, True), "Y": (True, False)}
     if mixable_classes(G, torch.zeros(1, dtype=torch.long, device=device)) is None:
         print("Skipping class interpolation: this G takes class indices only (no shared embedding)")
@@ -316,12 +376,33 @@ def trunc_curve_values(spec: str) -> list[float]:
     return [round(start + i * step, 10) for i in range(count)]
 
 
-def prepare_metrics(config: dict, device) -> Callable:
+def prepare_metrics(config: dict, device, classes: ClassSet) -> Callable:
+    """The metrics of a class set: the new classes against the dataset's reference statistics, the
+    old ones against --old_reference (and the features file beside it)."""
     import inception_utils  # heavy (torchvision models); only when metrics run
-    return inception_utils.prepare_inception_metrics(
+    reference = {}
+    if classes.old_classes:
+        moments = config["old_reference"]
+        reference = {"moments_path": moments,
+                     "features_path": moments[:-len("_moments.npz")] + "_features.npz"
+                     if moments.endswith("_moments.npz") else os.path.splitext(moments)[0] + "_features.npz"}
+    get_metrics = inception_utils.prepare_inception_metrics(
         config["dataset"], config["parallel"], config["no_fid"], data_root=config["data_root"],
         backbone=config["backbone"], inception_weights=config["inception_weights"] or None,
-        device=device)
+        device=device, kmmd=config["kmmd"], mfid=config["mfid"], **reference)
+    if classes.old_classes:
+        check_old_reference(config)
+    return get_metrics
+
+
+def check_old_reference(config: dict) -> None:
+    """--old_reference must describe the old classes, not (say) the target data."""
+    with np.load(config["old_reference"], allow_pickle=False) as f:
+        counts = f["class_counts"] if "class_counts" in f.files else None
+    if counts is not None and len(counts) != config["n_pretrain_classes"]:
+        raise utils.UsageError(f"--old_reference {config['old_reference']} holds statistics of {len(counts)} "
+                               f"classes, but G has {config['n_pretrain_classes']} old classes; give the moments "
+                               "of the source dataset")
 
 
 def describe_metrics(metrics: dict) -> str:
@@ -386,22 +467,22 @@ def write_csv(path: str, rows: list[dict]) -> None:
 # ---------------------------------------------------------------------------------------------
 # The run
 
-def planned_outputs(config: dict, folder: str, styles: dict) -> list[str]:
+def planned_outputs(config: dict, folder: str, styles: dict, classes: ClassSet) -> list[str]:
     exp_dir = os.path.join(config["samples_root"], config["experiment_name"])
-    paths = []
+    tag, paths = classes.suffix, []
     if config["sample_npz"]:
-        paths.append(os.path.join(exp_dir, "samples.npz"))
+        paths.append(os.path.join(exp_dir, f"samples{tag}.npz"))
     if config["sample_sheets"]:
-        sheets = math.ceil(config["n_classes"] / CLASSES_PER_SHEET)
-        paths += [os.path.join(folder, f"samples{i}.png") for i in range(sheets)]
+        sheets = math.ceil(classes.n_classes / CLASSES_PER_SHEET)
+        paths += [os.path.join(folder, f"samples{i}{tag}.png") for i in range(sheets)]
     if config["sample_interps"]:
-        paths += [os.path.join(folder, f"interp{tag}0.png") for tag in styles]
+        paths += [os.path.join(folder, f"interp{style}0{tag}.png") for style in styles]
     if config["sample_random"]:
-        paths.append(os.path.join(folder, "random_samples.png"))
+        paths.append(os.path.join(folder, f"random_samples{tag}.png"))
     if config["sample_inception_metrics"]:
-        paths.append(os.path.join(folder, "metrics.json"))
+        paths.append(os.path.join(folder, f"metrics{tag}.json"))
     if config["sample_trunc_curves"]:
-        paths += [os.path.join(folder, "trunc_curves.json"), os.path.join(folder, "trunc_curves.csv")]
+        paths += [os.path.join(folder, f"trunc_curves{tag}.json"), os.path.join(folder, f"trunc_curves{tag}.csv")]
     return paths
 
 
@@ -431,57 +512,75 @@ def run(config: dict) -> dict:
                    else weights_name(config))
     folder = os.path.join(config["samples_root"], config["experiment_name"], folder_name)
     styles = interp_styles(G, device) if config["sample_interps"] else {}
-    refuse_to_overwrite(planned_outputs(config, folder, styles), config)
+    sets = class_sets(config)
+    refuse_to_overwrite([path for classes in sets for path in planned_outputs(config, folder, styles, classes)],
+                        config)
     trunc_values = trunc_curve_values(config["sample_trunc_curves"]) if config["sample_trunc_curves"] else []
     # Load the backbone and reference statistics first: a missing file should stop us before hours of sampling.
     wants_metrics = config["sample_inception_metrics"] or trunc_values
-    get_metrics = prepare_metrics(config, device) if wants_metrics else None
+    metrics_of = {classes.name: prepare_metrics(config, device, classes) for classes in sets} if wants_metrics else {}
 
     print(f"Sampling {weights_name(config)} of {config['experiment_name']} (itr {itr}) on {device}: "
-          f"{config['n_classes']} classes, G in {'eval' if config['G_eval_mode'] else 'training'} mode")
-    if config["accumulate_stats"]:
-        print(f"Accumulating standing stats over {config['num_standing_accumulations']} batches...")
-        sampling.accumulate_standing_stats(G, config, device)
-    sample = make_sampler(G, G_forward, config, device, precision, config["truncation"])
-    result = {"folder": folder, "itr": itr, "metrics": None, "trunc_curve": None, "G": G}
-
-    if config["sample_npz"]:
-        write_npz(os.path.join(config["samples_root"], config["experiment_name"], "samples.npz"),
-                  sample, config["sample_num_npz"], config["G_batch_size"], config["resolution"])
-    if config["sample_sheets"]:
-        z, _ = sample_z_y(SAMPLES_PER_CLASS, G, config, device, config["truncation"])
-        for i, first in enumerate(range(0, config["n_classes"], CLASSES_PER_SHEET)):
-            classes = list(range(first, min(first + CLASSES_PER_SHEET, config["n_classes"])))
-            sampling.save_image_grid(sampling.class_sheet(G, classes, z, config["G_batch_size"], precision, G_forward),
-                                      os.path.join(folder, f"samples{i}.png"), nrow=SAMPLES_PER_CLASS)
-        print(f"Saved class sheets to {folder}")
-    for tag, (fix_z, fix_y) in styles.items():
-        sheet = interp_sheet(G, G_forward, config, device, precision, config["truncation"], fix_z, fix_y)
-        sampling.save_image_grid(sheet, os.path.join(folder, f"interp{tag}0.png"), nrow=INTERP_MIDPOINTS + 2)
-    if styles:
-        print(f"Saved interpolation sheets ({', '.join(f'interp{tag}0.png' for tag in styles)}) to {folder}")
-    if config["sample_random"]:
-        images, _ = sample()
-        sampling.save_image_grid(images.cpu(), os.path.join(folder, "random_samples.png"),
-                                  nrow=int(images.shape[0] ** 0.5))
-        print(f"Saved a random sheet to {folder}")
-
+          f"{' and '.join(f'{c.n_classes} {c.name} classes' for c in sets)}, "
+          f"G in {'eval' if config['G_eval_mode'] else 'training'} mode")
+    if config["G_eval_mode"] and not config["accumulate_stats"] and any(c.old_classes for c in sets):
+        print("Note: in eval mode the old classes use BN running statistics gathered on new-class batches "
+              "during training; --mybn --accumulate_stats gathers each class set's own")
+    result = {"folder": folder, "itr": itr, "G": G,
+              **{key + c.suffix: None for c in sets for key in ("metrics", "trunc_curve")}}
     setting = {"weights": weights_name(config), "itr": itr, "use_ema": config["use_ema"],
                "G_eval_mode": config["G_eval_mode"], "z_var": config["z_var"],
                "num_inception_images": config["num_inception_images"]}
-    if config["sample_inception_metrics"]:
-        print("Calculating metrics...")
-        result["metrics"] = measure(get_metrics, sample, config, config["truncation"], itr)
-        write_json(os.path.join(folder, "metrics.json"), {**setting, **result["metrics"]})
-    if trunc_values:
-        print(f"Metrics at truncation thresholds {trunc_values}...")
-        rows = [measure(get_metrics, make_sampler(G, G_forward, config, device, precision, t),
-                        config, t, itr) for t in trunc_values]
-        write_json(os.path.join(folder, "trunc_curves.json"), {**setting, "rows": rows})
-        write_csv(os.path.join(folder, "trunc_curves.csv"), rows)
-        print(f"Saved the truncation curve to {os.path.join(folder, 'trunc_curves.{json,csv}')}")
-        result["trunc_curve"] = rows
+    for classes in sets:
+        write_outputs(config, G, G_forward, device, precision, classes, folder, styles, trunc_values,
+                      metrics_of.get(classes.name), setting, itr, result)
     return result
+
+
+def write_outputs(config: dict, G, G_forward, device, precision, classes: ClassSet, folder: str, styles: dict,
+                  trunc_values: list[float], get_metrics: Callable | None, setting: dict, itr, result: dict) -> None:
+    """Everything asked for, of one class set; its metrics go to result['metrics' + suffix] (and
+    'trunc_curve' + suffix)."""
+    tag, label = classes.suffix, f"{classes.name} classes"
+    if config["accumulate_stats"]:
+        # Old and new classes share the BN statistics: each set gets standing statistics of its own.
+        print(f"Accumulating standing stats of the {label} over {config['num_standing_accumulations']} batches...")
+        sampling.accumulate_standing_stats(G, config, device, old_classes=classes.old_classes)
+    sample = make_sampler(G, G_forward, config, device, precision, config["truncation"], classes)
+    if config["sample_npz"]:
+        write_npz(os.path.join(config["samples_root"], config["experiment_name"], f"samples{tag}.npz"),
+                  sample, config["sample_num_npz"], config["G_batch_size"], config["resolution"])
+    if config["sample_sheets"]:
+        z, _ = sample_z_y(SAMPLES_PER_CLASS, G, config, device, config["truncation"], classes.n_classes)
+        for i, first in enumerate(range(0, classes.n_classes, CLASSES_PER_SHEET)):
+            rows = list(range(first, min(first + CLASSES_PER_SHEET, classes.n_classes)))
+            sheet = sampling.class_sheet(G, rows, z, config["G_batch_size"], precision, G_forward, classes.old_classes)
+            sampling.save_image_grid(sheet, os.path.join(folder, f"samples{i}{tag}.png"), nrow=SAMPLES_PER_CLASS)
+        print(f"Saved class sheets of the {label} to {folder}")
+    for style, (fix_z, fix_y) in styles.items():
+        sheet = interp_sheet(G, G_forward, config, device, precision, config["truncation"], fix_z, fix_y, classes)
+        sampling.save_image_grid(sheet, os.path.join(folder, f"interp{style}0{tag}.png"), nrow=INTERP_MIDPOINTS + 2)
+    if styles:
+        print(f"Saved interpolation sheets of the {label} "
+              f"({', '.join(f'interp{style}0{tag}.png' for style in styles)}) to {folder}")
+    if config["sample_random"]:
+        images, _ = sample()
+        sampling.save_image_grid(images.cpu(), os.path.join(folder, f"random_samples{tag}.png"),
+                                  nrow=int(images.shape[0] ** 0.5))
+        print(f"Saved a random sheet of the {label} to {folder}")
+    if config["sample_inception_metrics"]:
+        print(f"Calculating metrics of the {label}...")
+        result["metrics" + tag] = measure(get_metrics, sample, config, config["truncation"], itr)
+        write_json(os.path.join(folder, f"metrics{tag}.json"), {**setting, "classes": classes.name,
+                                                                 **result["metrics" + tag]})
+    if trunc_values:
+        print(f"Metrics of the {label} at truncation thresholds {trunc_values}...")
+        rows = [measure(get_metrics, make_sampler(G, G_forward, config, device, precision, t, classes),
+                        config, t, itr) for t in trunc_values]
+        write_json(os.path.join(folder, f"trunc_curves{tag}.json"), {**setting, "classes": classes.name, "rows": rows})
+        write_csv(os.path.join(folder, f"trunc_curves{tag}.csv"), rows)
+        print(f"Saved the truncation curve of the {label} to {os.path.join(folder, f'trunc_curves{tag}.{{json,csv}}')}")
+        result["trunc_curve" + tag] = rows
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -3,6 +3,7 @@ and image sheets. Used by training (sheets, in-loop metrics) and by sample.py.""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 from typing import Callable
@@ -40,8 +41,10 @@ def make_sample_fn(G: nn.Module, config: dict, device, precision: Precision | No
     return sample
 
 
-def accumulate_standing_stats(G: nn.Module, config: dict, device) -> None:
-    """Re-estimate G's BN statistics as the average over many batches (needs --mybn)."""
+def accumulate_standing_stats(G: nn.Module, config: dict, device, old_classes: bool = False) -> None:
+    """Re-estimate G's BN statistics as the average over many batches (needs --mybn), of its new
+    classes or (old_classes) of a knowledge-propagation G's old classes: the two share the BN
+    statistics, so each class set needs its own."""
     mybns = [m for m in G.modules() if isinstance(m, layers.myBN)]
     if not mybns:
         raise utils.UsageError("--accumulate_stats needs --mybn (standing statistics live in myBN)")
@@ -52,8 +55,10 @@ def accumulate_standing_stats(G: nn.Module, config: dict, device) -> None:
         bn.accumulate_standing = True
     with torch.no_grad():
         for _ in range(config["num_standing_accumulations"]):
-            z, y = sample_z_y(config["G_batch_size"], G.dim_z, config["n_classes"], device, config["z_var"])
-            G(z, G.class_input(y))
+            n_classes = G.n_pretrain_classes if old_classes else config["n_classes"]
+            z, y = sample_z_y(config["G_batch_size"], G.dim_z, n_classes, device, config["z_var"])
+            forward, inputs = class_forward(G, old_classes=old_classes)
+            forward(z, inputs(y))
     G.train(was_training)
 
 
@@ -69,11 +74,23 @@ def generate(G_forward: Callable, z: torch.Tensor, class_input: torch.Tensor, ba
     return torch.cat(images)
 
 
+def class_forward(G: nn.Module, G_forward: Callable | None = None, old_classes: bool = False
+                  ) -> tuple[Callable, Callable]:
+    """(forward(z, inputs), inputs(y)) of G's new classes, or of a knowledge-propagation G's old
+    classes (old_classes: the source's class path, BigGAN.Generator.forward)."""
+    G_forward = G_forward or G
+    if old_classes:
+        return functools.partial(G_forward, old_classes=True), G.old_class_input
+    return G_forward, G.class_input
+
+
 def class_sheet(G: nn.Module, classes: list[int], z: torch.Tensor, batch_size: int,
-                precision: Precision | None = None, G_forward: Callable | None = None) -> torch.Tensor:
+                precision: Precision | None = None, G_forward: Callable | None = None,
+                old_classes: bool = False) -> torch.Tensor:
     """One row per class; column j uses z[j] in every row, so that rows differ only by class."""
+    forward, inputs = class_forward(G, G_forward, old_classes)
     y = torch.tensor(classes, device=z.device).repeat_interleave(z.shape[0])
-    return generate(G_forward or G, z.repeat(len(classes), 1), G.class_input(y), batch_size, precision)
+    return generate(forward, z.repeat(len(classes), 1), inputs(y), batch_size, precision)
 
 
 # Sheets show small images enlarged to at least this size (nearest neighbour: the pixels as G

@@ -20,6 +20,7 @@ import checkpoints
 import inception_utils
 import layers
 import sample
+import sampling
 import train
 import utils
 from conftest import ROOT
@@ -195,6 +196,76 @@ def test_a_baseline_is_sampled_as_the_plain_model_it_was_trained_as(base_dir):
     assert not result["G"].has_knowledge_propagation
     with pytest.raises(utils.UsageError, match=r"trained with --stage finetune, a plain G; you gave --stage BN"):
         run_sample(base_dir, "--sample_sheets", "--sample_sheet_folder_num", "1", "--stage", "BN", name="baseline")
+
+
+# --- Old classes from a transferred G
+
+@pytest.fixture
+def old_reference(base_dir, tiny_backbone):
+    """Moments of 3 'source' classes in the stand-in backbone's space."""
+    with torch.no_grad():
+        features = tiny_backbone(torch.rand(150, 3, 32, 32) * 2 - 1)[0].double().numpy()
+    path = base_dir / "data" / "Source_classifier_moments.npz"
+    np.savez(path, mu=features.mean(0), sigma=np.cov(features, rowvar=False), metric_space="classifier",
+             class_counts=np.array([50, 50, 50]))
+    return str(path)
+
+
+def test_classes_all_writes_the_new_and_the_old_classes_each_to_its_own_files(base_dir, old_reference):
+    result = run_sample(base_dir, "--classes", "all", "--old_reference", old_reference, "--sample_npz",
+                        "--sample_num_npz", "12", "--sample_sheets", "--sample_interps", "--sample_num_interps", "2",
+                        "--sample_inception_metrics", "--backbone", "classifier", "--num_inception_images", "16",
+                        "--G_eval_mode", "--sample_sheet_folder_num", "10", "--overwrite")
+    folder = base_dir / "samples" / "tiny" / "10"
+    with np.load(base_dir / "samples" / "tiny" / "samples_old.npz") as npz:
+        assert npz["x"].shape == (12, 32, 32, 3) and set(npz["y"].tolist()) <= {0, 1, 2}  # 3 old classes
+    with np.load(base_dir / "samples" / "tiny" / "samples.npz") as npz:
+        assert set(npz["y"].tolist()) <= {0, 1}  # the 2 new ones, the official file name
+    for name in ("samples0.png", "samples0_old.png", "interpY0.png", "interpY0_old.png"):
+        assert (folder / name).stat().st_size > 0, name
+    old = json.loads((folder / "metrics_old.json").read_text())
+    assert old["classes"] == "old" and math.isfinite(old["FID"])
+    assert json.loads((folder / "metrics.json").read_text())["classes"] == "new"
+    assert result["metrics_old"]["FID"] != result["metrics"]["FID"]  # measured against each set's reference
+
+
+def test_an_old_class_sheet_is_the_old_class_path_of_G():
+    G = BigGAN.Generator(resolution=32, G_ch=4, G_attn="0", dim_z=16, n_classes=2, n_pretrain_classes=3,
+                         G_shared=False, kp_variant="cifar").eval()
+    z = torch.randn(4, 16)
+    sheet = sampling.class_sheet(G, [2, 0], z, batch_size=3, old_classes=True)
+    with torch.no_grad():
+        expected = torch.cat([G(z, torch.full((4,), c), old_classes=True) for c in (2, 0)])
+        new_class_rows = G(z.repeat(2, 1), torch.tensor([1] * 4 + [0] * 4))
+    assert torch.allclose(sheet, expected, atol=1e-6)
+    assert not torch.allclose(sheet, new_class_rows, atol=1e-3)
+
+
+def test_each_class_set_gets_standing_statistics_of_its_own(base_dir):
+    config = sample.parse_config(["--base_dir", str(base_dir), *TRANSFER, "--experiment_name", "tiny",
+                                  "--load_weights", SUFFIX, "--sample_random", "--mybn",
+                                  "--num_standing_accumulations", "4"])
+    config["resolution"] = 32
+    G = sample.build_generator(config, sample.load_weights(config))
+    means = {}
+    for old in (False, True):
+        torch.manual_seed(0)
+        sampling.accumulate_standing_stats(G, config, "cpu", old_classes=old)
+        means[old] = [m.stored_mean.clone() for m in G.modules() if isinstance(m, layers.myBN)]
+    assert all(not torch.allclose(a, b) for a, b in zip(means[False][1:], means[True][1:]))
+
+
+def test_old_classes_need_a_knowledge_propagation_G_and_their_reference_statistics(base_dir, old_reference):
+    with pytest.raises(utils.UsageError, match=r"--classes old needs a knowledge-propagation G.*--stage finetune"):
+        run_sample(base_dir, "--classes", "old", "--sample_sheets", name="baseline")
+    with pytest.raises(utils.UsageError, match="give --old_reference PATH"):
+        run_sample(base_dir, "--classes", "old", "--sample_inception_metrics")
+    wrong = base_dir / "data" / "two_classes_moments.npz"
+    with np.load(old_reference) as f:
+        np.savez(wrong, **{**dict(f), "class_counts": np.array([5, 5])})
+    with pytest.raises(utils.UsageError, match="holds statistics of 2 classes, but G has 3 old classes"):
+        run_sample(base_dir, "--classes", "old", "--sample_inception_metrics", "--old_reference", str(wrong),
+                   "--backbone", "classifier", "--sample_sheet_folder_num", "11")
 
 
 # --- Bad inputs
