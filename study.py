@@ -117,7 +117,7 @@ def measure_memorization(config: dict, result: dict) -> dict[str, float]:
 
 
 def run_method(base: str, method: str, seed: int, iters: int, test_every: int, images: int,
-               augment: str = "") -> dict:
+               augment: str = "", amp: str = "auto") -> dict:
     """Train one method; returns its final metrics (memorization included), trained G parameters,
     wall time and log path."""
     name = f"{run_name(method, augment)}_seed{seed}"
@@ -130,6 +130,7 @@ def run_method(base: str, method: str, seed: int, iters: int, test_every: int, i
                 "--save_every", str(max(budget, 1)), "--num_inception_images", str(images), *phase]
         if augment:
             argv += ["--DiffAugment", augment]
+        argv += ["--amp", amp]
         config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
         result = train.run(config)
     # The union over the phases (BN then FT trains what either stage trains).
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--DiffAugment", default="", metavar="POLICY", type=utils.diffaugment_policy,
                         help="run every method with this DiffAugment policy (e.g. color,translation,cutout), "
                              "listed as METHOD+DA (default: none)")
+    parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto",
+                        help="precision of every run, train.py's --amp; compare precisions with one --out each")
     args = parser.parse_args(argv)
     # A method of several phases splits the budget; a phase of 0 iterations would mean train.py's
     # "--num_iters 0: run --num_epochs" instead.
@@ -259,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict:
         prepare_world(base, shots)
         for method in args.methods:  # saved as each finishes: a long study can stop and keep its runs
             runs = [run_method(base, method, seed, args.iters, args.test_every, args.num_inception_images,
-                               args.DiffAugment) for seed in args.seeds]
+                               args.DiffAugment, args.amp) for seed in args.seeds]
             save_results(args.out, shots, {run_name(method, args.DiffAugment): runs})
     table = write_report(args.out, args.iters, args.seeds)
     print(table)

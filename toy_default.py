@@ -62,20 +62,25 @@ def prepare_target_data(data_root: str, images_per_class: int, seed: int) -> Non
     print(f"[1/4] target data: wrote {images_per_class} images of each of {', '.join(toy_data.NEW_CLASSES)} to {folder}")
 
 
-def prepare_reference_statistics(data_root: str, seed: int) -> None:
-    moments = os.path.join(data_root, "Toy32_classifier_moments.npz")
+def prepare_reference_statistics(data_root: str, seed: int, dataset: str = "Toy32",
+                                 classes: list[str] | None = None) -> str:
+    """Reference moments and features of `classes` (by default the new ones) in the shipped
+    classifier's space, from 500 fresh images per class; returns the moments' path."""
+    moments = os.path.join(data_root, f"{dataset}_classifier_moments.npz")
     if os.path.isfile(moments):
         print(f"[2/4] reference statistics: using the existing {moments}")
-        return
+        return moments
     with tempfile.TemporaryDirectory() as tmp:
-        toy_data.write_image_folder(os.path.join(tmp, "toy"), toy_data.NEW_CLASSES, 500, seed + 1000)
-        subprocess.run([sys.executable, os.path.join(HERE, "calculate_inception_moments.py"), "--dataset", "Toy32",
+        folder = os.path.join(tmp, datasets.dataset_spec(dataset).folder)
+        toy_data.write_image_folder(folder, classes or toy_data.NEW_CLASSES, 500, seed + 1000)
+        subprocess.run([sys.executable, os.path.join(HERE, "calculate_inception_moments.py"), "--dataset", dataset,
                         "--data_root", tmp, "--backbone", "classifier", "--inception_weights", CLASSIFIER,
                         "--batch_size", "250", "--num_workers", "0"], check=True)
         for name in os.listdir(tmp):
             if name.endswith(".npz"):
                 shutil.move(os.path.join(tmp, name), os.path.join(data_root, name))
-    print(f"[2/4] reference statistics: {moments} (500 fresh images per new class)")
+    print(f"[2/4] reference statistics: {moments} (500 fresh images per class of {dataset})")
+    return moments
 
 
 def install_source_weights(weights_root: str) -> None:
