@@ -16,6 +16,10 @@ Methods (all from the shipped 12-class toy source model, except scratch):
   BN_only    only the new classes' own BN parameters train (no knowledge propagation)
   BN         cGANTransfer's BN stage (knowledge propagation)
   BN+FT      cGANTransfer: BN stage for half the budget, then FT for the other half
+With --source DIR --source_classes 1 the methods start from an unconditional source instead
+(TransferGAN's conditional transfer: `--methods finetune`; every new class starts at the
+unconditional BN parameters).
+
 With --DiffAugment POLICY every method runs with that augmentation of D's inputs and is listed as
 METHOD+DA; run the study once with and once without it (the same --out) to compare.
 
@@ -76,10 +80,10 @@ MEMORIZATION_SAMPLES = 100  # per class, and as many fresh real images per class
 FRESH_IMAGES_SEED = 5000    # of the fresh real images: unlike any seed the training data uses
 
 
-def prepare_world(base: str, shots: int) -> None:
+def prepare_world(base: str, shots: int, source: str = "") -> None:
     toy_default.prepare_target_data(os.path.join(base, "data"), shots, seed=0)
     toy_default.prepare_reference_statistics(os.path.join(base, "data"), seed=0)
-    toy_default.install_source_weights(os.path.join(base, "weights"))
+    toy_default.install_source_weights(os.path.join(base, "weights"), source)
 
 
 def run_name(method: str, augment: str) -> str:
@@ -117,7 +121,7 @@ def measure_memorization(config: dict, result: dict) -> dict[str, float]:
 
 
 def run_method(base: str, method: str, seed: int, iters: int, test_every: int, images: int,
-               augment: str = "", amp: str = "auto") -> dict:
+               augment: str = "", amp: str = "auto", source_classes: int = len(toy_data.OLD_CLASSES)) -> dict:
     """Train one method; returns its final metrics (memorization included), trained G parameters,
     wall time and log path."""
     name = f"{run_name(method, augment)}_seed{seed}"
@@ -130,7 +134,7 @@ def run_method(base: str, method: str, seed: int, iters: int, test_every: int, i
                 "--save_every", str(max(budget, 1)), "--num_inception_images", str(images), *phase]
         if augment:
             argv += ["--DiffAugment", augment]
-        argv += ["--amp", amp]
+        argv += ["--amp", amp, "--n_pretrain_classes", str(source_classes)]
         config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
         result = train.run(config)
     # The union over the phases (BN then FT trains what either stage trains).
@@ -248,6 +252,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--DiffAugment", default="", metavar="POLICY", type=utils.diffaugment_policy,
                         help="run every method with this DiffAugment policy (e.g. color,translation,cutout), "
                              "listed as METHOD+DA (default: none)")
+    parser.add_argument("--source", default="", metavar="DIR",
+                        help="folder with the source model's G.pth and D.pth (default: the shipped 12-class toy "
+                             "source); a study per source, each with its own --out")
+    parser.add_argument("--source_classes", type=utils.at_least(1), default=len(toy_data.OLD_CLASSES),
+                        help="classes of the source model (1: an unconditional source, TransferGAN's "
+                             "conditional transfer with --methods finetune)")
     parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto",
                         help="precision of every run, train.py's --amp; compare precisions with one --out each")
     args = parser.parse_args(argv)
@@ -259,10 +269,10 @@ def main(argv: list[str] | None = None) -> dict:
                      f"iteration in each), got {args.iters}")
     for shots in args.shots:
         base = os.path.join(args.out, f"shots{shots}")
-        prepare_world(base, shots)
+        prepare_world(base, shots, args.source)
         for method in args.methods:  # saved as each finishes: a long study can stop and keep its runs
             runs = [run_method(base, method, seed, args.iters, args.test_every, args.num_inception_images,
-                               args.DiffAugment, args.amp) for seed in args.seeds]
+                               args.DiffAugment, args.amp, args.source_classes) for seed in args.seeds]
             save_results(args.out, shots, {run_name(method, args.DiffAugment): runs})
     table = write_report(args.out, args.iters, args.seeds)
     print(table)

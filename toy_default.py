@@ -83,19 +83,24 @@ def prepare_reference_statistics(data_root: str, seed: int, dataset: str = "Toy3
     return moments
 
 
-def install_source_weights(weights_root: str) -> None:
+def install_source_weights(weights_root: str, source: str = "") -> None:
+    """Copy the source model's G.pth and D.pth to weights_root: the shipped toy source, or those in
+    the folder `source`."""
     os.makedirs(weights_root, exist_ok=True)
     for part in ("G", "D"):
         target = os.path.join(weights_root, f"{part}.pth")
         if os.path.isfile(target):
             print(f"[3/4] source model: using the existing {target}")
             continue
-        shipped = os.path.join(SOURCE_ASSETS, f"{part}.pth")
-        if not os.path.isfile(shipped):
-            raise utils.UsageError(f"the shipped toy source model {shipped} is missing; restore it with "
+        origin = os.path.join(source or SOURCE_ASSETS, f"{part}.pth")
+        if not os.path.isfile(origin):
+            if source:
+                raise utils.UsageError(f"the source model folder {source} holds no {part}.pth; give a folder "
+                                       "with the source's G.pth and D.pth")
+            raise utils.UsageError(f"the shipped toy source model {origin} is missing; restore it with "
                                    "`git checkout assets/` or rebuild it with `bash pretrain_toy_source.sh`")
-        shutil.copy(shipped, target)
-        print(f"[3/4] source model: copied the shipped 12-class toy BigGAN to {target}")
+        shutil.copy(origin, target)
+        print(f"[3/4] source model: copied {'the shipped 12-class toy BigGAN' if not source else origin} to {target}")
 
 
 def write_training_images_and_samples(config: dict, G, path: str) -> None:

@@ -1,5 +1,13 @@
 """study.py: every method runs on the same world and budget and lands in the table and the plot."""
+import math
+
+import pytest
+import torch
+
 import study
+import toy_default
+import train
+import utils
 
 
 def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
@@ -42,8 +50,31 @@ def test_diffaugment_runs_are_listed_apart_and_every_run_reports_memorization(tm
 
 
 def test_a_policy_that_does_not_exist_is_refused_before_any_run(tmp_path, capsys):
-    import pytest
     with pytest.raises(SystemExit):
         study.main(["--out", str(tmp_path), "--DiffAugment", "colour"])
     assert "--DiffAugment" in capsys.readouterr().err
     assert not (tmp_path / "shots10").exists()
+
+
+def test_an_unconditional_source_transfers_with_finetune(tmp_path):
+    argv = [*toy_default.TOY_ARCHITECTURE, "--dataset", "Toy32", "--n_classes", "1", "--n_pretrain_classes", "0",
+            "--stage", "pretrain", "--base_dir", str(tmp_path / "source_run")]
+    config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
+    config["resolution"] = 32
+    G, D = train.build_models(config, "cpu")
+    source = tmp_path / "unconditional"
+    source.mkdir()
+    torch.save(G.state_dict(), source / "G.pth")
+    torch.save(D.state_dict(), source / "D.pth")
+    results = study.main(["--out", str(tmp_path / "out"), "--source", str(source), "--source_classes", "1",
+                          "--shots", "1", "--seeds", "0", "--iters", "2", "--test_every", "2",
+                          "--num_inception_images", "50", "--methods", "finetune"])
+    assert math.isfinite(results[1]["finetune"][0]["metrics"]["FID"])
+    installed = torch.load(tmp_path / "out" / "shots1" / "weights" / "G.pth", weights_only=True)
+    assert all(torch.equal(installed[k], v) for k, v in G.state_dict().items())
+
+
+def test_a_source_folder_without_weights_is_refused(tmp_path):
+    with pytest.raises(utils.UsageError, match="holds no G.pth"):
+        study.main(["--out", str(tmp_path / "out"), "--source", str(tmp_path), "--shots", "1", "--iters", "2",
+                    "--methods", "finetune"])
