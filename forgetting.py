@@ -30,8 +30,8 @@ import utils
 SOURCE_DATASET = "ToySource32"
 SOURCE_EXPERIMENT = "toy_source"
 STANDING_BATCHES = 20
-STATISTICS = {"as trained": [], "standing, per class set": ["--mybn", "--accumulate_stats",
-                                                            "--num_standing_accumulations", str(STANDING_BATCHES)]}
+EVALUATION_IMAGES = 1000
+STATISTICS = ("as trained", "standing, per class set")  # the BN statistics G is sampled with
 COLUMNS = (("old", "FID", "old FID ↓"), ("old", "mFID", "old mFID ↓"), ("old", "class_acc", "old class acc ↑"),
            ("new", "FID", "new FID ↓"), ("new", "class_acc", "new class acc ↑"))
 
@@ -60,13 +60,19 @@ def train_stage(base: str, name: str, stage: str, iters: int, seed: int, resume:
     train.run(utils.finalize_config(vars(utils.prepare_parser().parse_args(argv))))
 
 
-def evaluate(base: str, name: str, old_reference: str, statistics_flags: list[str], folder: int,
+def statistics_flags(statistics: str) -> list[str]:
+    if statistics == "as trained":
+        return []
+    return ["--mybn", "--accumulate_stats", "--num_standing_accumulations", str(STANDING_BATCHES)]
+
+
+def evaluate(base: str, name: str, old_reference: str, statistics: str, folder: int,
              source: bool = False) -> dict[str, dict]:
     """{'old': metrics, 'new': metrics} of the experiment's last G (the source: its classes are the old ones)."""
     argv = ["--base_dir", base, "--experiment_name", name, "--sample_inception_metrics", "--sample_sheets",
             "--backbone", "classifier", "--inception_weights", toy_default.CLASSIFIER, "--mfid",
-            "--num_inception_images", "1000", "--G_eval_mode", "--G_batch_size", "50",
-            "--sample_sheet_folder_num", str(folder), "--overwrite", *statistics_flags]
+            "--num_inception_images", str(EVALUATION_IMAGES), "--G_eval_mode", "--G_batch_size", "50",
+            "--sample_sheet_folder_num", str(folder), "--overwrite", *statistics_flags(statistics)]
     if source:  # bare weights without a saved config: the flags it was trained with
         argv += [*toy_default.TOY_ARCHITECTURE, "--dataset", SOURCE_DATASET, "--n_classes",
                  str(len(toy_data.OLD_CLASSES)), "--n_pretrain_classes", "0"]
@@ -106,17 +112,17 @@ def main(argv: list[str] | None = None) -> dict:
     base = args.base_dir
     old_reference = prepare_world(base)
     rows: dict[tuple[str, str], list] = {}
-    for index, (stats, flags) in enumerate(STATISTICS.items()):
-        metrics = evaluate(base, SOURCE_EXPERIMENT, old_reference, flags, folder=index, source=True)
+    for index, stats in enumerate(STATISTICS):
+        metrics = evaluate(base, SOURCE_EXPERIMENT, old_reference, stats, folder=index, source=True)
         rows.setdefault(("source", stats), []).append(metrics)
     for seed in args.seeds:
         name = f"BN_then_FT_seed{seed}"
         for stage, label, resume in (("BN", f"after BN ({args.iters} its)", False),
                                      ("FT", f"after BN + FT ({2 * args.iters} its)", True)):
             train_stage(base, name, stage, args.iters * (2 if resume else 1), seed, resume)
-            for index, (stats, flags) in enumerate(STATISTICS.items()):
+            for index, stats in enumerate(STATISTICS):
                 folder = 10 * (1 + int(resume)) + index
-                rows.setdefault((label, stats), []).append(evaluate(base, name, old_reference, flags, folder))
+                rows.setdefault((label, stats), []).append(evaluate(base, name, old_reference, stats, folder))
     table = markdown_table(rows, args.iters, args.seeds)
     with open(os.path.join(base, "forgetting.md"), "w") as f:
         f.write(table)

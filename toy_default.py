@@ -33,6 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE_ASSETS = os.path.join(HERE, "assets", "toy_source")
 CLASSIFIER = os.path.join(HERE, "assets", "toy_classifier.pth")
 EXPERIMENT = "toy_default"
+REFERENCE_IMAGES_PER_CLASS = 500  # fresh images per class behind the reference statistics
 
 # The toy world's model: a CIFAR-style BigGAN (no shared embedding, no hierarchical z) at 32 px,
 # small enough for CPUs; the official cifar variant of the knowledge-propagation layers.
@@ -65,21 +66,21 @@ def prepare_target_data(data_root: str, images_per_class: int, seed: int) -> Non
 def prepare_reference_statistics(data_root: str, seed: int, dataset: str = "Toy32",
                                  classes: list[str] | None = None) -> str:
     """Reference moments and features of `classes` (by default the new ones) in the shipped
-    classifier's space, from 500 fresh images per class; returns the moments' path."""
+    classifier's space, from fresh images of each class; returns the moments' path."""
     moments = os.path.join(data_root, f"{dataset}_classifier_moments.npz")
     if os.path.isfile(moments):
         print(f"[2/4] reference statistics: using the existing {moments}")
         return moments
     with tempfile.TemporaryDirectory() as tmp:
         folder = os.path.join(tmp, datasets.dataset_spec(dataset).folder)
-        toy_data.write_image_folder(folder, classes or toy_data.NEW_CLASSES, 500, seed + 1000)
+        toy_data.write_image_folder(folder, classes or toy_data.NEW_CLASSES, REFERENCE_IMAGES_PER_CLASS, seed + 1000)
         subprocess.run([sys.executable, os.path.join(HERE, "calculate_inception_moments.py"), "--dataset", dataset,
                         "--data_root", tmp, "--backbone", "classifier", "--inception_weights", CLASSIFIER,
                         "--batch_size", "250", "--num_workers", "0"], check=True)
         for name in os.listdir(tmp):
             if name.endswith(".npz"):
                 shutil.move(os.path.join(tmp, name), os.path.join(data_root, name))
-    print(f"[2/4] reference statistics: {moments} (500 fresh images per class of {dataset})")
+    print(f"[2/4] reference statistics: {moments} ({REFERENCE_IMAGES_PER_CLASS} fresh images per class of {dataset})")
     return moments
 
 
