@@ -129,12 +129,13 @@ def run_method(base: str, method: str, seed: int, iters: int, test_every: int, i
     start, result, config = time.time(), None, None
     for index, phase in enumerate(phases):
         budget = iters * (index + 1) // len(phases)  # phases split the budget; --resume continues
+        # The phase's flags come last, so that they win (scratch: --n_pretrain_classes 0).
         argv = ["--base_dir", base, "--experiment_name", name, *toy_default.TOY_MODEL, *toy_default.TOY_TRAINING,
+                "--n_pretrain_classes", str(source_classes), "--amp", amp,
                 "--seed", str(seed), "--num_iters", str(budget), "--test_every", str(test_every),
                 "--save_every", str(max(budget, 1)), "--num_inception_images", str(images), *phase]
         if augment:
             argv += ["--DiffAugment", augment]
-        argv += ["--amp", amp, "--n_pretrain_classes", str(source_classes)]
         config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
         result = train.run(config)
     # The union over the phases (BN then FT trains what either stage trains).
