@@ -19,9 +19,9 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 
 import sample
+import study
 import toy_data
 import toy_default
 import train
@@ -81,22 +81,13 @@ def evaluate(base: str, name: str, old_reference: str, statistics: str, folder: 
     return {"old": result["metrics_old"], "new": result["metrics"]}
 
 
-def mean_std(values: list) -> str:
-    values = [v for v in values if isinstance(v, (int, float))]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 def markdown_table(rows: dict[str, dict[str, list]], iters: int, seeds: list[int]) -> str:
     lines = [f"Old (source) and new classes of one G: the source, after {iters} BN-stage iterations, and after "
              f"{iters} more of FT; seeds {seeds}; toy-classifier feature space, eval mode.\n",
              "| model | BN statistics | " + " | ".join(c[2] for c in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
     for (model, stats), runs in rows.items():
-        cells = [mean_std([run.get(group, {}).get(key) for run in runs]) for group, key, _ in COLUMNS]
+        cells = [study.mean_std([run.get(group, {}).get(key) for run in runs]) for group, key, _ in COLUMNS]
         lines.append(f"| {model} | {stats} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

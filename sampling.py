@@ -41,6 +41,18 @@ def make_sample_fn(G: nn.Module, config: dict, device, precision: Precision | No
     return sample
 
 
+@contextlib.contextmanager
+def sampling_mode(G: nn.Module, eval_mode: bool):
+    """G in eval mode (BN running statistics) or train mode (batch statistics) for the block, then
+    back in the mode it was in."""
+    was_training = G.training
+    G.train(not eval_mode)
+    try:
+        yield G
+    finally:
+        G.train(was_training)
+
+
 def accumulate_standing_stats(G: nn.Module, config: dict, device, old_classes: bool = False) -> None:
     """Re-estimate G's BN statistics as the average over many batches (needs --mybn), of its new
     classes or (old_classes) of a knowledge-propagation G's old classes: the two share the BN
@@ -48,18 +60,15 @@ def accumulate_standing_stats(G: nn.Module, config: dict, device, old_classes: b
     mybns = [m for m in G.modules() if isinstance(m, layers.myBN)]
     if not mybns:
         raise utils.UsageError("--accumulate_stats needs --mybn (standing statistics live in myBN)")
-    was_training = G.training
-    G.train()
     for bn in mybns:
         bn.reset_stats()
         bn.accumulate_standing = True
-    with torch.no_grad():
+    n_classes = G.n_pretrain_classes if old_classes else config["n_classes"]
+    forward, inputs = class_forward(G, old_classes=old_classes)
+    with sampling_mode(G, eval_mode=False), torch.no_grad():
         for _ in range(config["num_standing_accumulations"]):
-            n_classes = G.n_pretrain_classes if old_classes else config["n_classes"]
             z, y = sample_z_y(config["G_batch_size"], G.dim_z, n_classes, device, config["z_var"])
-            forward, inputs = class_forward(G, old_classes=old_classes)
             forward(z, inputs(y))
-    G.train(was_training)
 
 
 def generate(G_forward: Callable, z: torch.Tensor, class_input: torch.Tensor, batch_size: int,

@@ -42,6 +42,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import fcntl  # noqa: E402
+import functools  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -99,10 +100,12 @@ def images_of(data) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(images), torch.tensor(labels)
 
 
+@functools.lru_cache(maxsize=1)
 def fresh_real_images(count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real images of the new classes that no training set of the study holds."""
+    """Real images of the new classes that no training set of the study holds (drawn once per
+    process: every run is measured against the same ones)."""
     images, labels = toy_data.render_dataset(list(toy_data.NEW_CLASSES), count, FRESH_IMAGES_SEED)
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1, torch.from_numpy(labels)
+    return datasets.to_model_range(images.transpose(0, 3, 1, 2)), torch.from_numpy(labels)
 
 
 def measure_memorization(config: dict, result: dict) -> dict[str, float]:
@@ -110,11 +113,9 @@ def measure_memorization(config: dict, result: dict) -> dict[str, float]:
     device = next(G.parameters()).device
     labels = torch.arange(config["n_classes"], device=device).repeat_interleave(MEMORIZATION_SAMPLES)
     z = torch.randn(labels.shape[0], G.dim_z, generator=torch.Generator().manual_seed(config["seed"]))
-    was_training = G.training
-    G.train(not config["G_eval_mode"])
-    samples = sampling.generate(G, (z * config["z_var"] ** 0.5).to(device), G.class_input(labels),
-                                config["G_batch_size"])
-    G.train(was_training)
+    with sampling.sampling_mode(G, config["G_eval_mode"]):
+        samples = sampling.generate(G, (z * config["z_var"] ** 0.5).to(device), G.class_input(labels),
+                                    config["G_batch_size"])
     train_images, train_labels = images_of(datasets.load_dataset(config["dataset"], config["data_root"]))
     fresh, fresh_labels = fresh_real_images(MEMORIZATION_SAMPLES)
     return memorization.memorization_metrics(samples, labels.cpu(), fresh, fresh_labels, train_images, train_labels)

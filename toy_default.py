@@ -109,10 +109,8 @@ def write_training_images_and_samples(config: dict, G, path: str) -> None:
     data = datasets.load_dataset(config["dataset"], config["data_root"])
     real = datasets.first_images_per_class(data, config["n_classes"], 5)
     z = torch.randn(8, G.dim_z, generator=torch.Generator().manual_seed(config["seed"])) * config["z_var"] ** 0.5
-    was_training = G.training
-    G.train(not config["G_eval_mode"])
-    images, per_row = sampling.training_images_and_samples(real, G, z.to(next(G.parameters()).device))
-    G.train(was_training)
+    with sampling.sampling_mode(G, config["G_eval_mode"]):
+        images, per_row = sampling.training_images_and_samples(real, G, z.to(next(G.parameters()).device))
     sampling.save_image_grid(images, path, nrow=per_row)
 
 

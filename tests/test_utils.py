@@ -83,8 +83,13 @@ def test_the_sampling_help_shows_what_sampling_uses():
     (["--device", "gpu"], "--device"), (["--dataset", "I129"], "--dataset"), (["--amp", "fp8"], "--amp"),
 ])
 def test_a_bad_value_is_refused_naming_the_flag(args, flag, capsys):
+    assert_refused_naming(utils.prepare_parser(), args, flag, capsys)
+
+
+def assert_refused_naming(parser, args, flag, capsys):
+    """argparse exits with status 2 and its last line names the flag."""
     with pytest.raises(SystemExit) as exit_:
-        utils.prepare_parser().parse_args(args)
+        parser.parse_args(args)
     assert exit_.value.code == 2
     assert f"argument {flag}:" in capsys.readouterr().err.strip().splitlines()[-1]
 
@@ -224,10 +229,7 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
 ])
 def test_calculate_inception_moments_refuses_a_bad_value_naming_the_flag(args, flag, capsys):
     import calculate_inception_moments
-    with pytest.raises(SystemExit) as exit_:
-        calculate_inception_moments.prepare_parser().parse_args(args)
-    assert exit_.value.code == 2
-    assert f"argument {flag}:" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert_refused_naming(calculate_inception_moments.prepare_parser(), args, flag, capsys)
 
 
 @pytest.mark.parametrize("args,flag", [
