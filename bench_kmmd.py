@@ -21,7 +21,7 @@ GiB = 1024 ** 3
 
 
 def prepare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=50000, help="features per side (default: %(default)s)")
     p.add_argument("--dim", type=int, default=2048, help="feature dimension (default: Inception's 2048)")
     p.add_argument("--block_size", type=int, default=inception_utils.KMMD_BLOCK_SIZE)

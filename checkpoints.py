@@ -1,48 +1,55 @@
 """Reading and writing checkpoint sets of an experiment folder, atomically as a whole, and locking the folder.
 
-A set keeps BigGAN-PyTorch's flat file names (G.pth, G_optim.pth, D.pth, D_optim.pth, state_dict.pth,
-G_ema.pth; a suffix for copies and best sets: G_copy0.pth, G_ema_best1.pth, ...) so that users' scripts
-and folders written by BigGAN-PyTorch or the official cGANTransfer code keep working.
+A set is what one save writes: G.pth, G_optim.pth, D.pth, D_optim.pth, state_dict.pth and G_ema.pth with
+--ema. Its slot is the latest set (no suffix), a rotating copy (copy0, copy1, ...) or a best set (best0,
+...). The folder keeps BigGAN-PyTorch's flat names (G.pth, G_copy0.pth, G_ema_best1.pth, ...), so users'
+scripts and notebooks that open them keep working, but each name is a symbolic link into its slot:
 
-Why a write-ahead scheme: a set is several files and a rename replaces one at a time, so a process killed
-(or a disk filled) between renames used to leave G of one iteration next to optimizers, counters and RNG
-of another, and resume loaded it silently. A save is therefore a small transaction:
-  1. stage: every part is written and fsynced into a fresh hidden folder `.saving_<suffix>_<pid>_<n>/`
-     inside the experiment folder (the same file system, so the renames below are atomic and need no
-     space); `manifest.json` (format, iteration, suffix, parts with byte sizes and SHA-1s) is written
-     last, so a staging folder holding a valid manifest is complete and one without never published;
-  2. publish: each part is renamed into place, parts of an older set that this one lacks are removed,
-     then the manifest is renamed to `checkpoint[_SUFFIX].json` (the commit point), then the staging
-     folder is removed.
-`recover` rolls a complete staging folder forward (finishes step 2; each step is skipped once done, so a
-recovery killed in turn is finished by the next one) and deletes an incomplete one, whose set was never
-touched. It runs at every start (the lock holder), in save_set before staging (so a publish never starts
-beside an unfinished one, whose renamed parts it would overwrite) and in readers of a folder not in use.
-Readers verify the files against the manifest: sizes and SHA-1s (two saves of same-shaped weights have
-equal sizes, not equal digests) and the iteration in state_dict.pth, hashing and loading one open file
-so that a rename in between cannot slip through. A set is thus the old one or the new one, never a mix;
-a killed first save leaves no set at all, which blocks no fresh start. fsyncs (parts, manifest, folders)
-keep that order true across a power loss, not only a kill.
+    weights/<experiment>/
+        sets/latest-000500-3f2a/   G.pth G_optim.pth D.pth D_optim.pth state_dict.pth manifest.json
+        latest -> sets/latest-000500-3f2a          one link per slot: the commit point of a save
+        G.pth -> latest/G.pth                      BigGAN-PyTorch's names resolve through the slot link
+        G_copy0.pth -> copy0/G.pth ...
 
-Why a lock: saving and recovering mutate the folder, and two runs on one experiment overwrote each
-other. ExperimentLock is an flock on `<folder>/.lock`, released by the OS when its process dies, so a
-killed run leaves no stale lock; the holder's pid and host are written into the file only for the
-message. Writers (save_set) hold it or take it for the save. Readers (load_set, has_checkpoint) recover
-a folder only when they can take the lock at once: a folder locked by a live run is never changed by a
-reader, whose verification then reports a save in progress rather than returning a mix.
+Why: a set is several files, and renaming them into place one by one left, between a kill and the next
+start, a folder whose G.pth was of one iteration and D.pth or state_dict.pth of another, which code that
+opens G.pth directly (BigGAN-PyTorch's scripts) read as a set. Here a save writes a whole new set folder
+(every file fsynced, then `manifest.json`: format, iteration, slot, parts with byte sizes and SHA-1s),
+renames it from `.staging-*` to its final name, then swaps the slot link in one atomic rename. Every name
+of the slot resolves into one set folder at every moment: the old set before the swap, the new one after,
+never a mix, for this module's readers and for direct readers alike. fsyncs of the files, the set folder,
+`sets/` and the experiment folder come before each step is relied upon, so the order also holds across a
+power loss, not only a kill.
 
-Legacy folders (no manifest: BigGAN-PyTorch, the official code) load as far as they can be checked (the
-requested parts present and readable state dicts) with a one-line note that they are unverified.
+After the swap the part links are put in place (a part new to the slot gets its link, a part the set lacks
+loses its link, so no name points at a part of another set) and the previous set folder is removed. A
+kill between those steps leaves a link missing or pointing at nothing, never at another iteration;
+`recover` (at every start, by the lock holder, and before every save) finishes them, removes staging
+folders and set folders no slot points at, and removes write_atomically's `.tmp_*` leftovers.
 
-Rotation (copies, and best sets alike): the slot to write is a free one, else the one with the oldest
-iteration, never the set the run resumed from while another slot exists. For best sets oldest-first
-is BigGAN-PyTorch's cycle, and the oldest best is the worst one.
+Readers (load_set, has_checkpoint) never change the folder: they follow the slot link once, to one set
+folder, and verify every file they load against its manifest (a file changed afterwards is caught),
+hashing and loading one open file. Formats of earlier code load too: BigGAN-PyTorch's and the official
+code's flat files without a manifest (as far as they can be checked, with a note), and flat files with a
+`checkpoint[_SUFFIX].json` manifest (this project before set folders); the first save of a slot replaces
+its flat files by links (the slot link first, so this module reads the new set from then on; a direct
+reader of such a folder can meet old and new files during that one save, never afterwards). A complete staging folder of that earlier format (`.saving_*`, a save killed
+while publishing) is taken over as the slot's set at the next start.
+
+Why a lock: saving and recovering change the folder, and two runs on one experiment overwrote each other.
+ExperimentLock is an flock on `<folder>/.lock`, released by the OS when its process dies, so a killed run
+leaves no stale lock; the holder's pid and host are in the file only for the message. A folder the lock
+created and nothing else wrote to is removed again on release, so a failed start leaves nothing behind.
+
+Rotation (copies, and best sets alike): the slot to write is a free one, else the one of the oldest
+iteration, never the set the run resumed from while another slot exists. `--load_weights best` names the
+best of the best sets by the metric its run selected with.
 
 Fault injection, for tests only: with the environment variable CGT_KILL_AT_WRITE=K the process SIGKILLs
-itself right before the K-th file-system change this module makes to a set, counted across the whole
-process: writing a staged part or the staged manifest, renaming a part or the manifest into place,
-removing a stale part. A save of n parts is thus 2n + 2 changes (plus one per stale part). Creating the
-staging folder, fsyncs, removing temporaries and the lock file are not counted.
+itself right before the K-th file-system change this module makes to an experiment folder, counted
+across the whole process: writing a staged part or the manifest, renaming the staging folder, swapping
+the slot link, adding, replacing or removing a part link, removing a previous set. fsyncs, temporaries
+and the lock file are not counted.
 """
 from __future__ import annotations
 
@@ -53,6 +60,8 @@ import hashlib
 import itertools
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -65,12 +74,18 @@ import utils
 
 PARTS = ("G", "G_optim", "D", "D_optim", "state_dict", "G_ema")
 WEIGHT_PARTS = ("G", "D", "G_ema")  # refused when non-finite
-STAGING_PREFIX = ".saving_"
-STAGED_MANIFEST = "manifest.json"
-TEMP_PREFIX = ".tmp_"  # utils.write_atomically's temporaries
+SETS = "sets"
+STAGING_PREFIX = ".staging-"
+MANIFEST = "manifest.json"
+LATEST = "latest"  # the slot link of the set without suffix
+LINK_TEMP_PREFIX = ".link-"
+TEMP_PREFIX = utils.TEMP_PREFIX  # utils.write_atomically's temporaries
+OLD_STAGING_PREFIX = ".saving_"  # staging folders of the earlier flat format
 LOCK_FILE = ".lock"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
+SLOT = re.compile(r"^(latest|copy\d+|best\d+)$")
 DEFAULT_HINT = "check --weights_root, --experiment_name and --load_weights"
+BETTER = {"IS": max, "FID": min, "KMMD": min}  # how the best of the best sets is picked, by metric
 
 
 class NonFiniteCheckpoint(Exception):
@@ -80,11 +95,26 @@ class NonFiniteCheckpoint(Exception):
 # ---------------------------------------------------------------------------------------------
 # Names
 
+def slot_name(suffix: str) -> str:
+    """The slot link of a suffix: '' (BigGAN-PyTorch's latest set) -> 'latest'."""
+    return suffix or LATEST
+
+
+def suffix_of(slot: str) -> str:
+    return "" if slot == LATEST else slot
+
+
+def part_name(part: str, suffix: str = "") -> str:
+    return f"{part}{'_' + suffix if suffix else ''}.pth"
+
+
 def part_path(folder: str, part: str, suffix: str = "") -> str:
-    return os.path.join(folder, f"{part}{'_' + suffix if suffix else ''}.pth")
+    """BigGAN-PyTorch's flat path of a part (G_copy0.pth): a link into the slot here."""
+    return os.path.join(folder, part_name(part, suffix))
 
 
-def manifest_path(folder: str, suffix: str = "") -> str:
+def flat_manifest_path(folder: str, suffix: str = "") -> str:
+    """The manifest of the earlier flat format (checkpoint[_SUFFIX].json)."""
     return os.path.join(folder, f"checkpoint{'_' + suffix if suffix else ''}.json")
 
 
@@ -122,19 +152,34 @@ def holds_lock(folder: str) -> bool:
 class ExperimentLock:
     """An exclusive lock on an experiment folder, for a run or a save. A second holder, even in the
     same process, is refused with one line naming the holder. wait_s: how long to retry first (a
-    reader recovering an interrupted save holds the lock for a moment)."""
+    save by another process holds the lock for a moment)."""
 
     def __init__(self, folder: str, wait_s: float = 0.5):
         self.folder, self.path, self.wait_s = folder, os.path.join(folder, LOCK_FILE), wait_s
         self.file: IO[str] | None = None
+        self.created_folder = False
 
     def __enter__(self) -> "ExperimentLock":
+        if _key(self.folder) in _held:
+            raise utils.UsageError(f"experiment {os.path.basename(os.path.abspath(self.folder))} is in use by "
+                                   f"process {os.getpid()} on {socket.gethostname()} (this process); wait for it "
+                                   "to finish or choose another --experiment_name")
         try:
+            self.created_folder = not os.path.isdir(self.folder)
             os.makedirs(self.folder, exist_ok=True)
-            self.file = open(self.path, "a+")
         except OSError as err:
-            raise utils.UsageError(_os_error_message(err, self.folder, "lock the experiment")) from None
-        if not self._flock_within(self.wait_s):
+            raise utils.WriteError(utils.describe_write_error(err, self.folder, "lock the experiment")) from None
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                self.file = open(self.path, "a+")
+            except OSError as err:
+                raise utils.WriteError(utils.describe_write_error(err, self.folder, "lock the experiment")) from None
+            if self._flock_until(deadline):
+                if self._still_the_lock_file():
+                    break
+                self.file.close()  # its holder removed it on release: lock the new one
+                continue
             self.file.seek(0)
             holder = self.file.read().strip() or "another process"
             self.file.close()
@@ -147,8 +192,7 @@ class ExperimentLock:
         _held.add(_key(self.folder))
         return self
 
-    def _flock_within(self, wait_s: float) -> bool:
-        deadline = time.monotonic() + wait_s
+    def _flock_until(self, deadline: float) -> bool:
         while True:
             try:
                 fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -158,8 +202,20 @@ class ExperimentLock:
                     return False
                 time.sleep(0.05)
 
-    def __exit__(self, *exc) -> None:  # the file stays: removing it would race with a waiting process
+    def _still_the_lock_file(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(self.file.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
+    def __exit__(self, *exc) -> None:
         _held.discard(_key(self.folder))
+        if self.created_folder and os.listdir(self.folder) == [LOCK_FILE]:
+            # Nothing was written: a failed start leaves no folder. Removed while locked; a process
+            # waiting on this file notices it is gone (_still_the_lock_file) and locks a new one.
+            os.remove(self.path)
+            with contextlib.suppress(OSError):
+                os.rmdir(self.folder)
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
 
@@ -193,38 +249,52 @@ def save_set(folder: str, objects: dict[str, Any], itr: int, suffix: str = "") -
     state = objects.get("state_dict")
     if isinstance(state, dict) and state.get("itr") != itr:  # a wiring mistake would make an unloadable set
         raise ValueError(f"save_set at iteration {itr} got a state_dict at iteration {state.get('itr')}")
+    slot = slot_name(suffix)
     with _writer_lock(folder):
-        recover(folder)  # never publish beside an unfinished publish: its renamed parts would be overwritten
-        staging = _stage(folder, objects, itr, suffix)
+        recover(folder)
+        staging = _stage(folder, objects, itr, slot)
         try:
-            _publish(folder, staging)
+            set_folder = _name_set(folder, staging, slot, itr)
         except OSError as err:
-            if _nothing_published(staging):
-                shutil.rmtree(staging, ignore_errors=True)
-                outcome = "the previous checkpoint is intact"
-            else:  # the staging is complete: recover rolls it forward
-                outcome = "the new checkpoint is complete at the next start"
-            raise utils.UsageError(f"{_os_error_message(err, folder, 'save the checkpoint')}; {outcome}") from None
+            shutil.rmtree(staging, ignore_errors=True)
+            raise utils.WriteError(f"{utils.describe_write_error(err, folder, 'save the checkpoint')}; "
+                                   "the previous checkpoint is intact") from None
+        try:
+            _swap_slot(folder, slot, set_folder)
+        except OSError as err:
+            shutil.rmtree(set_folder, ignore_errors=True)
+            raise utils.WriteError(f"{utils.describe_write_error(err, folder, 'save the checkpoint')}; "
+                                   "the previous checkpoint is intact") from None
+        try:
+            _tidy(folder)
+        except OSError as err:  # the set is saved; what is left undone the next start finishes
+            raise utils.WriteError(f"{utils.describe_write_error(err, folder, 'finish the checkpoint save')}; "
+                                   f"the new checkpoint (iteration {itr}) is saved and its links are completed "
+                                   "at the next start") from None
 
 
 _staging_counter = itertools.count()
 
 
-def _stage(folder: str, objects: dict[str, Any], itr: int, suffix: str) -> str:
-    """Step 1: a complete staging folder, or nothing left behind."""
-    staging = os.path.join(folder, f"{STAGING_PREFIX}{suffix or 'latest'}_{os.getpid()}_{next(_staging_counter)}")
+def _stage(folder: str, objects: dict[str, Any], itr: int, slot: str) -> str:
+    """Every part and then the manifest, fsynced, in a fresh staging folder; or nothing left behind."""
+    sets = os.path.join(folder, SETS)
+    staging = os.path.join(sets, f"{STAGING_PREFIX}{os.getpid()}-{next(_staging_counter)}")
     try:
-        os.makedirs(staging)
+        os.makedirs(sets, exist_ok=True)
+        os.mkdir(staging)
         parts = {}
         for part, obj in objects.items():
             path = os.path.join(staging, f"{part}.pth")
             _before_mutation()
-            torch.save(obj, path)
-            _fsync(path)
+            with open(path, "wb") as f:
+                utils.torch_save(obj, f)
+                f.flush()
+                os.fsync(f.fileno())
             parts[part] = {"bytes": os.path.getsize(path), "sha1": file_digest(path)}
-        manifest = {"format": MANIFEST_FORMAT, "itr": itr, "suffix": suffix, "parts": parts}
+        manifest = {"format": MANIFEST_FORMAT, "itr": itr, "suffix": suffix_of(slot), "parts": parts}
         _before_mutation()
-        with open(os.path.join(staging, STAGED_MANIFEST), "w") as f:
+        with open(os.path.join(staging, MANIFEST), "w") as f:
             json.dump(manifest, f)
             f.flush()
             os.fsync(f.fileno())
@@ -232,35 +302,68 @@ def _stage(folder: str, objects: dict[str, Any], itr: int, suffix: str) -> str:
     except BaseException as err:  # also a pickling error or Ctrl-C: no half staging left
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(err, OSError):
-            raise utils.UsageError(f"{_os_error_message(err, folder, 'save the checkpoint')}; "
+            raise utils.WriteError(f"{utils.describe_write_error(err, folder, 'save the checkpoint')}; "
                                    "the previous checkpoint is intact") from None
         raise
     return staging
 
 
-def _publish(folder: str, staging: str) -> None:
-    """Step 2, for a staging folder with a valid manifest; idempotent, to finish an interrupted one."""
-    manifest = _staged_manifest(staging)
-    suffix = manifest["suffix"]
-    for part in manifest["parts"]:
-        staged = os.path.join(staging, f"{part}.pth")
-        if os.path.exists(staged):  # else renamed before an interruption
-            _before_mutation()
-            os.replace(staged, part_path(folder, part, suffix))
-    stale = [p for p in PARTS if p not in manifest["parts"] and os.path.exists(part_path(folder, p, suffix))]
-    for part in stale:  # e.g. a G_ema of an earlier run with --ema: not of this set
-        _before_mutation()
-        os.remove(part_path(folder, part, suffix))
+def _name_set(folder: str, staging: str, slot: str, itr: int) -> str:
+    """The staging folder renamed to its final name in sets/: from here on it is a complete set."""
+    set_folder = os.path.join(folder, SETS, f"{slot}-{itr:06d}-{secrets.token_hex(2)}")
     _before_mutation()
-    os.replace(os.path.join(staging, STAGED_MANIFEST), manifest_path(folder, suffix))
+    os.rename(staging, set_folder)
+    _fsync(os.path.dirname(set_folder))
+    return set_folder
+
+
+def _swap_slot(folder: str, slot: str, set_folder: str) -> None:
+    """The commit point: the slot link now points at the new set folder (one atomic rename)."""
+    _replace_with_link(os.path.join(folder, slot), os.path.relpath(set_folder, folder))
     _fsync(folder)
-    shutil.rmtree(staging, ignore_errors=True)
 
 
-def _nothing_published(staging: str) -> bool:
-    manifest = _staged_manifest(staging)
-    return manifest is not None and all(os.path.exists(os.path.join(staging, f"{part}.pth"))
-                                        for part in manifest["parts"])
+def _replace_with_link(path: str, target: str) -> None:
+    temporary = os.path.join(os.path.dirname(path), f"{LINK_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+    os.symlink(target, temporary)
+    try:
+        _before_mutation()
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(temporary)
+        raise
+
+
+def _tidy(folder: str) -> None:
+    """Make the flat names agree with the slot links, and drop what no slot uses any more: set
+    folders (previous sets), staging folders of killed saves, temporaries. Idempotent: a tidy killed
+    halfway is finished by the next one."""
+    slots = slot_links(folder)
+    for slot, set_folder in slots.items():
+        manifest = _read_set_manifest(set_folder)
+        parts = manifest["parts"] if manifest else {}
+        suffix = suffix_of(slot)
+        for part in PARTS:
+            path = part_path(folder, part, suffix)
+            link = os.path.join(slot, f"{part}.pth")
+            if part in parts and not (os.path.islink(path) and os.readlink(path) == link):
+                _replace_with_link(path, link)  # also replaces a flat file of an earlier format
+            elif part not in parts and os.path.lexists(path):
+                _before_mutation()
+                os.remove(path)
+        if os.path.lexists(flat_manifest_path(folder, suffix)):  # the flat format's: the slot link rules now
+            _before_mutation()
+            os.remove(flat_manifest_path(folder, suffix))
+    sets = os.path.join(folder, SETS)
+    if os.path.isdir(sets):
+        in_use = {os.path.realpath(path) for path in slots.values()}
+        for name in os.listdir(sets):
+            path = os.path.join(sets, name)
+            if os.path.realpath(path) not in in_use:
+                _before_mutation()
+                shutil.rmtree(path, ignore_errors=True)
+    clean_temporaries(folder)
 
 
 def _fsync(path: str) -> None:
@@ -283,53 +386,55 @@ def _digest(f: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def _os_error_message(err: OSError, folder: str, action: str) -> str:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"no space left on device in {folder} to {action}: free space there (or choose another "
-                "--weights_root) and --resume")
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        reason = "read-only file system" if err.errno == errno.EROFS else "permission denied"
-        return f"cannot write to {folder} to {action}: {reason}; make it writable or choose another --weights_root"
-    return f"cannot {action} in {folder}: {err.strerror or err}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Recovering, cleaning
 
 def recover(folder: str) -> None:
-    """Finish the save a killed process staged completely, delete incomplete ones and stray temporaries.
-    Only for the holder of the folder's lock, or a process that knows nobody else writes there: a live
-    writer's staging folder would be taken from under it. (At most one staging folder is complete, as
-    save_set recovers before it stages.)"""
+    """Finish what a killed save left: take over a complete staging folder of the earlier flat format,
+    complete the part links, remove staging folders, unused set folders and temporaries. Only for the
+    holder of the folder's lock, or a process that knows nobody else writes there."""
     if not os.path.isdir(folder):
         return
     try:
-        for staging, manifest in _stagings(folder):
-            if manifest is not None:
-                _publish(folder, staging)
-        clean_temporaries(folder)
+        _adopt_flat_stagings(folder)
+        _tidy(folder)
     except OSError as err:
-        raise utils.UsageError(_os_error_message(err, folder, "finish an interrupted checkpoint save")) from None
+        raise utils.WriteError(utils.describe_write_error(err, folder, "finish an interrupted checkpoint save")) from None
+
+
+def _adopt_flat_stagings(folder: str) -> None:
+    """A `.saving_*` folder of the earlier flat format with a valid manifest is a set killed while
+    publishing: the parts it no longer holds were renamed to their flat names already. Moved back (when
+    they are the files the manifest lists), it is a complete set like a set folder, and becomes the
+    slot's set. One without a valid manifest never published anything: removed."""
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not (name.startswith(OLD_STAGING_PREFIX) and os.path.isdir(path)):
+            continue
+        manifest = _read_set_manifest(path)
+        if manifest is None:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        for part, saved in manifest["parts"].items():
+            staged, published = os.path.join(path, f"{part}.pth"), part_path(folder, part, manifest["suffix"])
+            if (not os.path.exists(staged) and os.path.isfile(published) and not os.path.islink(published)
+                    and os.path.getsize(published) == saved["bytes"] and file_digest(published) == saved["sha1"]):
+                os.rename(published, staged)
+        if not all(os.path.isfile(os.path.join(path, f"{part}.pth")) for part in manifest["parts"]):
+            continue  # a part is gone altogether: left for the user to look at, the slot untouched
+        slot = slot_name(manifest["suffix"])
+        os.makedirs(os.path.join(folder, SETS), exist_ok=True)
+        _swap_slot(folder, slot, _name_set(folder, path, slot, manifest["itr"]))
 
 
 def clean_temporaries(folder: str) -> None:
-    """Remove utils.write_atomically's `.tmp_*` leftovers and dead (manifest-less) staging folders
-    of killed processes. A complete staging folder is no temporary but a set being published: it
-    is left to recover. Only for the lock holder, like recover."""
+    """Remove utils.write_atomically's `.tmp_*` leftovers and half-made links of killed processes.
+    Only for the lock holder, like recover."""
     if not os.path.isdir(folder):
         return
     for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        if name.startswith(TEMP_PREFIX):
-            _remove(path)
-    for path, manifest in _stagings(folder):
-        if manifest is None:
-            _remove(path)
-
-
-def remove_temporaries(folder: str) -> None:
-    """The name train.py uses: clean_temporaries."""
-    clean_temporaries(folder)
+        if name.startswith((TEMP_PREFIX, LINK_TEMP_PREFIX)):
+            _remove(os.path.join(folder, name))
 
 
 def _remove(path: str) -> None:
@@ -339,20 +444,24 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
-def _stagings(folder: str) -> list[tuple[str, dict | None]]:
-    """Staging folders with their manifest (None: incomplete)."""
-    names = sorted(n for n in os.listdir(folder) if n.startswith(STAGING_PREFIX))
-    paths = [os.path.join(folder, n) for n in names if os.path.isdir(os.path.join(folder, n))]
-    return [(path, _staged_manifest(path)) for path in paths]
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+def slot_links(folder: str) -> dict[str, str]:
+    """slot -> the set folder its link points at, for every slot link in the folder."""
+    if not os.path.isdir(folder):
+        return {}
+    return {name: os.path.join(folder, os.readlink(os.path.join(folder, name)))
+            for name in sorted(os.listdir(folder))
+            if SLOT.match(name) and os.path.islink(os.path.join(folder, name))}
 
 
-def _staged_manifest(staging: str) -> dict | None:
-    """A staging folder's manifest; None when absent or torn (a kill while writing it: nothing of
-    that save was published yet)."""
+def _read_set_manifest(set_folder: str) -> dict | None:
+    """A set folder's manifest; None when it has none (yet) or it is torn."""
     try:
-        with open(os.path.join(staging, STAGED_MANIFEST)) as f:
+        with open(os.path.join(set_folder, MANIFEST)) as f:
             manifest = json.load(f)
-    except (FileNotFoundError, ValueError):  # any other error is no proof of an unpublished save: raised
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
     return manifest if _is_manifest(manifest) else None
 
@@ -364,84 +473,98 @@ def _is_manifest(manifest: Any) -> bool:
                     for p in manifest["parts"].values()))
 
 
-def _needs_recovery(folder: str) -> bool:
-    return os.path.isdir(folder) and any(n.startswith((STAGING_PREFIX, TEMP_PREFIX)) for n in os.listdir(folder))
+def _located(folder: str, suffix: str) -> tuple[str, dict | None, str]:
+    """Where a set's files are read from: (folder of its parts, manifest or None, format).
+    Formats: 'set' (a set folder behind the slot link), 'flat' (checkpoint[_S].json beside flat
+    files), 'legacy' (flat files without a manifest)."""
+    link = os.path.join(folder, slot_name(suffix))
+    if os.path.islink(link):
+        # Followed once: a save swapping the link meanwhile cannot mix two sets into this read.
+        set_folder = os.path.join(folder, os.readlink(link))
+        manifest = _read_set_manifest(set_folder)
+        if manifest is None:
+            raise utils.UsageError(f"{describe(folder, suffix)} is damaged: {os.path.join(set_folder, MANIFEST)} "
+                                   "is missing or unreadable; choose another set with --load_weights")
+        return set_folder, manifest, "set"
+    path = flat_manifest_path(folder, suffix)
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                manifest = json.load(f)
+        except (OSError, ValueError) as err:
+            manifest, problem = None, str(err)
+        else:
+            problem = "not a checkpoint manifest"
+        if not _is_manifest(manifest):
+            raise utils.UsageError(f"{path} is damaged ({problem}); delete it to load the set unverified, "
+                                   "or choose another set with --load_weights")
+        return folder, manifest, "flat"
+    return folder, None, "legacy"
 
 
-def _recover_unless_in_use(folder: str) -> None:
-    """A reader's recovery: only when the folder is free (or ours); a live run's folder is left alone."""
-    if not _needs_recovery(folder):
-        return
-    if holds_lock(folder):
-        recover(folder)
-        return
-    try:
-        lock = ExperimentLock(folder, wait_s=0).__enter__()
-    except utils.UsageError:  # in use by a live run, or not writable: verification still applies
-        return
-    try:
-        recover(folder)
-    finally:
-        lock.__exit__(None, None, None)
+def _file_of(where: str, part: str, suffix: str, kind: str) -> str:
+    return os.path.join(where, f"{part}.pth") if kind == "set" else part_path(where, part, suffix)
 
-
-def _pending_suffixes(folder: str) -> set[str]:
-    """Sets that a staging folder is about to publish (a live run's, or one recovery could not finish)."""
-    if not os.path.isdir(folder):
-        return set()
-    return {manifest["suffix"] for _, manifest in _stagings(folder) if manifest is not None}
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading
 
 def read_manifest(folder: str, suffix: str = "") -> dict | None:
-    """The set's published manifest; None for no set or a legacy one; a damaged one is a UsageError."""
-    path = manifest_path(folder, suffix)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as err:
-        manifest, problem = None, str(err)
-    else:
-        problem = "not a checkpoint manifest"
-    if not _is_manifest(manifest):
-        raise utils.UsageError(f"{path} is damaged ({problem}); delete it to load the set unverified, "
-                               "or choose another set with --load_weights")
-    return manifest
+    """The set's manifest; None for no set or a legacy one; a damaged one is a UsageError."""
+    return _located(folder, suffix)[1]
 
 
 def has_checkpoint(folder: str, suffix: str = "") -> bool:
-    """A complete set is there (after recovering the folder when it is not in use): every part its
-    manifest lists, of the listed size; without a manifest (legacy), G and state_dict."""
-    _recover_unless_in_use(folder)
-    manifest = read_manifest(folder, suffix)
-    if manifest is not None:
-        return all(os.path.isfile(part_path(folder, part, suffix))
-                   and os.path.getsize(part_path(folder, part, suffix)) == saved["bytes"]
-                   for part, saved in manifest["parts"].items())
-    if suffix in _pending_suffixes(folder):  # a first save being published: not yet a set
+    """A complete set is there: every part its manifest lists, of the listed size; without a
+    manifest (legacy), G and state_dict."""
+    if not os.path.isdir(folder):
         return False
+    where, manifest, kind = _located(folder, suffix)
+    if manifest is not None:
+        return all(os.path.isfile(_file_of(where, part, suffix, kind))
+                   and os.path.getsize(_file_of(where, part, suffix, kind)) == saved["bytes"]
+                   for part, saved in manifest["parts"].items())
     return all(os.path.isfile(part_path(folder, part, suffix)) for part in ("G", "state_dict"))
+
+
+def existing_sets(folder: str) -> list[str]:
+    """The slots that hold a set in any format (latest, copy0, best1, ...), for the refusal of a new
+    run in a folder that has checkpoints."""
+    if not os.path.isdir(folder):
+        return []
+    names = set(slot_links(folder))
+    for name in os.listdir(folder):
+        flat = re.match(r"^(?:checkpoint|state_dict|G)(?:_(copy\d+|best\d+))?\.(?:json|pth)$", name)
+        if flat and os.path.exists(os.path.join(folder, name)):  # a link must lead to a file
+            names.add(slot_name(flat.group(1) or ""))
+    return sorted(names, key=lambda s: (s != LATEST, s))
 
 
 def load_set(folder: str, suffix: str, parts: Iterable[str], optional: tuple[str, ...] = (),
              hint: str = "") -> dict[str, Any]:
-    """The requested parts of one set (after recovering the folder when it is not in use), checked to
-    be of one save; `optional` parts may be absent. Every problem is one UsageError line; hint says
-    what to do (the flags naming the set)."""
-    hint = hint or DEFAULT_HINT
-    _recover_unless_in_use(folder)
-    manifest = read_manifest(folder, suffix)
-    if manifest is None:
-        return _load_legacy(folder, suffix, list(parts), optional, hint)
-    return _load_verified(folder, suffix, list(parts), optional, hint, manifest)
+    """The requested parts of one set, checked to be of one save; `optional` parts may be absent.
+    Every problem is one UsageError line; hint says what to do (the flags naming the set)."""
+    hint, parts = hint or DEFAULT_HINT, list(parts)
+    for attempt in range(3):
+        target = _link_target(folder, suffix)
+        try:
+            where, manifest, kind = _located(folder, suffix)
+            if manifest is None:
+                return _load_legacy(folder, suffix, parts, optional, hint)
+            return _load_verified(where, folder, suffix, parts, optional, hint, manifest, kind)
+        except utils.UsageError:
+            # A save may have swapped the slot and removed the set read from: read the new one.
+            if attempt == 2 or _link_target(folder, suffix) == target:
+                raise
+    raise AssertionError("unreachable")
 
 
-def _load_verified(folder: str, suffix: str, parts: list[str], optional: tuple[str, ...], hint: str,
-                   manifest: dict) -> dict[str, Any]:
+def _link_target(folder: str, suffix: str) -> str | None:
+    try:
+        return os.readlink(os.path.join(folder, slot_name(suffix)))
+    except OSError:
+        return None
+
+
+def _load_verified(where: str, folder: str, suffix: str, parts: list[str], optional: tuple[str, ...],
+                   hint: str, manifest: dict, kind: str) -> dict[str, Any]:
     itr = manifest["itr"]
     missing = [p for p in parts if p not in manifest["parts"] and p not in optional]
     if missing:
@@ -449,36 +572,35 @@ def _load_verified(folder: str, suffix: str, parts: list[str], optional: tuple[s
     wanted = [p for p in parts if p in manifest["parts"]]
     # state_dict.pth is checked even when not asked for: it holds the iteration of the weights
     checked = list(dict.fromkeys(wanted + (["state_dict"] if "state_dict" in manifest["parts"] else [])))
-    objects = {part: _load_listed(folder, suffix, part, manifest, hint) for part in checked}
+    objects = {part: _load_listed(_file_of(where, part, suffix, kind), folder, suffix, part, manifest, hint, kind)
+               for part in checked}
     state = objects.get("state_dict")
     if state is not None and state.get("itr") != itr:
-        raise _inconsistent(folder, suffix, f"state_dict.pth is at iteration {state.get('itr')}, the set at {itr}")
+        raise _inconsistent(folder, suffix, f"state_dict.pth is at iteration {state.get('itr')}, the set at {itr}", kind)
     return {part: objects[part] for part in wanted}
 
 
-def _load_listed(folder: str, suffix: str, part: str, manifest: dict, hint: str) -> dict:
-    """A part the manifest lists, hashed and loaded from one open file: a rename in between cannot
-    make the loaded bytes differ from the checked ones."""
-    path, saved, itr = part_path(folder, part, suffix), manifest["parts"][part], manifest["itr"]
+def _load_listed(path: str, folder: str, suffix: str, part: str, manifest: dict, hint: str, kind: str) -> dict:
+    """A part the manifest lists, hashed and loaded from one open file: the loaded bytes are the
+    checked ones."""
+    saved, itr = manifest["parts"][part], manifest["itr"]
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        raise _inconsistent(folder, suffix, f"{os.path.basename(path)} of iteration {itr} is missing") from None
+        raise _inconsistent(folder, suffix, f"{os.path.basename(path)} of iteration {itr} is missing", kind) from None
     with f:
         if os.fstat(f.fileno()).st_size != saved["bytes"] or _digest(f) != saved["sha1"]:
-            problem = f"{os.path.basename(path)} is not the file saved at iteration {itr}"
-            raise _inconsistent(folder, suffix, problem)
+            raise _inconsistent(folder, suffix, f"{os.path.basename(path)} is not the file saved at iteration {itr}",
+                                kind)
         f.seek(0)
         return _load_dict(f, path, part, hint)
 
 
-def _inconsistent(folder: str, suffix: str, problem: str) -> utils.UsageError:
-    if suffix in _pending_suffixes(folder):
-        advice = "a save of it is in progress or was interrupted: run again (a run with --resume finishes it)"
-    else:
-        advice = (f"it was changed after the save: restore it, or delete "
-                  f"{os.path.basename(manifest_path(folder, suffix))} to load the set unverified")
-    return utils.UsageError(f"{describe(folder, suffix)} is inconsistent: {problem}; {advice}")
+def _inconsistent(folder: str, suffix: str, problem: str, kind: str) -> utils.UsageError:
+    manifest = MANIFEST if kind == "set" else os.path.basename(flat_manifest_path(folder, suffix))
+    return utils.UsageError(f"{describe(folder, suffix)} is inconsistent: {problem}; it was changed after the save "
+                            f"(its {manifest} lists what was saved): restore it, or choose another set with "
+                            "--load_weights")
 
 
 def _load_legacy(folder: str, suffix: str, parts: list[str], optional: tuple[str, ...],
@@ -487,8 +609,6 @@ def _load_legacy(folder: str, suffix: str, parts: list[str], optional: tuple[str
     what = describe(folder, suffix)
     present = [p for p in parts if os.path.isfile(part_path(folder, p, suffix))]
     absent = [p for p in parts if p not in present and p not in optional]
-    if suffix in _pending_suffixes(folder):  # files in place may be of the old set and the new one
-        raise _inconsistent(folder, suffix, "its files are in place without their manifest")
     if len(absent) == 1:
         path = part_path(folder, absent[0], suffix)
         raise utils.UsageError(f"checkpoint {absent[0]} {path} does not exist; {hint}")
@@ -515,8 +635,7 @@ def _load_dict(f: IO[bytes], path: str, part: str, hint: str) -> dict:
     try:
         obj = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise utils.UsageError(f"{path} is not a readable checkpoint {part} ({first_line}); {hint}") from None
+        raise utils.UsageError(f"{path} is not a readable checkpoint {part} ({utils.first_line(err)}); {hint}") from None
     if not isinstance(obj, dict):
         raise utils.UsageError(f"{path} holds a {type(obj).__name__}, not the {part} state dict a checkpoint "
                                f"has; {hint}")
@@ -524,7 +643,7 @@ def _load_dict(f: IO[bytes], path: str, part: str, hint: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Rotation
+# Rotation and the best set
 
 def saved_iteration(folder: str, suffix: str) -> int:
     """The iteration of a set: -1 for none there, 0 for one whose iteration cannot be read (the oldest,
@@ -554,6 +673,39 @@ def next_slot(folder: str, prefix: str, count: int, protected: str | None = None
     slots = [f"{prefix}{i}" for i in range(count)]
     candidates = [s for s in slots if s != protected] or slots
     return min(candidates, key=lambda s: (saved_iteration(folder, s), slots.index(s)))
+
+
+def best_slot(folder: str, hint: str = DEFAULT_HINT) -> str:
+    """The best of the best sets (best0, best1, ...): by the metric the run selected them with
+    (--which_best in its saved config), each set's own value being its state_dict's best_<metric>.
+    (The best slots rotate oldest-first, so best0 is not the best one.)"""
+    candidates = sorted(s for s in existing_sets(folder) if s.startswith("best"))
+    if not candidates:
+        raise utils.UsageError(f"--load_weights best: {folder} holds no best checkpoint (best0, best1, ...: saved "
+                               f"when an in-loop evaluation improves --which_best); {hint}")
+    scored = []
+    for slot in candidates:
+        state = load_set(folder, slot, ["state_dict"], hint=hint)["state_dict"]
+        metric = (state.get("config") or {}).get("which_best", "IS")
+        value = state.get(f"best_{metric}")
+        if isinstance(value, (int, float)):
+            scored.append((metric, float(value), slot))
+    if not scored:
+        raise utils.UsageError(f"--load_weights best: the best checkpoints in {folder} record no metric value; "
+                               f"name one ({', '.join(candidates)})")
+    metric = scored[-1][0]
+    choose = BETTER.get(metric, max)
+    return choose((s for s in scored if s[0] == metric), key=lambda s: s[1])[2]
+
+
+def resolve_suffix(folder: str, suffix: str, hint: str = DEFAULT_HINT) -> str:
+    """--load_weights as the user may write it: '' or 'latest' (the latest set), 'best' (the best of
+    the best sets), or a slot (copy1, best0)."""
+    if suffix == LATEST:
+        return ""
+    if suffix == "best":
+        return best_slot(folder, hint)
+    return suffix
 
 
 def next_copy_slot(folder: str, num_copies: int, protected_suffix: str | None = None) -> str:

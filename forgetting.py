@@ -93,7 +93,7 @@ def markdown_table(rows: dict[str, dict[str, list]], iters: int, seeds: list[int
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base_dir", default="forgetting_out", help="folder for data, runs and the table")
     parser.add_argument("--iters", type=utils.at_least(1), default=1000,
                         help="iterations of the BN stage, and again of FT (default: 1000)")

@@ -57,7 +57,7 @@ def write_hdf5(data: datasets.ImageFolderDataset, path: str, batch_size: int, nu
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Cache an image-folder dataset as HDF5.")
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Cache an image-folder dataset as HDF5.")
     parser.add_argument("--dataset", required=True, choices=list(datasets.DATASETS))
     parser.add_argument("--base_dir", default="base_dir",
                         help="project folder; data is in <base_dir>/data (default: %(default)s)")

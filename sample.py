@@ -513,8 +513,9 @@ def run(config: dict) -> dict:
     folder = os.path.join(config["samples_root"], config["experiment_name"], folder_name)
     styles = interp_styles(G, device) if config["sample_interps"] else {}
     sets = class_sets(config)
-    refuse_to_overwrite([path for classes in sets for path in planned_outputs(config, folder, styles, classes)],
-                        config)
+    outputs = [path for classes in sets for path in planned_outputs(config, folder, styles, classes)]
+    refuse_to_overwrite(outputs, config)
+    utils.remove_stale_temporaries(outputs)  # of a sample.py killed while writing them
     trunc_values = trunc_curve_values(config["sample_trunc_curves"]) if config["sample_trunc_curves"] else []
     # Load the backbone and reference statistics first: a missing file should stop us before hours of sampling.
     wants_metrics = config["sample_inception_metrics"] or trunc_values

@@ -238,7 +238,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, utils.HelpFormatter):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--out", default="study_out", help="folder for the runs, the table and the plot")
     parser.add_argument("--shots", type=utils.at_least(1), nargs="+", default=[10, 50],
                         help="images per new class, one study each (default: 10 50)")

@@ -226,7 +226,7 @@ def replace_folder(new: str, root: str) -> None:
 # Script
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Write the toy source (old classes) and target "
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="Write the toy source (old classes) and target "
                                                  "(new classes) image folders.")
     parser.add_argument("--base_dir", default="base_dir",
                         help="project folder; data goes to <base_dir>/data (default: %(default)s)")

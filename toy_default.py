@@ -136,7 +136,7 @@ def report(config: dict, result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base_dir", default="base_dir")
     parser.add_argument("--images_per_class", type=int, default=25, help="few-shot target images per new class")
     parser.add_argument("--data_seed", type=int, default=0)

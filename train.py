@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 
 import torch
@@ -120,13 +121,20 @@ def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "")
 
 
 def read_checkpoint(config: dict) -> dict:
-    """The checkpoint set to resume: weights_root/<experiment>/ with suffix --load_weights."""
-    name, suffix = config["experiment_name"], config["load_weights"]
-    hint = f"check --experiment_name ({name}), --load_weights ({suffix or 'none'}) and --weights_root"
-    folder = experiment_folder(config)
+    """The checkpoint set to resume: weights_root/<experiment>/ with suffix --load_weights ('best':
+    the best of the best sets, 'latest' or none: the latest set)."""
+    name, folder = config["experiment_name"], experiment_folder(config)
+    hint = f"check --experiment_name ({name}), --load_weights ({config['load_weights'] or 'none'}) and --weights_root"
+    suffix = config["load_weights"] = checkpoints.resolve_suffix(folder, config["load_weights"], hint)
     if not checkpoints.has_checkpoint(folder, suffix):
-        raise utils.UsageError(f"no checkpoint {os.path.basename(checkpoints.part_path(folder, 'state_dict', suffix))} "
-                               f"(or its set) in {folder}; {hint}")
+        others = checkpoints.existing_sets(folder)
+        if others:
+            advice = f"it holds {', '.join(others)}: name one with --load_weights"
+        else:
+            advice = ("nothing was saved there yet (a run saves every --save_every iterations and at its end): "
+                      "start the experiment without --resume")
+        raise utils.UsageError(f"--resume: no checkpoint {os.path.basename(checkpoints.part_path(folder, 'state_dict', suffix))} "
+                               f"(or its set) in {folder}; {advice}, or {hint}")
     parts = ["state_dict", "G", "G_optim", "D", "D_optim"] + (["G_ema"] if config["ema"] else [])
     saved = checkpoints.load_set(folder, suffix, parts, hint=hint + ("; --ema needs a run trained with --ema" if config["ema"] else ""))
     print(f"Resuming from {checkpoints.describe(folder, suffix)}, iteration {saved['state_dict'].get('itr')}")
@@ -183,9 +191,13 @@ def apply_optimizer_flags(models: Models, config: dict) -> None:
 
 
 def new_experiment_guard(config: dict) -> None:
-    if checkpoints.has_checkpoint(experiment_folder(config)):
+    """A new run never writes over checkpoints: any set there (latest, a copy, a best one) refuses it."""
+    found = checkpoints.existing_sets(experiment_folder(config))
+    if found:
         raise utils.UsageError(f"experiment {config['experiment_name']} already has checkpoints in "
-                               f"{experiment_folder(config)}; continue it with --resume, or choose another --experiment_name")
+                               f"{experiment_folder(config)} ({', '.join(found)}); continue it with --resume "
+                               f"(--load_weights {found[0] if found[0] != 'latest' else 'SUFFIX'} for another set), "
+                               "or choose another --experiment_name")
 
 
 def prepare_models(config: dict, device, is_main: bool, explicit: set[str] | None = None) -> tuple[Models, dict]:
@@ -234,9 +246,15 @@ def make_metrics(config: dict, device):
 def make_loader(config: dict, state: dict, rank: int, world_size: int, device):
     """Batches for one iteration: batch_size x num_D_steps x num_D_accumulations images."""
     D_batch = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
-    return datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state["itr"],
-                                        "rank": rank, "world_size": world_size,
-                                        "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
+    loader = datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state["itr"],
+                                          "rank": rank, "world_size": world_size,
+                                          "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
+    images = len(loader.dataset) // world_size
+    if rank == 0 and config["batch_size"] > images:
+        print(f"warning: --batch_size {config['batch_size']} is larger than the {images} training images"
+              f"{' per process' if world_size > 1 else ''}: every D batch holds each image about "
+              f"{config['batch_size'] / images:.1f} times; lower --batch_size if that is not intended", file=sys.stderr)
+    return loader
 
 
 def batches_across_epochs(loader, state: dict, config: dict):
@@ -312,10 +330,38 @@ class SheetMaker:
                                  nrow=self.sheet_z.shape[0])
 
 
+def rng_states(device) -> list[dict]:
+    """Every process's random state (CPU, and CUDA where it draws the noise), gathered on all ranks:
+    each rank draws its own noise, so an exact resume needs each one's."""
+    own = {"cpu": torch.get_rng_state(),
+           "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    if not (dist.is_available() and dist.is_initialized()):
+        return [own]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, own)
+    return gathered
+
+
+def restore_rng_state(state: dict, rank: int, world_size: int, device) -> None:
+    """This rank's random state from a resumed checkpoint (after the loader drew its seed)."""
+    saved = state.get("rng_states")
+    if saved is None:  # written before per-process states were saved: one process's CPU state
+        if "rng_state" in state:
+            torch.set_rng_state(state["rng_state"])
+        return
+    if len(saved) != world_size and rank == 0:
+        print(f"warning: the checkpoint was trained by {len(saved)} process(es), this run has {world_size}: "
+              "the resumed noise differs from an uninterrupted run's", file=sys.stderr)
+    own = saved[rank % len(saved)]
+    torch.set_rng_state(own["cpu"])
+    if device.type == "cuda" and own.get("cuda") is not None:
+        torch.cuda.set_rng_state(own["cuda"], device)
+
+
 def save_and_rotate(models: Models, state: dict, config: dict) -> None:
     """The latest checkpoint and a rotating copy, as BigGAN-PyTorch; the copy replaces the oldest
-    copy, never the one this run resumed from."""
-    state["rng_state"] = torch.get_rng_state()
+    copy, never the one this run resumed from. state['rng_states'] is set by the caller."""
+    state["rng_state"] = state["rng_states"][0]["cpu"]  # the key of earlier checkpoints, for their readers
     save_checkpoint(models, state, config)
     if config["num_save_copies"] > 0:
         slot = checkpoints.next_slot(experiment_folder(config), "copy", config["num_save_copies"], resumed_from(config))
@@ -383,8 +429,18 @@ def run(config: dict, explicit: set[str] | None = None) -> dict:
     with checkpoints.ExperimentLock(folder) if is_main else contextlib.nullcontext():
         if is_main:
             checkpoints.recover(folder)
-            checkpoints.remove_temporaries(os.path.join(config["samples_root"], config["experiment_name"]))
-        return training_loop(config, explicit, rank, world_size, device)
+            checkpoints.clean_temporaries(os.path.join(config["samples_root"], config["experiment_name"]))
+        try:
+            return training_loop(config, explicit, rank, world_size, device)
+        except utils.WriteError as err:  # a full disk or a read-only folder: say where the run stands
+            raise utils.WriteError(f"{err}; training stopped, {where_to_continue(folder)}") from None
+
+
+def where_to_continue(folder: str) -> str:
+    saved = checkpoints.saved_iteration(folder, "") if checkpoints.has_checkpoint(folder) else -1
+    if saved < 0:
+        return "nothing of it was saved: start it again once the problem is fixed"
+    return f"its last checkpoint (iteration {saved}) in {folder} is intact: --resume continues from there"
 
 
 def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size: int, device) -> dict:
@@ -417,54 +473,62 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
     # Same models on every rank (same seed above), different noise per rank from here on.
     torch.manual_seed(config["seed"] + rank)
     batches = batches_across_epochs(loader, state, config)
-    if config["resume"] and "rng_state" in state:
-        torch.set_rng_state(state["rng_state"])  # after the loader drew its seed: exact resume
+    if config["resume"]:
+        restore_rng_state(state, rank, world_size, device)  # after the loader drew its seed: exact resume
     start_time, start_itr = time.time(), state["itr"]
     progress = tqdm(disable=not is_main, initial=start_itr, total=config["num_iters"] or None)
     itr, final = start_itr, False
 
-    for x, y in batches:
-        # Train one iteration.
-        state["itr"] += 1
-        itr = state["itr"]
-        models.G.train(), models.D.train()
-        losses = train_step(x.to(device), y.to(device), itr)
-        stop_if_diverged(losses, itr, config)
-        if itr == start_itr + 1 and is_main and config["compile"]:
-            print(f"--compile: the first iteration took {time.time() - start_time:.1f} s, compilation included")
-        final = bool(config["num_iters"]) and itr >= config["num_iters"]
-        progress.update(1)
-        progress.set_postfix({"epoch": state["epoch"], **{k: f"{v:+.3f}" for k, v in losses.items()}})
-        if not is_main:
+    try:  # closed also on an error, whose one line then starts a line of its own
+        for x, y in batches:
+            # Train one iteration.
+            state["itr"] += 1
+            itr = state["itr"]
+            models.G.train(), models.D.train()
+            losses = train_step(x.to(device), y.to(device), itr)
+            stop_if_diverged(losses, itr, config)
+            if itr == start_itr + 1 and is_main and config["compile"]:
+                print(f"--compile: the first iteration took {time.time() - start_time:.1f} s, compilation included")
+            final = bool(config["num_iters"]) and itr >= config["num_iters"]
+            saving = itr % config["save_every"] == 0 or final
+            evaluating = not config["no_fid"] and (itr % config["test_every"] == 0 or final)
+            if saving or evaluating:  # every process takes part; a best set is a checkpoint to resume too
+                state["rng_states"] = rng_states(device)
+            progress.update(1)
+            progress.set_postfix({"epoch": state["epoch"], **{k: f"{v:+.3f}" for k, v in losses.items()}})
+            if not is_main:
+                if final:
+                    break
+                continue
+
+            # Log the losses.
+            utils.append_jsonl(train_log, {"itr": itr, **losses})
+
+            # Save a checkpoint and draw the sample sheets.
+            if saving:
+                with outside_training(models, config, device):
+                    save_and_rotate(models, state, config)
+                    sheets.write(sampling.sampling_G(models.G, models.G_ema, config), itr)
+
+            # Evaluate (and keep the best checkpoints).
+            if evaluating:
+                with outside_training(models, config, device):
+                    last_metrics = evaluate(models, state, config, get_metrics, precision, device)
+                utils.append_jsonl(test_log, {"itr": itr, "time": time.time() - start_time,
+                                              **{k: v for k, v in last_metrics.items() if v is not None}})
+                print(format_metrics(itr, last_metrics))
             if final:
                 break
-            continue
-
-        # Log the losses.
-        utils.append_jsonl(train_log, {"itr": itr, **losses})
-
-        # Save a checkpoint and draw the sample sheets.
-        if itr % config["save_every"] == 0 or final:
-            with outside_training(models, config, device):
-                save_and_rotate(models, state, config)
-                sheets.write(sampling.sampling_G(models.G, models.G_ema, config), itr)
-
-        # Evaluate (and keep the best checkpoints).
-        if get_metrics is not None and (itr % config["test_every"] == 0 or final):
-            with outside_training(models, config, device):
-                last_metrics = evaluate(models, state, config, get_metrics, precision, device)
-            utils.append_jsonl(test_log, {"itr": itr, "time": time.time() - start_time,
-                                          **{k: v for k, v in last_metrics.items() if v is not None}})
-            print(format_metrics(itr, last_metrics))
-        if final:
-            break
-    progress.close()
+    finally:
+        progress.close()
 
     # Finish: a run that stopped because the data ran out (epoch mode) saves its final state too.
     if itr == start_itr:
         raise utils.UsageError(f"no training iteration ran: the data ran out at iteration {start_itr} "
                                f"(--num_epochs {config['num_epochs']} over {len(loader.dataset)} images); "
                                "raise --num_epochs")
+    if not final and itr % config["save_every"] != 0:
+        state["rng_states"] = rng_states(device)
     if is_main and not final and itr % config["save_every"] != 0:
         with outside_training(models, config, device):
             save_and_rotate(models, state, config)

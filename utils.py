@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import itertools
 import json
 import math
 import os
 import random
+import re
+import signal
 import sys
 import tempfile
 from typing import Any, Callable
@@ -48,6 +52,64 @@ def seed_rng(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """An exception as one line for an error message: its first line (torch's messages run long)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing files: atomically, and every failure one line.
+
+TEMP_PREFIX = ".tmp_"  # write_atomically's temporaries; the next start of a run removes leftovers
+
+
+class WriteError(UsageError):
+    """A file could not be written (full disk, no permission, read-only file system): the message
+    says what failed, what was kept and what to do; whoever knows more (a training run: its last
+    checkpoint) may add to it."""
+
+
+def describe_write_error(err: OSError, where: str, action: str) -> str:
+    """One line for an OSError while writing in `where` (a file or folder)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on device in {where} to {action}: free space there, or write elsewhere "
+                "(--base_dir, or the --weights_root / --logs_root / --samples_root / --data_root it is under)")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = "read-only file system" if err.errno == errno.EROFS else "permission denied"
+        return (f"cannot write to {where} to {action}: {reason}; make it writable, or write elsewhere "
+                "(--base_dir, or the --weights_root / --logs_root / --samples_root / --data_root it is under)")
+    return f"cannot {action} in {where}: {err.strerror or err}"
+
+
+class _RecordingWriter:
+    """A binary file whose write remembers the OSError it raised: torch.save reports some failed
+    writes as a RuntimeError ('unexpected pos ...') that has lost the errno."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def torch_save(obj: Any, f) -> None:
+    """torch.save into an open binary file; a failed write raises the OSError behind it."""
+    writer = _RecordingWriter(f)
+    try:
+        torch.save(obj, writer)
+    except Exception:
+        if writer.error is not None:
+            raise writer.error from None
+        raise
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -56,19 +118,45 @@ def _umask() -> int:
 
 def replace_atomically(path: str, write_path: Callable[[str], None]) -> None:
     """write_path(tmp) fills a temp file next to path, which then replaces path in one rename, so
-    a crash never leaves half a file (and the temp file never outlives a failure)."""
+    a crash never leaves half a file (and the temp file never outlives a failure). A full disk or a
+    folder that cannot be written is a WriteError; path keeps what it held."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp_", suffix=os.path.basename(path))
-    os.close(fd)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix=os.path.basename(path))
+        os.close(fd)
         write_path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        _kill_before_replace_for_tests()
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as err:
+        kept = f"{path} is unchanged" if os.path.exists(path) else f"nothing was written to {path}"
+        raise WriteError(f"{describe_write_error(err, folder, f'write {os.path.basename(path)}')}; {kept}") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+_replacements = itertools.count(1)
+
+
+def _kill_before_replace_for_tests() -> None:
+    """Fault injection, for tests only: CGT_KILL_AT_OUTPUT=K SIGKILLs the process right before the
+    K-th atomic replace (the worst moment: the file is written, not yet in place)."""
+    kill_at = os.environ.get("CGT_KILL_AT_OUTPUT")
+    if next(_replacements) == int(kill_at or 0):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def remove_stale_temporaries(paths: list[str]) -> None:
+    """Remove what killed writers of these files left (TEMP_PREFIX + random + the file's name)."""
+    for path in paths:
+        folder, name = os.path.split(os.path.abspath(path))
+        if os.path.isdir(folder):
+            for entry in os.listdir(folder):
+                if entry.startswith(TEMP_PREFIX) and entry.endswith(name) and len(entry) > len(TEMP_PREFIX) + len(name):
+                    os.remove(os.path.join(folder, entry))
 
 
 def write_atomically(path: str, write: Callable, binary: bool = False) -> None:
@@ -81,7 +169,18 @@ def write_atomically(path: str, write: Callable, binary: bool = False) -> None:
 
 def atomic_save(obj: Any, path: str) -> None:
     """torch.save, written atomically."""
-    write_atomically(path, lambda f: torch.save(obj, f), binary=True)
+    write_atomically(path, lambda f: torch_save(obj, f), binary=True)
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """One JSON line at the end of a log; a failed write is a WriteError (earlier lines stay)."""
+    line = json.dumps(record) + "\n"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "a") as f:
+            f.write(line)
+    except OSError as err:
+        raise WriteError(f"{describe_write_error(err, path, 'append to the log')}; its earlier lines are intact") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +451,7 @@ def add_io_flags(p: argparse.ArgumentParser) -> None:
 
 def prepare_parser(description: str = "Train a (transfer) BigGAN") -> argparse.ArgumentParser:
     """train.py's flags: BigGAN-PyTorch's names and defaults, plus cGANTransfer's, in groups."""
-    p = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=description, formatter_class=HelpFormatter)
     for add in (add_data_flags, add_model_flags, add_transfer_flags, add_optimization_flags,
                 add_running_flags, add_evaluation_flags, add_io_flags):
         add(p)
@@ -438,7 +537,32 @@ def finalize_config(config: dict) -> dict:
                          "normalizes the combination, which then cannot hold the old classes' mean")
     config["G_batch_size"] = config["G_batch_size"] or config["batch_size"]
     config["experiment_name"] = config["experiment_name"] or name_from_config(config)
+    check_experiment_name(config["experiment_name"], config["weights_root"])
     return config
+
+
+# A name becomes a folder under --weights_root: nothing that could resolve onto that folder itself, the
+# source model's files beside it, another folder (a path, a link) or the project's hidden files.
+NOT_IN_A_NAME = re.compile(r"[/\\\x00-\x1f\x7f]")
+FILE_EXTENSIONS = (".pth", ".json", ".npz", ".hdf5", ".pt")
+
+
+def check_experiment_name(name: str, weights_root: str) -> None:
+    """Refuse a --experiment_name whose folder would not be a fresh subfolder of weights_root of
+    its own: '.', '..', paths, hidden names, file names (G.pth), a link, or an existing file."""
+    folder = os.path.join(weights_root, name)
+    problem = None
+    if not name.strip() or name != name.strip() or name.startswith(".") or NOT_IN_A_NAME.search(name):
+        problem = ("must be a plain folder name: no path separators or control characters, not starting with "
+                   "'.' (so not '.' or '..'), no spaces around it")
+    elif name.lower().endswith(FILE_EXTENSIONS):
+        problem = "looks like a file name (the source model's G.pth and D.pth live beside the experiments)"
+    elif os.path.islink(folder):
+        problem = f"is a link ({folder} -> {os.readlink(folder)}); runs write only into folders of their own"
+    elif os.path.exists(folder) and not os.path.isdir(folder):
+        problem = f"is an existing file in {weights_root}"
+    if problem:
+        raise UsageError(f"--experiment_name {name!r} {problem}; choose another name")
 
 
 def name_from_config(config: dict) -> str:
@@ -473,14 +597,7 @@ def load_file(path: str, what: str, hint: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UsageError(f"{path} is not a readable {what} ({first_line}); {hint}") from None
-
-
-def append_jsonl(path: str, record: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        raise UsageError(f"{path} is not a readable {what} ({first_line(err)}); {hint}") from None
 
 
 # ---------------------------------------------------------------------------------------------

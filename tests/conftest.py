@@ -53,3 +53,38 @@ class TinyBackbone(nn.Module):
     def forward(self, x):
         pool = torch.relu(self.conv(x)).mean(dim=(2, 3))
         return pool, self.head(pool)
+
+
+class _FailingFile:
+    """A file open for writing whose writes fail with an OSError once more than `after` bytes went in:
+    what a full disk (ENOSPC) or a file system remounted read-only (EROFS) does to a writer."""
+
+    def __init__(self, f, code: int, after: int):
+        self.f, self.code, self.after, self.written = f, code, after, 0
+
+    def write(self, data):
+        self.written += len(data)
+        if self.written > self.after:
+            raise OSError(self.code, os.strerror(self.code))
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def inject_write_failure(monkeypatch, module, code: int, when=lambda path: True, after_bytes: int = 0) -> None:
+    """Files that `module` opens for writing (the builtin open, looked up in the module first) fail
+    with errno `code` after `after_bytes` bytes when when(path) holds; no tmpfs or privileges needed."""
+    import builtins
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        writing = any(flag in mode for flag in "wax+")
+        return _FailingFile(f, code, after_bytes) if writing and when(str(path)) else f
+    monkeypatch.setattr(module, "open", fake_open, raising=False)

@@ -1,12 +1,14 @@
 """checkpoints.py, as a specification: a checkpoint set is written and read as a whole. Whatever moment
-a save is killed at, a reader gets the old set or the new one (or a clear error while a live run
-publishes), never a mix, and the next start leaves no temporaries; a killed first save blocks no fresh
-start; folders of BigGAN-PyTorch load; damaged files are one clear line; rotation never overwrites the
-set resumed from; diverged weights, a full disk or a read-only folder never cost the good set; two
-processes never share an experiment, and a killed one leaves no stale lock.
+a save is killed at, a reader gets the old set or the new one, never a mix: this module's readers, and
+code that opens G.pth, D.pth, ... directly as BigGAN-PyTorch's scripts do; the next start leaves no
+temporaries; a killed first save blocks no fresh start; every file is fsynced before a step relies on it
+(power loss); folders of BigGAN-PyTorch and of the earlier flat format load; damaged files are one clear
+line; rotation never overwrites the set resumed from; `best` is the best of the best sets; diverged
+weights, a full disk or a read-only folder never cost the good set; two processes never share an
+experiment, a killed one leaves no stale lock and a failed start no empty folder.
 
 The oracles are independent of the module: sets whose every tensor encodes its iteration, files read
-with plain torch.load, SHA-1s computed here, locks taken with plain fcntl."""
+with plain torch.load through BigGAN-PyTorch's names, SHA-1s computed here, locks taken with plain fcntl."""
 import errno
 import fcntl
 import hashlib
@@ -21,7 +23,7 @@ import torch
 
 import checkpoints
 import utils
-from conftest import ROOT
+from conftest import ROOT, inject_write_failure
 
 TESTS = os.path.join(ROOT, "tests")
 ALL_PARTS = ("G", "G_optim", "D", "D_optim", "state_dict", "G_ema")
@@ -54,16 +56,31 @@ def is_set_of(objects: dict, itr: int, parts=ALL_PARTS) -> bool:
     return set(objects) == set(parts) and all(same(objects[p], expected[p]) for p in parts)
 
 
+def iteration_of(part: str, obj: dict) -> int:
+    """The iteration a part of a_set(itr) encodes."""
+    if part == "state_dict":
+        return obj["itr"]
+    if part.endswith("optim"):
+        return int(obj["state"][0]["exp_avg"][0])
+    return int(abs(obj["w"][0, 0]) / (2 if part == "G_ema" else 1))
+
+
 def files_on_disk(folder, suffix: str = "") -> dict:
-    """The set's files read with plain torch.load, independently of checkpoints.load_set."""
+    """The set as a direct reader sees it: BigGAN-PyTorch's names opened with plain torch.load."""
     tail = f"_{suffix}" if suffix else ""
     paths = {p: os.path.join(folder, f"{p}{tail}.pth") for p in ALL_PARTS}
     return {p: torch.load(path, weights_only=True) for p, path in paths.items() if os.path.isfile(path)}
 
 
 def leftovers(folder) -> list[str]:
-    """Hidden entries a save may create, besides the lock file."""
-    return sorted(n for n in os.listdir(folder) if n.startswith(".") and n != ".lock")
+    """What a save may leave behind: hidden entries besides the lock, staging or unused set folders."""
+    hidden = [n for n in os.listdir(folder) if n.startswith(".") and n != ".lock"]
+    sets = os.path.join(folder, "sets")
+    if os.path.isdir(sets):
+        used = {os.path.realpath(os.path.join(folder, n)) for n in os.listdir(folder)
+                if os.path.islink(os.path.join(folder, n)) and os.path.isdir(os.path.join(folder, n))}
+        hidden += [f"sets/{n}" for n in os.listdir(sets) if os.path.realpath(os.path.join(sets, n)) not in used]
+    return sorted(hidden)
 
 
 def sha1(path) -> str:
@@ -93,20 +110,38 @@ def run_python(code: str, env: dict | None = None, **kwargs) -> subprocess.Compl
                           capture_output=True, text=True, timeout=120, **kwargs)
 
 
+def set_folder_of(folder, slot: str = "latest") -> str:
+    return os.path.realpath(os.path.join(folder, slot))
+
+
 # --- Saving and loading
 
-def test_a_set_round_trips_under_flat_biggan_names_with_a_manifest(tmp_path):
+def test_a_set_round_trips_under_flat_biggan_names_resolving_into_one_set_folder(tmp_path):
     checkpoints.save_set(str(tmp_path), a_set(7), 7, "copy1")
     assert is_set_of(checkpoints.load_set(str(tmp_path), "copy1", ALL_PARTS), 7)
     assert is_set_of(files_on_disk(tmp_path, "copy1"), 7)
     assert leftovers(tmp_path) == []
     assert sorted(n for n in os.listdir(tmp_path) if n != ".lock") == sorted(
-        [f"{p}_copy1.pth" for p in ALL_PARTS] + ["checkpoint_copy1.json"])
-    manifest = json.loads((tmp_path / "checkpoint_copy1.json").read_text())
+        [f"{p}_copy1.pth" for p in ALL_PARTS] + ["copy1", "sets"])
+    set_folder = set_folder_of(tmp_path, "copy1")
+    assert os.path.dirname(set_folder) == os.path.realpath(tmp_path / "sets")
+    for part in ALL_PARTS:  # every flat name resolves through the slot link into the one set folder
+        assert os.readlink(tmp_path / f"{part}_copy1.pth") == os.path.join("copy1", f"{part}.pth")
+        assert os.path.realpath(tmp_path / f"{part}_copy1.pth") == os.path.join(set_folder, f"{part}.pth")
+    manifest = json.loads(open(os.path.join(set_folder, "manifest.json")).read())
     assert manifest["itr"] == 7 and manifest["suffix"] == "copy1" and set(manifest["parts"]) == set(ALL_PARTS)
     for part, saved in manifest["parts"].items():
-        path = tmp_path / f"{part}_copy1.pth"
-        assert saved["bytes"] == path.stat().st_size and saved["sha1"] == sha1(path)
+        path = os.path.join(set_folder, f"{part}.pth")
+        assert saved["bytes"] == os.path.getsize(path) and saved["sha1"] == sha1(path)
+
+
+def test_the_latest_set_keeps_biggan_pytorch_names_and_a_folder_moved_elsewhere_still_loads(tmp_path):
+    checkpoints.save_set(str(tmp_path / "a"), a_set(7), 7)
+    assert is_set_of(files_on_disk(tmp_path / "a"), 7)  # G.pth, D.pth, ... as BigGAN-PyTorch writes them
+    shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=True)  # the links are relative
+    shutil.rmtree(tmp_path / "a")
+    assert is_set_of(checkpoints.load_set(str(tmp_path / "b"), "", ALL_PARTS), 7)
+    assert is_set_of(files_on_disk(tmp_path / "b"), 7)
 
 
 def test_loading_some_parts_returns_only_those_and_optional_ones_may_be_absent(tmp_path):
@@ -126,14 +161,48 @@ def test_a_set_whose_state_dict_is_of_another_iteration_is_refused_before_anythi
 
 def test_a_set_with_a_file_of_the_wrong_size_is_no_checkpoint(tmp_path):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
-    (tmp_path / "D_optim.pth").write_bytes(b"short")
+    (tmp_path / "D_optim.pth").write_bytes(b"short")  # through the link: the set's file
     assert not checkpoints.has_checkpoint(str(tmp_path))
 
 
 def test_a_new_set_replaces_the_old_one_whole_even_with_fewer_parts(tmp_path):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
+    old_set = set_folder_of(tmp_path)
     checkpoints.save_set(str(tmp_path), {p: o for p, o in a_set(20).items() if p != "G_ema"}, 20)
     assert is_set_of(files_on_disk(tmp_path), 20, parts=[p for p in ALL_PARTS if p != "G_ema"])
+    assert not os.path.lexists(tmp_path / "G_ema.pth")  # no name points at a part of another set
+    assert not os.path.exists(old_set) and leftovers(tmp_path) == []
+
+
+def test_every_file_is_on_disk_before_the_step_that_relies_on_it(tmp_path, monkeypatch):
+    """Power loss: the parts and the manifest, then their folder, are fsynced before the set is named;
+    sets/ before the slot link is swapped; the experiment folder right after the swap."""
+    events, real_fsync, real_rename, real_replace = [], os.fsync, os.rename, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def rename(src, dst):
+        events.append(("rename", os.path.realpath(dst)))
+        return real_rename(src, dst)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.abspath(dst)))
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", replace)
+    checkpoints.save_set(str(tmp_path), a_set(10), 10)
+    monkeypatch.undo()
+    folder, set_folder = os.path.realpath(tmp_path), set_folder_of(tmp_path)
+    named = events.index(("rename", set_folder))
+    swapped = events.index(("replace", os.path.join(str(tmp_path), "latest")))
+    synced_before_naming = {os.path.basename(path) for kind, path in events[:named] if kind == "fsync"}
+    assert {f"{p}.pth" for p in ALL_PARTS} | {"manifest.json"} <= synced_before_naming
+    assert any(kind == "fsync" and ".staging-" in os.path.basename(path) for kind, path in events[:named])
+    assert ("fsync", os.path.join(folder, "sets")) in events[named:swapped]
+    assert ("fsync", folder) in events[swapped:swapped + 2]
 
 
 # --- Kills at every file-system change of a save
@@ -179,7 +248,7 @@ def killed_saves(sweep, tmp_path):
     """Folders (each test its own copy) where set A (itr 10) then set B (itr 20) was saved by a process
     killed right before its K-th file-system change, for every K until a process is not killed."""
     base, killed = sweep
-    shutil.copytree(base, tmp_path / "kills")
+    shutil.copytree(base, tmp_path / "kills", symlinks=True)
     return [(tmp_path / "kills" / str(k), was_killed) for k, was_killed in enumerate(killed, start=1)]
 
 
@@ -193,34 +262,38 @@ def loaded_itr_or_none(folder) -> int | None:
 
 
 def test_a_save_killed_at_any_change_leaves_exactly_the_old_set_or_the_new_one(killed_saves):
-    assert len(killed_saves) >= 2 * (2 * len(ALL_PARTS) + 2) and not killed_saves[-1][1]
+    # 6 staged parts + the manifest + naming the set + swapping the link, then 6 links on the first save
+    assert len(killed_saves) >= 2 * (len(ALL_PARTS) + 3) + len(ALL_PARTS) and not killed_saves[-1][1]
     outcomes = []
     for folder, _ in killed_saves:
+        # Before any recovery, a direct reader of BigGAN-PyTorch's names sees one iteration (or nothing)
+        direct = files_on_disk(folder) if os.path.isdir(folder) else {}
+        assert len({iteration_of(part, obj) for part, obj in direct.items()}) <= 1, (folder, direct.keys())
+        itr = loaded_itr_or_none(folder) if os.path.isdir(folder) else None
         checkpoints.recover(str(folder))  # what the next start does
-        assert leftovers(folder) == [], folder
-        itr = loaded_itr_or_none(folder)
-        outcomes.append(itr)
-        if itr is not None:  # the files themselves, read plainly, are all of that set
+        assert not os.path.isdir(folder) or leftovers(folder) == [], folder
+        assert (loaded_itr_or_none(folder) if os.path.isdir(folder) else None) == itr, folder
+        if itr is not None:  # and after recovery, every name is there, all of that set
             assert is_set_of(files_on_disk(folder), itr), folder
+        outcomes.append(itr)
     # Nothing, then A, then B, as the kill moves later; each phase is reached.
     assert outcomes == sorted(outcomes, key=lambda itr: -1 if itr is None else itr), outcomes
     assert outcomes[0] is None and 10 in outcomes and outcomes[-1] == 20, outcomes
 
 
-def test_a_reader_beside_a_live_run_never_gets_a_mix_nor_touches_the_folder(killed_saves):
-    mid_publish_errors = 0
+def test_a_reader_beside_a_live_run_gets_a_whole_set_and_never_touches_the_folder(killed_saves):
     for folder, _ in killed_saves:
+        if not os.path.isdir(folder):
+            continue
         with HeldByAnotherRun(folder):  # the killed save looks like one still in progress
             before = sorted(os.listdir(folder))
-            try:
+            if checkpoints.has_checkpoint(str(folder)):
                 loaded = checkpoints.load_set(str(folder), "", ALL_PARTS)
-            except utils.UsageError as err:
-                assert "\n" not in str(err)
-                mid_publish_errors += "in progress" in str(err)
-            else:
                 assert is_set_of(loaded, 10) or is_set_of(loaded, 20), folder
+            else:
+                with pytest.raises(utils.UsageError, match="no checkpoint .*do not exist"):
+                    checkpoints.load_set(str(folder), "", ALL_PARTS)
             assert sorted(os.listdir(folder)) == before, folder
-    assert mid_publish_errors > 0  # some kills fell between the renames of a publish
 
 
 def test_a_killed_first_save_blocks_no_fresh_start(tmp_path):
@@ -230,81 +303,76 @@ def test_a_killed_first_save_blocks_no_fresh_start(tmp_path):
     result = run_python(code, env={"CGT_KILL_AT_WRITE": "2"})  # right before writing the second staged part
     assert result.returncode == -9, result.stderr[-3000:]
     assert leftovers(folder) != []  # the kill did leave a half save
-    assert not checkpoints.has_checkpoint(folder)
-    assert leftovers(folder) == []
+    assert not checkpoints.has_checkpoint(folder) and checkpoints.existing_sets(folder) == []
     no_set = "no checkpoint .*state_dict.pth.* do not exist; check --weights_root, --experiment_name"
     with pytest.raises(utils.UsageError, match=no_set):
         checkpoints.load_set(folder, "", ["state_dict", "G"])
     checkpoints.save_set(folder, a_set(1), 1)  # a fresh start
-    assert is_set_of(checkpoints.load_set(folder, "", ALL_PARTS), 1)
+    assert is_set_of(checkpoints.load_set(folder, "", ALL_PARTS), 1) and leftovers(folder) == []
 
 
 # --- Recovery and temporaries
 
-def test_clean_temporaries_removes_leftovers_of_killed_writers_but_not_a_staged_set(tmp_path, monkeypatch):
+def test_recover_removes_leftovers_of_killed_writers_and_completes_the_links(tmp_path):
     folder = str(tmp_path)
     checkpoints.save_set(folder, a_set(10), 10)
     (tmp_path / ".tmp_abcG.pth").write_bytes(b"half")  # utils.write_atomically's
-    (tmp_path / ".tmp_dir").mkdir()
-    half = tmp_path / ".saving_latest_999_0"  # a staging folder without its manifest
+    os.symlink("nowhere", tmp_path / ".link-123-abcd")  # a half-made link
+    half = tmp_path / "sets" / ".staging-999-0"  # a staging folder of a killed save
     half.mkdir()
     (half / "G.pth").write_bytes(b"half")
-    staged = stage_without_publishing(monkeypatch, folder, 20)
-    checkpoints.clean_temporaries(folder)
-    assert leftovers(tmp_path) == [os.path.basename(staged)]
+    unused = tmp_path / "sets" / "latest-000005-ffff"  # a previous set the killed save did not remove
+    shutil.copytree(set_folder_of(tmp_path), unused)
+    (tmp_path / "G_ema.pth").unlink()  # a link not yet made
     checkpoints.recover(folder)
-    assert leftovers(tmp_path) == [] and is_set_of(files_on_disk(tmp_path), 20)
+    assert leftovers(tmp_path) == [] and is_set_of(files_on_disk(tmp_path), 10)
 
 
-def stage_without_publishing(monkeypatch, folder: str, itr: int) -> str:
-    """A complete staging folder, as a kill right after staging leaves it."""
-    with monkeypatch.context() as patch:
-        patch.setattr(checkpoints, "_publish", lambda folder, staging: None)
-        checkpoints.save_set(folder, a_set(itr), itr)
-    staged = [n for n in os.listdir(folder) if n.startswith(".saving_")]
-    assert len(staged) == 1
-    return os.path.join(folder, staged[0])
-
-
-def test_a_staging_folder_with_a_torn_manifest_is_dropped_and_the_old_set_stays(tmp_path, monkeypatch):
-    folder = str(tmp_path)
-    checkpoints.save_set(folder, a_set(10), 10)
-    staged = stage_without_publishing(monkeypatch, folder, 20)
-    manifest = os.path.join(staged, "manifest.json")
-    with open(manifest, "r+") as f:
-        f.truncate(os.path.getsize(manifest) // 2)
-    assert is_set_of(checkpoints.load_set(folder, "", ALL_PARTS), 10)
-    assert leftovers(tmp_path) == []
-
-
-def test_a_save_after_an_unfinished_one_finishes_it_first_so_no_mix_remains(tmp_path, monkeypatch):
-    folder = str(tmp_path)
-    checkpoints.save_set(folder, a_set(10), 10)
-    fail_renames(monkeypatch, from_call=2, code=errno.EIO)  # G of set 20 is in place, the rest staged
-    with pytest.raises(utils.UsageError, match="complete at the next start"):
-        checkpoints.save_set(folder, a_set(20), 20)
-    monkeypatch.undo()
-    checkpoints.save_set(folder, a_set(30), 30)
-    assert leftovers(tmp_path) == [] and is_set_of(files_on_disk(tmp_path), 30)
-
-
-def fail_renames(monkeypatch, from_call: int, code: int) -> None:
-    real_replace, calls = os.replace, []
-
-    def replace(src, dst, *args, **kwargs):
-        calls.append(dst)
-        if len(calls) >= from_call:
-            raise OSError(code, os.strerror(code))
-        return real_replace(src, dst, *args, **kwargs)
-    monkeypatch.setattr(os, "replace", replace)
-
-
-# --- Legacy folders and damaged files
+# --- The earlier flat format and BigGAN-PyTorch's
 
 def write_legacy(folder, itr: int, suffix: str = "", parts=ALL_PARTS) -> None:
     os.makedirs(folder, exist_ok=True)
     for part in parts:
         torch.save(a_set(itr)[part], os.path.join(folder, f"{part}{'_' + suffix if suffix else ''}.pth"))
+
+
+def write_flat(folder, itr: int, suffix: str = "") -> None:
+    """A set as this project wrote it before set folders: flat files and checkpoint[_S].json."""
+    write_legacy(folder, itr, suffix)
+    tail = f"_{suffix}" if suffix else ""
+    parts = {p: {"bytes": os.path.getsize(os.path.join(folder, f"{p}{tail}.pth")),
+                 "sha1": sha1(os.path.join(folder, f"{p}{tail}.pth"))} for p in ALL_PARTS}
+    with open(os.path.join(folder, f"checkpoint{tail}.json"), "w") as f:
+        json.dump({"format": 1, "itr": itr, "suffix": suffix, "parts": parts}, f)
+
+
+def test_a_set_of_the_earlier_flat_format_loads_verified_and_its_first_save_makes_links(tmp_path):
+    write_flat(tmp_path, 10, "copy0")
+    assert checkpoints.existing_sets(str(tmp_path)) == ["copy0"]
+    assert is_set_of(checkpoints.load_set(str(tmp_path), "copy0", ALL_PARTS), 10)
+    (tmp_path / "G_copy0.pth").write_bytes((tmp_path / "D_copy0.pth").read_bytes())
+    with pytest.raises(utils.UsageError, match="inconsistent: G_copy0.pth is not the file .*checkpoint_copy0.json"):
+        checkpoints.load_set(str(tmp_path), "copy0", ["G"])
+    checkpoints.save_set(str(tmp_path), a_set(20), 20, "copy0")
+    assert all(os.path.islink(tmp_path / f"{p}_copy0.pth") for p in ALL_PARTS)
+    assert not (tmp_path / "checkpoint_copy0.json").exists()
+    assert is_set_of(files_on_disk(tmp_path, "copy0"), 20) and leftovers(tmp_path) == []
+
+
+def test_a_flat_format_save_killed_while_publishing_is_rolled_forward(tmp_path):
+    write_flat(tmp_path, 10)
+    staging = tmp_path / ".saving_latest_123_0"  # set 20 staged; G and G_optim already renamed into place
+    write_legacy(staging, 20)
+    for part in ALL_PARTS:
+        os.rename(staging / f"{part}.pth", staging / f"{part}.pth.tmp")
+        os.rename(staging / f"{part}.pth.tmp", staging / f"{part}.pth")
+    parts = {p: {"bytes": os.path.getsize(staging / f"{p}.pth"), "sha1": sha1(staging / f"{p}.pth")} for p in ALL_PARTS}
+    (staging / "manifest.json").write_text(json.dumps({"format": 1, "itr": 20, "suffix": "", "parts": parts}))
+    for part in ("G", "G_optim"):
+        os.replace(staging / f"{part}.pth", tmp_path / f"{part}.pth")
+    checkpoints.recover(str(tmp_path))
+    assert is_set_of(checkpoints.load_set(str(tmp_path), "", ALL_PARTS), 20)
+    assert is_set_of(files_on_disk(tmp_path), 20) and leftovers(tmp_path) == []
 
 
 def test_a_folder_written_by_biggan_pytorch_loads_unverified_with_a_note(tmp_path, capsys):
@@ -356,30 +424,33 @@ def test_an_unreadable_legacy_state_dict_fails_even_when_only_g_is_asked_for(tmp
 @pytest.mark.parametrize("change", [
     lambda path: torch.save({"w": torch.zeros(3, 2), "b": torch.zeros(2)}, path),  # same size, other bytes
     lambda path: path.write_bytes(path.read_bytes()[:-10]),  # truncated
-    lambda path: path.unlink(),
+    lambda path: os.remove(os.path.realpath(path)),  # the set's file itself
 ])
 def test_a_file_changed_behind_the_manifest_is_caught(tmp_path, change):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     change(tmp_path / "G.pth")
-    with pytest.raises(utils.UsageError, match="inconsistent: G.pth .*iteration 10.*checkpoint.json"):
+    with pytest.raises(utils.UsageError, match="inconsistent: G.pth .*iteration 10.*manifest.json"):
         checkpoints.load_set(str(tmp_path), "", ["G", "state_dict"])
 
 
 def test_a_state_dict_of_another_iteration_than_its_manifest_is_caught(tmp_path):
-    write_legacy(tmp_path, 10)
-    parts = {p: {"bytes": (tmp_path / f"{p}.pth").stat().st_size, "sha1": sha1(tmp_path / f"{p}.pth")}
-             for p in ALL_PARTS}
-    manifest = {"format": 1, "itr": 11, "suffix": "", "parts": parts}
-    (tmp_path / "checkpoint.json").write_text(json.dumps(manifest))
+    write_flat(tmp_path, 10)
+    manifest = json.loads((tmp_path / "checkpoint.json").read_text())
+    (tmp_path / "checkpoint.json").write_text(json.dumps({**manifest, "itr": 11}))
     with pytest.raises(utils.UsageError, match="state_dict.pth is at iteration 10, the set at 11"):
         checkpoints.load_set(str(tmp_path), "", ["G"])
 
 
 def test_a_damaged_manifest_is_one_clear_line(tmp_path):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
-    (tmp_path / "checkpoint.json").write_text('{"itr": 10, "par')
-    with pytest.raises(utils.UsageError, match="checkpoint.json is damaged .*delete it to load the set unverif"):
+    with open(os.path.join(set_folder_of(tmp_path), "manifest.json"), "w") as f:
+        f.write('{"itr": 10, "par')
+    with pytest.raises(utils.UsageError, match="is damaged: .*manifest.json is missing or unreadable; .*--load_weights"):
         checkpoints.load_set(str(tmp_path), "", ["G"])
+    write_flat(tmp_path / "flat", 10)
+    (tmp_path / "flat" / "checkpoint.json").write_text('{"itr": 10, "par')
+    with pytest.raises(utils.UsageError, match="checkpoint.json is damaged .*delete it to load the set unverif"):
+        checkpoints.load_set(str(tmp_path / "flat"), "", ["G"])
 
 
 def test_a_missing_set_names_the_file_and_the_flags(tmp_path):
@@ -389,7 +460,15 @@ def test_a_missing_set_names_the_file_and_the_flags(tmp_path):
     assert not checkpoints.has_checkpoint(str(tmp_path / "nowhere"), "copy3")
 
 
-# --- Rotation
+def test_existing_sets_lists_every_slot_in_every_format(tmp_path):
+    checkpoints.save_set(str(tmp_path), a_set(10), 10, "copy0")
+    write_flat(tmp_path, 5, "best1")
+    write_legacy(tmp_path, 3, parts=("G",))
+    assert checkpoints.existing_sets(str(tmp_path)) == ["latest", "best1", "copy0"]
+    assert checkpoints.existing_sets(str(tmp_path / "nowhere")) == []
+
+
+# --- Rotation and the best set
 
 def test_rotation_fills_free_slots_then_the_oldest_but_never_the_resumed_set(tmp_path):
     folder = str(tmp_path)
@@ -415,8 +494,32 @@ def test_a_damaged_slot_is_overwritten_first(tmp_path):
     folder = str(tmp_path)
     checkpoints.save_set(folder, a_set(10), 10, "copy0")
     checkpoints.save_set(folder, a_set(20), 20, "copy1")
-    (tmp_path / "checkpoint_copy1.json").write_text("{")
+    with open(os.path.join(set_folder_of(tmp_path, "copy1"), "manifest.json"), "w") as f:
+        f.write("{")
     assert checkpoints.next_copy_slot(folder, 2) == "copy1"
+
+
+def best_set(itr: int, metric: str, value: float) -> dict:
+    objects = a_set(itr)
+    objects["state_dict"] = {**objects["state_dict"], f"best_{metric}": value, "config": {"which_best": metric}}
+    return objects
+
+
+@pytest.mark.parametrize("metric,values,best", [("FID", (8.47, 7.68), "best1"), ("IS", (3.5, 2.9), "best0"),
+                                                ("KMMD", (0.2, 0.3), "best0")])
+def test_best_names_the_best_of_the_best_sets_not_the_first_slot(tmp_path, metric, values, best):
+    # best0 was saved at iteration 30, best1 at 50: the slots rotate, so their order says nothing
+    checkpoints.save_set(str(tmp_path), best_set(30, metric, values[0]), 30, "best0")
+    checkpoints.save_set(str(tmp_path), best_set(50, metric, values[1]), 50, "best1")
+    assert checkpoints.resolve_suffix(str(tmp_path), "best") == best
+    assert checkpoints.resolve_suffix(str(tmp_path), "latest") == ""
+    assert checkpoints.resolve_suffix(str(tmp_path), "copy1") == "copy1"
+
+
+def test_best_without_best_sets_is_one_clear_line(tmp_path):
+    checkpoints.save_set(str(tmp_path), a_set(10), 10)
+    with pytest.raises(utils.UsageError, match="holds no best checkpoint .*--which_best"):
+        checkpoints.resolve_suffix(str(tmp_path), "best")
 
 
 # --- Diverged weights, full disks, read-only folders
@@ -434,44 +537,51 @@ def test_non_finite_weights_never_replace_a_good_set(tmp_path, part, value):
 
 @pytest.mark.parametrize("code,message", [
     (errno.ENOSPC, r"no space left on device in .*: free space there"),
-    (errno.EACCES, r"cannot write to .*: permission denied; make it writable"),
+    (errno.EROFS, r"cannot write to .*: read-only file system; make it writable"),
 ])
+@pytest.mark.parametrize("fails_after", [0, 300])  # at once, or midway through torch.save's writes
 def test_a_full_disk_or_a_read_only_folder_while_staging_is_one_line_and_costs_nothing(tmp_path, monkeypatch,
-                                                                                        code, message):
-    # We run as root, where chmod does not stop writes: the failure is simulated.
+                                                                                        code, message, fails_after):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
-    real_save = torch.save
-
-    def failing_save(obj, path, *args, **kwargs):
-        if str(path).endswith("D.pth"):
-            raise OSError(code, os.strerror(code))
-        return real_save(obj, path, *args, **kwargs)
-    monkeypatch.setattr(torch, "save", failing_save)
+    inject_write_failure(monkeypatch, checkpoints, code, when=lambda path: path.endswith("D.pth"),
+                         after_bytes=fails_after)
     with pytest.raises(utils.UsageError, match=message + ".*the previous checkpoint is intact") as raised:
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     assert "\n" not in str(raised.value) and "--weights_root" in str(raised.value)
     assert is_set_of(files_on_disk(tmp_path), 10) and leftovers(tmp_path) == []
 
 
-def test_a_refused_first_rename_leaves_the_old_set_and_no_staging(tmp_path, monkeypatch):
+def fail_calls(monkeypatch, function: str, from_call: int, code: int) -> None:
+    """os.<function> fails with `code` from its from_call-th call on."""
+    real, calls = getattr(os, function), []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        if len(calls) >= from_call:
+            raise OSError(code, os.strerror(code))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(os, function, failing)
+
+
+@pytest.mark.parametrize("function", ["rename", "replace"])  # naming the set; swapping the slot link
+def test_a_refused_commit_leaves_the_old_set_and_nothing_else(tmp_path, monkeypatch, function):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
-    fail_renames(monkeypatch, from_call=1, code=errno.EACCES)
+    fail_calls(monkeypatch, function, from_call=1, code=errno.EACCES)
     with pytest.raises(utils.UsageError, match="permission denied.*the previous checkpoint is intact"):
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     monkeypatch.undo()
     assert is_set_of(files_on_disk(tmp_path), 10) and leftovers(tmp_path) == []
 
 
-def test_a_publish_failing_halfway_is_completed_at_the_next_start(tmp_path, monkeypatch):
-    checkpoints.save_set(str(tmp_path), a_set(10), 10)
-    fail_renames(monkeypatch, from_call=3, code=errno.ENOSPC)
-    with pytest.raises(utils.UsageError, match="no space left.*complete at the next start"):
+def test_links_left_undone_by_a_failure_after_the_commit_are_completed_at_the_next_start(tmp_path, monkeypatch):
+    checkpoints.save_set(str(tmp_path), {p: o for p, o in a_set(10).items() if p != "G_ema"}, 10)
+    fail_calls(monkeypatch, "replace", from_call=2, code=errno.ENOSPC)  # the swap works, the G_ema link fails
+    with pytest.raises(utils.UsageError, match=r"no space left.*iteration 20\) is saved .*completed at the next start"):
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     monkeypatch.undo()
-    with HeldByAnotherRun(str(tmp_path)), pytest.raises(utils.UsageError, match="inconsistent"):
-        checkpoints.load_set(str(tmp_path), "", ALL_PARTS)  # not recovered while in use: no mix either
     assert is_set_of(checkpoints.load_set(str(tmp_path), "", ALL_PARTS), 20)
-    assert leftovers(tmp_path) == []
+    checkpoints.recover(str(tmp_path))
+    assert is_set_of(files_on_disk(tmp_path), 20) and leftovers(tmp_path) == []
 
 
 # --- The lock
@@ -515,3 +625,19 @@ def test_a_second_lock_in_the_same_process_is_refused_too(tmp_path):
                 pass
     with checkpoints.ExperimentLock(str(tmp_path)):
         pass
+
+
+def test_a_start_that_writes_nothing_leaves_no_folder_and_an_existing_folder_stays(tmp_path):
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError):
+        with checkpoints.ExperimentLock(str(fresh)):
+            raise RuntimeError("a failed start")
+    assert not fresh.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with checkpoints.ExperimentLock(str(kept)):
+        pass
+    assert kept.is_dir()
+    with checkpoints.ExperimentLock(str(tmp_path / "used")):
+        checkpoints.save_set(str(tmp_path / "used"), a_set(1), 1)
+    assert checkpoints.has_checkpoint(str(tmp_path / "used"))

@@ -1,6 +1,7 @@
 """sample.py: truncated z, npz/sheets/interpolations, metrics labelled with their feature space,
 and clear errors for missing or mismatching checkpoints."""
 import csv
+import errno
 import json
 import math
 import os
@@ -23,7 +24,7 @@ import sample
 import sampling
 import train
 import utils
-from conftest import ROOT
+from conftest import ROOT, inject_write_failure
 
 # A tiny transfer G (3 old classes -> 2 new ones) and the flags that rebuild it.
 TRANSFER = ["--dataset", "Toy32", "--G_ch", "4", "--D_ch", "4", "--G_attn", "0", "--D_attn", "0",
@@ -329,3 +330,53 @@ def test_sample_sh_without_a_trained_model_says_what_to_run(tmp_path):
                             timeout=60, env=env)
     assert result.returncode == 1
     assert "bash train.sh" in result.stderr and str(tmp_path) in result.stderr
+
+
+# --- Failures while writing: one line, nothing lost, no partial file under a final name
+
+@pytest.mark.parametrize("output,flags,when", [
+    ("the npz", ["--sample_npz", "--sample_num_npz", "10"], lambda path: path.endswith("samples.npz")),
+    ("a class sheet", ["--sample_sheets"], lambda path: path.endswith("samples0.png")),
+    ("the metrics", ["--sample_inception_metrics", "--backbone", "classifier", "--num_inception_images", "20",
+                     "--G_batch_size", "20"], lambda path: path.endswith("metrics.json")),
+])
+def test_a_failed_write_is_one_line_and_keeps_the_earlier_outputs(base_dir, tiny_backbone, monkeypatch, capsys,
+                                                                    output, flags, when):
+    args = [*flags, "--sample_sheet_folder_num", "21", "--overwrite"]
+    run_sample(base_dir, *args)
+    outputs = [p for p in (base_dir / "samples" / "tiny").rglob("*") if p.is_file() and when(str(p))]
+    assert len(outputs) == 1
+    before = outputs[0].read_bytes()
+    capsys.readouterr()
+    inject_write_failure(monkeypatch, utils, errno.ENOSPC, when=when, after_bytes=100)
+    with pytest.raises(SystemExit) as exited:
+        utils.run_main(lambda: run_sample(base_dir, *args, "--seed", "3"))
+    stderr = capsys.readouterr().err
+    err = [line for line in stderr.splitlines() if line.startswith("error: ")]  # besides tqdm's progress bar
+    assert exited.value.code == 2 and len(err) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert err[0].startswith("error: no space left on device"), err
+    assert f"{outputs[0]} is unchanged" in err[0]
+    assert outputs[0].read_bytes() == before
+    assert not [p for p in outputs[0].parent.iterdir() if p.name.startswith(".tmp_")]
+
+
+def test_a_killed_sample_run_leaves_no_partial_file_and_the_next_run_cleans_up(base_dir):
+    folder = base_dir / "samples" / "tiny" / "31"
+    cmd = [sys.executable, os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), "--experiment_name", "tiny",
+           "--load_weights", SUFFIX, "--device", "cpu", "--sample_sheet_folder_num", "31", "--sample_sheets",
+           "--sample_interps", "--sample_num_interps", "2", "--sample_random"]
+    for kill_at in (1, 3):  # the first sheet written but not yet renamed into place; the third
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                                env={**os.environ, "CGT_KILL_AT_OUTPUT": str(kill_at)})
+        assert result.returncode == -9, result.stderr[-2000:]
+        final = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        assert len(final) == kill_at - 1 and len([p for p in folder.iterdir() if p.name.startswith(".tmp_")]) >= 1
+        for path in final:  # every file under a final name is whole
+            from PIL import Image
+            with Image.open(path) as image:
+                image.load()
+        cmd_again = cmd + ["--overwrite"]
+    result = subprocess.run(cmd_again, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = sorted(p.name for p in folder.iterdir())
+    assert "samples0.png" in names and "random_samples.png" in names and not [n for n in names if n.startswith(".")]

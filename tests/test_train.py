@@ -1,6 +1,8 @@
 """train.py: the stages train exactly the official parameter sets, runs resume exactly, data
 parallelism keeps ranks identical, and bad inputs stop with one clear message."""
+import errno
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,7 +12,7 @@ import torch
 
 import toy_data
 import train
-from conftest import ROOT, fixture_path
+from conftest import ROOT, fixture_path, inject_write_failure
 from test_stages import OFFICIAL_BN_SET, OFFICIAL_FT_SET
 
 # The c32 reference source model (8 classes, G_ch 16) plays the pretrained BigGAN.
@@ -192,6 +194,115 @@ def test_a_new_experiment_never_overwrites_an_existing_one(base_dir):
         run_train(base_dir, "--num_iters", "1", "--experiment_name", "taken")
 
 
+def file_state(path) -> tuple:
+    return path.read_bytes(), path.stat().st_mtime_ns
+
+
+@pytest.mark.parametrize("name", [".", "..", "../escaped", "sub/dir", ".hidden", "G.pth", "D.pth"])
+def test_no_experiment_name_writes_onto_the_source_model_or_outside_its_own_folder(base_dir, name):
+    weights = base_dir / "weights"
+    before = {entry: file_state(weights / entry) for entry in ("G.pth", "D.pth")}
+    listing = sorted(os.listdir(weights))
+    with pytest.raises(train.utils.UsageError, match=re.escape(f"--experiment_name {name!r}") + ".*choose another name"):
+        run_train(base_dir, "--num_iters", "1", "--experiment_name", name)
+    assert sorted(os.listdir(weights)) == listing
+    assert {entry: file_state(weights / entry) for entry in before} == before
+
+
+def test_a_linked_experiment_folder_is_refused_and_training_never_writes_the_source_model(base_dir, tmp_path):
+    weights = base_dir / "weights"
+    before = {entry: file_state(weights / entry) for entry in ("G.pth", "D.pth")}
+    os.symlink(weights, weights / "loop")  # e.g. a link back onto weights/ itself
+    try:
+        with pytest.raises(train.utils.UsageError, match="'loop' is a link"):
+            run_train(base_dir, "--num_iters", "1", "--experiment_name", "loop")
+    finally:
+        os.remove(weights / "loop")
+    run_train(base_dir, "--num_iters", "2", "--save_every", "1", "--experiment_name", "reads_the_source")
+    assert {entry: file_state(weights / entry) for entry in before} == before
+
+
+def test_a_new_run_refuses_a_folder_holding_only_a_copy_or_a_best_set(base_dir):
+    run_train(base_dir, "--num_iters", "2", "--save_every", "2", "--num_save_copies", "1",
+              "--experiment_name", "only_a_copy")
+    folder = base_dir / "weights" / "only_a_copy"
+    for name in ["latest", *(f"{part}.pth" for part in ("G", "G_optim", "D", "D_optim", "state_dict"))]:
+        os.remove(folder / name)  # the latest set gone (removed by hand, or never written): copy0 is left
+    copy = file_state(folder / "G_copy0.pth")
+    with pytest.raises(train.utils.UsageError, match=r"already has checkpoints .*\(copy0\); continue it with --resume"):
+        run_train(base_dir, "--num_iters", "4", "--experiment_name", "only_a_copy")
+    assert file_state(folder / "G_copy0.pth") == copy
+    os.rename(folder / "copy0", folder / "best1")  # a best set alone is refused alike
+    with pytest.raises(train.utils.UsageError, match=r"already has checkpoints .*\(best1\)"):
+        run_train(base_dir, "--num_iters", "4", "--experiment_name", "only_a_copy")
+
+
+def test_resume_without_a_saved_set_says_to_start_without_resume(base_dir):
+    with pytest.raises(train.utils.UsageError, match="nothing was saved there yet .*start the experiment without --resume"):
+        run_train(base_dir, "--num_iters", "1", "--experiment_name", "never_saved", "--resume")
+    assert not (base_dir / "weights" / "never_saved").exists()  # a failed start leaves no folder (nor a .lock)
+
+
+def test_a_batch_larger_than_the_data_is_warned_once_with_the_numbers(base_dir, capsys):
+    run_train(base_dir, "--num_iters", "2", "--batch_size", "30", "--num_D_accumulations", "1",
+              "--experiment_name", "big_batch")
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "--batch_size 30" in line]
+    assert len(warnings) == 1 and "12 training images" in warnings[0] and "2.5 times" in warnings[0]
+
+
+# --- Every write failure is one line, and costs nothing saved before.
+
+def nth_time(n: int, predicate):
+    """A path predicate that holds the n-th time predicate holds (and only then)."""
+    calls = []
+
+    def check(path: str) -> bool:
+        if predicate(path):
+            calls.append(path)
+            return len(calls) == n
+        return False
+    return check
+
+
+WRITE_PATHS = {  # (fresh predicates each time) a resumed run saves at iteration 4: the latest set, then its copy
+    "the training log": lambda: lambda path: path.endswith("train_log.jsonl"),
+    "a sample sheet": lambda: lambda path: f"{os.sep}samples{os.sep}" in path,
+    "the latest set": lambda: nth_time(1, lambda path: path.endswith(f"{os.sep}G.pth")),
+    "a copy set": lambda: nth_time(2, lambda path: path.endswith(f"{os.sep}G.pth")),
+}
+
+
+@pytest.mark.parametrize("what,code,reason", [(what, errno.ENOSPC, "no space left on device") for what in WRITE_PATHS]
+                         + [("the training log", errno.EROFS, "read-only file system")])
+def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint(base_dir, monkeypatch, capsys,
+                                                                                  what, code, reason):
+    import checkpoints
+    name = f"fails_{what.replace(' ', '_')}_{code}"
+    flags = ["--save_every", "2", "--num_save_copies", "1", "--experiment_name", name]
+    run_train(base_dir, "--num_iters", "2", *flags)
+    folder = base_dir / "weights" / name
+    saved = {part: file_state(folder / f"{part}.pth") for part in ("G", "D", "state_dict")}
+    log = (base_dir / "logs" / name / "train_log.jsonl").read_text()
+    capsys.readouterr()
+    when = WRITE_PATHS[what]()
+    for module in (train.utils, checkpoints):
+        inject_write_failure(monkeypatch, module, code, when=when)
+    with pytest.raises(SystemExit) as exited:
+        train.utils.run_main(lambda: run_train(base_dir, "--num_iters", "4", "--resume", *flags))
+    monkeypatch.undo()
+    stderr = capsys.readouterr().err
+    err = [line for line in stderr.splitlines() if line.startswith("error: ")]  # besides tqdm's progress bar
+    assert exited.value.code == 2 and len(err) == 1 and "Traceback" not in stderr, stderr[-2000:]
+    assert reason in err[0] and "training stopped" in err[0]
+    if what in ("the training log", "the latest set"):
+        assert "iteration 2" in err[0] and "--resume continues" in err[0]
+        assert {part: file_state(folder / f"{part}.pth") for part in saved} == saved  # nothing lost
+    else:  # the copy and the sheets come after this iteration's latest set: it is kept
+        assert "iteration 4" in err[0] and "--resume continues" in err[0]
+    assert (base_dir / "logs" / name / "train_log.jsonl").read_text().startswith(log)
+    assert checkpoints.has_checkpoint(str(folder)) and not [n for n in os.listdir(folder) if n.startswith(".tmp")]
+
+
 def test_torchrun_with_two_gloo_processes_keeps_ranks_identical(base_dir, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
            os.path.join(ROOT, "tests", "helpers", "train_and_dump.py"), str(tmp_path),
@@ -321,6 +432,97 @@ def test_a_run_killed_at_any_write_of_a_save_or_at_random_resumes_exactly(base_d
         for part in ("G", "D"):
             for key, value in reference[part].items():
                 assert torch.allclose(final[part][key].float(), value.float(), atol=1e-6, rtol=0), (name, part, key)
+
+
+def metric_flags(base_dir) -> list[str]:
+    """In-loop metrics in the shipped toy classifier's space (it knows the toy classes), with
+    reference statistics of the training folder, computed once."""
+    import calculate_inception_moments
+    classifier = os.path.join(ROOT, "assets", "toy_classifier.pth")
+    if not (base_dir / "data" / "Toy32_classifier_moments.npz").exists():
+        calculate_inception_moments.run({"dataset": "Toy32", "base_dir": str(base_dir), "data_root": "",
+                                         "batch_size": 16, "num_workers": 0, "shuffle": False, "seed": 0,
+                                         "hdf5": False, "backbone": "classifier", "inception_weights": classifier,
+                                         "device": "cpu", "parallel": False})
+    return ["--backbone", "classifier", "--inception_weights", classifier, "--num_inception_images", "40",
+            "--G_batch_size", "20", "--which_best", "FID"]
+
+
+def kill_and_finish(base_dir, name, flags, kill_env, kill_after, finish_flags, launcher=()):
+    """Run train.py (under `launcher`, e.g. torchrun) killed at a checkpoint write (kill_env) or after
+    kill_after seconds, then finish as a user would: --resume when a checkpoint exists, else start again."""
+    import checkpoints
+    cmd = [*launcher, *([] if launcher else [sys.executable]), os.path.join(ROOT, "train.py"), *flags]
+    process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(kill_env or {})}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    if kill_after is not None:
+        try:
+            process.wait(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, 9)  # the whole process group: torchrun and its workers
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode in (0, -9, 1), (name, stderr[-2000:])  # torchrun exits 1 when a worker dies
+    folder = str(base_dir / "weights" / name)
+    saved = checkpoints.saved_iteration(folder, "") if checkpoints.has_checkpoint(folder) else -1
+    final = int(flags[flags.index("--num_iters") + 1])
+    if saved < final:
+        resumed = [*flags, *finish_flags, *(["--resume"] if saved >= 0 else [])]
+        result = subprocess.run([*launcher, *([] if launcher else [sys.executable]), os.path.join(ROOT, "train.py"),
+                                 *resumed], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (name, result.stderr[-2000:])
+    leftovers = [n for n in os.listdir(folder) if n.startswith((".staging", ".tmp_", ".link-", ".saving"))]
+    leftovers += [n for n in os.listdir(os.path.join(folder, "sets")) if n.startswith(".staging")]
+    assert not leftovers, (name, leftovers)
+    return checkpoints.load_set(folder, "", ["G", "D", "state_dict"] + (["G_ema"] if "--ema" in flags else []))
+
+
+def assert_same_weights(final, reference, name, parts=("G", "D")):
+    assert final["state_dict"]["itr"] == reference["state_dict"]["itr"], name
+    for part in parts:
+        for key, value in reference[part].items():
+            assert torch.allclose(final[part][key].float(), value.float(), atol=1e-6, rtol=0), (name, part, key)
+
+
+@pytest.mark.slow
+def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_exactly(base_dir):
+    """FT continues a BN checkpoint with --ema, --hdf5 and in-loop metrics that save best sets; killed
+    anywhere (the latest set, its copy, the best set; at random), it finishes where an uninterrupted run does."""
+    import datasets
+    import make_hdf5
+    if not (base_dir / "data" / "Toy32.hdf5").exists():
+        folder = datasets.ImageFolderDataset(str(base_dir / "data" / "toy"), 32, dataset="Toy32")
+        make_hdf5.write_hdf5(folder, str(base_dir / "data" / "Toy32.hdf5"), 8, 0, 8, None)
+    common = ["--base_dir", str(base_dir), *SOURCE, *[f for f in FAST if f != "--no_fid"], *metric_flags(base_dir),
+              "--ema", "--ema_start", "0", "--ema_decay", "0.9", "--hdf5", "--num_epochs", "50",
+              "--num_save_copies", "1", "--num_best_copies", "2", "--save_every", "2", "--test_every", "2"]
+    run_train_flags = lambda name, itrs, *extra: [*common, "--experiment_name", name, "--num_iters", str(itrs), *extra]
+    train.main(run_train_flags("bn_start", 2))  # the BN checkpoint each FT run continues
+    def ft_flags(name):
+        shutil.copytree(base_dir / "weights" / "bn_start", base_dir / "weights" / name, symlinks=True)
+        return run_train_flags(name, 6, "--stage", "FT", "--resume")
+    reference = kill_and_finish(base_dir, "ft_reference", ft_flags("ft_reference"), None, None, [])
+    # At iteration 4 a save changes the folder 10 times for the latest set (6 parts, the manifest,
+    # naming, the swap, removing the old set), 15 for the first copy (with its 6 links), 15 for the first best.
+    for kill_at in (3, 9, 12, 24, 27, 34, 39):
+        name = f"ft_killed_at{kill_at}"
+        final = kill_and_finish(base_dir, name, ft_flags(name), {"CGT_KILL_AT_WRITE": str(kill_at)}, None, [])
+        assert_same_weights(final, reference, name, parts=("G", "D", "G_ema"))
+    for i, seconds in enumerate((4.0, 7.0)):
+        name = f"ft_killed_after{i}"
+        final = kill_and_finish(base_dir, name, ft_flags(name), None, seconds, [])
+        assert_same_weights(final, reference, name, parts=("G", "D", "G_ema"))
+
+
+@pytest.mark.slow
+def test_killed_torchrun_runs_resume_exactly(base_dir):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    flags = lambda name: ["--base_dir", str(base_dir), *SOURCE, *FAST, "--num_iters", "4", "--save_every", "2",
+                          "--num_save_copies", "1", "--num_epochs", "50", "--experiment_name", name]
+    reference = kill_and_finish(base_dir, "ddp_reference", flags("ddp_reference"), None, None, [], launcher)
+    for kill_at in (4, 12, 22):  # rank 0 saves: the first latest set, its copy, the second latest set
+        name = f"ddp_killed_at{kill_at}"
+        final = kill_and_finish(base_dir, name, flags(name), {"CGT_KILL_AT_WRITE": str(kill_at)}, None, [], launcher)
+        assert_same_weights(final, reference, name)
 
 
 def test_a_diverged_run_stops_with_one_message_and_keeps_its_good_checkpoint(base_dir):

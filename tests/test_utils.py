@@ -1,17 +1,21 @@
 """utils.py: the flags read as documentation (groups, help for every flag, closed value sets), a
-bad value is refused at parse time in one line naming the flag, the official scripts' flags still
-parse, and a checkpoint's saved config fills the model flags the user left out."""
+bad value is refused at parse time in one line naming the flag and no flag is guessed from a prefix,
+the official scripts' flags still parse, a checkpoint's saved config fills the model flags the user
+left out, experiment names stay plain folders, and a failed write is one line that keeps what was there."""
 import argparse
+import errno
 import os
 import re
 import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 import utils
-from conftest import ROOT
+from conftest import ROOT, inject_write_failure
 
 
 def user_actions(parser):
@@ -245,3 +249,71 @@ def test_study_refuses_a_bad_value_naming_the_flag(args, flag, capsys, tmp_path)
     assert exit_.value.code == 2
     assert f"argument {flag}:" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not os.listdir(tmp_path)  # refused before any work
+
+
+# --- Flags are never guessed from a prefix
+
+@pytest.mark.parametrize("script", ["train.py", "sample.py", "study.py", "forgetting.py", "make_hdf5.py",
+                                    "toy_data.py", "toy_default.py"])
+def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(script, tmp_path):
+    # argparse's prefix matching took --num_iter for --num_iters: a typo of one flag ran as another
+    typo = {"train.py": "--num_iter", "sample.py": "--sample_num", "study.py": "--shot",
+            "forgetting.py": "--iter", "make_hdf5.py": "--data", "toy_data.py": "--source_images",
+            "toy_default.py": "--images_per"}[script]
+    required = ["--dataset", "Toy32"] if script == "make_hdf5.py" else []
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), *required, typo, "10", "--base_dir", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 2, (result.stdout[-500:], result.stderr[-1000:])
+    assert f"unrecognized arguments: {typo}" in result.stderr, result.stderr[-1000:]
+    assert not [n for n in os.listdir(tmp_path) if n != "data"] or script == "toy_default.py"
+
+
+# --- Writing files: every failure one line, and the previous file kept
+
+WRITERS = {
+    "text (json, csv, logs)": (False, lambda f: f.write('{"FID": 1.0}\n' * 200)),
+    "numpy npz": (True, lambda f: np.savez(f, x=np.zeros((64, 64)))),
+    "torch.save": (True, lambda f: utils.torch_save({"w": torch.zeros(64, 64)}, f)),
+    "a matplotlib figure": (True, lambda f: __import__("plots").plt.figure().savefig(f, format="png")),
+}
+
+
+@pytest.mark.parametrize("kind", list(WRITERS))
+@pytest.mark.parametrize("code,reason", [(errno.ENOSPC, "no space left on device"),
+                                         (errno.EROFS, "read-only file system")])
+@pytest.mark.parametrize("after_bytes", [0, 600])
+def test_a_failed_atomic_write_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch, kind, code, reason,
+                                                                         after_bytes):
+    path = tmp_path / "out" / "result.bin"
+    path.parent.mkdir()
+    path.write_bytes(b"the previous result")
+    binary, write = WRITERS[kind]
+    inject_write_failure(monkeypatch, utils, code, after_bytes=after_bytes)
+    with pytest.raises(utils.WriteError) as raised:
+        utils.write_atomically(str(path), write, binary=binary)
+    message = str(raised.value)
+    assert "\n" not in message and reason in message and str(path.parent) in message
+    assert f"{path} is unchanged" in message and "--samples_root" in message
+    assert path.read_bytes() == b"the previous result" and os.listdir(path.parent) == ["result.bin"]
+
+
+def test_a_failed_log_line_is_one_line_and_keeps_the_earlier_lines(tmp_path, monkeypatch):
+    log = tmp_path / "log.jsonl"
+    utils.append_jsonl(str(log), {"itr": 1})
+    inject_write_failure(monkeypatch, utils, errno.ENOSPC)
+    with pytest.raises(utils.WriteError, match=r"no space left on device in .*log.jsonl to append to the log: .*"
+                                               r"its earlier lines are intact"):
+        utils.append_jsonl(str(log), {"itr": 2})
+    assert log.read_text() == '{"itr": 1}\n'
+
+
+@pytest.mark.parametrize("name,problem", [(".", "plain folder name"), ("..", "plain folder name"),
+                                          ("a/b", "plain folder name"), (".lock", "plain folder name"),
+                                          (" padded", "plain folder name"), ("D.pth", "looks like a file name")])
+def test_an_experiment_name_that_is_no_plain_folder_of_its_own_is_refused(tmp_path, name, problem):
+    with pytest.raises(utils.UsageError, match=re.escape(f"--experiment_name {name!r}") + f" .*{problem}"):
+        utils.check_experiment_name(name, str(tmp_path))
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(utils.UsageError, match="is an existing file"):
+        utils.check_experiment_name("notes.txt", str(tmp_path))
+    utils.check_experiment_name("BN_stage (lr 1e-3)", str(tmp_path))  # anything else is a name
