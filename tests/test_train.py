@@ -264,11 +264,14 @@ def nth_time(n: int, predicate):
     return check
 
 
-WRITE_PATHS = {  # (fresh predicates each time) a resumed run saves at iteration 4: the latest set, then its copy
+WRITE_PATHS = {  # (fresh predicates each time) at iteration 4 a resumed run saves the latest set, its copy,
+    # then evaluates, logs the metrics and saves a best set
     "the training log": lambda: lambda path: path.endswith("train_log.jsonl"),
     "a sample sheet": lambda: lambda path: f"{os.sep}samples{os.sep}" in path,
     "the latest set": lambda: nth_time(1, lambda path: path.endswith(f"{os.sep}G.pth")),
     "a copy set": lambda: nth_time(2, lambda path: path.endswith(f"{os.sep}G.pth")),
+    "a best set": lambda: nth_time(3, lambda path: path.endswith(f"{os.sep}G.pth")),
+    "the metrics log": lambda: lambda path: path.endswith("_log.jsonl") and not path.endswith("train_log.jsonl"),
 }
 
 
@@ -278,8 +281,11 @@ def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint
                                                                                   what, code, reason):
     import checkpoints
     name = f"fails_{what.replace(' ', '_')}_{code}"
-    flags = ["--save_every", "2", "--num_save_copies", "1", "--experiment_name", name]
-    run_train(base_dir, "--num_iters", "2", *flags)
+    flags = ["--save_every", "2", "--num_save_copies", "1", "--experiment_name", name, "--test_every", "4",
+             *metric_flags(base_dir)]
+    train_with_metrics = lambda *args: train.main(["--base_dir", str(base_dir), *SOURCE,
+                                                   *[f for f in FAST if f != "--no_fid"], *args])
+    train_with_metrics("--num_iters", "2", *flags, "--no_fid")  # so that any FID at iteration 4 is a best one
     folder = base_dir / "weights" / name
     saved = {part: file_state(folder / f"{part}.pth") for part in ("G", "D", "state_dict")}
     log = (base_dir / "logs" / name / "train_log.jsonl").read_text()
@@ -288,16 +294,16 @@ def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint
     for module in (train.utils, checkpoints):
         inject_write_failure(monkeypatch, module, code, when=when)
     with pytest.raises(SystemExit) as exited:
-        train.utils.run_main(lambda: run_train(base_dir, "--num_iters", "4", "--resume", *flags))
+        train.utils.run_main(lambda: train_with_metrics("--num_iters", "4", "--resume", *flags))
     monkeypatch.undo()
     stderr = capsys.readouterr().err
     err = [line for line in stderr.splitlines() if line.startswith("error: ")]  # besides tqdm's progress bar
     assert exited.value.code == 2 and len(err) == 1 and "Traceback" not in stderr, stderr[-2000:]
     assert reason in err[0] and "training stopped" in err[0]
-    if what in ("the training log", "the latest set"):
+    if what in ("the training log", "the latest set"):  # before anything of iteration 4 was saved
         assert "iteration 2" in err[0] and "--resume continues" in err[0]
         assert {part: file_state(folder / f"{part}.pth") for part in saved} == saved  # nothing lost
-    else:  # the copy and the sheets come after this iteration's latest set: it is kept
+    else:  # the copy, the sheets, the metrics and best sets come after this iteration's latest set: it is kept
         assert "iteration 4" in err[0] and "--resume continues" in err[0]
     assert (base_dir / "logs" / name / "train_log.jsonl").read_text().startswith(log)
     assert checkpoints.has_checkpoint(str(folder)) and not [n for n in os.listdir(folder) if n.startswith(".tmp")]
