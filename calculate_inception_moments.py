@@ -36,8 +36,11 @@ def prepare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Calculate and store the reference statistics for IS/FID/mFID/KMMD.",
                                 formatter_class=utils.HelpFormatter)
     add = p.add_argument
-    add("--dataset", default="I128", choices=list(datasets.DATASETS), metavar="DATASET",
-        help="dataset name (see datasets.py): one of %(choices)s")
+    add("--dataset", default="I128", type=datasets.dataset_name, metavar="DATASET",
+        help="dataset name: one of " + ", ".join(datasets.DATASETS) + ", or any prepared folder under "
+             "data_root (see datasets.py)")
+    add("--resolution", type=int, default=0, choices=[0, *utils.RESOLUTIONS],
+        help="image size, for a folder without dataset.json (0: the dataset's)")
     add("--base_dir", default=".", help="root holding data/ (official cGANTransfer layout)")
     add("--data_root", default="", help="where the data is and the statistics go (default: BASE_DIR/data)")
     add("--batch_size", type=utils.at_least(1), default=64, help="images per backbone batch")
@@ -96,7 +99,8 @@ def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
     device = utils.pick_device(config["device"] or None)
     loader = datasets.get_data_loaders(config["dataset"], data_root, config["batch_size"],
                                        num_workers=config["num_workers"], shuffle=config["shuffle"],
-                                       hdf5=config["hdf5"], drop_last=False, seed=config["seed"])[0]
+                                       hdf5=config["hdf5"], drop_last=False, seed=config["seed"],
+                                       resolution=config["resolution"])[0]
     if net is None:
         net = inception_utils.load_inception_net(config["backbone"], config["inception_weights"] or None,
                                                  device, config["parallel"])
