@@ -67,7 +67,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data_root", default=None, help="use this instead of <base_dir>/data")
     parser.add_argument("--batch_size", type=utils.at_least(1), default=256, help="images decoded per step")
     parser.add_argument("--num_workers", type=utils.at_least(0), default=datasets.default_num_workers(),
-                        help="decoding processes (default: %(default)s)")
+                        help="decoding processes (default: one per core, 8 at most)")
     parser.add_argument("--chunk_size", type=utils.at_least(1), default=500, help="images per HDF5 chunk")
     parser.add_argument("--compression", action="store_true",
                         help="LZF-compress the cache (smaller, a little slower to read)")
