@@ -4,8 +4,15 @@ Layout, as in BigGAN-PyTorch and the official cGANTransfer code:
 
     <data_root>/<folder>/<class name>/<images>      data_root is usually <base_dir>/data
 
-DATASETS maps each dataset name to its folder and resolution (e.g. I128 -> ImageNet at 128 px,
-C100_ImageFolder -> cifar at 32 px, Toy32 -> toy). Decisions worth knowing:
+A dataset is named in one of two ways (dataset_spec):
+- a name of the DATASETS table, which maps it to its folder and resolution (e.g. I128 -> ImageNet at
+  128 px, C100_ImageFolder -> cifar at 32 px, Toy32 -> toy);
+- the name of a folder under data_root. A folder written by prepare_dataset.py holds a dataset.json
+  (DATASET_JSON) that gives its resolution, its true class names (class_display_names) and the
+  folder of its held-out reference images; any other folder of class folders needs --resolution.
+Table names come first: a folder named like a table entry is reached through the table.
+
+Decisions worth knowing:
 
 - Labels are the positions of the class folders in sorted order; get_data_loaders prints them.
 - Images become RGB, are center-cropped to a square on their long edge and resized to the
@@ -31,6 +38,8 @@ C100_ImageFolder -> cifar at 32 px, Toy32 -> toy). Decisions worth knowing:
 """
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import os
 from typing import Iterator, NamedTuple
@@ -64,19 +73,120 @@ DATASETS = {
 }
 
 
-def dataset_spec(dataset: str) -> DatasetSpec:
-    if dataset not in DATASETS:
-        raise utils.UsageError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
-    return DATASETS[dataset]
+DATASET_JSON = "dataset.json"  # written by prepare_dataset.py into every folder it prepares
+
+
+def read_dataset_json(folder: str) -> dict | None:
+    """The dataset.json of a prepared folder, or None when the folder has none."""
+    path = os.path.join(folder, DATASET_JSON)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        if not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+        int(info["resolution"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise utils.UsageError(f"{path} is damaged ({type(err).__name__}: {str(err)[:100]}); prepare the "
+                               "dataset again with prepare_dataset.py, or delete the file and give "
+                               "--resolution") from None
+    return info
+
+
+def folders_with_images(data_root: str) -> list[str]:
+    """The folders under data_root that look like datasets: a class folder holding an image."""
+    def holds_images(folder: str) -> bool:
+        for entry in os.scandir(folder):
+            if entry.is_dir() and not entry.name.startswith("."):
+                return any(is_image_file(name) for name in os.listdir(entry.path))
+        return False
+    if not os.path.isdir(data_root):
+        return []
+    return sorted(entry.name for entry in os.scandir(data_root)
+                  if entry.is_dir() and not entry.name.startswith(".") and holds_images(entry.path))
+
+
+def unknown_dataset(dataset: str, data_root: str | None) -> utils.UsageError:
+    if data_root is None:
+        return utils.UsageError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
+    folders = folders_with_images(data_root)
+    found = (f"the folders under {data_root} that hold images: {', '.join(folders)}" if folders
+             else f"no folder under {data_root} holds images yet (prepare_dataset.py writes some)")
+    return utils.UsageError(f"--dataset {dataset} is neither a known dataset ({', '.join(DATASETS)}) "
+                            f"nor a folder under {data_root}; {found}")
+
+
+def dataset_name(text: str) -> str:
+    """--dataset: a table name or one folder name; whether it exists is known only once data_root
+    is (dataset_spec), so here only what can never name a folder under it is refused."""
+    if not text or text.startswith(".") or "/" in text or os.sep in text:
+        raise argparse.ArgumentTypeError(f"must be a dataset name ({', '.join(DATASETS)}) or the name of "
+                                         f"one folder under --data_root, got {text!r}")
+    return text
+
+
+def dataset_folder(dataset: str, data_root: str | None = None) -> str:
+    """The dataset's folder name under data_root: the table's, else the dataset name itself."""
+    if dataset in DATASETS:
+        return DATASETS[dataset].folder
+    if data_root is not None and os.path.isdir(os.path.join(data_root, dataset)):
+        return dataset
+    raise unknown_dataset(dataset, data_root)
+
+
+def dataset_spec(dataset: str, data_root: str | None = None, resolution: int = 0) -> DatasetSpec:
+    """Folder and resolution: the table entry, else the folder data_root/<dataset> at the
+    resolution its dataset.json gives (the images are stored at it, so a different --resolution is
+    refused) or, without one, at `resolution` (--resolution), which then must be given."""
+    folder = dataset_folder(dataset, data_root)
+    if dataset in DATASETS:
+        return DATASETS[dataset]
+    path = os.path.join(data_root, folder)
+    info = read_dataset_json(path)
+    if info is None:
+        if not resolution:
+            raise utils.UsageError(f"{path} has no {DATASET_JSON}, so its resolution is unknown; give "
+                                   "--resolution (e.g. --resolution 32), or prepare the folder with "
+                                   "prepare_dataset.py")
+        return DatasetSpec(folder, resolution)
+    if resolution and resolution != int(info["resolution"]):
+        raise utils.UsageError(f"--resolution {resolution}, but {path} holds {info['resolution']} px "
+                               f"images ({DATASET_JSON}); leave --resolution out, or prepare the dataset "
+                               f"again with prepare_dataset.py --resolution {resolution}")
+    return DatasetSpec(folder, int(info["resolution"]))
 
 
 def image_folder_path(dataset: str, data_root: str) -> str:
-    return os.path.join(data_root, dataset_spec(dataset).folder)
+    return os.path.join(data_root, dataset_folder(dataset, data_root))
 
 
 def hdf5_path(dataset: str, data_root: str) -> str:
-    dataset_spec(dataset)
+    dataset_folder(dataset, data_root)
     return os.path.join(data_root, f"{dataset}.hdf5")
+
+
+def class_display_names(dataset: str, data_root: str) -> list[str]:
+    """The true class names in label order: those in dataset.json (e.g. 'T-shirt/top', whose
+    folder is T-shirt_top) when the folder has one, else the class folder names."""
+    folder = image_folder_path(dataset, data_root)
+    info = read_dataset_json(folder) if os.path.isdir(folder) else None
+    if info is not None and "class_names" in info:
+        return [str(name) for name in info["class_names"]]
+    return find_classes(folder, dataset)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def default_num_workers() -> int:
+    """Loader processes by default: 8, as BigGAN-PyTorch's scripts, but never more than the cores."""
+    return min(8, available_cores())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,7 +313,8 @@ class HDF5Dataset(Dataset):
         return {**self.__dict__, "file": None}  # an open h5py handle cannot cross processes
 
 
-def open_hdf5(dataset: str, data_root: str, augment: bool, load_in_mem: bool) -> HDF5Dataset:
+def open_hdf5(dataset: str, data_root: str, augment: bool, load_in_mem: bool,
+              resolution: int = 0) -> HDF5Dataset:
     path = hdf5_path(dataset, data_root)
     if not os.path.isfile(path):
         raise utils.UsageError(f"no HDF5 cache at {path}; build it with `python make_hdf5.py "
@@ -213,7 +324,7 @@ def open_hdf5(dataset: str, data_root: str, augment: bool, load_in_mem: bool) ->
     except (OSError, KeyError) as err:
         raise utils.UsageError(f"{path} is not a cache written by make_hdf5.py ({err}); "
                                "delete it and run make_hdf5.py again") from None
-    expected = dataset_spec(dataset).resolution
+    expected = dataset_spec(dataset, data_root, resolution).resolution
     if data.resolution != expected:
         raise utils.UsageError(f"{path} holds {data.resolution} px images but {dataset} is "
                                f"{expected} px; rebuild it with make_hdf5.py --overwrite")
@@ -221,14 +332,16 @@ def open_hdf5(dataset: str, data_root: str, augment: bool, load_in_mem: bool) ->
 
 
 def load_dataset(dataset: str, data_root: str, hdf5: bool = False, augment: bool = False,
-                 load_in_mem: bool = False, n_classes: int | None = None) -> Dataset:
+                 load_in_mem: bool = False, n_classes: int | None = None,
+                 resolution: int = 0) -> Dataset:
+    """resolution: --resolution, needed only by a folder without dataset.json (dataset_spec)."""
     if hdf5:
-        data = open_hdf5(dataset, data_root, augment, load_in_mem)
+        data = open_hdf5(dataset, data_root, augment, load_in_mem, resolution)
         where = hdf5_path(dataset, data_root)
     else:
         where = image_folder_path(dataset, data_root)
-        data = ImageFolderDataset(where, dataset_spec(dataset).resolution, augment, load_in_mem,
-                                  dataset)
+        data = ImageFolderDataset(where, dataset_spec(dataset, data_root, resolution).resolution,
+                                  augment, load_in_mem, dataset)
     check_class_count(data.classes, n_classes, where)
     return data
 
@@ -245,10 +358,11 @@ def first_images_per_class(data: Dataset, n_classes: int, per_class: int) -> lis
     return [torch.stack(images) if images else torch.empty(0) for images in found]
 
 
-def class_names(dataset: str, data_root: str, hdf5: bool = False) -> list[str]:
-    """The class names in label order, without building a loader."""
+def class_names(dataset: str, data_root: str, hdf5: bool = False, resolution: int = 0) -> list[str]:
+    """The class folder names in label order, without building a loader."""
     if hdf5:
-        return open_hdf5(dataset, data_root, augment=False, load_in_mem=False).classes
+        return open_hdf5(dataset, data_root, augment=False, load_in_mem=False,
+                         resolution=resolution).classes
     return find_classes(image_folder_path(dataset, data_root), dataset)
 
 
@@ -336,13 +450,13 @@ def get_data_loaders(dataset: str, data_root: str, batch_size: int, num_workers:
                      n_classes: int | None = None, augment: bool = False,
                      pin_memory: bool = False, use_multiepoch_sampler: bool = False,
                      start_itr: int = 0, num_epochs: int = 500, seed: int = 0, rank: int = 0,
-                     world_size: int = 1, load_in_mem: bool = False, **kwargs
-                     ) -> list[DataLoader]:
+                     world_size: int = 1, load_in_mem: bool = False, resolution: int = 0,
+                     **kwargs) -> list[DataLoader]:
     """[loader] of (x float32 [B, 3, R, R] in [-1, 1], y int64 [B]); loader.dataset.classes
     names the labels. Unknown keyword arguments are ignored, so a whole config can be passed."""
     if batch_size < 1:
         raise utils.UsageError(f"batch_size must be at least 1, got {batch_size}")
-    data = load_dataset(dataset, data_root, hdf5, augment, load_in_mem, n_classes)
+    data = load_dataset(dataset, data_root, hdf5, augment, load_in_mem, n_classes, resolution)
     print(describe_classes(dataset, data.classes))
     if use_multiepoch_sampler:
         sampler = MultiEpochSampler(len(data), batch_size, num_epochs, start_itr, seed, rank,

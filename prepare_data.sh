@@ -6,6 +6,7 @@
 # SETUP defaults to whichever of data/ImageNet, data/cifar exists, else toy. HDF5=1 first builds
 # the HDF5 cache (make_hdf5.py) and computes the statistics from it. Extra flags go to
 # calculate_inception_moments.py (e.g. --inception_weights PATH where torchvision cannot download).
+# Both read the images with one loader process per core, 8 at most (their --num_workers default).
 set -euo pipefail
 cd "$(dirname "$0")"
 BASE=${BASE_DIR:-base_dir}
@@ -23,8 +24,8 @@ case "$setup" in
 esac
 hdf5=()
 if [ "${HDF5:-0}" = 1 ]; then
-  "$PYTHON" make_hdf5.py --dataset "$dataset" --base_dir "$BASE" --batch_size 256 --num_workers 8
+  "$PYTHON" make_hdf5.py --dataset "$dataset" --base_dir "$BASE" --batch_size 256
   hdf5=(--hdf5)
 fi
 "$PYTHON" calculate_inception_moments.py --dataset "$dataset" --base_dir "$BASE" --batch_size 64 \
-  --num_workers 8 ${hdf5[@]+"${hdf5[@]}"} "$@"
+  ${hdf5[@]+"${hdf5[@]}"} "$@"

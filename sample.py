@@ -183,7 +183,7 @@ def complete_model_config(config: dict) -> None:
     if not config["n_classes"]:
         raise utils.UsageError("the number of classes is unknown: the checkpoint has no state_dict "
                                "with the training config; give --n_classes")
-    config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"]).resolution
+    config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"], config["data_root"]).resolution
 
 
 def builds_transfer_G(stage: str) -> bool:

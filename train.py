@@ -54,13 +54,15 @@ def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
 
 
 def set_classes_and_resolution(config: dict) -> None:
-    """n_classes from the data (checked against the flag) and resolution from the dataset table."""
-    classes = datasets.class_names(config["dataset"], config["data_root"], config["hdf5"])
+    """n_classes from the data (checked against the flag) and resolution from the dataset: the
+    table's, a prepared folder's dataset.json, or --resolution (any other folder needs it)."""
+    spec = datasets.dataset_spec(config["dataset"], config["data_root"], config["resolution"])
+    classes = datasets.class_names(config["dataset"], config["data_root"], config["hdf5"], config["resolution"])
     if config["n_classes"] and config["n_classes"] != len(classes):
         raise utils.UsageError(f"--n_classes {config['n_classes']} but {config['dataset']} has "
                                f"{len(classes)} classes ({', '.join(classes[:10])}...); fix --n_classes or the data")
     config["n_classes"] = len(classes)
-    config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"]).resolution
+    config["resolution"] = config["resolution"] or spec.resolution
 
 
 def build_models(config: dict, device) -> tuple[BigGAN.Generator, BigGAN.Discriminator]:

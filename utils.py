@@ -274,10 +274,11 @@ def diffaugment_policy(text: str) -> str:
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     import datasets  # here, not at the top: datasets imports utils
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="I128", choices=list(datasets.DATASETS), metavar="DATASET",
-                   help="dataset name: its folder under --data_root and resolution (datasets.DATASETS), e.g. "
-                        "I128 (ImageNet folder, 128 px), C100 (cifar folder, 32 px), Toy32 (the toy new classes); "
-                        "one of %(choices)s")
+    g.add_argument("--dataset", default="I128", type=datasets.dataset_name, metavar="DATASET",
+                   help="dataset name: one of " + ", ".join(datasets.DATASETS) + " (folder under --data_root and "
+                        "resolution from datasets.DATASETS, e.g. I128: ImageNet folder, 128 px; Toy32: the toy new "
+                        "classes), or any prepared folder under data_root (prepare_dataset.py; its dataset.json "
+                        "gives the resolution; a folder without one needs --resolution)")
     g.add_argument("--augment", action="store_true", help="random horizontal flips of the training images")
     g.add_argument("--DiffAugment", type=diffaugment_policy, default="", metavar="POLICY",
                    help="differentiable augmentations of every image D sees, real and fake, in the D and G steps "

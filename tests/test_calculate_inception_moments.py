@@ -1,4 +1,5 @@
 """Specification of calculate_inception_moments.py: the reference statistics, and the metrics built on them."""
+import json
 import os
 import subprocess
 import sys
@@ -112,6 +113,68 @@ def test_generated_looking_data_has_a_positive_fid(data_root):
     washed_out = lambda: (lambda x, y: (x * 0.3, y))(*real())
     metrics = get_metrics(washed_out, 36, num_splits=3, prints=False, use_torch=False)
     assert np.isfinite(metrics["FID"]) and metrics["FID"] > 1e-3
+
+
+# ----------------------------------------------------------------------------------------------
+# A prepared dataset's statistics come from its held-out reference images
+
+def write_prepared(root, name, per_class, reference=None, classes=CLASSES, seed=1):
+    """root/<name>/<class>/*.png with a dataset.json as prepare_dataset.py writes it."""
+    rng = np.random.default_rng(seed)
+    for label, class_name in enumerate(classes):
+        folder = root / name / class_name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, size=(32, 32, 3))
+            pixels[..., label % 3] = 255
+            Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
+    info = {"format": 1, "written_by": "prepare_dataset.py", "resolution": 32, "class_names": list(classes),
+            "folders": list(classes)}
+    (root / name / "dataset.json").write_text(json.dumps({**info, "reference": reference} if reference else info))
+
+
+def features_of(dataset, data_root):
+    """TinyBackbone's features of every image of the dataset, as the loader reads them."""
+    x, _ = next(iter(datasets.get_data_loaders(dataset, data_root, batch_size=1000, drop_last=False)[0]))
+    with torch.no_grad():
+        return TinyBackbone()(x)[0].numpy()
+
+
+def test_the_moments_of_a_prepared_dataset_come_from_its_reference_folder(tmp_path, capsys):
+    write_prepared(tmp_path, "mine_new", per_class=2, reference="mine_new_reference")
+    write_prepared(tmp_path, "mine_new_reference", per_class=12, seed=2)
+    paths = moments_script.run(config_for(str(tmp_path), dataset="mine_new"), net=TinyBackbone())
+    assert paths["moments"] == os.path.join(str(tmp_path), "mine_new_tiny_moments.npz")
+    expected = features_of("mine_new_reference", str(tmp_path))
+    assert expected.shape == (36, 8)
+    np.testing.assert_allclose(load_npz(paths["features"])["pool"], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(load_npz(paths["moments"])["mu"], expected.mean(0), rtol=1e-5, atol=1e-6)
+    out, err = capsys.readouterr()
+    assert "Statistics of mine_new from 36 images of mine_new_reference (3 classes" in out
+    assert "warning" not in err  # 36 images and 12 per class: more than the 8 feature dimensions
+
+
+def test_a_reference_smaller_than_the_feature_dimension_is_warned_about_once(tmp_path, capsys):
+    write_prepared(tmp_path, "mine_new", per_class=2, reference="mine_new_reference")
+    write_prepared(tmp_path, "mine_new_reference", per_class=12, seed=2)
+    config = config_for(str(tmp_path), dataset="mine_new", reference_dataset="mine_new")  # the 6 shots themselves
+    paths = moments_script.run(config, net=TinyBackbone())
+    np.testing.assert_allclose(load_npz(paths["moments"])["mu"], features_of("mine_new", str(tmp_path)).mean(0),
+                               rtol=1e-5, atol=1e-6)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
+    assert len(warnings) == 2
+    assert "mine_new has 6 images for 8-d features" in warnings[0] and "singular" in warnings[0]
+    assert "3 of 3 classes of mine_new have at most 8 images" in warnings[1] and "mFID" in warnings[1]
+
+
+def test_a_reference_with_other_classes_is_refused(tmp_path):
+    write_prepared(tmp_path, "mine_new", per_class=2, reference="other")
+    write_prepared(tmp_path, "other", per_class=2, classes=("a", "b", "c"))
+    with pytest.raises(utils.UsageError, match="the reference other has the classes a, b, c but mine_new has"):
+        moments_script.run(config_for(str(tmp_path), dataset="mine_new"), net=TinyBackbone())
+    (tmp_path / "mine_new" / "dataset.json").write_text(json.dumps({"resolution": 32, "reference": "gone"}))
+    with pytest.raises(utils.UsageError, match="names the reference images gone, which are not under"):
+        moments_script.run(config_for(str(tmp_path), dataset="mine_new"), net=TinyBackbone())
 
 
 def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root, tmp_path):

@@ -1,4 +1,5 @@
 """datasets.py: image folders (or their HDF5 cache) -> batches, with BigGAN-PyTorch's sampling."""
+import json
 import os
 
 import numpy as np
@@ -82,6 +83,66 @@ def test_non_image_and_hidden_files_are_ignored(data_root):
 def test_unknown_keyword_arguments_are_ignored(data_root):
     loader, = datasets.get_data_loaders("Toy32", data_root, batch_size=4, G_lr=1e-4, parallel=True)
     assert len(loader) == 3
+
+
+# ----------------------------------------------------------------------------------------------
+# Datasets named by their folder
+
+def write_folder(root, classes, size=20, dataset_json=None):
+    """root/<class>/0.png, 1.png: size x size grey images; dataset_json written when given."""
+    for name in classes:
+        os.makedirs(os.path.join(root, name))
+        for i in range(2):
+            Image.fromarray(np.full((size, size), 40 * i, np.uint8)).save(os.path.join(root, name, f"{i}.png"))
+    if dataset_json is not None:
+        with open(os.path.join(root, "dataset.json"), "w") as f:
+            json.dump(dataset_json, f)
+
+
+def test_a_prepared_folder_loads_by_name_at_the_resolution_of_its_dataset_json(tmp_path):
+    write_folder(str(tmp_path / "fmnist_new"), ["T-shirt_top", "Coat"], dataset_json={
+        "format": 1, "resolution": 64, "class_names": ["Coat", "T-shirt/top"],
+        "folders": ["Coat", "T-shirt_top"]})
+    assert datasets.dataset_spec("fmnist_new", str(tmp_path)) == ("fmnist_new", 64)
+    loader, = datasets.get_data_loaders("fmnist_new", str(tmp_path), batch_size=4)
+    x, y = next(iter(loader))
+    assert x.shape == (4, 3, 64, 64) and y.tolist() == [0, 0, 1, 1]
+    assert loader.dataset.classes == ["Coat", "T-shirt_top"]  # dataset.json is no class
+    assert datasets.class_display_names("fmnist_new", str(tmp_path)) == ["Coat", "T-shirt/top"]
+    with pytest.raises(utils.UsageError, match="--resolution 32, but .*fmnist_new holds 64 px"):
+        datasets.dataset_spec("fmnist_new", str(tmp_path), resolution=32)
+
+
+def test_a_folder_without_dataset_json_needs_resolution(tmp_path):
+    write_folder(str(tmp_path / "mine"), ["a", "b"])
+    with pytest.raises(utils.UsageError, match=r"mine has no dataset\.json.*give --resolution"):
+        datasets.get_data_loaders("mine", str(tmp_path), batch_size=2)
+    loader, = datasets.get_data_loaders("mine", str(tmp_path), batch_size=2, resolution=32)
+    assert next(iter(loader))[0].shape == (2, 3, 32, 32)
+    assert datasets.class_display_names("mine", str(tmp_path)) == ["a", "b"]
+
+
+def test_a_table_name_wins_over_a_folder_and_keeps_its_display_names(data_root):
+    assert datasets.dataset_spec("Toy32", data_root) == ("toy", 32)
+    assert datasets.class_display_names("Toy32", data_root) == sorted(CLASSES)
+
+
+def test_an_unknown_name_lists_the_table_names_and_the_folders_holding_images(data_root):
+    os.makedirs(os.path.join(data_root, "empty", "a_class"))
+    with pytest.raises(utils.UsageError) as err:
+        datasets.get_data_loaders("fmnist_new", data_root, batch_size=2)
+    message = str(err.value)
+    assert "--dataset fmnist_new" in message and "I128" in message and "Toy32" in message
+    assert message.endswith("the folders under " + data_root + " that hold images: toy")
+
+
+def test_train_takes_a_prepared_folder_s_resolution_and_class_count(tmp_path):
+    import train
+    write_folder(str(tmp_path / "fmnist_new"), ["a", "b", "c"], dataset_json={"format": 1, "resolution": 64})
+    config = {"dataset": "fmnist_new", "data_root": str(tmp_path), "hdf5": False, "resolution": 0,
+              "n_classes": 0}
+    train.set_classes_and_resolution(config)
+    assert (config["resolution"], config["n_classes"]) == (64, 3)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -84,7 +84,7 @@ def test_the_sampling_help_shows_what_sampling_uses():
     (["--stage", "bn"], "--stage"), (["--model", "BigGANdeep"], "--model"), (["--kp_variant", "c"], "--kp_variant"),
     (["--resolution", "512"], "--resolution"),  # G has a 512 px architecture, D does not
     (["--G_attn", "abc"], "--G_attn"), (["--D_attn", "48"], "--D_attn"), (["--G_attn", "32__64"], "--G_attn"),
-    (["--device", "gpu"], "--device"), (["--dataset", "I129"], "--dataset"), (["--amp", "fp8"], "--amp"),
+    (["--device", "gpu"], "--device"), (["--dataset", "data/I128"], "--dataset"), (["--amp", "fp8"], "--amp"),
 ])
 def test_a_bad_value_is_refused_naming_the_flag(args, flag, capsys):
     assert_refused_naming(utils.prepare_parser(), args, flag, capsys)
@@ -229,7 +229,7 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
 
 @pytest.mark.parametrize("args,flag", [
     (["--batch_size", "0"], "--batch_size"), (["--num_workers", "-1"], "--num_workers"), (["--seed", "-1"], "--seed"),
-    (["--dataset", "C1000"], "--dataset"), (["--device", "tpu0"], "--device"), (["--backbone", "vgg"], "--backbone"),
+    (["--dataset", ".hidden"], "--dataset"), (["--device", "tpu0"], "--device"), (["--backbone", "vgg"], "--backbone"),
 ])
 def test_calculate_inception_moments_refuses_a_bad_value_naming_the_flag(args, flag, capsys):
     import calculate_inception_moments
