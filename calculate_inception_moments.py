@@ -41,7 +41,7 @@ MAX_CLASS_SIGMA_BYTES = 2 * 1024 ** 3  # 1000 classes x 2048^2 float32 would be 
 
 
 def prepare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Calculate and store the reference statistics for IS/FID/mFID/KMMD.",
+    p = argparse.ArgumentParser(allow_abbrev=False, description="Calculate and store the reference statistics for IS/FID/mFID/KMMD.",
                                 formatter_class=utils.HelpFormatter)
     add = p.add_argument
     add("--dataset", default="I128", type=datasets.dataset_name, metavar="DATASET",
