@@ -102,6 +102,9 @@ def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
                                                  device, config["parallel"])
     space = inception_utils.metric_space_of(net)
     class_names = [str(name) for name in loader.dataset.classes]
+    # statistics no evaluation could use: a classifier's features of classes or sizes it never saw
+    inception_utils.check_classifier_resolution(net, config["dataset"])
+    inception_utils.check_classifier_covers(net, class_names, config["dataset"])
 
     pool, probs, labels = compute_activations(loader, net, device)
     if len(pool) >= 10:

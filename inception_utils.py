@@ -31,6 +31,7 @@ import torchvision
 from scipy import linalg
 from scipy.special import rel_entr
 
+import datasets
 import utils
 
 BACKBONES = ("inception", "tf_inception", "classifier")
@@ -156,11 +157,12 @@ def load_inception_net(backbone: str = "inception", weights: str | None = None,
     if backbone not in builders:
         raise utils.UsageError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     net = builders[backbone](weights).to(device).eval().requires_grad_(False)
-    class_names = getattr(net, "class_names", None)
+    class_names, resolution = getattr(net, "class_names", None), getattr(net, "resolution", None)
     if parallel and torch.cuda.device_count() > 1:
         print("Parallelizing the metric backbone...")
         net = nn.DataParallel(net)
-        net.class_names = class_names  # DataParallel hides the wrapped module's attributes
+        # DataParallel hides the wrapped module's attributes
+        net.class_names, net.resolution = class_names, resolution
     net.metric_space = backbone
     return net
 
@@ -455,6 +457,42 @@ def class_consistency(probs: torch.Tensor, labels: torch.Tensor, class_map: np.n
 
 
 # -----------------------------------------------------------------------------
+# What the project classifier may evaluate. Inception is a generic feature space, fit for any
+# images; a classifier's features only describe the classes and the resolution it was trained on,
+# so anything else would be measured silently wrong.
+
+def listed(names: list[str], limit: int = 10) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def check_classifier_covers(net: nn.Module, target_names, dataset: str) -> None:
+    """Refuse a classifier backbone that was not trained on every class of the evaluated dataset."""
+    known = getattr(net, "class_names", None)
+    if metric_space_of(net) != "classifier" or known is None or target_names is None:
+        return
+    missing = [str(name) for name in target_names if str(name) not in set(known)]
+    if missing:
+        raise utils.UsageError(
+            f"the classifier backbone was not trained on {len(missing)} class(es) of {dataset}: {listed(missing)} "
+            f"(it knows {listed(list(known))}); train a classifier on these classes with `python "
+            "train_classifier.py --train_folder DIR --test_folder DIR --resolution R --out PATH` and pass "
+            "it with --inception_weights PATH")
+
+
+def check_classifier_resolution(net: nn.Module, dataset: str) -> None:
+    """Refuse, before any evaluation, a classifier backbone trained at another size than the dataset's."""
+    resolution = getattr(net, "resolution", None)
+    spec = datasets.DATASETS.get(reference_name(dataset))
+    if metric_space_of(net) != "classifier" or resolution is None or spec is None:
+        return
+    if spec.resolution != resolution:
+        raise utils.UsageError(
+            f"the classifier backbone was trained on {resolution} px images but {dataset} is {spec.resolution} px; "
+            f"train one at {spec.resolution} px with `python train_classifier.py --train_folder DIR "
+            f"--test_folder DIR --resolution {spec.resolution} --out PATH` and pass it with --inception_weights PATH")
+
+
+# -----------------------------------------------------------------------------
 # Gathering activations and the metrics entry point
 
 def accumulate_inception_activations(sample: Callable, net: nn.Module, num_inception_images: int = 50000):
@@ -541,7 +579,8 @@ def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool
                               mfid: bool = False, pr: bool = False) -> Callable[..., dict]:
     """Load the backbone (unless `net` is given) and the reference moments; return get_inception_metrics.
     kmmd / mfid / pr (precision and recall): check now that their reference files are there (a
-    training run should stop before its first iteration, not at its first evaluation).
+    training run should stop before its first iteration, not at its first evaluation). So is a
+    classifier backbone that does not know every class of the reference, or the dataset's resolution.
 
     Reference files default to data_root/<dataset>_<metric space>_{moments,features}.npz."""
     if net is None:
@@ -551,6 +590,8 @@ def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool
     features_path = features_path or os.path.join(os.path.dirname(moments_path), features_filename(dataset, space))
     reference = None if no_fid else load_reference_moments(moments_path, dataset, space)
     target_names = None if reference is None else reference.get("class_names")
+    check_classifier_resolution(net, dataset)
+    check_classifier_covers(net, target_names, dataset)
     class_map = target_to_backbone_classes(target_names, getattr(net, "class_names", None))
     for asked, metric in ((kmmd, "KMMD"), (pr, "precision and recall")):
         if asked and not os.path.isfile(features_path):
