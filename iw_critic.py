@@ -24,10 +24,10 @@ runs; a seed fixes the halves, the critic's initialisation and its batches, and 
 deterministic for a given seed on the CPU, where it runs on one thread whatever torch's setting
 (see one_cpu_thread). The global RNG is left untouched.
 
-Cost: 1500 real + 1500 generated 32 px images, STEPS critic steps, took 16-18 s of CPU time on one
-core of an Intel Xeon, measured while the 2-core machine was shared
-(load 4.5; 24 s wall); evaluation is a small part of it. Time grows with the steps and with H*W,
-hardly with the number of images (64 px: about 4 times as long).
+Cost: 1500 real + 1500 generated 32 px images, STEPS critic steps, took 16-17 s of CPU time on one
+core of an Intel Xeon (17-24 s wall: the 2-core machine was shared, load about 4); evaluation is a
+small part of it. Time grows with the steps and with H*W, hardly with the number of images (64 px:
+about 4 times as long).
 
     result = independent_wasserstein(real, fake, seed=0)   # [N, 3, H, W] in [-1, 1], 28 <= H = W <= 64
     result["IW"], result["IW_train"]
