@@ -466,15 +466,17 @@ def listed(names: list[str], limit: int = 10) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def check_classifier_covers(net: nn.Module, target_names, dataset: str) -> None:
-    """Refuse a classifier backbone that was not trained on every class of the evaluated dataset."""
+def check_classifier_covers(net: nn.Module, target_names, data: str) -> None:
+    """Refuse a classifier backbone that was not trained on every class of the evaluated data
+    (`data` names it in the message)."""
     known = getattr(net, "class_names", None)
     if metric_space_of(net) != "classifier" or known is None or target_names is None:
         return
-    missing = [str(name) for name in target_names if str(name) not in set(known)]
+    known_set = set(known)
+    missing = [str(name) for name in target_names if str(name) not in known_set]
     if missing:
         raise utils.UsageError(
-            f"the classifier backbone was not trained on {len(missing)} class(es) of {dataset}: {listed(missing)} "
+            f"the classifier backbone was not trained on {len(missing)} class(es) of {data}: {listed(missing)} "
             f"(it knows {listed(list(known))}); train a classifier on these classes with `python "
             "train_classifier.py --train_folder DIR --test_folder DIR --resolution R --out PATH` and pass "
             "it with --inception_weights PATH")
@@ -592,7 +594,7 @@ def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool
     reference = None if no_fid else load_reference_moments(moments_path, dataset, space)
     target_names = None if reference is None else reference.get("class_names")
     check_classifier_resolution(net, dataset)
-    check_classifier_covers(net, target_names, dataset)
+    check_classifier_covers(net, target_names, f"{dataset} (reference {moments_path})")
     class_map = target_to_backbone_classes(target_names, getattr(net, "class_names", None))
     for asked, metric in ((kmmd, "KMMD"), (pr, "precision and recall")):
         if asked and not os.path.isfile(features_path):
