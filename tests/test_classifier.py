@@ -199,7 +199,8 @@ def write_moments(data_root, class_names, dim=classifier.FEATURE_DIM, space="cla
 def test_a_classifier_backbone_that_never_saw_some_evaluated_classes_is_refused_naming_them(tmp_path):
     net = saved_classifier(tmp_path, ["blue", "green"], 32)
     write_moments(str(tmp_path), ["blue", "red", "yellow"])
-    with pytest.raises(utils.UsageError, match=r"not trained on 2 class\(es\) of Toy32 \(reference .*\): red, yellow .*train_classifier.py"):
+    message = r"not trained on 2 class\(es\) of Toy32 \(reference .*\): red, yellow .*train_classifier.py"
+    with pytest.raises(utils.UsageError, match=message):
         inception_utils.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path))
 
 
