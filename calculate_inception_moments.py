@@ -163,6 +163,9 @@ def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
     where = (datasets.hdf5_path if config["hdf5"] else datasets.image_folder_path)(reference, data_root)
     print(f"Statistics of {config['dataset']} from {len(loader.dataset)} images of {reference} "
           f"({len(class_names)} classes, {where})")
+    # statistics no evaluation could use: a classifier's features of classes or sizes it never saw
+    inception_utils.check_classifier_resolution(net, config["dataset"], data_root)
+    inception_utils.check_classifier_covers(net, class_names, config["dataset"])
 
     pool, probs, labels = compute_activations(loader, net, device)
     if len(pool) >= 10:

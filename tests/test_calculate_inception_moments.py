@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import calculate_inception_moments as moments_script
+import classifier
 import conftest
 import datasets
 import inception_utils as iu
@@ -189,3 +190,12 @@ def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root,
     assert "error:" in result.stderr and "inception_v3_google-0cc3c7bd.pth" in result.stderr
     assert "--inception_weights" in result.stderr
     assert not os.path.exists(os.path.join(data_root, "Toy32_inception_moments.npz"))
+
+
+def test_a_classifier_backbone_without_some_dataset_classes_writes_nothing(data_root, tmp_path):
+    path = str(tmp_path / "clf.pth")
+    utils.atomic_save(classifier.checkpoint_of(classifier.build_classifier(["blue_square", "red_cross"])), path)
+    net = iu.load_inception_net("classifier", path)
+    with pytest.raises(utils.UsageError, match="not trained on 1 class\\(es\\) of Toy32: green_circle"):
+        moments_script.run(config_for(data_root), net=net)
+    assert not os.path.exists(os.path.join(data_root, iu.moments_filename("Toy32", "classifier")))
