@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import datasets
+import flags
 import inception_utils
 import utils
 
@@ -47,7 +48,7 @@ def prepare_parser() -> argparse.ArgumentParser:
     add("--dataset", default="I128", type=datasets.dataset_name, metavar="DATASET",
         help="dataset name: one of " + ", ".join(datasets.DATASETS) + ", or any prepared folder under "
              "data_root (see datasets.py)")
-    add("--resolution", type=int, default=0, choices=[0, *utils.RESOLUTIONS],
+    add("--resolution", type=int, default=0, choices=[0, *flags.RESOLUTIONS],
         help="image size, for a folder without dataset.json (0: the dataset's)")
     add("--reference_dataset", default="", metavar="NAME",
         help="the dataset whose images give the statistics, written under --dataset's file names (default: the "
@@ -104,16 +105,8 @@ def class_statistics(pool: np.ndarray, labels: np.ndarray, num_classes: int):
 
 def reference_dataset(config: dict, data_root: str) -> str:
     """--reference_dataset, else the reference the dataset's dataset.json names, else the dataset."""
-    if config.get("reference_dataset"):
-        return config["reference_dataset"]
-    folder = datasets.image_folder_path(config["dataset"], data_root)
-    info = datasets.read_dataset_json(folder) if os.path.isdir(folder) else None
-    reference = str(info.get("reference") or "") if info else ""
-    if reference and not os.path.isdir(os.path.join(data_root, reference)):
-        raise utils.UsageError(f"{folder}'s dataset.json names the reference images {reference}, which are not "
-                               f"under {data_root}; prepare the dataset again (prepare_dataset.py) or give "
-                               "--reference_dataset")
-    return reference or config["dataset"]
+    return (config.get("reference_dataset") or datasets.reference_dataset_name(config["dataset"], data_root)
+            or config["dataset"])
 
 
 def check_same_classes(dataset: str, reference: str, reference_classes: list[str], data_root: str) -> None:

@@ -54,7 +54,6 @@ and the lock file are not counted.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import itertools
@@ -86,6 +85,7 @@ MANIFEST_FORMAT = 2
 SLOT = re.compile(r"^(latest|copy\d+|best\d+)$")
 DEFAULT_HINT = "check --weights_root, --experiment_name and --load_weights"
 BETTER = {"IS": max, "FID": min, "KMMD": min}  # how the best of the best sets is picked, by metric
+METRIC_KEY = {"IS": "IS_mean", "FID": "FID", "KMMD": "KMMD"}  # the metric's key in a state's evaluation
 
 
 class NonFiniteCheckpoint(Exception):
@@ -687,7 +687,9 @@ def best_slot(folder: str, hint: str = DEFAULT_HINT) -> str:
     for slot in candidates:
         state = load_set(folder, slot, ["state_dict"], hint=hint)["state_dict"]
         metric = (state.get("config") or {}).get("which_best", "IS")
-        value = state.get(f"best_{metric}")
+        # the set's own evaluation; else the best so far when it was saved (the same value here, where a
+        # best set is saved after its metric was counted; BigGAN-PyTorch saved it before)
+        value = (state.get("metrics") or {}).get(METRIC_KEY[metric], state.get(f"best_{metric}"))
         if isinstance(value, (int, float)):
             scored.append((metric, float(value), slot))
     if not scored:

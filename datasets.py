@@ -26,7 +26,7 @@ Decisions worth knowing:
   uint8 [N, 3, H, W] (already cropped and resized), 'labels' int64 [N] and the attribute
   'class_names'; hdf5=True reads it. Both paths give bit-identical batches.
 - Order: every pass over the data is a permutation seeded by (seed, pass number), independent of
-  the global RNG; each iteration over a loader is the next epoch (EpochSampler.set_epoch jumps).
+  the global RNG; EpochSampler.set_epoch chooses the pass an iteration over a loader yields.
   With world_size > 1 every rank takes a disjoint slice (rank::world_size) of the same
   permutation, after dropping the n % world_size left-over images of that pass.
 - Few-shot data: when a rank's share of the data is smaller than one batch and drop_last is set,
@@ -74,6 +74,19 @@ DATASETS = {
 
 
 DATASET_JSON = "dataset.json"  # written by prepare_dataset.py into every folder it prepares
+
+
+def reference_dataset_name(dataset: str, data_root: str) -> str:
+    """The held-out reference images of a prepared dataset (the `reference` its dataset.json names,
+    e.g. mydata_new -> mydata_new_reference); '' when it names none."""
+    folder = image_folder_path(dataset, data_root)
+    info = read_dataset_json(folder) if os.path.isdir(folder) else None
+    reference = str(info.get("reference") or "") if info else ""
+    if reference and not os.path.isdir(os.path.join(data_root, reference)):
+        raise utils.UsageError(f"{folder}'s dataset.json names the reference images {reference}, which are not "
+                               f"under {data_root}; prepare the dataset again (prepare_dataset.py) or name the "
+                               "reference images yourself")
+    return reference
 
 
 def read_dataset_json(folder: str) -> dict | None:
@@ -415,8 +428,10 @@ class EpochSampler(Sampler[int]):
                                for p in range(first, first + self.passes_per_epoch)])
 
     def __iter__(self) -> Iterator[int]:
+        """The epoch set last (torch's DistributedSampler convention: whoever iterates over epochs
+        sets each one; ResumableBatches does for training)."""
         order = self.epoch_order(self.epoch)[self.skip:]
-        self.epoch, self.skip = self.epoch + 1, 0
+        self.skip = 0
         return iter(order.tolist())
 
     def __len__(self) -> int:
@@ -466,3 +481,37 @@ def get_data_loaders(dataset: str, data_root: str, batch_size: int, num_workers:
     loader = DataLoader(data, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                         pin_memory=pin_memory, drop_last=drop_last)
     return [loader]
+
+
+class ResumableBatches:
+    """A run's batches until the data runs out (--num_epochs): the one owner of where the data stands,
+    the epoch and how many of its batches were trained on, which a checkpoint saves (position()), so a
+    resumed run continues at the batch where it stopped. The multi-epoch sampler spans all epochs
+    itself (it skips the batches a resumed run has seen). The first epoch's iterator is made here,
+    before the caller restores a resumed RNG: making it draws from the RNG."""
+
+    def __init__(self, loader: DataLoader, num_epochs: int, epoch: int = 0, epoch_batches: int = 0):
+        self.loader, self.num_epochs = loader, num_epochs
+        self.epoch, self.epoch_batches = epoch, epoch_batches
+        self.multi_epoch = isinstance(loader.sampler, MultiEpochSampler)
+        self.ran_out = not self.multi_epoch and epoch >= num_epochs
+        if not self.multi_epoch:
+            loader.sampler.set_epoch(epoch, skip_batches=epoch_batches)
+        self._first = None if self.ran_out else iter(loader)
+
+    def position(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "epoch_batches": self.epoch_batches}
+
+    def __iter__(self) -> Iterator:
+        if self.ran_out:
+            return
+        batches = self._first
+        while True:
+            for batch in batches:
+                self.epoch_batches += 1
+                yield batch
+            self.epoch, self.epoch_batches = self.epoch + 1, 0
+            if self.multi_epoch or self.epoch >= self.num_epochs:
+                return
+            self.loader.sampler.set_epoch(self.epoch)
+            batches = iter(self.loader)

@@ -40,6 +40,8 @@ import torch.nn as nn  # noqa: E402
 import BigGAN  # noqa: E402
 import checkpoints  # noqa: E402
 import datasets  # noqa: E402
+import experiment
+import flags
 import layers  # noqa: E402
 import sampling  # noqa: E402
 import stages  # noqa: E402
@@ -279,31 +281,24 @@ def knowledge_propagation_stages() -> list[str]:
     return [name for name, stage in stages.STAGES.items() if stage.knowledge_propagation]
 
 
-def load_generator(folder: str, suffix: str) -> tuple[BigGAN.Generator, dict]:
+def load_generator(folder: str, suffix: str, data_root: str | None = None) -> tuple[BigGAN.Generator, dict]:
     """G of a checkpoint set, rebuilt from the training config saved with it (as sample.py does),
     in eval mode; and that config."""
     hint = "check --experiment_name, --load_weights and --base_dir / --weights_root"
     what = checkpoints.describe(folder, suffix)
-    objects = checkpoints.load_set(folder, suffix, ["G", "state_dict"], optional=("state_dict",), hint=hint)
-    config = objects.get("state_dict", {}).get("config") or {}
+    config = experiment.read_run_state(folder, suffix, hint).get("config") or {}
     missing = [key for key in ("stage", "n_classes", "n_pretrain_classes") if key not in config]
     if missing:
-        raise utils.UsageError(f"{what} has no saved training config (no state_dict.pth, or its config lacks "
+        raise utils.UsageError(f"{what} has no saved training config (no state_dict.pth or config.json, or it lacks "
                                f"{', '.join(missing)}): G cannot be rebuilt; explain a checkpoint written by train.py")
     if config["stage"] not in stages.STAGES or not stages.get(config["stage"]).knowledge_propagation:
         raise utils.UsageError(f"{what} is a --stage {config['stage']} model, a plain G of its own classes without "
                                f"knowledge propagation: it has no combination weights to explain; only the stages "
                                f"{', '.join(knowledge_propagation_stages())} build a knowledge-propagation G")
-    if not checkpoints.all_finite(objects["G"]):
-        raise utils.UsageError(f"G of {what} holds non-finite values (NaN or inf): that run diverged; "
-                               "explain an earlier checkpoint (--load_weights)")
-    config = {**config, "resolution": config.get("resolution") or datasets.dataset_spec(config.get("dataset", "")).resolution}
-    try:
-        G = BigGAN.Generator(**{**stages.model_config(config), "skip_init": True})  # every weight is loaded
-        G.load_state_dict(objects["G"])
-    except (ValueError, RuntimeError) as err:
-        first_problem = (str(err).splitlines()[1:] or [str(err)])[0].strip()[:300]
-        raise utils.UsageError(f"G of {what} does not fit the generator its saved config builds: {first_problem}") from err
+    weights = experiment.read_generator_weights(folder, suffix, use_ema=False, hint=hint)
+    if not config.get("resolution"):
+        config = {**config, "resolution": datasets.dataset_spec(config.get("dataset", ""), data_root).resolution}
+    G = experiment.build_trained_generator(config, weights, f"G of {what}")  # every weight is loaded
     return G.eval(), config
 
 
@@ -367,10 +362,10 @@ def prepare_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> CombinationReport:
     args = prepare_parser().parse_args(argv)
-    roots = utils.resolve_roots({key: getattr(args, key) for key in
+    roots = flags.resolve_roots({key: getattr(args, key) for key in
                                  ("base_dir", "data_root", "weights_root", "samples_root")})
     folder = os.path.join(roots["weights_root"], args.experiment_name)
-    G, config = load_generator(folder, args.load_weights)
+    G, config = load_generator(folder, checkpoints.resolve_suffix(folder, args.load_weights), roots["data_root"])
     report = combination_report(G, new_class_names(config, roots["data_root"]), old_class_names(config))
     print(format_report(report, args.top_k))
     heatmap = args.heatmap or os.path.join(roots["samples_root"], args.experiment_name, HEATMAP_NAME)

@@ -289,17 +289,6 @@ def calculate_inception_score(pred, num_splits: int = 10) -> tuple[float, float]
 #   KMMD = sqrt(mean k(real, real) + mean k(fake, fake) - 2 mean k(real, fake))   (the biased estimate)
 # The blockwise version below never holds more than a block_size x block_size block.
 
-def calc_mmd_dense(real_feats, fake_feats, sigma: float = 1.0) -> float:
-    """The official formula on full distance matrices, in float64: a reference for small inputs only."""
-    x = torch.as_tensor(real_feats).double().cpu()
-    y = torch.as_tensor(fake_feats).double().cpu()
-    squared_distances = lambda a, b: (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.t()
-    m_xx, m_yy, m_xy = squared_distances(x, x), squared_distances(y, y), squared_distances(x, y)
-    scale = m_xx.mean()
-    kernel = lambda m: torch.exp(-m / (scale * 2 * sigma * sigma))
-    return math.sqrt(kernel(m_xx).mean() + kernel(m_yy).mean() - 2 * kernel(m_xy).mean())
-
-
 def row_blocks(n: int, block_size: int) -> range:
     return range(0, n, block_size)
 
@@ -578,81 +567,89 @@ def damaged_reference_error(path: str, err: Exception, dataset: str, metric_spac
                             f"with `python calculate_inception_moments.py --dataset {dataset} --backbone {metric_space}`")
 
 
-def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool = False,
-                              moments_path: str | None = None, net: nn.Module | None = None, *,
-                              data_root: str = "data", backbone: str = "inception",
-                              inception_weights: str | None = None, device: str | torch.device = "cpu",
-                              features_path: str | None = None, kmmd: bool = False,
-                              mfid: bool = False, pr: bool = False) -> Callable[..., dict]:
-    """Load the backbone (unless `net` is given) and the reference moments; return get_inception_metrics.
-    kmmd / mfid / pr (precision and recall): check now that their reference files are there (a
-    training run should stop before its first iteration, not at its first evaluation). So is a
-    classifier backbone that does not know every class of the reference, or the dataset's resolution.
+class Metrics:
+    """The metrics of samples against one reference: a dataset's statistics in one backbone's feature
+    space. Built once (the backbone loaded; the reference files a metric needs checked now, so that a
+    training run stops before its first iteration rather than at its first evaluation, and so is a
+    classifier backbone that does not know every class of the reference, or its resolution); then
+    metrics(sample, num_images) measures a sample function as often as asked.
 
-    Reference files default to data_root/<dataset>_<metric space>_{moments,features}.npz."""
-    if net is None:
-        net = load_inception_net(backbone, inception_weights, device, parallel)
-    space = metric_space_of(net)
-    moments_path = moments_path or os.path.join(data_root, moments_filename(dataset, space))
-    features_path = features_path or os.path.join(os.path.dirname(moments_path), features_filename(dataset, space))
-    reference = None if no_fid else load_reference_moments(moments_path, dataset, space)
-    target_names = None if reference is None else reference.get("class_names")
-    check_classifier_resolution(net, dataset, data_root)
-    check_classifier_covers(net, target_names, f"{dataset} (reference {moments_path})")
-    class_map = target_to_backbone_classes(target_names, getattr(net, "class_names", None))
-    for asked, metric in ((kmmd, "KMMD"), (pr, "precision and recall")):
-        if asked and not os.path.isfile(features_path):
-            raise missing_reference_error(features_path, f"features (needed for {metric})", dataset, space)
-    if mfid and reference is not None and not reference["has_class_sigma"]:
-        raise utils.UsageError(f"--mfid needs per-class statistics, which {moments_path} does not hold "
-                               "(they are skipped when they would exceed 2 GB); evaluate without --mfid")
-    cache = {}
+    Always IS and class consistency (None when the backbone's classes are not the target classes);
+    FID unless fid=False; KMMD, mFID, precision and recall (k = 3) when asked for. Reference files
+    default to data_root/<dataset>_<metric space>_{moments,features}.npz."""
 
-    def mean_class_fid(pool: torch.Tensor, labels: torch.Tensor, use_torch: bool) -> float:
-        if reference is None or not reference["has_class_sigma"]:
-            raise utils.UsageError(f"mFID needs per-class statistics, which {moments_path} does not hold "
-                                   "(they are skipped when they would exceed 2 GB, or no_fid is set); "
-                                   "evaluate without mFID")
-        with np.load(moments_path, allow_pickle=False) as f:
+    def __init__(self, dataset: str, *, data_root: str = "data", backbone: str = "inception",
+                 inception_weights: str | None = None, device: str | torch.device = "cpu", parallel: bool = False,
+                 fid: bool = True, kmmd: bool = False, mfid: bool = False, precision_recall: bool = False,
+                 moments_path: str | None = None, features_path: str | None = None, net: nn.Module | None = None):
+        self.net = net if net is not None else load_inception_net(backbone, inception_weights, device, parallel)
+        self.dataset, self.space = dataset, metric_space_of(self.net)
+        self.kmmd, self.mfid, self.precision_recall = kmmd, mfid, precision_recall
+        self.moments_path = moments_path or os.path.join(data_root, moments_filename(dataset, self.space))
+        self.features_path = features_path or os.path.join(os.path.dirname(self.moments_path),
+                                                           features_filename(dataset, self.space))
+        self.reference = load_reference_moments(self.moments_path, dataset, self.space) if fid else None
+        target_names = None if self.reference is None else self.reference.get("class_names")
+        check_classifier_resolution(self.net, dataset, data_root)
+        check_classifier_covers(self.net, target_names, f"{dataset} (reference {self.moments_path})")
+        self.class_map = target_to_backbone_classes(target_names, getattr(self.net, "class_names", None))
+        for asked, metric in ((kmmd, "KMMD"), (precision_recall, "precision and recall")):
+            if asked and not os.path.isfile(self.features_path):
+                raise missing_reference_error(self.features_path, f"features (needed for {metric})", dataset, self.space)
+        if mfid and (self.reference is None or not self.reference["has_class_sigma"]):
+            raise utils.UsageError(f"mFID needs per-class statistics, which {self.moments_path} does not hold "
+                                   "(they are skipped when they would exceed 2 GB, or FID is off); evaluate without mFID")
+        self._real_pool: torch.Tensor | None = None
+
+    @classmethod
+    def from_config(cls, config: dict, device, **reference) -> "Metrics":
+        """The metrics a run's flags ask for (--backbone, --kmmd, --mfid, --precision_recall, --no_fid)."""
+        return cls(config["dataset"], data_root=config["data_root"], backbone=config["backbone"],
+                   inception_weights=config["inception_weights"] or None, device=device,
+                   parallel=config["parallel"], fid=not config["no_fid"], kmmd=config["kmmd"], mfid=config["mfid"],
+                   precision_recall=config.get("precision_recall", False), **reference)
+
+    def real_pool(self, device: torch.device, metric: str) -> torch.Tensor:
+        """The reference features (the real side of KMMD and of precision and recall), read once."""
+        if self._real_pool is None:
+            self._real_pool = load_reference_features(self.features_path, self.dataset, self.space, device, metric)
+        return self._real_pool
+
+    def mean_class_fid(self, pool: torch.Tensor, labels: torch.Tensor, use_torch: bool) -> float:
+        with np.load(self.moments_path, allow_pickle=False) as f:
             class_sigma = f["class_sigma"]
-        fids = per_class_fid(pool, labels, reference["class_mu"], class_sigma, reference["class_counts"], use_torch)
+        fids = per_class_fid(pool, labels, self.reference["class_mu"], class_sigma, self.reference["class_counts"],
+                             use_torch)
         if not fids:
             raise utils.UsageError("mFID needs at least 2 samples of some class; evaluate on more images")
         return float(np.mean(list(fids.values())))
 
-    def real_pool(device: torch.device, metric: str) -> torch.Tensor:
-        if "real_pool" not in cache:
-            cache["real_pool"] = load_reference_features(features_path, dataset, space, device, metric)
-        return cache["real_pool"]
-
-    def get_inception_metrics(sample: Callable, num_inception_images: int, num_splits: int = 10,
-                              prints: bool = True, use_torch: bool = True, kmmd: bool = False,
-                              mfid: bool = False, pr: bool = False) -> dict:
-        """IS, FID (nan with no_fid) and class consistency (None when the backbone's classes are not
-        the target classes) of num_inception_images samples; KMMD, mFID and precision and recall
-        (k = 3, against the reference features) when asked for."""
+    def __call__(self, sample: Callable, num_images: int, num_splits: int = 10, prints: bool = False,
+                 use_torch: bool = False) -> dict:
+        """The metrics of num_images samples of sample() (images in [-1, 1], class labels)."""
         say = print if prints else (lambda *args: None)
         say("Gathering activations...")
-        pool, probs, labels = accumulate_inception_activations(sample, net, num_inception_images)
-        say("Calculating Inception Score...")
+        pool, probs, labels = accumulate_inception_activations(sample, self.net, num_images)
         is_mean, is_std = calculate_inception_score(probs.cpu().numpy(), num_splits)
-        metrics = {"IS_mean": is_mean, "IS_std": is_std, "FID": float("nan"), "metric_space": space}
-        if reference is not None:
-            if reference["mu"].shape[0] != pool.shape[1]:
-                raise utils.UsageError(f"{moments_path} has {reference['mu'].shape[0]}-d features but the "
+        metrics = {"IS_mean": is_mean, "IS_std": is_std, "FID": float("nan"), "metric_space": self.space}
+        if self.reference is not None:
+            if self.reference["mu"].shape[0] != pool.shape[1]:
+                raise utils.UsageError(f"{self.moments_path} has {self.reference['mu'].shape[0]}-d features but the "
                                        f"backbone gives {pool.shape[1]}-d; recompute the moments with this backbone")
             say("Calculating FID...")
-            metrics["FID"] = fid_to_reference(pool, reference["mu"], reference["sigma"], use_torch)
-        if mfid:
-            say("Calculating mFID...")
-            metrics["mFID"] = mean_class_fid(pool, labels, use_torch)
-        if kmmd:
+            metrics["FID"] = fid_to_reference(pool, self.reference["mu"], self.reference["sigma"], use_torch)
+        if self.mfid:
+            metrics["mFID"] = self.mean_class_fid(pool, labels, use_torch)
+        if self.kmmd:
             say("Calculating KMMD...")
-            metrics["KMMD"] = calc_mmd(real_pool(pool.device, "KMMD"), pool)
-        if pr:
+            metrics["KMMD"] = calc_mmd(self.real_pool(pool.device, "KMMD"), pool)
+        if self.precision_recall:
             say("Calculating precision and recall...")
-            metrics.update(precision_recall(real_pool(pool.device, "precision and recall"), pool))
-        metrics["class_acc"] = None if class_map is None else class_consistency(probs, labels, class_map)
+            metrics.update(precision_recall(self.real_pool(pool.device, "precision and recall"), pool))
+        metrics["class_acc"] = None if self.class_map is None else class_consistency(probs, labels, self.class_map)
         return metrics
 
-    return get_inception_metrics
+
+def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool = False, **options) -> Metrics:
+    """BigGAN-PyTorch's name for building the metrics: Metrics(dataset, ...)."""
+    return Metrics(dataset, parallel=parallel, fid=not no_fid, **options)

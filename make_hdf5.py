@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import datasets
+import flags
 import utils
 
 
@@ -60,7 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(allow_abbrev=False, description="Cache an image-folder dataset as HDF5.")
     parser.add_argument("--dataset", required=True, type=datasets.dataset_name,
                         help="a name of datasets.DATASETS or a folder under the data root")
-    parser.add_argument("--resolution", type=int, default=0, choices=[0, *utils.RESOLUTIONS],
+    parser.add_argument("--resolution", type=int, default=0, choices=[0, *flags.RESOLUTIONS],
                         help="image size, for a folder without dataset.json (default: the dataset's)")
     parser.add_argument("--base_dir", default="base_dir",
                         help="project folder; data is in <base_dir>/data (default: %(default)s)")

@@ -1,26 +1,25 @@
 #!/usr/bin/env bash
-# Prepare the target data for training and evaluation: `bash prepare_data.sh [extra flags]`.
-#   SETUP=ImageNet  base_dir/data/ImageNet/<class>/... -> reference statistics (Inception)
-#   SETUP=cifar     base_dir/data/cifar/<class>/...    -> reference statistics (Inception)
-#   SETUP=toy       the offline default's data, statistics and source model (toy classifier space)
-# SETUP defaults to whichever of data/ImageNet, data/cifar exists, else toy. HDF5=1 first builds
-# the HDF5 cache (make_hdf5.py) and computes the statistics from it. Extra flags go to
-# calculate_inception_moments.py (e.g. --inception_weights PATH where torchvision cannot download).
-# Both read the images with one loader process per core, 8 at most (their --num_workers default).
+# Prepare data for training and evaluation: `bash prepare_data.sh [flags]`; $BASE_DIR default ./base_dir.
+#   bash prepare_data.sh                  the default run's data: the world's few shots, reference statistics
+#                                         and source model (python -m experiments.demo --prepare_only; --world toy)
+#   bash prepare_data.sh --idx DIR ...    your own dataset (prepare_dataset.py, with exactly your flags:
+#                                         --torchvision NAME, --idx DIR or --image_folder DIR, --new, --shots, ...)
+#   SETUP=ImageNet|cifar bash prepare_data.sh
+#                                         the paper's setups: Inception reference statistics of
+#                                         data/ImageNet or data/cifar (HDF5=1 first builds the HDF5 cache);
+#                                         extra flags go to calculate_inception_moments.py (e.g.
+#                                         --inception_weights PATH where torchvision cannot download)
 set -euo pipefail
 cd "$(dirname "$0")"
+. scripts/setup.sh
 BASE=${BASE_DIR:-base_dir}
 PYTHON=${PYTHON:-python}
-setup=${SETUP:-auto}
-if [ "$setup" = auto ]; then
-  setup=toy
-  if [ -d "$BASE/data/ImageNet" ]; then setup=ImageNet; elif [ -d "$BASE/data/cifar" ]; then setup=cifar; fi
-fi
+setup=$(setup_of "$@")
 case "$setup" in
+  demo) exec "$PYTHON" -m experiments.demo --base_dir "$BASE" --prepare_only "$@" ;;
+  custom) exec "$PYTHON" prepare_dataset.py --base_dir "$BASE" "$@" ;;
   ImageNet) dataset=I128 ;;
   cifar) dataset=C100 ;;
-  toy) exec "$PYTHON" toy_default.py --base_dir "$BASE" --prepare_only "$@" ;;
-  *) echo "error: SETUP must be ImageNet, cifar or toy (got '$setup')" >&2; exit 2 ;;
 esac
 hdf5=()
 if [ "${HDF5:-0}" = 1 ]; then

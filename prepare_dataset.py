@@ -58,6 +58,7 @@ import numpy as np
 from PIL import Image
 
 import datasets
+import flags
 import utils
 
 FORMAT = 1
@@ -547,7 +548,7 @@ def prepare_parser() -> argparse.ArgumentParser:
                    help="held-out reference images per class (default: every test image of the class; required "
                         "for --image_folder, where they are held out of the class's images, apart from the shots)")
     c.add_argument("--seed", type=utils.at_least(0), default=0, help="seed of the shots and references")
-    c.add_argument("--resolution", type=int, default=32, choices=utils.RESOLUTIONS,
+    c.add_argument("--resolution", type=int, default=32, choices=flags.RESOLUTIONS,
                    help="images are center-cropped to a square and resized (LANCZOS) to this size")
     o = p.add_argument_group("output")
     o.add_argument("--name", type=folder_name, required=True,

@@ -1,17 +1,17 @@
 """Sample a trained (transfer) BigGAN: an npz of images, class and interpolation sheets, and metrics,
 optionally over a range of truncation thresholds.
 
-    python sample.py --base_dir BASE --experiment_name NAME --load_weights best2 [model flags] \
+    python sample.py --base_dir BASE --experiment_name NAME --load_weights best [model flags] \
         --sample_npz --sample_sheets --sample_interps --sample_random \
-        --sample_inception_metrics --sample_trunc_curves 0.05_0.05_1.0
+        --sample_inception_metrics --sample_trunc_curves 0.05_0.05_1.0 [--kmmd --mfid --precision_recall --iw]
 
-The model flags (and --dataset, --stage) are read from the training config saved in the checkpoint's
-state_dict: leave them out. A flag given that differs from the checkpoint's is an error. For weights
-without a state_dict (e.g. a bare official G.pth) give the flags the model was trained with;
---n_pretrain_classes 0 then means a source (plain BigGAN) model.
+The model flags (and --dataset, --stage) are read from the training config saved with the checkpoint
+(its state_dict, else the experiment's config.json): leave them out. A flag given that differs from it
+is an error. For weights without a saved config (e.g. a bare official G.pth) give the flags the model
+was trained with; --n_pretrain_classes 0 then means a source (plain BigGAN) model.
 
 Reads BASE/weights/NAME/G[_ema][_SUFFIX].pth and state_dict[_SUFFIX].pth. Writes, never replacing
-an existing file unless --overwrite is given:
+an existing file unless --overwrite is given (OUTPUTS lists them):
     BASE/samples/NAME/samples.npz      'x' uint8 [N, H, W, 3] (BigGAN-PyTorch wrote [N, 3, H, W]),
                                        'y' int64 class labels [N]
     BASE/samples/NAME/<FOLDER>/        FOLDER: --sample_sheet_folder_num, or by default the
@@ -20,13 +20,17 @@ an existing file unless --overwrite is given:
         interpZ0.png, interpY0.png     interpolation of z (class fixed) / of the class (z fixed);
         interpZY0.png                  of both. Rows are pairs of endpoints.
         random_samples.png             one batch of random samples
-        metrics.json                   --sample_inception_metrics
+        metrics.json                   --sample_inception_metrics (with --iw: the IW critic too)
         trunc_curves.json / .csv       --sample_trunc_curves: one row per truncation threshold
 
 Truncation: with a threshold t > 0 (--truncation t, or each value of --sample_trunc_curves), every
 z entry is drawn from N(0, z_var) restricted to [-t, t] by resampling the entries outside it.
 BigGAN-PyTorch's --sample_trunc_curves swept the z variance instead, as a stand-in for this.
 With --accumulate_stats the standing statistics are gathered once, from untruncated z.
+
+IW (--iw): TransferGAN's independent Wasserstein critic (iw_critic.py), trained apart from the GAN
+on half of the held-out real images of the classes (the dataset's reference folder, --iw_reference)
+against as many generated ones, evaluated on the other halves; negative, closer to 0 is better.
 
 Old classes: a knowledge-propagation G (stages BN/FT) still holds the source's class path, so
 `--classes old` draws the source's classes from it (`--classes all`: both sets). Each file above
@@ -49,12 +53,13 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import trange
 
 import BigGAN
 import checkpoints
 import datasets
+import experiment
+import flags
 import sampling
 import stages
 import utils
@@ -62,12 +67,15 @@ from acceleration import Precision
 
 SAMPLES_PER_CLASS = 10   # columns of a class sheet (BigGAN-PyTorch)
 CLASSES_PER_SHEET = 20   # rows of a class sheet
-INTERP_MIDPOINTS = 8     # an interpolation row holds its two endpoints and these midpoints
+INTERP_STEPS = 10        # an interpolation row: its two endpoints and 8 midpoints
 NUM_SPLITS = 10          # of the Inception Score
+IW_IMAGES_PER_CLASS = 500  # held-out real images per class the IW critic uses at most (and as many samples)
 CLASS_SETS = ("new", "old", "all")
+INTERPOLATIONS = {"ZY": (False, False), "Z": (False, True), "Y": (True, False)}  # file tag -> (fix_z, fix_y)
+
 
 def prepare_parser():
-    p = utils.prepare_sampling_parser("Sample a trained (transfer) BigGAN: npz, sheets, metrics")
+    p = flags.prepare_sampling_parser("Sample a trained (transfer) BigGAN: npz, sheets, metrics")
     add = p.add_argument_group("what to sample").add_argument
     add("--sample_npz", action="store_true", help="save --sample_num_npz samples to samples.npz")
     add("--sample_num_npz", type=utils.at_least(1), default=50000, help="samples in samples.npz")
@@ -79,11 +87,18 @@ def prepare_parser():
              "(default -1: to a folder named after the weights, e.g. G_ema_best2)")
     add("--sample_random", action="store_true", help="one sheet of random samples")
     add("--sample_inception_metrics", action="store_true",
-        help="IS/FID (KMMD with --kmmd, mFID with --mfid) in the --backbone feature space, at --truncation")
+        help="IS/FID (KMMD with --kmmd, mFID with --mfid, precision/recall with --precision_recall, the IW "
+             "critic with --iw) in the --backbone feature space, at --truncation")
     add("--sample_trunc_curves", default="",
         help="metrics at each truncation threshold start_step_end, e.g. 0.05_0.05_1.0")
     add("--truncation", type=utils.NON_NEGATIVE, default=0.0,
         help="truncation threshold of z for all sampling but the curves (0: off)")
+    add("--iw", action="store_true",
+        help="with --sample_inception_metrics: TransferGAN's independent Wasserstein critic against held-out "
+             "real images (negative, closer to 0 is better; iw_critic.py)")
+    add("--iw_reference", default="", metavar="DATASET",
+        help="the held-out real images of the classes for --iw (default: the dataset's reference folder, "
+             "named in its dataset.json by prepare_dataset.py)")
     add("--classes", choices=CLASS_SETS, default="new",
         help="new: the classes G was trained for; old: a knowledge-propagation G's source classes, drawn "
              "through the pretrained class path (files end in _old); all: both, each to its own files")
@@ -94,26 +109,70 @@ def prepare_parser():
     return p
 
 
+# ---------------------------------------------------------------------------------------------
+# The config: the flags given, the model flags from the checkpoint
+
 def parse_config(argv: list[str] | None = None) -> dict:
     """The flags given, and the model flags left out taken from the checkpoint's saved training
     config (a given model flag that differs from it is an error)."""
     parser = prepare_parser()
-    config = utils.resolve_roots(vars(parser.parse_args(argv)))
-    adopt_training_config(config, load_run_state(config).get("config") or {}, utils.explicit_flags(parser, argv))
-    config = utils.finalize_config(config)
-    outputs = ("sample_npz", "sample_sheets", "sample_interps", "sample_random",
-               "sample_inception_metrics", "sample_trunc_curves")
-    if not any(config[flag] for flag in outputs):
-        raise utils.UsageError("nothing to sample; give at least one of "
-                               + ", ".join(f"--{flag}" for flag in outputs))
+    config = flags.resolve_roots(vars(parser.parse_args(argv)))
+    config["load_weights"] = checkpoint_suffix(config)
+    adopt_training_config(config, run_state(config).get("config") or {}, flags.explicit_flags(parser, argv))
+    config = flags.finalize_config(config)
+    wanted = [output.flag for output in OUTPUTS]
+    if not any(config[flag] for flag in wanted):
+        raise utils.UsageError("nothing to sample; give at least one of " + ", ".join(f"--{flag}" for flag in wanted))
+    if config["iw"] and not (config["sample_inception_metrics"] or config["sample_trunc_curves"]):
+        raise utils.UsageError("--iw is a metric: give --sample_inception_metrics with it")
     check_class_sets(config)
     return config
+
+
+def checkpoint_hint(config: dict) -> str:
+    hint = (f"check --experiment_name ({config['experiment_name']}), --load_weights "
+            f"({config['load_weights'] or 'none'}) and --base_dir / --weights_root")
+    return hint + ("; --use_ema needs a run trained with --ema" if config["use_ema"] else "")
+
+
+def checkpoint_suffix(config: dict) -> str:
+    """--load_weights resolved: 'best' is the best of the best sets, 'latest' the latest set."""
+    return checkpoints.resolve_suffix(experiment.folder(config), config["load_weights"], checkpoint_hint(config))
+
+
+def run_state(config: dict) -> dict:
+    return experiment.read_run_state(experiment.folder(config), config["load_weights"], checkpoint_hint(config))
+
+
+def adopt_training_config(config: dict, trained: dict, explicit: set[str]) -> None:
+    """The model flags (and dataset, stage) of the run that wrote the checkpoint, where not given."""
+    what = f"{experiment.weights_name(config['use_ema'], config['load_weights'])} of {config['experiment_name']}"
+    adopted = experiment.adopt_saved_config(config, trained, explicit,
+                                            BigGAN.weight_defining_flags() + ("dataset",), what)
+    if adopted:
+        print("Model flags from the checkpoint: " + ", ".join(f"--{flag} {config[flag]}" for flag in adopted))
+    for key in ("class_names", "old_class_names"):
+        config[key] = trained.get(key)
+    if "stage" not in trained:
+        if config["n_pretrain_classes"] == 0:
+            config["stage"] = "pretrain"  # no saved config: a source model is a plain BigGAN
+    elif "stage" not in explicit:
+        config["stage"] = trained["stage"]
+    elif has_old_classes(trained["stage"]) != has_old_classes(config["stage"]):
+        raise utils.UsageError(f"{what} was trained with --stage {trained['stage']}, a "
+                               f"{'knowledge-propagation' if has_old_classes(trained['stage']) else 'plain'} G; "
+                               f"you gave --stage {config['stage']}: leave --stage out")
+
+
+def has_old_classes(stage: str) -> bool:
+    """A knowledge-propagation G keeps the source's class path: it can draw the old classes."""
+    return stages.get(stage).knowledge_propagation
 
 
 def check_class_sets(config: dict) -> None:
     if config["classes"] == "new":
         return
-    if not builds_transfer_G(config["stage"]):
+    if not has_old_classes(config["stage"]):
         raise utils.UsageError(f"--classes {config['classes']} needs a knowledge-propagation G (stages BN/FT), "
                                f"which keeps the source's class path; {config['experiment_name']} is a "
                                f"--stage {config['stage']} model, whose G has only its own classes: use --classes new")
@@ -124,107 +183,17 @@ def check_class_sets(config: dict) -> None:
                                f"--backbone {config['backbone']})")
 
 
-def adopt_training_config(config: dict, trained: dict, explicit: set[str]) -> None:
-    """The model flags (and dataset, stage) of the run that wrote the checkpoint, where not given."""
-    what = f"{weights_name(config)} of {config['experiment_name']}"
-    adopted = utils.adopt_saved_config(config, trained, explicit, BigGAN.weight_defining_flags() + ("dataset",), what)
-    if adopted:
-        print("Model flags from the checkpoint: " + ", ".join(f"--{flag} {config[flag]}" for flag in adopted))
-    if "stage" not in trained:
-        if config["n_pretrain_classes"] == 0:
-            config["stage"] = "pretrain"  # no saved config: a source model is a plain BigGAN
-    elif "stage" not in explicit:
-        config["stage"] = trained["stage"]
-    elif builds_transfer_G(trained["stage"]) != builds_transfer_G(config["stage"]):
-        raise utils.UsageError(f"{what} was trained with --stage {trained['stage']}, a "
-                               f"{'knowledge-propagation' if builds_transfer_G(trained['stage']) else 'plain'} G; "
-                               f"you gave --stage {config['stage']}: leave --stage out")
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading the generator
-
-def weights_name(config: dict) -> str:
-    part = "G_ema" if config["use_ema"] else "G"
-    return f"{part}_{config['load_weights']}" if config["load_weights"] else part
-
-
-def checkpoint_hint(config: dict) -> str:
-    hint = (f"Check --experiment_name ({config['experiment_name']}), --load_weights "
-            f"({config['load_weights'] or 'none'}) and --base_dir / --weights_root")
-    if config["use_ema"]:
-        hint += "; --use_ema needs a run trained with --ema"
-    return hint
-
-
-def experiment_folder(config: dict) -> str:
-    return os.path.join(config["weights_root"], config["experiment_name"])
-
-
-def load_run_state(config: dict) -> dict:
-    """The checkpoint's state_dict (itr, training config); empty when the run did not save one."""
-    return checkpoints.load_set(experiment_folder(config), config["load_weights"], ["state_dict"],
-                                optional=("state_dict",), hint=checkpoint_hint(config)).get("state_dict", {})
-
-
-def load_weights(config: dict) -> dict:
-    """G's (or G_ema's) weights, checked to be of the same save as the state_dict, and finite."""
-    part = "G_ema" if config["use_ema"] else "G"
-    state = checkpoints.load_set(experiment_folder(config), config["load_weights"], [part],
-                                 hint=checkpoint_hint(config))[part]
-    if not checkpoints.all_finite(state):
-        raise utils.UsageError(f"the weights of {weights_name(config)} in {experiment_folder(config)} hold non-finite "
-                               "values (NaN or inf): that run diverged; sample an earlier checkpoint (--load_weights)")
-    return state
-
-
-def complete_model_config(config: dict) -> None:
-    """n_classes must be known (from the checkpoint or the flag); resolution from the dataset if unknown."""
+def load_generator(config: dict) -> BigGAN.Generator:
+    """G (or G_ema) of the checkpoint, built from the config; n_classes must be known."""
     if not config["n_classes"]:
-        raise utils.UsageError("the number of classes is unknown: the checkpoint has no state_dict "
-                               "with the training config; give --n_classes")
-    config["resolution"] = config["resolution"] or datasets.dataset_spec(config["dataset"], config["data_root"]).resolution
-
-
-def builds_transfer_G(stage: str) -> bool:
-    return stages.get(stage).knowledge_propagation
-
-
-def bn_statistics_counterpart(key: str, own: dict) -> str | None:
-    """The name `key` (a BN running statistic) has in the other layout: <bn>.stored_mean without
-    --mybn, <bn>.bn.stored_mean with it. Both hold the same running statistics."""
-    head, _, leaf = key.rpartition(".")
-    if key in own or leaf not in ("stored_mean", "stored_var"):
-        return None
-    other = f"{head[:-len('.bn')]}.{leaf}" if head.endswith(".bn") else f"{head}.bn.{leaf}"
-    return other if other in own else None
-
-
-def match_bn_layout(state: dict, own: dict) -> dict:
-    """A checkpoint trained with or without --mybn, renamed for G's layout, so that --mybn
-    --accumulate_stats works on any checkpoint (the official scripts suggest it for sampling)."""
-    matched = {bn_statistics_counterpart(key, own) or key: value for key, value in state.items()
-               if not (key.endswith(".bn.accumulation_counter") and key not in own)}
-    for key, value in own.items():
-        if key.endswith(".bn.accumulation_counter") and key not in matched:
-            matched[key] = value  # a checkpoint without --mybn has no counter: start it fresh
-    return matched
-
-
-def build_generator(config: dict, state: dict) -> BigGAN.Generator:
-    # skip_init: every weight comes from the checkpoint.
-    try:
-        G = BigGAN.Generator(**{**stages.model_config(config), "skip_init": True})
-    except ValueError as err:
-        raise utils.UsageError(f"{err}; fix the model flags") from err
-    try:
-        G.load_state_dict(match_bn_layout(state, G.state_dict()))
-    except RuntimeError as err:
-        first_problem = (str(err).splitlines()[1:] or [str(err)])[0].strip()[:300]
-        raise utils.UsageError(f"the weights of {weights_name(config)} do not fit the generator built from "
-                               f"your flags, which are probably wrong: {first_problem}; use the flags the "
-                               "experiment was trained with") from err
-    return G
+        raise utils.UsageError("the number of classes is unknown: the checkpoint has no saved training config; "
+                               "give --n_classes")
+    config["resolution"] = (config["resolution"]
+                            or datasets.dataset_spec(config["dataset"], config["data_root"]).resolution)
+    weights = experiment.read_generator_weights(experiment.folder(config), config["load_weights"],
+                                                config["use_ema"], checkpoint_hint(config))
+    return experiment.build_trained_generator(config, weights,
+                                              experiment.weights_name(config["use_ema"], config["load_weights"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,124 +206,13 @@ class ClassSet:
     name: str
     n_classes: int
     old_classes: bool
-    suffix: str
-
-    def forward(self, G: nn.Module, G_forward: Callable) -> tuple[Callable, Callable]:
-        return sampling.class_forward(G, G_forward, self.old_classes)
+    tag: str
 
 
 def class_sets(config: dict) -> list[ClassSet]:
     new = ClassSet("new", config["n_classes"], False, "")
     old = ClassSet("old", config["n_pretrain_classes"], True, "_old")
     return {"new": [new], "old": [old], "all": [new, old]}[config["classes"]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Sampling z and classes
-
-def truncate(z: torch.Tensor, threshold: float, z_var: float = 1.0) -> torch.Tensor:
-    """z ~ N(0, z_var) restricted to [-threshold, threshold]: the entries outside are drawn again
-    until none are left (clamping them instead would pile probability onto the bounds)."""
-    if threshold <= 0:
-        return z
-    z = z.clone()
-    outside = z.abs() > threshold
-    while outside.any():
-        z[outside] = torch.randn(int(outside.sum()), device=z.device, dtype=z.dtype) * z_var ** 0.5
-        outside = z.abs() > threshold
-    return z
-
-
-def sample_z_y(n: int, G: nn.Module, config: dict, device, truncation: float, n_classes: int):
-    z, y = sampling.sample_z_y(n, G.dim_z, n_classes, device, config["z_var"])
-    return truncate(z, truncation, config["z_var"]), y
-
-
-def other_classes(y: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """A random class different from each y (when there are two classes or more)."""
-    if n_classes < 2:
-        return y.clone()
-    return (y + torch.randint(1, n_classes, y.shape, device=y.device)) % n_classes
-
-
-def mixable_classes(G: BigGAN.Generator, y: torch.Tensor, old_classes: bool = False) -> torch.Tensor | None:
-    """Class inputs of G that can be mixed linearly, or None when G only takes indices."""
-    if old_classes:  # forward(·, old_classes=True) takes soft one-hots over the old classes
-        return F.one_hot(y, G.n_pretrain_classes).float()
-    inputs = G.class_input(y)
-    if inputs.is_floating_point():
-        return inputs  # the shared embeddings of a source G
-    if G.has_knowledge_propagation or G.hier:
-        # These G one-hot the indices themselves and take soft one-hot vectors as they are.
-        return F.one_hot(y, G.n_classes).float()
-    return None
-
-
-def lerp_rows(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
-    """[rows, d] endpoints -> [rows * steps, d]: each row's path from a to b, one row after another."""
-    w = torch.linspace(0, 1, steps, device=a.device, dtype=a.dtype).view(1, steps, 1)
-    return (a.unsqueeze(1) * (1 - w) + b.unsqueeze(1) * w).reshape(-1, a.shape[1])
-
-
-def make_sampler(G, G_forward, config: dict, device, precision, truncation: float,
-                 classes: ClassSet) -> Callable:
-    """sample() -> (a batch of images in [-1, 1], their uniformly drawn classes of the set)."""
-    forward, inputs = classes.forward(G, G_forward)
-
-    def sample():
-        z, y = sample_z_y(config["G_batch_size"], G, config, device, truncation, classes.n_classes)
-        with precision.autocast():
-            images = forward(z, inputs(y))
-        return images.float(), y
-    return sample
-
-
-# ---------------------------------------------------------------------------------------------
-# Outputs: npz and sheets
-
-def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], rounded: the inverse of the data loader's map."""
-    pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def write_npz(path: str, sample: Callable, num: int, batch_size: int, resolution: int) -> None:
-    x = np.empty((num, resolution, resolution, 3), dtype=np.uint8)  # 50k at 128 px: 2.5 GB
-    y = np.empty((num,), dtype=np.int64)
-    for i in trange(math.ceil(num / batch_size), desc="samples.npz"):
-        images, labels = sample()
-        n = min(batch_size, num - i * batch_size)
-        x[i * batch_size:i * batch_size + n] = to_uint8_hwc(images[:n])
-        y[i * batch_size:i * batch_size + n] = labels[:n].cpu().numpy()
-    utils.write_atomically(path, lambda f: np.savez(f, x=x, y=y), binary=True)
-    print(f"Saved {x.shape[0]} samples (x {x.shape}, y {y.shape}) to {path}")
-
-
-def interp_sheet(G, G_forward, config: dict, device, precision, truncation: float,
-                 fix_z: bool, fix_y: bool, classes: ClassSet) -> torch.Tensor:
-    """Rows from one random (z, class) to another; fix_z keeps each row's z, fix_y its class."""
-    rows, steps = config["sample_num_interps"], INTERP_MIDPOINTS + 2
-    z0, y0 = sample_z_y(rows, G, config, device, truncation, classes.n_classes)
-    z1, _ = sample_z_y(rows, G, config, device, truncation, classes.n_classes)
-    zs = z0.repeat_interleave(steps, 0) if fix_z else lerp_rows(z0, z1, steps)
-    forward, inputs = classes.forward(G, G_forward)
-    if fix_y:
-        ys = inputs(y0.repeat_interleave(steps))
-    else:
-        y1 = other_classes(y0, classes.n_classes)
-        ys = lerp_rows(mixable_classes(G, y0, classes.old_classes), mixable_classes(G, y1, classes.old_classes),
-                       steps)
-    return sampling.generate(forward, zs, ys, config["G_batch_size"], precision)
-
-
-def interp_styles(G: BigGAN.Generator, device) -> dict[str, tuple[bool, bool]]:
-    """Official file tags (what is interpolated) -> (fix_z, fix_y); class interpolation only
-    where G's class input can be mixed (the old classes of a knowledge-propagation G always can)."""
-    styles = {"ZY": (False, False), "Z": (False, True), "Y": (True, False)}
-    if mixable_classes(G, torch.zeros(1, dtype=torch.long, device=device)) is None:
-        print("Skipping class interpolation: this G takes class indices only (no shared embedding)")
-        styles = {"Z": (False, True)}
-    return styles
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,27 +234,25 @@ def trunc_curve_values(spec: str) -> list[float]:
     return [round(start + i * step, 10) for i in range(count)]
 
 
-def prepare_metrics(config: dict, device, classes: ClassSet) -> Callable:
+def prepare_metrics(config: dict, device, classes: ClassSet):
     """The metrics of a class set: the new classes against the dataset's reference statistics, the
     old ones against --old_reference (and the features file beside it)."""
     import inception_utils  # heavy (torchvision models); only when metrics run
     reference = {}
     if classes.old_classes:
         moments = config["old_reference"]
+        check_old_reference(config)
         reference = {"moments_path": moments,
                      "features_path": moments[:-len("_moments.npz")] + "_features.npz"
                      if moments.endswith("_moments.npz") else os.path.splitext(moments)[0] + "_features.npz"}
-    get_metrics = inception_utils.prepare_inception_metrics(
-        config["dataset"], config["parallel"], config["no_fid"], data_root=config["data_root"],
-        backbone=config["backbone"], inception_weights=config["inception_weights"] or None,
-        device=device, kmmd=config["kmmd"], mfid=config["mfid"], **reference)
-    if classes.old_classes:
-        check_old_reference(config)
-    return get_metrics
+    return inception_utils.Metrics.from_config(config, device, **reference)
 
 
 def check_old_reference(config: dict) -> None:
     """--old_reference must describe the old classes, not (say) the target data."""
+    if not os.path.isfile(config["old_reference"]):
+        raise utils.UsageError(f"--old_reference {config['old_reference']} does not exist; compute the source "
+                               "data's moments with calculate_inception_moments.py")
     with np.load(config["old_reference"], allow_pickle=False) as f:
         counts = f["class_counts"] if "class_counts" in f.files else None
     if counts is not None and len(counts) != config["n_pretrain_classes"]:
@@ -405,17 +261,49 @@ def check_old_reference(config: dict) -> None:
                                "of the source dataset")
 
 
+def iw_reference_images(config: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Held-out real images of the new classes for the IW critic (at most IW_IMAGES_PER_CLASS per
+    class, the same ones every time) and their labels."""
+    reference = config["iw_reference"] or datasets.reference_dataset_name(config["dataset"], config["data_root"])
+    if not reference:
+        raise utils.UsageError(f"--iw needs held-out real images of the classes: {config['dataset']} names no "
+                               "reference folder (prepare_dataset.py writes one); give --iw_reference DATASET")
+    data = datasets.load_dataset(reference, config["data_root"], resolution=config["resolution"])
+    if data.classes != datasets.class_names(config["dataset"], config["data_root"]):
+        raise utils.UsageError(f"--iw_reference {reference} holds the classes {', '.join(data.classes)}, not those of "
+                               f"{config['dataset']}; give the reference folder of these classes")
+    per_class: dict[int, list[int]] = {}
+    for index, (_, label) in enumerate(data.samples):
+        per_class.setdefault(label, []).append(index)
+    chosen = [i for indices in per_class.values() for i in indices[:IW_IMAGES_PER_CLASS]]
+    images, labels = zip(*(data[i] for i in chosen))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def measure_iw(G, G_forward, config: dict, device, precision, truncation: float) -> dict:
+    """The IW critic: the held-out real images against as many samples with the same class counts."""
+    import iw_critic
+    real, labels = iw_reference_images(config)
+    z = sampling.truncate(torch.randn(len(labels), G.dim_z, device=device) * config["z_var"] ** 0.5,
+                          truncation, config["z_var"])
+    fake = sampling.generate(G_forward, z, G.class_input(labels.to(device)), config["G_batch_size"], precision)
+    result = iw_critic.independent_wasserstein(real, fake, seed=config["seed"])
+    return {"IW": result["IW"], "IW_train": result["IW_train"], "IW_images": len(labels)}
+
+
 def describe_metrics(metrics: dict) -> str:
     """Every number named with its feature space: a classifier-space FID never reads as Inception's."""
     space = metrics["metric_space"]
     label = SPACE_LABELS.get(space, space)
     parts = [f"{label} IS {metrics['IS_mean']:.3f} +/- {metrics['IS_std']:.3f}",
              f"{label} FID {metrics['FID']:.4f}"]
-    for key in ("KMMD", "mFID"):
+    for key in ("KMMD", "mFID", "precision", "recall"):
         if metrics.get(key) is not None:
             parts.append(f"{label} {key} {metrics[key]:.4f}")
     if metrics.get("class_acc") is not None:
         parts.append(f"{label} class accuracy {metrics['class_acc']:.3f}")
+    if metrics.get("IW") is not None:
+        parts.append(f"IW {metrics['IW']:.4f} (pixel critic)")
     if space == "classifier":
         note = " (feature space of the project classifier: not comparable with published Inception numbers)"
     elif space == "inception":
@@ -444,10 +332,107 @@ def finite_or_none(value):
     return value
 
 
-def measure(get_metrics: Callable, sample: Callable, config: dict, truncation: float, itr) -> dict:
-    metrics = get_metrics(sample, config["num_inception_images"], num_splits=NUM_SPLITS,
-                          prints=False, use_torch=False, kmmd=config["kmmd"], mfid=config["mfid"])
-    print(f"{evaluation_setting(config, truncation, itr)}: {describe_metrics(metrics)}")
+# ---------------------------------------------------------------------------------------------
+# Outputs: one table that both planning (what would be overwritten) and writing go through
+
+@dataclass
+class Round:
+    """What writing the outputs of one class set needs."""
+    config: dict
+    G: BigGAN.Generator
+    G_forward: Callable
+    device: torch.device
+    precision: Precision
+    classes: ClassSet
+    folder: str          # sheets and metrics
+    itr: object
+    metrics: object      # inception_utils.Metrics, or None
+    result: dict
+    setting: dict
+
+    def path(self, name: str, ext: str) -> str:
+        return os.path.join(self.folder, f"{name}{self.classes.tag}.{ext}")
+
+    @property
+    def npz_path(self) -> str:
+        return os.path.join(self.config["samples_root"], self.config["experiment_name"], f"samples{self.classes.tag}.npz")
+
+    def sampler(self, truncation: float) -> Callable:
+        return sampling.make_sample_fn(self.G, self.config, self.device, self.precision, truncation,
+                                       self.classes.old_classes, self.G_forward)
+
+    @property
+    def label(self) -> str:
+        return f"{self.classes.name} classes"
+
+
+def interpolations(G: BigGAN.Generator, device) -> dict[str, tuple[bool, bool]]:
+    """Official file tags -> (fix_z, fix_y): class interpolation only where G's class input can be
+    mixed (the old classes of a knowledge-propagation G always can)."""
+    if sampling.mixable_classes(G, torch.zeros(1, dtype=torch.long, device=device)) is None:
+        return {"Z": INTERPOLATIONS["Z"]}
+    return INTERPOLATIONS
+
+
+def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], rounded: the inverse of the data loader's map."""
+    pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def write_npz(r: Round) -> None:
+    num, batch_size, resolution = r.config["sample_num_npz"], r.config["G_batch_size"], r.config["resolution"]
+    sample = r.sampler(r.config["truncation"])
+    x = np.empty((num, resolution, resolution, 3), dtype=np.uint8)  # 50k at 128 px: 2.5 GB
+    y = np.empty((num,), dtype=np.int64)
+    for i in trange(math.ceil(num / batch_size), desc=os.path.basename(r.npz_path)):
+        images, labels = sample()
+        n = min(batch_size, num - i * batch_size)
+        x[i * batch_size:i * batch_size + n] = to_uint8_hwc(images[:n])
+        y[i * batch_size:i * batch_size + n] = labels[:n].cpu().numpy()
+    utils.write_atomically(r.npz_path, lambda f: np.savez(f, x=x, y=y), binary=True)
+    print(f"Saved {x.shape[0]} samples (x {x.shape}, y {y.shape}) to {r.npz_path}")
+
+
+def sheet_paths(r: Round) -> list[str]:
+    return [r.path(f"samples{i}", "png") for i in range(math.ceil(r.classes.n_classes / CLASSES_PER_SHEET))]
+
+
+def write_sheets(r: Round) -> None:
+    z, _ = sampling.sample_z_y(SAMPLES_PER_CLASS, r.G.dim_z, r.classes.n_classes, r.device, r.config["z_var"],
+                               truncation=r.config["truncation"])
+    for i, (path, first) in enumerate(zip(sheet_paths(r), range(0, r.classes.n_classes, CLASSES_PER_SHEET))):
+        rows = list(range(first, min(first + CLASSES_PER_SHEET, r.classes.n_classes)))
+        sheet = sampling.class_sheet(r.G, rows, z, r.config["G_batch_size"], r.precision, r.G_forward,
+                                     r.classes.old_classes)
+        sampling.save_image_grid(sheet, path, nrow=SAMPLES_PER_CLASS)
+    print(f"Saved class sheets of the {r.label} to {r.folder}")
+
+
+def interp_paths(r: Round) -> list[str]:
+    return [r.path(f"interp{tag}0", "png") for tag in interpolations(r.G, r.device)]
+
+
+def write_interps(r: Round) -> None:
+    for path, (fix_z, fix_y) in zip(interp_paths(r), interpolations(r.G, r.device).values()):
+        sheet = sampling.interp_sheet(r.G, r.config["sample_num_interps"], INTERP_STEPS, r.config, r.device,
+                                      fix_z, fix_y, r.config["truncation"], r.classes.old_classes, r.precision,
+                                      r.G_forward)
+        sampling.save_image_grid(sheet, path, nrow=INTERP_STEPS)
+    print(f"Saved interpolation sheets of the {r.label} ({', '.join(map(os.path.basename, interp_paths(r)))})")
+
+
+def write_random(r: Round) -> None:
+    images, _ = r.sampler(r.config["truncation"])()
+    sampling.save_image_grid(images.cpu(), r.path("random_samples", "png"), nrow=int(images.shape[0] ** 0.5))
+    print(f"Saved a random sheet of the {r.label} to {r.folder}")
+
+
+def measure(r: Round, truncation: float) -> dict:
+    metrics = r.metrics(r.sampler(truncation), r.config["num_inception_images"], num_splits=NUM_SPLITS)
+    if r.config["iw"] and not r.classes.old_classes:
+        metrics.update(measure_iw(r.G, r.G_forward, r.config, r.device, r.precision, truncation))
+    print(f"{evaluation_setting(r.config, truncation, r.itr)}: {describe_metrics(metrics)}")
     return {"truncation": truncation, **{k: finite_or_none(v) for k, v in metrics.items()}}
 
 
@@ -464,26 +449,38 @@ def write_csv(path: str, rows: list[dict]) -> None:
     utils.write_atomically(path, lambda f: f.write(text.getvalue()))
 
 
-# ---------------------------------------------------------------------------------------------
-# The run
+def write_metrics(r: Round) -> None:
+    print(f"Calculating metrics of the {r.label}...")
+    r.result["metrics" + r.classes.tag] = measure(r, r.config["truncation"])
+    write_json(r.path("metrics", "json"), {**r.setting, "classes": r.classes.name, **r.result["metrics" + r.classes.tag]})
 
-def planned_outputs(config: dict, folder: str, styles: dict, classes: ClassSet) -> list[str]:
-    exp_dir = os.path.join(config["samples_root"], config["experiment_name"])
-    tag, paths = classes.suffix, []
-    if config["sample_npz"]:
-        paths.append(os.path.join(exp_dir, f"samples{tag}.npz"))
-    if config["sample_sheets"]:
-        sheets = math.ceil(classes.n_classes / CLASSES_PER_SHEET)
-        paths += [os.path.join(folder, f"samples{i}{tag}.png") for i in range(sheets)]
-    if config["sample_interps"]:
-        paths += [os.path.join(folder, f"interp{style}0{tag}.png") for style in styles]
-    if config["sample_random"]:
-        paths.append(os.path.join(folder, f"random_samples{tag}.png"))
-    if config["sample_inception_metrics"]:
-        paths.append(os.path.join(folder, f"metrics{tag}.json"))
-    if config["sample_trunc_curves"]:
-        paths += [os.path.join(folder, f"trunc_curves{tag}.json"), os.path.join(folder, f"trunc_curves{tag}.csv")]
-    return paths
+
+def write_trunc_curves(r: Round) -> None:
+    values = trunc_curve_values(r.config["sample_trunc_curves"])
+    print(f"Metrics of the {r.label} at truncation thresholds {values}...")
+    rows = [measure(r, t) for t in values]
+    write_json(r.path("trunc_curves", "json"), {**r.setting, "classes": r.classes.name, "rows": rows})
+    write_csv(r.path("trunc_curves", "csv"), rows)
+    print(f"Saved the truncation curve of the {r.label} to {r.path('trunc_curves', '{json,csv}')}")
+    r.result["trunc_curve" + r.classes.tag] = rows
+
+
+@dataclass(frozen=True)
+class Output:
+    flag: str                               # the flag that asks for it
+    paths: Callable[[Round], list[str]]     # the files it writes
+    write: Callable[[Round], None]
+
+
+OUTPUTS = (
+    Output("sample_npz", lambda r: [r.npz_path], write_npz),
+    Output("sample_sheets", sheet_paths, write_sheets),
+    Output("sample_interps", interp_paths, write_interps),
+    Output("sample_random", lambda r: [r.path("random_samples", "png")], write_random),
+    Output("sample_inception_metrics", lambda r: [r.path("metrics", "json")], write_metrics),
+    Output("sample_trunc_curves", lambda r: [r.path("trunc_curves", "json"), r.path("trunc_curves", "csv")],
+           write_trunc_curves),
+)
 
 
 def refuse_to_overwrite(paths: list[str], config: dict) -> None:
@@ -494,94 +491,59 @@ def refuse_to_overwrite(paths: list[str], config: dict) -> None:
                                "--overwrite to replace them, or --sample_sheet_folder_num N to write elsewhere")
 
 
+# ---------------------------------------------------------------------------------------------
+# The run
+
 @torch.no_grad()
 def run(config: dict) -> dict:
     device = utils.pick_device(config["device"] or None)
+    if config["threads"]:
+        torch.set_num_threads(config["threads"])
     utils.seed_rng(config["seed"])
-    run_state = load_run_state(config)
-    state = load_weights(config)
-    complete_model_config(config)
-    G = build_generator(config, state).to(device)
+    state = run_state(config)
+    G = load_generator(config).to(device)
     G.train(not config["G_eval_mode"])
-    itr = run_state.get("itr", "unknown")
+    itr = state.get("itr", "unknown")
     G_forward = nn.DataParallel(G) if (config["parallel"] and device.type == "cuda"
                                        and torch.cuda.device_count() > 1) else G
     precision = Precision(config["amp"], device)
-
     folder_name = (str(config["sample_sheet_folder_num"]) if config["sample_sheet_folder_num"] >= 0
-                   else weights_name(config))
+                   else experiment.weights_name(config["use_ema"], config["load_weights"]))
     folder = os.path.join(config["samples_root"], config["experiment_name"], folder_name)
-    styles = interp_styles(G, device) if config["sample_interps"] else {}
-    sets = class_sets(config)
-    outputs = [path for classes in sets for path in planned_outputs(config, folder, styles, classes)]
-    refuse_to_overwrite(outputs, config)
-    utils.remove_stale_temporaries(outputs)  # of a sample.py killed while writing them
-    trunc_values = trunc_curve_values(config["sample_trunc_curves"]) if config["sample_trunc_curves"] else []
-    # Load the backbone and reference statistics first: a missing file should stop us before hours of sampling.
-    wants_metrics = config["sample_inception_metrics"] or trunc_values
-    metrics_of = {classes.name: prepare_metrics(config, device, classes) for classes in sets} if wants_metrics else {}
+    wanted = [output for output in OUTPUTS if config[output.flag]]
+    if config["sample_trunc_curves"]:
+        trunc_curve_values(config["sample_trunc_curves"])  # a bad spec stops us before any sampling
+    setting = {"weights": experiment.weights_name(config["use_ema"], config["load_weights"]), "itr": itr,
+               "use_ema": config["use_ema"], "G_eval_mode": config["G_eval_mode"], "z_var": config["z_var"],
+               "num_inception_images": config["num_inception_images"]}
+    result = {"folder": folder, "itr": itr, "G": G}
+    # The metrics first (backbone, reference statistics): a missing file should stop us before hours of sampling.
+    wants_metrics = config["sample_inception_metrics"] or config["sample_trunc_curves"]
+    rounds = [Round(config, G, G_forward, device, precision, classes, folder, itr,
+                    prepare_metrics(config, device, classes) if wants_metrics else None, result, setting)
+              for classes in class_sets(config)]
+    if config["iw"]:
+        iw_reference_images(config)  # and the IW critic's real images
+    paths = [path for r in rounds for output in wanted for path in output.paths(r)]
+    refuse_to_overwrite(paths, config)
+    utils.remove_stale_temporaries(paths)  # of a sample.py killed while writing them
 
-    print(f"Sampling {weights_name(config)} of {config['experiment_name']} (itr {itr}) on {device}: "
-          f"{' and '.join(f'{c.n_classes} {c.name} classes' for c in sets)}, "
+    print(f"Sampling {setting['weights']} of {config['experiment_name']} (itr {itr}) on {device}: "
+          f"{' and '.join(f'{r.classes.n_classes} {r.label}' for r in rounds)}, "
           f"G in {'eval' if config['G_eval_mode'] else 'training'} mode")
-    if config["G_eval_mode"] and not config["accumulate_stats"] and any(c.old_classes for c in sets):
+    if config["G_eval_mode"] and not config["accumulate_stats"] and any(r.classes.old_classes for r in rounds):
         print("Note: in eval mode the old classes use BN running statistics gathered on new-class batches "
               "during training; --mybn --accumulate_stats gathers each class set's own")
-    result = {"folder": folder, "itr": itr, "G": G,
-              **{key + c.suffix: None for c in sets for key in ("metrics", "trunc_curve")}}
-    setting = {"weights": weights_name(config), "itr": itr, "use_ema": config["use_ema"],
-               "G_eval_mode": config["G_eval_mode"], "z_var": config["z_var"],
-               "num_inception_images": config["num_inception_images"]}
-    for classes in sets:
-        write_outputs(config, G, G_forward, device, precision, classes, folder, styles, trunc_values,
-                      metrics_of.get(classes.name), setting, itr, result)
+    for r in rounds:
+        result.setdefault("metrics" + r.classes.tag, None)
+        result.setdefault("trunc_curve" + r.classes.tag, None)
+        if config["accumulate_stats"]:
+            # Old and new classes share the BN statistics: each set gets standing statistics of its own.
+            print(f"Accumulating standing stats of the {r.label} over {config['num_standing_accumulations']} batches...")
+            sampling.accumulate_standing_stats(G, config, device, old_classes=r.classes.old_classes)
+        for output in wanted:
+            output.write(r)
     return result
-
-
-def write_outputs(config: dict, G, G_forward, device, precision, classes: ClassSet, folder: str, styles: dict,
-                  trunc_values: list[float], get_metrics: Callable | None, setting: dict, itr, result: dict) -> None:
-    """Everything asked for, of one class set; its metrics go to result['metrics' + suffix] (and
-    'trunc_curve' + suffix)."""
-    tag, label = classes.suffix, f"{classes.name} classes"
-    if config["accumulate_stats"]:
-        # Old and new classes share the BN statistics: each set gets standing statistics of its own.
-        print(f"Accumulating standing stats of the {label} over {config['num_standing_accumulations']} batches...")
-        sampling.accumulate_standing_stats(G, config, device, old_classes=classes.old_classes)
-    sample = make_sampler(G, G_forward, config, device, precision, config["truncation"], classes)
-    if config["sample_npz"]:
-        write_npz(os.path.join(config["samples_root"], config["experiment_name"], f"samples{tag}.npz"),
-                  sample, config["sample_num_npz"], config["G_batch_size"], config["resolution"])
-    if config["sample_sheets"]:
-        z, _ = sample_z_y(SAMPLES_PER_CLASS, G, config, device, config["truncation"], classes.n_classes)
-        for i, first in enumerate(range(0, classes.n_classes, CLASSES_PER_SHEET)):
-            rows = list(range(first, min(first + CLASSES_PER_SHEET, classes.n_classes)))
-            sheet = sampling.class_sheet(G, rows, z, config["G_batch_size"], precision, G_forward, classes.old_classes)
-            sampling.save_image_grid(sheet, os.path.join(folder, f"samples{i}{tag}.png"), nrow=SAMPLES_PER_CLASS)
-        print(f"Saved class sheets of the {label} to {folder}")
-    for style, (fix_z, fix_y) in styles.items():
-        sheet = interp_sheet(G, G_forward, config, device, precision, config["truncation"], fix_z, fix_y, classes)
-        sampling.save_image_grid(sheet, os.path.join(folder, f"interp{style}0{tag}.png"), nrow=INTERP_MIDPOINTS + 2)
-    if styles:
-        print(f"Saved interpolation sheets of the {label} "
-              f"({', '.join(f'interp{style}0{tag}.png' for style in styles)}) to {folder}")
-    if config["sample_random"]:
-        images, _ = sample()
-        sampling.save_image_grid(images.cpu(), os.path.join(folder, f"random_samples{tag}.png"),
-                                  nrow=int(images.shape[0] ** 0.5))
-        print(f"Saved a random sheet of the {label} to {folder}")
-    if config["sample_inception_metrics"]:
-        print(f"Calculating metrics of the {label}...")
-        result["metrics" + tag] = measure(get_metrics, sample, config, config["truncation"], itr)
-        write_json(os.path.join(folder, f"metrics{tag}.json"), {**setting, "classes": classes.name,
-                                                                 **result["metrics" + tag]})
-    if trunc_values:
-        print(f"Metrics of the {label} at truncation thresholds {trunc_values}...")
-        rows = [measure(get_metrics, make_sampler(G, G_forward, config, device, precision, t, classes),
-                        config, t, itr) for t in trunc_values]
-        write_json(os.path.join(folder, f"trunc_curves{tag}.json"), {**setting, "classes": classes.name, "rows": rows})
-        write_csv(os.path.join(folder, f"trunc_curves{tag}.csv"), rows)
-        print(f"Saved the truncation curve of the {label} to {os.path.join(folder, f'trunc_curves{tag}.{{json,csv}}')}")
-        result["trunc_curve" + tag] = rows
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,35 +1,36 @@
 #!/usr/bin/env bash
-# Entry point: `bash sample.sh [extra sample.py flags]` (e.g. --overwrite to redo the outputs).
-# Samples the offline default (the toy_default experiment `bash train.sh` trains in $BASE_DIR,
-# default ./base_dir): class and interpolation sheets and metrics in the feature space of the
-# project's toy classifier (not Inception). With SETUP=ImageNet or SETUP=cifar, samples the
-# paper's models instead (sample_ImageNet.sh, sample_cifar.sh). Outputs: $BASE_DIR/samples/.
+# Entry point: `bash sample.sh [flags]`; outputs in $BASE_DIR/samples/ (default ./base_dir).
+#   bash sample.sh                        the default run's FT model (WORLD=fashion or toy): class and
+#                                         interpolation sheets and metrics in the world's classifier space
+#   bash sample.sh --experiment_name NAME [--load_weights best] ...
+#                                         your own experiment: sheets, interpolations, metrics, and the
+#                                         sample.py flags you give (sizes: --num_inception_images,
+#                                         --sample_num_npz with --sample_npz, ...)
+#   SETUP=ImageNet|cifar bash sample.sh   the paper's models (sample_ImageNet.sh, sample_cifar.sh)
+# Later flags win: any flag here can be given again to change it (e.g. --overwrite to redo outputs).
 set -euo pipefail
 cd "$(dirname "$0")"
+. scripts/setup.sh
 BASE=${BASE_DIR:-base_dir}
 PYTHON=${PYTHON:-python}
-TOY=$BASE/weights/toy_default
-
-case "${SETUP:-}" in
+setup=$(setup_of "$@")
+case "$setup" in
   ImageNet) exec bash sample_ImageNet.sh "$@" ;;
   cifar) exec bash sample_cifar.sh "$@" ;;
-  ""|toy) ;;
-  *) echo "error: SETUP must be ImageNet, cifar or toy (got '$SETUP')" >&2; exit 2 ;;
+  custom) exec "$PYTHON" sample.py --base_dir "$BASE" --G_eval_mode --sample_sheets --sample_interps \
+            --sample_inception_metrics --num_inception_images 1000 "$@" ;;
 esac
-
-if [ ! -f "$TOY/G.pth" ]; then
-  echo "error: nothing to sample: $TOY/G.pth does not exist. Train the offline default first with" >&2
-  echo "\`bash train.sh\` (or set BASE_DIR to the folder that holds it), or sample the paper's models" >&2
-  echo "with SETUP=ImageNet or SETUP=cifar." >&2
+WORLD=${WORLD:-fashion}
+EXPERIMENT=${WORLD}_FT
+if [ ! -f "$BASE/weights/$EXPERIMENT/G.pth" ]; then
+  echo "error: nothing to sample: $BASE/weights/$EXPERIMENT/G.pth does not exist. Run the default run first" >&2
+  echo "with \`bash train.sh\` (WORLD=$WORLD: \`bash train.sh --world $WORLD\`), set BASE_DIR to the folder" >&2
+  echo "that holds it, or sample your own experiment with --experiment_name NAME." >&2
   exit 1
 fi
-# The EMA generator when the run kept one (train with --ema), else G itself.
-ema=()
-if [ -f "$TOY/G_ema.pth" ]; then ema=(--use_ema); fi
 # The model flags come from the checkpoint's saved training config.
 exec "$PYTHON" sample.py \
-  --base_dir "$BASE" --experiment_name toy_default ${ema[@]+"${ema[@]}"} \
-  --G_batch_size 50 --G_eval_mode \
-  --backbone classifier --inception_weights assets/toy_classifier.pth \
-  --sample_sheets --sample_interps --sample_inception_metrics --num_inception_images 500 --kmmd --mfid \
-  "$@"
+  --base_dir "$BASE" --experiment_name "$EXPERIMENT" --load_weights latest \
+  --G_batch_size 50 --G_eval_mode --backbone classifier --inception_weights "assets/${WORLD}_classifier.pth" \
+  --sample_sheets --sample_interps --sample_inception_metrics --num_inception_images 1000 --kmmd --mfid \
+  --precision_recall "$@"

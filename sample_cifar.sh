@@ -6,6 +6,7 @@
 #   bash sample_cifar.sh [extra sample.py flags]           e.g. --use_ema, --overwrite
 # The model flags come from the checkpoint's saved training config (its state_dict); for
 # weights without one, add the training flags (see train_*.sh).
+# Later flags win: e.g. --sample_num_npz 5000 --sample_trunc_curves '' for fewer samples and no curve.
 # use --z_var to change the variance of z for all the sampling
 # use --mybn --accumulate_stats --num_standing_accumulations 32 to
 # use running stats

@@ -1,11 +1,12 @@
 """Drawing images from a generator: z and classes, samples for the metrics, standing statistics,
-and image sheets. Used by training (sheets, in-loop metrics) and by sample.py."""
+and image sheets (training's after every save, sample.py's), without changing the training."""
 from __future__ import annotations
 
 import contextlib
 import functools
 import io
 import math
+import os
 from typing import Callable
 
 import torch
@@ -18,11 +19,25 @@ import utils
 from acceleration import Precision
 
 
+def truncate(z: torch.Tensor, threshold: float, z_var: float = 1.0) -> torch.Tensor:
+    """z ~ N(0, z_var) restricted to [-threshold, threshold]: the entries outside are drawn again
+    until none are left (clamping them instead would pile probability onto the bounds)."""
+    if threshold <= 0:
+        return z
+    z = z.clone()
+    outside = z.abs() > threshold
+    while outside.any():
+        z[outside] = torch.randn(int(outside.sum()), device=z.device, dtype=z.dtype) * z_var ** 0.5
+        outside = z.abs() > threshold
+    return z
+
+
 def sample_z_y(batch_size: int, dim_z: int, n_classes: int, device, z_var: float = 1.0,
-               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None, truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """z ~ N(0, z_var) (truncated at `truncation`, 0: off) and classes drawn uniformly."""
     z = torch.randn(batch_size, dim_z, device=device, generator=generator) * z_var ** 0.5
     y = torch.randint(0, n_classes, (batch_size,), device=device, generator=generator)
-    return z, y
+    return truncate(z, truncation, z_var), y
 
 
 def sampling_G(G: nn.Module, G_ema: nn.Module | None, config: dict) -> nn.Module:
@@ -30,13 +45,20 @@ def sampling_G(G: nn.Module, G_ema: nn.Module | None, config: dict) -> nn.Module
     return G_ema if (G_ema is not None and config["use_ema"]) else G
 
 
-def make_sample_fn(G: nn.Module, config: dict, device, precision: Precision | None = None) -> Callable:
-    """sample() → (images in [-1, 1], class indices), uniform over classes, for the metrics."""
+def make_sample_fn(G: nn.Module, config: dict, device, precision: Precision | None = None, truncation: float = 0.0,
+                   old_classes: bool = False, G_forward: Callable | None = None) -> Callable:
+    """sample() -> (a batch of G_batch_size images in [-1, 1], their classes drawn uniformly): G's
+    new classes, or a knowledge-propagation G's old ones; z truncated at `truncation` (0: off).
+    G_forward: G, or G wrapped in DataParallel."""
+    forward, inputs = class_forward(G, G_forward, old_classes)
+    n_classes = G.n_pretrain_classes if old_classes else config["n_classes"]
+
     def sample():
         with torch.no_grad():
-            z, y = sample_z_y(config["G_batch_size"], G.dim_z, config["n_classes"], device, config["z_var"])
+            z, y = sample_z_y(config["G_batch_size"], G.dim_z, n_classes, device, config["z_var"],
+                              truncation=truncation)
             with precision.autocast() if precision else contextlib.nullcontext():
-                images = G(z, G.class_input(y))
+                images = forward(z, inputs(y))
             return images.float(), y
     return sample
 
@@ -51,6 +73,24 @@ def sampling_mode(G: nn.Module, eval_mode: bool):
         yield G
     finally:
         G.train(was_training)
+
+
+@contextlib.contextmanager
+def outside_training(generators: list[nn.Module], eval_mode: bool, device):
+    """Sampling and evaluation during training: the generators in eval mode if asked, and afterwards
+    everything training depends on exactly as before (the RNG, the generators' buffers: spectral-norm
+    u's and BN statistics move in train-mode forward passes), so sheets and metrics never change a run."""
+    buffers = [{name: b.clone() for name, b in G.named_buffers()} for G in generators]
+    for G in generators:
+        G.train(not eval_mode)
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        yield
+    with torch.no_grad():
+        for G, saved in zip(generators, buffers):
+            for name, b in G.named_buffers():
+                b.copy_(saved[name])
+    for G in generators:
+        G.train()
 
 
 def accumulate_standing_stats(G: nn.Module, config: dict, device, old_classes: bool = False) -> None:
@@ -102,6 +142,52 @@ def class_sheet(G: nn.Module, classes: list[int], z: torch.Tensor, batch_size: i
     return generate(forward, z.repeat(len(classes), 1), inputs(y), batch_size, precision)
 
 
+# Interpolations
+
+def other_classes(y: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """A random class different from each y (when there are two classes or more)."""
+    if n_classes < 2:
+        return y.clone()
+    return (y + torch.randint(1, n_classes, y.shape, device=y.device)) % n_classes
+
+
+def mixable_classes(G: nn.Module, y: torch.Tensor, old_classes: bool = False) -> torch.Tensor | None:
+    """Class inputs of G that can be mixed linearly, or None when G only takes indices."""
+    if old_classes:  # forward(·, old_classes=True) takes soft one-hots over the old classes
+        return F.one_hot(y, G.n_pretrain_classes).float()
+    inputs = G.class_input(y)
+    if inputs.is_floating_point():
+        return inputs  # the shared embeddings of a source G
+    if G.has_knowledge_propagation or G.hier:
+        # These G one-hot the indices themselves and take soft one-hot vectors as they are.
+        return F.one_hot(y, G.n_classes).float()
+    return None
+
+
+def lerp_rows(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
+    """[rows, d] endpoints -> [rows * steps, d]: each row's path from a to b, one row after another."""
+    w = torch.linspace(0, 1, steps, device=a.device, dtype=a.dtype).view(1, steps, 1)
+    return (a.unsqueeze(1) * (1 - w) + b.unsqueeze(1) * w).reshape(-1, a.shape[1])
+
+
+def interp_sheet(G: nn.Module, rows: int, steps: int, config: dict, device, fix_z: bool, fix_y: bool,
+                 truncation: float = 0.0, old_classes: bool = False, precision: Precision | None = None,
+                 G_forward: Callable | None = None) -> torch.Tensor:
+    """Rows from one random (z, class) to another in `steps` images; fix_z keeps each row's z, fix_y
+    its class (a class path needs mixable class inputs, mixable_classes)."""
+    n_classes = G.n_pretrain_classes if old_classes else config["n_classes"]
+    z0, y0 = sample_z_y(rows, G.dim_z, n_classes, device, config["z_var"], truncation=truncation)
+    z1, _ = sample_z_y(rows, G.dim_z, n_classes, device, config["z_var"], truncation=truncation)
+    zs = z0.repeat_interleave(steps, 0) if fix_z else lerp_rows(z0, z1, steps)
+    forward, inputs = class_forward(G, G_forward, old_classes)
+    if fix_y:
+        ys = inputs(y0.repeat_interleave(steps))
+    else:
+        y1 = other_classes(y0, n_classes)
+        ys = lerp_rows(mixable_classes(G, y0, old_classes), mixable_classes(G, y1, old_classes), steps)
+    return generate(forward, zs, ys, config["G_batch_size"], precision)
+
+
 # Sheets show small images enlarged to at least this size (nearest neighbour: the pixels as G
 # drew them): a 32-px image is too small to judge at a glance.
 SHEET_IMAGE_SIZE = 128
@@ -134,3 +220,26 @@ def training_images_and_samples(real: list[torch.Tensor], G: nn.Module, z: torch
             blank = torch.ones_like(samples[:1])  # white in [-1, 1]
             rows.append(torch.cat([images[:shown].float().cpu(), blank, samples]))
     return torch.cat(rows), shown + 1 + z.shape[0]
+
+
+class Sheets:
+    """The fixed-z sample sheet and the class sheet (one row per class, the same z in each row) that
+    BigGAN-PyTorch writes after every save: fixed_samples<itr>.png and class_sheet<itr>.png."""
+
+    MAX_ROWS = 50
+
+    def __init__(self, config: dict, dim_z: int, device):
+        self.folder = os.path.join(config["samples_root"], config["experiment_name"])
+        z, y = sample_z_y(config["G_batch_size"], dim_z, config["n_classes"], "cpu", config["z_var"],
+                          torch.Generator().manual_seed(config["seed"] + 1))
+        self.fixed_z, self.fixed_y = z.to(device), y.to(device)
+        sheet_z = torch.randn(10, dim_z, generator=torch.Generator().manual_seed(config["seed"]))
+        self.sheet_z = sheet_z.to(device) * config["z_var"] ** 0.5
+        self.classes = list(range(min(config["n_classes"], self.MAX_ROWS)))
+
+    @torch.no_grad()
+    def write(self, G: nn.Module, itr: int) -> None:
+        fixed = G(self.fixed_z, G.class_input(self.fixed_y)).float().cpu()
+        save_image_grid(fixed, os.path.join(self.folder, f"fixed_samples{itr}.png"), nrow=int(fixed.shape[0] ** 0.5))
+        sheet = class_sheet(G, self.classes, self.sheet_z, batch_size=len(self.fixed_z))
+        save_image_grid(sheet, os.path.join(self.folder, f"class_sheet{itr}.png"), nrow=self.sheet_z.shape[0])

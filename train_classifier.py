@@ -15,7 +15,7 @@ cores); giving no folders means the same:
 
     python train_classifier.py --world toy --overwrite
 
-Its training and held-out images are rendered by toy_data.py with their own seeds (1 and 2 by
+Its training and held-out images are rendered by toy.py with their own seeds (1 and 2 by
 default), never the seed-0 images of the default toy datasets, so the classifier judges generated
 images without having seen the GAN's training set.
 """
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 import classifier
 import datasets
-import toy_data
+from worlds import toy
 import utils
 
 TOY_OUT = os.path.join("assets", "toy_classifier.pth")
@@ -51,7 +51,7 @@ def render_toy_split(images_per_class: int, seed: int) -> tuple[torch.Tensor, to
 
     The images stay a permuted view of [N, 32, 32, 3] (channels-last memory) as they always were:
     convolutions round differently on another layout, and the shipped weights came from this one."""
-    images, labels = toy_data.render_dataset(toy_data.ALL_CLASSES, images_per_class, seed)
+    images, labels = toy.render_dataset(toy.ALL_CLASSES, images_per_class, seed)
     return torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels)
 
 
@@ -156,7 +156,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--test_folder", default="", help="held-out images, the same class folders as --train_folder")
     add("--resolution", type=utils.at_least(classifier.MIN_RESOLUTION), default=None,
         help="side in px the images are cropped and resized to, that of the images it will judge "
-             f"(needed with folders; the toy world is {toy_data.RESOLUTION})")
+             f"(needed with folders; the toy world is {toy.RESOLUTION})")
     add("--out", default=None, help=f"checkpoint to write (needed with folders; toy: {TOY_OUT})")
     add("--overwrite", action="store_true", help="replace an existing --out")
     add("--images_per_class", type=utils.at_least(1), default=None,
@@ -195,10 +195,10 @@ def check_flags(args: argparse.Namespace) -> None:
                 raise utils.UsageError(f"training on folders needs --{flag}, e.g. --{flag} {example}")
     else:
         args.world = "toy"
-        if args.resolution not in (None, toy_data.RESOLUTION):
-            raise utils.UsageError(f"the toy world is {toy_data.RESOLUTION} px; drop --resolution, or train "
+        if args.resolution not in (None, toy.RESOLUTION):
+            raise utils.UsageError(f"the toy world is {toy.RESOLUTION} px; drop --resolution, or train "
                                    "on folders of your own images")
-        args.resolution = toy_data.RESOLUTION
+        args.resolution = toy.RESOLUTION
         args.out = args.out or TOY_OUT
         args.images_per_class = args.images_per_class or TOY_IMAGES_PER_CLASS
         args.held_out_per_class = args.held_out_per_class or TOY_HELD_OUT_PER_CLASS
@@ -211,9 +211,9 @@ def load_data(args: argparse.Namespace):
     if args.world == "toy":
         train_set = render_toy_split(args.images_per_class, args.seed)
         test_set = render_toy_split(args.held_out_per_class, args.seed + 1)
-        trained_on = (f"toy_data.py: {args.images_per_class} images per class of seed {args.seed}, "
+        trained_on = (f"toy.py: {args.images_per_class} images per class of seed {args.seed}, "
                       f"tested on {args.held_out_per_class} of seed {args.seed + 1}")
-        return train_set, test_set, list(toy_data.ALL_CLASSES), trained_on
+        return train_set, test_set, list(toy.ALL_CLASSES), trained_on
     *train_set, train_classes = read_folder(args.train_folder, args.resolution, "--train_folder")
     *test_set, test_classes = read_folder(args.test_folder, args.resolution, "--test_folder")
     check_same_classes(train_classes, test_classes)

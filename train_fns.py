@@ -1,8 +1,12 @@
-"""One training iteration and what it trains: the run's models and optimizers, the GAN step
-(D updates, then a G update with the transfer penalties), EMA and the gradient helpers."""
+"""What training does besides the loop (BigGAN-PyTorch's train_fns): the run's models and optimizers,
+the training step (D updates, then a G update with the transfer penalties) as train.py, bench.py and
+the official-iteration test build it, EMA, and the saves and evaluations between iterations (latest,
+copy and best checkpoint sets, sheets, in-loop metrics), none of which changes the training."""
 from __future__ import annotations
 
 import copy
+import math
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -11,9 +15,13 @@ import torch.distributed as dist
 import torch.nn as nn
 
 import BigGAN
+import checkpoints
+import DiffAugment
 import losses
+import sampling
 import stages
-from acceleration import Precision
+import utils
+from acceleration import Precision, StepOptions
 from sampling import sample_z_y
 
 
@@ -176,3 +184,114 @@ def ema_copy(G: BigGAN.Generator) -> BigGAN.Generator:
     for p in G_ema.parameters():
         p.requires_grad = False
     return G_ema
+
+
+# ---------------------------------------------------------------------------------------------
+# The step as a run builds it
+
+@dataclass
+class Step:
+    """One training iteration, step(x, y, itr) -> losses, and how it runs."""
+    train: Callable[[torch.Tensor, torch.Tensor, int], dict[str, float]]
+    GD: nn.Module
+    precision: Precision
+    description: str
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, itr: int) -> dict[str, float]:
+        return self.train(x, y, itr)
+
+
+def build_step(models: Models, config: dict, device) -> Step:
+    """The training step of a run: precision, memory format, fused resampling and torch.compile from
+    the flags (acceleration.py), G_D with --DiffAugment, DataParallel with --parallel on CUDA, EMA with
+    --ema. train.py, bench.py and the official-iteration test all build it here."""
+    device = torch.device(device)
+    precision = Precision(config["amp"], device)
+    speed = StepOptions.choose(config, precision)
+    speed.apply(models.G, models.D, models.G_ema)
+    GD = BigGAN.G_D(models.G, models.D, augment=DiffAugment.make_augment(config["DiffAugment"]))
+    if config["parallel"] and device.type == "cuda":
+        GD = nn.DataParallel(GD)
+    GD = speed.wrap(GD)
+    ema = (Ema(models.G, models.G_ema, config["ema_decay"], config["ema_start"])
+           if models.G_ema is not None else None)
+    return Step(GAN_training_function(models, GD, ema, config, precision, device), GD, precision,
+                f"{precision.describe()}; {speed.describe()}")
+
+
+def stop_if_diverged(losses: dict[str, float], itr: int, config: dict) -> None:
+    """Non-finite losses end the run before anything of this iteration is saved."""
+    bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
+    if bad:
+        folder = os.path.join(config["weights_root"], config["experiment_name"])
+        fp16 = " or fp16 overflow (try --amp bf16 or none)" if config["amp"] == "fp16" else ""
+        raise utils.UsageError(
+            f"training diverged at iteration {itr}: {', '.join(f'{k} = {v}' for k, v in bad.items())}; nothing of "
+            f"it was saved and the last checkpoint in {folder} stays. Likely cause: learning rates too high "
+            f"(--G_lr {config['G_lr']}, --D_lr {config['D_lr']}){fp16}; lower them and --resume")
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving and evaluating between iterations
+
+def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "") -> None:
+    """One checkpoint set, atomically as a whole; diverged weights never replace a good set."""
+    folder = os.path.join(config["weights_root"], config["experiment_name"])
+    objects = {**{name: obj.state_dict() for name, obj in models.named().items()}, "state_dict": state}
+    try:
+        checkpoints.save_set(folder, objects, state["itr"], suffix)
+    except checkpoints.NonFiniteCheckpoint as err:
+        raise utils.UsageError(f"training diverged by iteration {state['itr']}: {err}; nothing was saved and the last "
+                               f"checkpoint in {folder} stays. Likely cause: learning rates too high "
+                               f"(--G_lr {config['G_lr']}, --D_lr {config['D_lr']}); lower them and --resume") from None
+
+
+def rotating_slot(config: dict, prefix: str, count: int) -> str:
+    """The copy or best slot to write: the oldest, never the set this run resumed from."""
+    folder = os.path.join(config["weights_root"], config["experiment_name"])
+    return checkpoints.next_slot(folder, prefix, count, config["load_weights"] if config["resume"] else "")
+
+
+def save_and_sample(models: Models, state: dict, config: dict, sheets: "sampling.Sheets") -> None:
+    """The latest checkpoint and a rotating copy (which replaces the oldest copy, never the one this
+    run resumed from), then the sample sheets, as BigGAN-PyTorch. state['rng_states'] is the caller's."""
+    state["rng_state"] = state["rng_states"][0]["cpu"]  # the key of earlier checkpoints, for their readers
+    save_checkpoint(models, state, config)
+    if config["num_save_copies"] > 0:
+        slot = rotating_slot(config, "copy", config["num_save_copies"])
+        save_checkpoint(models, state, config, slot)
+        state["save_num"] = int(rotating_slot(config, "copy", config["num_save_copies"])[len("copy"):])
+    sheets.write(sampling.sampling_G(models.G, models.G_ema, config), state["itr"])
+
+
+BETTER = {"IS": lambda new, best: new > best, "FID": lambda new, best: new < best,
+          "KMMD": lambda new, best: new < best}
+METRIC_KEY = {"IS": "IS_mean", "FID": "FID", "KMMD": "KMMD"}
+
+
+def test(models: Models, state: dict, config: dict, metrics, precision: Precision, device) -> dict:
+    """In-loop metrics; a best checkpoint set when --which_best improved (the official code compared FID
+    when asked for KMMD: fixed here). state keeps the best of each metric so far, as BigGAN-PyTorch."""
+    G = sampling.sampling_G(models.G, models.G_ema, config)
+    if config["accumulate_stats"]:
+        sampling.accumulate_standing_stats(G, config, device)
+    results = metrics(sampling.make_sample_fn(G, config, device, precision), config["num_inception_images"])
+    which = config["which_best"]
+    value = results.get(METRIC_KEY[which])
+    if value is None:
+        raise utils.UsageError(f"--which_best {which} needs that metric; add --kmmd for KMMD")
+    state["metrics"] = {k: v for k, v in results.items() if isinstance(v, float) and math.isfinite(v)}
+    improved = BETTER[which](value, state[f"best_{which}"])
+    for metric, key in METRIC_KEY.items():  # every best so far, as the official code keeps them
+        if isinstance(results.get(key), float) and BETTER[metric](results[key], state[f"best_{metric}"]):
+            state[f"best_{metric}"] = results[key]
+    if improved:
+        slot = rotating_slot(config, "best", config["num_best_copies"])
+        print(f"{which} improved to {value:.4g}, saving {slot}")
+        save_checkpoint(models, state, config, slot)
+        state["save_best_num"] = int(rotating_slot(config, "best", config["num_best_copies"])[len("best"):])
+    return results
+
+
+def format_metrics(itr: int, metrics: dict) -> str:
+    return f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 import BigGAN
 import DiffAugment
-import utils
+import flags
 
 POLICIES = ["color", "translation", "cutout", "color,translation,cutout"]
 
@@ -62,7 +62,7 @@ def test_policy_names_are_checked_and_normalized():
 
 
 def test_the_flag_refuses_an_unknown_policy_in_one_line_naming_the_flag(capsys):
-    parser = utils.prepare_parser()
+    parser = flags.prepare_parser()
     assert parser.parse_args([]).DiffAugment == ""
     assert parser.parse_args(["--DiffAugment", "color, cutout"]).DiffAugment == "color,cutout"
     with pytest.raises(SystemExit) as exit_info:

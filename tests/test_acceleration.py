@@ -10,6 +10,7 @@ import torch
 
 import acceleration
 import BigGAN
+import flags
 import stages
 import train_fns
 import utils
@@ -22,7 +23,7 @@ SMALL = ["--G_ch", "8", "--D_ch", "8", "--G_attn", "16", "--D_attn", "16", "--n_
 
 
 def small_models(stage="FT"):
-    config = utils.finalize_config(vars(utils.prepare_parser().parse_args([*SMALL, "--stage", stage])))
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args([*SMALL, "--stage", stage])))
     torch.manual_seed(0)
     G = BigGAN.Generator(**stages.model_config(config))
     D = BigGAN.Discriminator(**stages.model_config(config))

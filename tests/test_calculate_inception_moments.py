@@ -81,9 +81,8 @@ def test_per_class_covariances_are_skipped_when_too_big(data_root, monkeypatch):
     monkeypatch.setattr(moments_script, "MAX_CLASS_SIGMA_BYTES", 100)
     paths = moments_script.run(config_for(data_root), net=TinyBackbone())
     assert "class_sigma" not in load_npz(paths["moments"])
-    get_metrics = iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=data_root)
-    with pytest.raises(utils.UsageError, match="per-class statistics"):
-        get_metrics(real_data_sampler(data_root), 36, num_splits=3, prints=False, mfid=True)
+    with pytest.raises(utils.UsageError, match="per-class statistics"):  # before any image is sampled
+        iu.Metrics("Toy32", net=TinyBackbone(), data_root=data_root, mfid=True)
 
 
 def real_data_sampler(data_root):
@@ -96,9 +95,9 @@ def real_data_sampler(data_root):
 def test_real_data_scored_against_its_own_moments_has_zero_fid(data_root, use_torch, tolerance):
     net = TinyBackbone()
     moments_script.run(config_for(data_root), net=net)
-    get_metrics = iu.prepare_inception_metrics("Toy32", net=net, data_root=data_root)
+    get_metrics = iu.Metrics("Toy32", net=net, data_root=data_root, kmmd=True, mfid=True)
     metrics = get_metrics(real_data_sampler(data_root), len(CLASSES) * IMAGES_PER_CLASS, num_splits=3,
-                          prints=False, use_torch=use_torch, kmmd=True, mfid=True)
+                          use_torch=use_torch)
     assert metrics["FID"] == pytest.approx(0, abs=tolerance)
     assert metrics["mFID"] == pytest.approx(0, abs=tolerance)
     assert metrics["KMMD"] == pytest.approx(0, abs=1e-4)
@@ -109,10 +108,10 @@ def test_real_data_scored_against_its_own_moments_has_zero_fid(data_root, use_to
 def test_generated_looking_data_has_a_positive_fid(data_root):
     net = TinyBackbone()
     moments_script.run(config_for(data_root), net=net)
-    get_metrics = iu.prepare_inception_metrics("Toy32", net=net, data_root=data_root)
+    get_metrics = iu.Metrics("Toy32", net=net, data_root=data_root)
     real = real_data_sampler(data_root)
     washed_out = lambda: (lambda x, y: (x * 0.3, y))(*real())
-    metrics = get_metrics(washed_out, 36, num_splits=3, prints=False, use_torch=False)
+    metrics = get_metrics(washed_out, 36, num_splits=3)
     assert np.isfinite(metrics["FID"]) and metrics["FID"] > 1e-3
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 import classifier
 import inception_utils
-import toy_data
+from worlds import toy
 import train_classifier
 import utils
 from conftest import TinyBackbone
@@ -22,21 +22,21 @@ def as_model_input(images):
 
 
 def test_forward_gives_pooled_features_and_logits_over_all_toy_classes():
-    model = classifier.build_classifier(toy_data.ALL_CLASSES).eval()
+    model = classifier.build_classifier(toy.ALL_CLASSES).eval()
     features, logits = model(torch.zeros(2, 3, 32, 32))
     assert features.shape == (2, classifier.FEATURE_DIM) and logits.shape == (2, 16)
-    assert model.class_names == toy_data.ALL_CLASSES
+    assert model.class_names == toy.ALL_CLASSES
 
 
 def test_shipped_weights_are_small_and_name_the_toy_classes():
     assert os.path.getsize(SHIPPED) < 2_000_000
     model = classifier.load_classifier(SHIPPED)
     assert not model.training
-    assert model.class_names == toy_data.ALL_CLASSES
+    assert model.class_names == toy.ALL_CLASSES
 
 
 def test_shipped_classifier_recognises_freshly_generated_images():
-    images, labels = toy_data.render_dataset(toy_data.ALL_CLASSES, 25, seed=12345)
+    images, labels = toy.render_dataset(toy.ALL_CLASSES, 25, seed=12345)
     model = classifier.load_classifier(SHIPPED)
     with torch.no_grad():
         _, logits = model(as_model_input(images))
@@ -45,7 +45,7 @@ def test_shipped_classifier_recognises_freshly_generated_images():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    model = classifier.build_classifier(toy_data.ALL_CLASSES).eval()
+    model = classifier.build_classifier(toy.ALL_CLASSES).eval()
     path = str(tmp_path / "clf.pth")
     utils.atomic_save(classifier.checkpoint_of(model), path)
     loaded = classifier.load_classifier(path)
@@ -74,8 +74,8 @@ def test_a_checkpoint_without_the_classifier_keys_is_refused(tmp_path):
 
 
 def test_weights_of_another_shape_are_refused(tmp_path):
-    checkpoint = classifier.checkpoint_of(classifier.build_classifier(toy_data.ALL_CLASSES))
-    checkpoint["class_names"] = toy_data.NEW_CLASSES  # 4 names for a 16-way head
+    checkpoint = classifier.checkpoint_of(classifier.build_classifier(toy.ALL_CLASSES))
+    checkpoint["class_names"] = toy.NEW_CLASSES  # 4 names for a 16-way head
     path = str(tmp_path / "clf.pth")
     utils.atomic_save(checkpoint, path)
     with pytest.raises(utils.UsageError, match="does not fit"):

@@ -9,7 +9,7 @@ from PIL import Image
 
 import datasets
 import make_hdf5
-import toy_data
+from worlds import toy
 import utils
 
 CLASSES = ["red_circle", "blue_cross", "green_square"]  # written unsorted on purpose
@@ -19,7 +19,7 @@ CLASSES = ["red_circle", "blue_cross", "green_square"]  # written unsorted on pu
 def data_root(tmp_path):
     """data_root with Toy32 = 3 classes x 4 images."""
     root = tmp_path / "data"
-    toy_data.write_image_folder(str(root / "toy"), CLASSES, 4, seed=0)
+    toy.write_image_folder(str(root / "toy"), CLASSES, 4, seed=0)
     return str(root)
 
 
@@ -136,13 +136,14 @@ def test_an_unknown_name_lists_the_table_names_and_the_folders_holding_images(da
     assert message.endswith("the folders under " + data_root + " that hold images: toy")
 
 
-def test_train_takes_a_prepared_folder_s_resolution_and_class_count(tmp_path):
-    import train
-    write_folder(str(tmp_path / "fmnist_new"), ["a", "b", "c"], dataset_json={"format": 1, "resolution": 64})
+def test_a_run_takes_a_prepared_folder_s_resolution_class_count_and_class_names(tmp_path):
+    import experiment
+    write_folder(str(tmp_path / "fmnist_new"), ["a", "b", "c"],
+                 dataset_json={"format": 1, "resolution": 64, "class_names": ["A/a", "B", "C"]})
     config = {"dataset": "fmnist_new", "data_root": str(tmp_path), "hdf5": False, "resolution": 0,
               "n_classes": 0}
-    train.set_classes_and_resolution(config)
-    assert (config["resolution"], config["n_classes"]) == (64, 3)
+    experiment.set_classes_and_resolution(config)
+    assert (config["resolution"], config["n_classes"], config["class_names"]) == (64, 3, ["A/a", "B", "C"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,15 +185,31 @@ def test_unreadable_image_stops_loading_with_its_file_name(data_root):
 # ----------------------------------------------------------------------------------------------
 # Sampling order
 
-def test_each_epoch_is_a_fresh_seeded_permutation():
+def test_each_epoch_is_a_fresh_seeded_permutation_chosen_by_set_epoch():
     sampler = datasets.EpochSampler(10, batch_size=2, shuffle=True, seed=0)
-    first, second = list(sampler), list(sampler)
+    first = list(sampler)
+    assert list(sampler) == first  # the epoch is whoever iterates over epochs' to set (DistributedSampler's way)
+    sampler.set_epoch(1)
+    second = list(sampler)
     assert sorted(first) == sorted(second) == list(range(10)) and first != second
-    again = datasets.EpochSampler(10, batch_size=2, shuffle=True, seed=0)
-    assert list(again) == first
+    assert list(datasets.EpochSampler(10, batch_size=2, shuffle=True, seed=0)) == first
     assert list(datasets.EpochSampler(10, batch_size=2, shuffle=True, seed=1)) != first
-    again.set_epoch(1)  # resume at an epoch boundary
-    assert list(again) == second
+    sampler.set_epoch(1, skip_batches=2)  # resume mid-epoch
+    assert list(sampler) == second[4:]
+
+
+def test_resumable_batches_own_the_epoch_and_continue_where_they_stopped(tmp_path):
+    toy.write_image_folder(str(tmp_path / "toy"), ["red_circle", "green_square"], 5, seed=0)
+    loader, = datasets.get_data_loaders("Toy32", str(tmp_path), batch_size=4, shuffle=True)
+    straight = datasets.ResumableBatches(loader, num_epochs=3)
+    labels = [y.tolist() for _, y in straight]  # 10 images, batches of 4: 2 per epoch
+    assert len(labels) == 6 and straight.position() == {"epoch": 3, "epoch_batches": 0}
+    stopped = datasets.ResumableBatches(loader, num_epochs=3)
+    seen = [batch[1].tolist() for _, batch in zip(range(3), stopped)]
+    assert stopped.position() == {"epoch": 1, "epoch_batches": 1}
+    resumed = datasets.ResumableBatches(loader, num_epochs=3, **stopped.position())
+    assert seen + [y.tolist() for _, y in resumed] == labels
+    assert list(datasets.ResumableBatches(loader, num_epochs=3, epoch=3)) == []  # the data ran out before
 
 
 def test_multi_epoch_sampler_is_num_epochs_seeded_permutations():
@@ -237,9 +254,11 @@ def test_two_ranks_get_disjoint_slices_of_each_epoch(multi_epoch):
 
 
 def test_few_shot_data_smaller_than_a_batch_still_gives_full_batches(tmp_path):
-    toy_data.write_image_folder(str(tmp_path / "toy"), ["red_circle", "green_square"], 3, seed=0)
+    toy.write_image_folder(str(tmp_path / "toy"), ["red_circle", "green_square"], 3, seed=0)
     loader, = datasets.get_data_loaders("Toy32", str(tmp_path), batch_size=16, shuffle=True)
-    first, second = batches(loader), batches(loader)
+    first = batches(loader)
+    loader.sampler.set_epoch(1)
+    second = batches(loader)
     assert len(first) == len(second) == 1
     assert first[0][0].shape[0] == 16 and not torch.equal(first[0][0], second[0][0])
     sampler = loader.sampler

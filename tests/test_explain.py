@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import BigGAN
 import checkpoints
 import explain
+import flags
 import layers
 import stages
 import utils
@@ -214,7 +215,7 @@ def save_experiment(base, name, stage="BN", with_config=True, **names):
     argv = ["--base_dir", str(base), "--dataset", "Toy32", "--stage", stage, "--G_ch", "4", "--G_attn", "0",
             "--dim_z", "16", "--n_classes", str(N_NEW), "--n_pretrain_classes", str(N_OLD),
             "--kp_variant", "cifar", "--G_init", "N02", "--experiment_name", name]
-    config = utils.finalize_config(vars(utils.prepare_parser().parse_args(argv)))
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args(argv)))
     config.update(resolution=32, **names)
     G = BigGAN.Generator(**stages.model_config(config))
     for ccbn in ccbns(G) if G.has_knowledge_propagation else []:

@@ -1,5 +1,6 @@
 """Specification of inception_utils: FID, IS, KMMD, class consistency, backbones, the metrics entry point."""
 import importlib.util
+import math
 import os
 import urllib.error
 
@@ -12,6 +13,18 @@ import torchvision
 import inception_utils as iu
 from conftest import TinyBackbone
 import utils
+
+
+def calc_mmd_dense(real_feats, fake_feats, sigma: float = 1.0) -> float:
+    """The official cGANTransfer formula on full distance matrices, in float64 (written here from its
+    definition, as a reference for small inputs)."""
+    x = torch.as_tensor(real_feats).double().cpu()
+    y = torch.as_tensor(fake_feats).double().cpu()
+    squared_distances = lambda a, b: (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.t()
+    m_xx, m_yy, m_xy = squared_distances(x, x), squared_distances(y, y), squared_distances(x, y)
+    scale = m_xx.mean()
+    kernel = lambda m: torch.exp(-m / (scale * 2 * sigma * sigma))
+    return math.sqrt(kernel(m_xx).mean() + kernel(m_yy).mean() - 2 * kernel(m_xy).mean())
 
 
 def frechet_formula(mu1, sigma1, mu2, sigma2):
@@ -90,7 +103,7 @@ def test_blockwise_kmmd_equals_the_dense_official_formula():
     generator = torch.Generator().manual_seed(0)
     real = torch.rand(2000, 512, generator=generator).pow(2) * 3  # non-negative, like pool features
     fake = torch.rand(2000, 512, generator=generator).pow(2) * 3.1 + 0.01
-    dense = iu.calc_mmd_dense(real, fake)
+    dense = calc_mmd_dense(real, fake)
     assert dense > 0.01
     # 300 does not divide 2000: ragged edge blocks, and 7 x 7 blocks per kernel matrix
     assert iu.calc_mmd(real, fake, block_size=300) == pytest.approx(dense, abs=1e-6)
@@ -98,7 +111,7 @@ def test_blockwise_kmmd_equals_the_dense_official_formula():
 
 def test_kmmd_takes_unequal_set_sizes_and_numpy_input():
     real, fake = two_feature_sets(n=300)
-    assert iu.calc_mmd(real, fake[:170], block_size=64) == pytest.approx(iu.calc_mmd_dense(real, fake[:170]), abs=1e-6)
+    assert iu.calc_mmd(real, fake[:170], block_size=64) == pytest.approx(calc_mmd_dense(real, fake[:170]), abs=1e-6)
 
 
 def test_kmmd_of_a_set_with_itself_is_zero_and_grows_with_a_shift():
@@ -292,10 +305,9 @@ def test_metrics_of_the_reference_data_itself(tmp_path):
     net = TinyBackbone()
     images, labels = torch.rand(60, 3, 16, 16) * 2 - 1, torch.arange(60) % 3
     write_reference(str(tmp_path), net, images, labels)
-    get_metrics = iu.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path))
+    get_metrics = iu.Metrics("Toy32", net=net, data_root=str(tmp_path), kmmd=True, mfid=True)
     for use_torch, tolerance in ((False, 1e-6), (True, 1e-3)):
-        metrics = get_metrics(batches_of(images, labels, 16), 60, num_splits=3, prints=False,
-                              use_torch=use_torch, kmmd=True, mfid=True)
+        metrics = get_metrics(batches_of(images, labels, 16), 60, num_splits=3, use_torch=use_torch)
         assert metrics["FID"] == pytest.approx(0, abs=tolerance)
         assert metrics["mFID"] == pytest.approx(0, abs=tolerance)
         assert metrics["KMMD"] == pytest.approx(0, abs=1e-4)
@@ -310,9 +322,9 @@ def test_metrics_of_other_images_are_positive(tmp_path):
     net = TinyBackbone()
     images, labels = torch.rand(60, 3, 16, 16) * 2 - 1, torch.arange(60) % 3
     write_reference(str(tmp_path), net, images, labels)
-    get_metrics = iu.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path))
+    get_metrics = iu.Metrics("Toy32", net=net, data_root=str(tmp_path), kmmd=True)
     darker = batches_of(images * 0.5 - 0.5, labels, 20)
-    metrics = get_metrics(darker, 60, num_splits=3, prints=False, use_torch=False, kmmd=True)
+    metrics = get_metrics(darker, 60, num_splits=3)
     assert metrics["FID"] > 1e-3 and metrics["KMMD"] > 1e-3 and "mFID" not in metrics
 
 
@@ -320,17 +332,16 @@ def test_precision_and_recall_against_the_reference_features(tmp_path):
     net = TinyBackbone()
     images, labels = torch.rand(60, 3, 16, 16) * 2 - 1, torch.arange(60) % 3
     write_reference(str(tmp_path), net, images, labels)
-    get_metrics = iu.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path), pr=True)
-    same = get_metrics(batches_of(images, labels, 16), 60, num_splits=3, prints=False, pr=True)
+    get_metrics = iu.Metrics("Toy32", net=net, data_root=str(tmp_path), precision_recall=True)
+    same = get_metrics(batches_of(images, labels, 16), 60, num_splits=3)
     assert (same["precision"], same["recall"]) == (1.0, 1.0)  # the reference images themselves
-    one_image = get_metrics(batches_of(images[:1].expand(60, -1, -1, -1), labels, 16), 60, num_splits=3,
-                            prints=False, pr=True)
+    one_image = get_metrics(batches_of(images[:1].expand(60, -1, -1, -1), labels, 16), 60, num_splits=3)
     assert one_image["recall"] <= 1 / 60  # a collapsed generator covers at most the image it copies
 
 
 def test_missing_moments_say_how_to_make_them(tmp_path):
     with pytest.raises(utils.UsageError, match="prepare_data.sh"):
-        iu.prepare_inception_metrics("Toy32_hdf5", net=TinyBackbone(), data_root=str(tmp_path))
+        iu.Metrics("Toy32_hdf5", net=TinyBackbone(), data_root=str(tmp_path))
 
 
 def test_moments_of_another_metric_space_are_refused(tmp_path):
@@ -339,23 +350,13 @@ def test_moments_of_another_metric_space_are_refused(tmp_path):
     write_reference(str(tmp_path), net, images, labels, space="inception")
     path = os.path.join(str(tmp_path), iu.moments_filename("Toy32", "inception"))
     with pytest.raises(utils.UsageError, match="holds inception statistics"):
-        iu.prepare_inception_metrics("Toy32", net=net, moments_path=path)
-
-
-def test_kmmd_without_the_features_file_says_how_to_make_it(tmp_path):
-    net = TinyBackbone()
-    images, labels = torch.rand(30, 3, 16, 16) * 2 - 1, torch.arange(30) % 3
-    write_reference(str(tmp_path), net, images, labels)
-    os.remove(os.path.join(str(tmp_path), iu.features_filename("Toy32", "tiny")))
-    get_metrics = iu.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path))
-    with pytest.raises(utils.UsageError, match="calculate_inception_moments.py"):
-        get_metrics(batches_of(images, labels, 10), 30, num_splits=3, prints=False, kmmd=True)
+        iu.Metrics("Toy32", net=net, moments_path=path)
 
 
 def test_no_fid_needs_no_moments(tmp_path):
     images, labels = torch.rand(30, 3, 16, 16) * 2 - 1, torch.arange(30) % 3
-    get_metrics = iu.prepare_inception_metrics("Toy32", no_fid=True, net=TinyBackbone(), data_root=str(tmp_path))
-    metrics = get_metrics(batches_of(images, labels, 10), 30, num_splits=3, prints=False)
+    get_metrics = iu.Metrics("Toy32", fid=False, net=TinyBackbone(), data_root=str(tmp_path))
+    metrics = get_metrics(batches_of(images, labels, 10), 30, num_splits=3)
     assert np.isnan(metrics["FID"]) and metrics["class_acc"] is None and metrics["IS_mean"] >= 1
 
 
@@ -363,11 +364,11 @@ def test_damaged_reference_files_and_missing_kmmd_features_are_named_up_front(tm
     moments = tmp_path / "Toy32_tiny_moments.npz"
     np.savez(moments, mu=np.zeros(8), sigma=np.eye(8), metric_space="tiny")
     with pytest.raises(utils.UsageError, match="features \\(needed for KMMD\\)"):
-        iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path), kmmd=True)
+        iu.Metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path), kmmd=True)
     with pytest.raises(utils.UsageError, match="features \\(needed for precision and recall\\)"):
-        iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path), pr=True)
-    with pytest.raises(utils.UsageError, match="--mfid needs per-class statistics"):
-        iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path), mfid=True)
+        iu.Metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path), precision_recall=True)
+    with pytest.raises(utils.UsageError, match="mFID needs per-class statistics"):
+        iu.Metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path), mfid=True)
     moments.write_bytes(moments.read_bytes()[:100])  # a truncated file
     with pytest.raises(utils.UsageError, match="is damaged .*calculate_inception_moments.py"):
-        iu.prepare_inception_metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path))
+        iu.Metrics("Toy32", net=TinyBackbone(), data_root=str(tmp_path))

@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 import BigGAN
 import checkpoints
+import experiment
 import inception_utils
 import layers
 import sample
 import sampling
-import train
 import utils
 from conftest import ROOT, inject_write_failure
 
@@ -41,7 +41,7 @@ def save_experiment(base, flags, name, n_classes):
     config = sample.parse_config(["--base_dir", str(base), *flags, "--experiment_name", name,
                                   "--n_classes", str(n_classes), "--sample_random"])
     config["resolution"] = 32
-    G, _ = train.build_models(config, "cpu")
+    G, _ = experiment.build_models(config, "cpu")
     G.train()
     with torch.no_grad():  # move the BN statistics and SN vectors off their initial values
         for _ in range(2):
@@ -72,7 +72,7 @@ def run_sample(base_dir, *args, flags=TRANSFER, name="tiny"):
 def test_truncation_resamples_out_of_range_entries_instead_of_clipping():
     torch.manual_seed(0)
     z = torch.randn(200_000)
-    out = sample.truncate(z, 1.0)
+    out = sampling.truncate(z, 1.0)
     assert out.abs().max() <= 1.0
     inside = z.abs() <= 1.0
     assert torch.equal(out[inside], z[inside])  # only the entries outside are drawn again
@@ -80,8 +80,8 @@ def test_truncation_resamples_out_of_range_entries_instead_of_clipping():
     assert (out.abs() > 0.999).float().mean() < 0.005
     truncated_std = math.sqrt(1 - 2 * math.exp(-0.5) / math.sqrt(2 * math.pi) / math.erf(1 / math.sqrt(2)))
     assert abs(out.std().item() - truncated_std) < 0.01
-    assert sample.truncate(torch.randn(1000) * 2, 0.5, z_var=4.0).abs().max() <= 0.5
-    assert torch.equal(sample.truncate(z, 0.0), z)
+    assert sampling.truncate(torch.randn(1000) * 2, 0.5, z_var=4.0).abs().max() <= 0.5
+    assert torch.equal(sampling.truncate(z, 0.0), z)
 
 
 def test_trunc_curve_spec_gives_start_to_end_inclusive():
@@ -99,11 +99,11 @@ def test_class_interpolation_mixes_one_hots_of_a_transfer_G_and_embeddings_of_a_
                               G_shared=True, hier=True, shared_dim=8)
     plain = BigGAN.Generator(resolution=32, G_ch=4, G_attn="0", dim_z=16, n_classes=3, G_shared=False)
     y = torch.tensor([0, 1])
-    assert torch.equal(sample.mixable_classes(transfer, y), F.one_hot(y, 2).float())
-    assert torch.equal(sample.mixable_classes(source, y), source.shared(y))
-    assert sample.mixable_classes(plain, y) is None
+    assert torch.equal(sampling.mixable_classes(transfer, y), F.one_hot(y, 2).float())
+    assert torch.equal(sampling.mixable_classes(source, y), source.shared(y))
+    assert sampling.mixable_classes(plain, y) is None
     a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
-    path = sample.lerp_rows(a, b, 5)
+    path = sampling.lerp_rows(a, b, 5)
     assert torch.equal(path[0], a[0]) and torch.equal(path[-1], b[0])
     assert torch.allclose(path.sum(1), torch.ones(5))  # soft one-hots stay on the simplex
 
@@ -247,7 +247,7 @@ def test_each_class_set_gets_standing_statistics_of_its_own(base_dir):
                                   "--load_weights", SUFFIX, "--sample_random", "--mybn",
                                   "--num_standing_accumulations", "4"])
     config["resolution"] = 32
-    G = sample.build_generator(config, sample.load_weights(config))
+    G = sample.load_generator(config)
     means = {}
     for old in (False, True):
         torch.manual_seed(0)
@@ -309,7 +309,7 @@ def test_weights_without_a_saved_config_fall_back_to_the_flags(base_dir, tmp_pat
     shutil.copy(base_dir / "weights" / "tiny" / f"G_{SUFFIX}.pth", tmp_path / "weights" / "bare" / "G.pth")
     flags = ["--base_dir", str(tmp_path), *TRANSFER, "--n_classes", "2", "--experiment_name", "bare", "--sample_random"]
     assert sample.main(flags)["G"].ch == 4
-    with pytest.raises(utils.UsageError, match="do not fit the generator built from your flags"):
+    with pytest.raises(utils.UsageError, match="do not fit the generator built from the flags"):
         sample.main([*flags, "--G_ch", "8", "--overwrite"])
 
 

@@ -5,8 +5,8 @@ that any departure from the official sets fails."""
 import pytest
 
 import BigGAN
+import flags
 import stages
-import utils
 
 # The c32 reference transfer model of the tests: 3 G blocks with 2 ccbns each, cifar variant.
 C32 = ["--G_ch", "16", "--D_ch", "16", "--G_attn", "0", "--D_attn", "0", "--kp_variant", "cifar",
@@ -29,7 +29,7 @@ PLAIN_G = set(CONVS) | set(OUTSIDE_BLOCKS) | PLAIN_CLASS_EMBEDDINGS
 
 
 def build_G(stage: str, *extra: str) -> BigGAN.Generator:
-    config = utils.finalize_config(vars(utils.prepare_parser().parse_args([*C32, "--stage", stage, *extra])))
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args([*C32, "--stage", stage, *extra])))
     return BigGAN.Generator(**stages.model_config(config))
 
 
@@ -75,7 +75,7 @@ def test_the_table_says_how_each_stage_starts():
 
 
 def test_FreezeD_keeps_the_first_blocks_of_D():
-    config = utils.finalize_config(vars(utils.prepare_parser().parse_args([*C32, "--stage", "finetune"])))
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args([*C32, "--stage", "finetune"])))
     D = BigGAN.Discriminator(**stages.model_config(config))
     names = {id(p): n for n, p in D.named_parameters()}
     trained = {names[id(p)] for p in stages.D_parameters(D, 2)}

@@ -10,10 +10,13 @@ import sys
 import pytest
 import torch
 
-import toy_data
+import experiment
+import flags
 import train
+import utils
 from conftest import ROOT, fixture_path, inject_write_failure
 from test_stages import OFFICIAL_BN_SET, OFFICIAL_FT_SET
+from worlds import toy
 
 # The c32 reference source model (8 classes, G_ch 16) plays the pretrained BigGAN.
 SOURCE = ["--G_ch", "16", "--D_ch", "16", "--dim_z", "128", "--G_attn", "0", "--D_attn", "0",
@@ -27,7 +30,7 @@ FAST = ["--dataset", "Toy32", "--batch_size", "4", "--num_D_steps", "1", "--num_
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory):
     base = tmp_path_factory.mktemp("base")
-    toy_data.write_image_folder(str(base / "data" / "toy"), toy_data.NEW_CLASSES[:2], 6, seed=0)
+    toy.write_image_folder(str(base / "data" / "toy"), toy.NEW_CLASSES[:2], 6, seed=0)
     (base / "weights").mkdir()
     for part in ("G", "D"):
         shutil.copy(fixture_path("biggan_pytorch", "c32_small", f"{part}.pth"), base / "weights")
@@ -44,11 +47,10 @@ def snapshot(model):
 
 def loaded_models(base_dir, *args):
     """G (in eval mode) and D of a new experiment, right after the pretrained weights are loaded."""
-    config = {**train.utils.finalize_config(vars(train.utils.prepare_parser().parse_args(
-        ["--base_dir", str(base_dir), *SOURCE, *FAST, *args]))), "n_classes": 2, "resolution": 32}
-    train.utils.seed_rng(config["seed"])  # as train.run: the same random combination init
-    G, D = train.build_models(config, "cpu")
-    train.load_pretrained(G, D, config)
+    config = {**flags.parse(["--base_dir", str(base_dir), *SOURCE, *FAST, *args]), "n_classes": 2, "resolution": 32}
+    utils.seed_rng(config["seed"])  # as train.run: the same random combination init
+    G, D = experiment.build_models(config, "cpu")
+    experiment.load_source(G, D, experiment.read_source_model(config), config)
     return G.eval(), D
 
 
@@ -71,15 +73,17 @@ def test_the_knowledge_propagation_stages_train_the_official_sets_and_all_of_D(b
         assert changed_D == all_D
 
 
-@pytest.mark.parametrize("stage", ["finetune", "BN_only"])
-def test_baselines_train_what_the_stage_table_says(base_dir, stage):
-    changed_G, changed_D, all_D = changed_sets(base_dir, stage)
-    G0, _ = loaded_models(base_dir, "--stage", stage)
-    trained = {id(p) for p in train.stages.G_parameters(G0, train.stages.get(stage))}
-    assert changed_G == {n for n, p in G0.named_parameters() if id(p) in trained}
+def test_finetune_trains_all_of_G_and_D(base_dir):
+    changed_G, changed_D, all_D = changed_sets(base_dir, "finetune")
+    G0, _ = loaded_models(base_dir, "--stage", "finetune")
+    assert changed_G == {n for n, _ in G0.named_parameters()} and changed_D == all_D
+
+
+def test_BN_only_trains_only_the_new_classes_own_BN_parameters_and_all_of_D(base_dir):
+    changed_G, changed_D, all_D = changed_sets(base_dir, "BN_only")
+    # The c32 model: 3 G blocks, each with two conditional BNs whose gains and biases are class embeddings.
+    assert changed_G == {f"blocks.{b}.0.bn{i}.{part}.weight" for b in range(3) for i in (1, 2) for part in ("gain", "bias")}
     assert changed_D == all_D
-    if stage == "BN_only":  # the new classes' own BN embeddings, nothing shared
-        assert changed_G == {n for n in changed_G if n.endswith((".gain.weight", ".bias.weight"))}
 
 
 def test_freezeD_keeps_the_first_blocks_of_D(base_dir):
@@ -124,9 +128,9 @@ def test_resume_is_exact_with_every_sampler_and_train_mode_sheets(base_dir, samp
     # 6 images per class, batches of 8: an epoch is one batch short of 2, so resuming at
     # iteration 2 lands mid-epoch. Sheets are drawn in train mode after every save (save_every 1),
     # which moves G's spectral-norm vectors: they must not change the run.
-    flags = [f for f in FAST if f != "--use_multiepoch_sampler"] + sampler
+    loading = [f for f in FAST if f != "--use_multiepoch_sampler"] + sampler
     common = ["--batch_size", "2", "--num_D_accumulations", "2", "--save_every", "1", "--num_epochs", "50"]
-    train_flags = lambda *extra: ["--base_dir", str(base_dir), *SOURCE, *flags, *common, *extra]
+    train_flags = lambda *extra: ["--base_dir", str(base_dir), *SOURCE, *loading, *common, *extra]
     if "--hdf5" in sampler and not (base_dir / "data" / "Toy32.hdf5").exists():
         import datasets
         import make_hdf5
@@ -162,15 +166,15 @@ def test_resume_takes_the_model_flags_from_the_checkpoint(base_dir, capsys):
 
 def test_resume_refuses_model_flags_unlike_the_checkpoint(base_dir):
     run_train(base_dir, "--num_iters", "1", "--experiment_name", "unlike")
-    with pytest.raises(train.utils.UsageError, match=r"--G_ch 32 \(trained with 16\)"):
+    with pytest.raises(utils.UsageError, match=r"--G_ch 32 \(trained with 16\)"):
         run_train(base_dir, "--num_iters", "2", "--experiment_name", "unlike", "--resume", "--G_ch", "32")
-    with pytest.raises(train.utils.UsageError, match="--stage finetune trains a plain G"):
+    with pytest.raises(utils.UsageError, match="--stage finetune trains a plain G"):
         run_train(base_dir, "--num_iters", "2", "--experiment_name", "unlike", "--resume", "--stage", "finetune")
 
 
 def test_resume_honours_new_learning_rates_and_refuses_a_passed_budget(base_dir, capsys):
     run_train(base_dir, "--num_iters", "2", "--experiment_name", "new_lr")
-    with pytest.raises(train.utils.UsageError, match="--num_iters 2: the checkpoint is at iteration 2"):
+    with pytest.raises(utils.UsageError, match="--num_iters 2: the checkpoint is at iteration 2"):
         run_train(base_dir, "--num_iters", "2", "--experiment_name", "new_lr", "--resume")
     out = run_train(base_dir, "--num_iters", "3", "--experiment_name", "new_lr", "--resume",
                     "--G_lr", "5e-4", "--D_B2", "0.99")
@@ -190,7 +194,7 @@ def test_epoch_mode_saves_the_final_state(base_dir):
 
 def test_a_new_experiment_never_overwrites_an_existing_one(base_dir):
     run_train(base_dir, "--num_iters", "1", "--experiment_name", "taken")
-    with pytest.raises(train.utils.UsageError, match="--resume"):
+    with pytest.raises(utils.UsageError, match="--resume"):
         run_train(base_dir, "--num_iters", "1", "--experiment_name", "taken")
 
 
@@ -203,7 +207,7 @@ def test_no_experiment_name_writes_onto_the_source_model_or_outside_its_own_fold
     weights = base_dir / "weights"
     before = {entry: file_state(weights / entry) for entry in ("G.pth", "D.pth")}
     listing = sorted(os.listdir(weights))
-    with pytest.raises(train.utils.UsageError, match=re.escape(f"--experiment_name {name!r}") + ".*choose another name"):
+    with pytest.raises(utils.UsageError, match=re.escape(f"--experiment_name {name!r}") + ".*choose another name"):
         run_train(base_dir, "--num_iters", "1", "--experiment_name", name)
     assert sorted(os.listdir(weights)) == listing
     assert {entry: file_state(weights / entry) for entry in before} == before
@@ -214,7 +218,7 @@ def test_a_linked_experiment_folder_is_refused_and_training_never_writes_the_sou
     before = {entry: file_state(weights / entry) for entry in ("G.pth", "D.pth")}
     os.symlink(weights, weights / "loop")  # e.g. a link back onto weights/ itself
     try:
-        with pytest.raises(train.utils.UsageError, match="'loop' is a link"):
+        with pytest.raises(utils.UsageError, match="'loop' is a link"):
             run_train(base_dir, "--num_iters", "1", "--experiment_name", "loop")
     finally:
         os.remove(weights / "loop")
@@ -229,16 +233,16 @@ def test_a_new_run_refuses_a_folder_holding_only_a_copy_or_a_best_set(base_dir):
     for name in ["latest", *(f"{part}.pth" for part in ("G", "G_optim", "D", "D_optim", "state_dict"))]:
         os.remove(folder / name)  # the latest set gone (removed by hand, or never written): copy0 is left
     copy = file_state(folder / "G_copy0.pth")
-    with pytest.raises(train.utils.UsageError, match=r"already has checkpoints .*\(copy0\); continue it with --resume"):
+    with pytest.raises(utils.UsageError, match=r"already has checkpoints .*\(copy0\); continue it with --resume"):
         run_train(base_dir, "--num_iters", "4", "--experiment_name", "only_a_copy")
     assert file_state(folder / "G_copy0.pth") == copy
     os.rename(folder / "copy0", folder / "best1")  # a best set alone is refused alike
-    with pytest.raises(train.utils.UsageError, match=r"already has checkpoints .*\(best1\)"):
+    with pytest.raises(utils.UsageError, match=r"already has checkpoints .*\(best1\)"):
         run_train(base_dir, "--num_iters", "4", "--experiment_name", "only_a_copy")
 
 
 def test_resume_without_a_saved_set_says_to_start_without_resume(base_dir):
-    with pytest.raises(train.utils.UsageError, match="nothing was saved there yet .*start the experiment without --resume"):
+    with pytest.raises(utils.UsageError, match="nothing was saved there yet .*start it without --resume"):
         run_train(base_dir, "--num_iters", "1", "--experiment_name", "never_saved", "--resume")
     assert not (base_dir / "weights" / "never_saved").exists()  # a failed start leaves no folder (nor a .lock)
 
@@ -281,11 +285,11 @@ def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint
                                                                                   what, code, reason):
     import checkpoints
     name = f"fails_{what.replace(' ', '_')}_{code}"
-    flags = ["--save_every", "2", "--num_save_copies", "1", "--experiment_name", name, "--test_every", "4",
+    run_flags = ["--save_every", "2", "--num_save_copies", "1", "--experiment_name", name, "--test_every", "4",
              *metric_flags(base_dir)]
     train_with_metrics = lambda *args: train.main(["--base_dir", str(base_dir), *SOURCE,
                                                    *[f for f in FAST if f != "--no_fid"], *args])
-    train_with_metrics("--num_iters", "2", *flags, "--no_fid")  # so that any FID at iteration 4 is a best one
+    train_with_metrics("--num_iters", "2", *run_flags, "--no_fid")  # so that any FID at iteration 4 is a best one
     folder = base_dir / "weights" / name
     saved = {part: file_state(folder / f"{part}.pth") for part in ("G", "D", "state_dict")}
     log = (base_dir / "logs" / name / "train_log.jsonl").read_text()
@@ -294,7 +298,7 @@ def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint
     for module in (train.utils, checkpoints):
         inject_write_failure(monkeypatch, module, code, when=when)
     with pytest.raises(SystemExit) as exited:
-        train.utils.run_main(lambda: train_with_metrics("--num_iters", "4", "--resume", *flags))
+        train.utils.run_main(lambda: train_with_metrics("--num_iters", "4", "--resume", *run_flags))
     monkeypatch.undo()
     stderr = capsys.readouterr().err
     err = [line for line in stderr.splitlines() if line.startswith("error: ")]  # besides tqdm's progress bar
@@ -332,7 +336,7 @@ def run_cli(base_dir, *args):
 
 def broken_copy(base_dir, tmp_path, damage):
     base = tmp_path / "base"
-    shutil.copytree(base_dir, base, ignore=shutil.ignore_patterns("BigGAN*", "logs", "samples"))
+    shutil.copytree(base_dir, base, ignore=shutil.ignore_patterns("BigGAN*", "logs", "samples"), symlinks=True)
     damage(base)
     return base
 
@@ -342,19 +346,19 @@ def remove_weights(base):
 
 
 def empty_a_class(base):
-    for f in os.listdir(base / "data" / "toy" / toy_data.NEW_CLASSES[0]):
-        os.remove(base / "data" / "toy" / toy_data.NEW_CLASSES[0] / f)
+    for f in os.listdir(base / "data" / "toy" / toy.NEW_CLASSES[0]):
+        os.remove(base / "data" / "toy" / toy.NEW_CLASSES[0] / f)
 
 
 def corrupt_an_image(base):
-    folder = base / "data" / "toy" / toy_data.NEW_CLASSES[0]
+    folder = base / "data" / "toy" / toy.NEW_CLASSES[0]
     (folder / sorted(os.listdir(folder))[0]).write_bytes(b"not a png")
 
 
 @pytest.mark.parametrize("damage,args,message", [
     (lambda base: shutil.rmtree(base / "data" / "toy"), [], "prepare_data.sh"),
     (lambda base: None, ["--n_classes", "5"], "--n_classes 5"),
-    (empty_a_class, [], toy_data.NEW_CLASSES[0]),
+    (empty_a_class, [], toy.NEW_CLASSES[0]),
     (corrupt_an_image, ["--batch_size", "6", "--num_D_accumulations", "2"], "cannot read|unreadable|not an image"),
     (remove_weights, [], "G.pth"),
     (lambda base: None, ["--n_pretrain_classes", "10"], "n_pretrain_classes"),
@@ -371,18 +375,13 @@ def test_bad_inputs_stop_with_one_clear_message(base_dir, tmp_path, damage, args
 
 def test_resumes_an_experiment_written_by_biggan_pytorch(tmp_path):
     """The c32 fixture folder holds BigGAN-PyTorch's own G/D/G_ema/optimizer/state_dict files."""
-    toy_data.write_image_folder(str(tmp_path / "data" / "toy_source"), toy_data.OLD_CLASSES[:8], 4, seed=0)
+    toy.write_image_folder(str(tmp_path / "data" / "toy_source"), toy.OLD_CLASSES[:8], 4, seed=0)
     shutil.copytree(fixture_path("biggan_pytorch", "c32_small"), tmp_path / "weights" / "official",
                     ignore=shutil.ignore_patterns("golden.pt", "keys.json"))
     out = train.main(["--base_dir", str(tmp_path), *SOURCE[:-2], *FAST, "--dataset", "ToySource32",
                       "--stage", "pretrain", "--experiment_name", "official", "--resume", "--ema",
                       "--num_iters", "1001", "--num_epochs", "1000"])
     assert out["state_dict"]["itr"] == 1001 and out["state_dict"]["best_FID"] == 120.0
-
-
-def test_resuming_a_missing_experiment_names_the_file(base_dir):
-    with pytest.raises(train.utils.UsageError, match="state_dict.pth"):
-        run_train(base_dir, "--num_iters", "1", "--experiment_name", "never_ran", "--resume")
 
 
 # --- Faults: a run killed at any moment resumes to exactly the uninterrupted result.
@@ -449,16 +448,16 @@ def metric_flags(base_dir) -> list[str]:
         calculate_inception_moments.run({"dataset": "Toy32", "base_dir": str(base_dir), "data_root": "",
                                          "batch_size": 16, "num_workers": 0, "shuffle": False, "seed": 0,
                                          "hdf5": False, "backbone": "classifier", "inception_weights": classifier,
-                                         "device": "cpu", "parallel": False})
+                                         "device": "cpu", "parallel": False, "resolution": 0, "reference_dataset": ""})
     return ["--backbone", "classifier", "--inception_weights", classifier, "--num_inception_images", "40",
             "--G_batch_size", "20", "--which_best", "FID"]
 
 
-def kill_and_finish(base_dir, name, flags, kill_env, kill_after, finish_flags, launcher=()):
+def kill_and_finish(base_dir, name, argv, kill_env, kill_after, finish_flags, launcher=()):
     """Run train.py (under `launcher`, e.g. torchrun) killed at a checkpoint write (kill_env) or after
     kill_after seconds, then finish as a user would: --resume when a checkpoint exists, else start again."""
     import checkpoints
-    cmd = [*launcher, *([] if launcher else [sys.executable]), os.path.join(ROOT, "train.py"), *flags]
+    cmd = [*launcher, *([] if launcher else [sys.executable]), os.path.join(ROOT, "train.py"), *argv]
     process = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(kill_env or {})}, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     if kill_after is not None:
@@ -470,16 +469,16 @@ def kill_and_finish(base_dir, name, flags, kill_env, kill_after, finish_flags, l
     assert process.returncode in (0, -9, 1), (name, stderr[-2000:])  # torchrun exits 1 when a worker dies
     folder = str(base_dir / "weights" / name)
     saved = checkpoints.saved_iteration(folder, "") if checkpoints.has_checkpoint(folder) else -1
-    final = int(flags[flags.index("--num_iters") + 1])
+    final = int(argv[argv.index("--num_iters") + 1])
     if saved < final:
-        resumed = [*flags, *finish_flags, *(["--resume"] if saved >= 0 else [])]
+        resumed = [*argv, *finish_flags, *(["--resume"] if saved >= 0 else [])]
         result = subprocess.run([*launcher, *([] if launcher else [sys.executable]), os.path.join(ROOT, "train.py"),
                                  *resumed], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, (name, result.stderr[-2000:])
     leftovers = [n for n in os.listdir(folder) if n.startswith((".staging", ".tmp_", ".link-", ".saving"))]
     leftovers += [n for n in os.listdir(os.path.join(folder, "sets")) if n.startswith(".staging")]
     assert not leftovers, (name, leftovers)
-    return checkpoints.load_set(folder, "", ["G", "D", "state_dict"] + (["G_ema"] if "--ema" in flags else []))
+    return checkpoints.load_set(folder, "", ["G", "D", "state_dict"] + (["G_ema"] if "--ema" in argv else []))
 
 
 def assert_same_weights(final, reference, name, parts=("G", "D")):
@@ -522,18 +521,18 @@ def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_exactly(base_dir):
 @pytest.mark.slow
 def test_killed_torchrun_runs_resume_exactly(base_dir):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    flags = lambda name: ["--base_dir", str(base_dir), *SOURCE, *FAST, "--num_iters", "4", "--save_every", "2",
+    run_flags = lambda name: ["--base_dir", str(base_dir), *SOURCE, *FAST, "--num_iters", "4", "--save_every", "2",
                           "--num_save_copies", "1", "--num_epochs", "50", "--experiment_name", name]
-    reference = kill_and_finish(base_dir, "ddp_reference", flags("ddp_reference"), None, None, [], launcher)
+    reference = kill_and_finish(base_dir, "ddp_reference", run_flags("ddp_reference"), None, None, [], launcher)
     for kill_at in (4, 12, 22):  # rank 0 saves: the first latest set, its copy, the second latest set
         name = f"ddp_killed_at{kill_at}"
-        final = kill_and_finish(base_dir, name, flags(name), {"CGT_KILL_AT_WRITE": str(kill_at)}, None, [], launcher)
+        final = kill_and_finish(base_dir, name, run_flags(name), {"CGT_KILL_AT_WRITE": str(kill_at)}, None, [], launcher)
         assert_same_weights(final, reference, name)
 
 
 def test_a_diverged_run_stops_with_one_message_and_keeps_its_good_checkpoint(base_dir):
     run_train(base_dir, "--num_iters", "2", "--experiment_name", "diverges", "--save_every", "2")
-    with pytest.raises(train.utils.UsageError, match="diverged .*the last checkpoint in .* stays"):
+    with pytest.raises(utils.UsageError, match="diverged .*the last checkpoint in .* stays"):
         run_train(base_dir, "--num_iters", "6", "--experiment_name", "diverges", "--resume", "--save_every", "1",
                   "--G_lr", "1e38", "--D_lr", "1e38")
     import checkpoints
@@ -549,14 +548,14 @@ def test_source_weights_with_nan_are_refused(base_dir, tmp_path):
     G["linear.weight"][0, 0] = float("nan")
     torch.save(G, base / "weights" / "G.pth")
     shutil.copy(base_dir / "weights" / "D.pth", base / "weights" / "D.pth")
-    with pytest.raises(train.utils.UsageError, match="G.pth holds non-finite values"):
+    with pytest.raises(utils.UsageError, match="G.pth holds non-finite values"):
         run_train(base, "--num_iters", "1", "--experiment_name", "nan_source")
 
 
 def test_two_processes_never_train_one_experiment(base_dir):
     import checkpoints
     with checkpoints.ExperimentLock(str(base_dir / "weights" / "busy")):
-        with pytest.raises(train.utils.UsageError, match="in use by process"):
+        with pytest.raises(utils.UsageError, match="in use by process"):
             run_train(base_dir, "--num_iters", "1", "--experiment_name", "busy")
 
 

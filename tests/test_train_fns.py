@@ -4,20 +4,18 @@ the c32_small transfer fixture on recorded noise and real batches)."""
 import dataclasses
 
 import pytest
-import torch
 
 import BigGAN
+import flags
 import stages
 import train_fns
-import utils
-from acceleration import Precision, StepOptions
 from conftest import FIXTURE_COMMON, load_fixture
 
 OFFICIAL = load_fixture("cgantransfer", "c32_small_steps", "official_steps.pt")
 
 
 def official_config(stage: str) -> dict:
-    config = vars(utils.prepare_parser().parse_args([]))
+    config = vars(flags.prepare_parser().parse_args([]))
     config.update({**OFFICIAL["config"], **FIXTURE_COMMON, "stage": stage, "kp_variant": "cifar",
                    "G_batch_size": OFFICIAL["config"]["batch_size"], "freezeD_layer": -1})
     return config
@@ -25,8 +23,8 @@ def official_config(stage: str) -> dict:
 
 def run_official_iterations(stage: str, monkeypatch, precision: str = "none",
                             **speed_flags: str) -> list[tuple[dict, dict, dict]]:
-    """Our step, set up as train.py sets it up (precision and speed options from the flags, their
-    defaults unless given), over the recorded draws: [(losses, G state, D state)] after each iteration."""
+    """Our step, built as train.py builds it (train_fns.build_step: precision and speed options from the
+    flags, their defaults unless given), over the recorded draws: [(losses, G state, D state)] after each iteration."""
     config, record = {**official_config(stage), "amp": precision, **speed_flags}, OFFICIAL[stage]
     G = BigGAN.Generator(**stages.model_config(config))
     D = BigGAN.Discriminator(**stages.model_config(config))
@@ -35,10 +33,7 @@ def run_official_iterations(stage: str, monkeypatch, precision: str = "none",
     models = train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config))
     draws = iter(zip(record["z"], record["y"]))  # the D step's draw, then the G step's, per iteration
     monkeypatch.setattr(train_fns, "sample_z_y", lambda *args, **kwargs: next(draws))
-    run_precision = Precision(config["amp"], torch.device("cpu"))
-    speed = StepOptions.choose(config, run_precision)
-    speed.apply(G, D)
-    step = train_fns.GAN_training_function(models, speed.wrap(BigGAN.G_D(G, D)), None, config, run_precision, "cpu")
+    step = train_fns.build_step(models, config, "cpu")  # as train.py and bench.py build it
     results = []
     for i, (x, y) in enumerate(zip(record["x"], record["y_real"])):
         G.train(), D.train()

@@ -37,3 +37,25 @@ def memorization_metrics(samples: torch.Tensor, sample_labels: torch.Tensor, fre
     to_samples = nearest_distances(samples, sample_labels, train_images, train_labels).mean().item()
     to_fresh = nearest_distances(fresh, fresh_labels, train_images, train_labels).mean().item()
     return {"NN_dist": to_samples, "NN_dist_real": to_fresh, "NN_ratio": to_samples / to_fresh}
+
+
+def images_of(data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image of a dataset (in [-1, 1]) and its labels."""
+    images, labels = zip(*(data[i] for i in range(len(data))))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def measure(G, config: dict, fresh: torch.Tensor, fresh_labels: torch.Tensor, per_class: int = 100,
+            seed: int = 0) -> dict[str, float]:
+    """memorization_metrics of per_class samples of each class of G (in the sampling mode config asks
+    for, z seeded), against config's training images and `fresh` real images of the classes."""
+    import datasets
+    import sampling
+    device = next(G.parameters()).device
+    labels = torch.arange(config["n_classes"], device=device).repeat_interleave(per_class)
+    z = torch.randn(labels.shape[0], G.dim_z, generator=torch.Generator().manual_seed(seed)) * config["z_var"] ** 0.5
+    with sampling.sampling_mode(G, config["G_eval_mode"]):
+        samples = sampling.generate(G, z.to(device), G.class_input(labels), config["G_batch_size"])
+    train_images, train_labels = images_of(datasets.load_dataset(config["dataset"], config["data_root"],
+                                                                 resolution=config["resolution"]))
+    return memorization_metrics(samples, labels.cpu(), fresh, fresh_labels, train_images, train_labels)

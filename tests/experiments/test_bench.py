@@ -1,10 +1,10 @@
-"""bench.py: runs every stage and every configuration kind on a tiny model and reports medians and
-ratios (no timing is asserted: speed targets are read off the benchmark's output)."""
+"""experiments/bench.py: runs every stage and every configuration kind on a tiny model, each as its
+name says, and reports times (no timing is asserted: speed targets are read off the benchmark's output)."""
 import pytest
 import torch
 
-import bench
 import stages
+from experiments import bench
 
 TINY = ["--resolution", "32", "--n_classes", "2", "--n_pretrain_classes", "3", "--G_ch", "4", "--D_ch", "4",
         "--G_attn", "0", "--D_attn", "0", "--batch_size", "4", "--num_D_steps", "1", "--warmup", "1",
@@ -16,15 +16,10 @@ def test_bench_runs_every_stage(stage, capsys):
     extra = ["--n_pretrain_classes", "0"] if stage == "pretrain" else []
     result = bench.main(["--stage", stage, *TINY, *extra, "--configs", "fp32,bf16+channels_last+fused"])
     assert set(result["s_per_itr"]) == {"fp32", "bf16+channels_last+fused"}
-    assert result["speedup"]["fp32"] == 1.0 and result["cpu_speedup"]["fp32"] == 1.0
-    assert result["peak_memory_MB"] > 0
-    assert "itr/s" in capsys.readouterr().out
-
-
-def test_bench_compares_configurations_against_the_first(capsys):
-    result = bench.main(["--stage", "BN", *TINY, "--configs", "bf16,fp32", "--rounds", "2"])
-    assert result["speedup"]["bf16"] == 1.0
-    assert result["speedup"]["fp32"] == pytest.approx(result["s_per_itr"]["bf16"] / result["s_per_itr"]["fp32"])
+    assert all(seconds > 0 for seconds in result["s_per_itr"].values()) and result["peak_memory_MB"] > 0
+    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "precision fp32" in lines["fp32"] and "precision bf16" in lines["bf16+channels_last+fused"]
+    assert "channels_last on" in lines["bf16+channels_last+fused"] and "channels_last off" in lines["fp32"]
 
 
 def test_bench_default_is_what_train_runs_without_speed_flags(capsys):

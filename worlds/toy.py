@@ -1,4 +1,4 @@
-"""A generated, class-compositional 32 px world, so the whole project runs offline.
+"""The toy world: a generated, class-compositional 32 px world, so the whole project runs offline.
 
 Every class is a coloured shape, `<colour>_<shape>`: 4 shapes x 4 colours = 16 classes, drawn at a
 random position, size and rotation over a random textured background. Knowledge propagation across
@@ -15,11 +15,14 @@ appears in three OLD classes, but never together.
 Images are deterministic in (seed, class): class c uses its own generator seeded with
 [seed, index of c in ALL_CLASSES], so a class looks the same whichever other classes are written.
 
-    python toy_data.py --base_dir base_dir --source_images_per_class 500 \
+    python -m worlds.toy data --base_dir base_dir --source_images_per_class 500 \
         --target_images_per_class 25 --seed 0
 
 writes base_dir/data/toy_source (the 12 old classes, dataset ToySource32) and base_dir/data/toy
-(the 4 new classes, dataset Toy32), one folder per class of PNG files.
+(the 4 new classes, dataset Toy32), one folder per class of PNG files. As a world (worlds/__init__.py)
+it transfers the shipped source model (assets/toy_source, 12 old classes; rebuilt by `python -m
+worlds.toy source`) to the 4 new classes, measured in the shipped toy classifier's feature space
+(assets/toy_classifier.pth; rebuilt by `python train_classifier.py --world toy --overwrite`).
 """
 from __future__ import annotations
 
@@ -29,9 +32,11 @@ import shutil
 import tempfile
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 import utils
+from worlds import World
 
 RESOLUTION = 32
 SUPERSAMPLE = 4  # shapes are drawn 4x larger and shrunk, which gives them anti-aliased edges
@@ -223,27 +228,139 @@ def replace_folder(new: str, root: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Script
+# The world: the shipped 12-class source transferred to the 4 new classes
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description="Write the toy source (old classes) and target "
-                                                 "(new classes) image folders.")
-    parser.add_argument("--base_dir", default="base_dir",
-                        help="project folder; data goes to <base_dir>/data (default: %(default)s)")
-    parser.add_argument("--data_root", default=None,
-                        help="write here instead of <base_dir>/data")
-    parser.add_argument("--source_images_per_class", type=utils.at_least(1), default=500,
-                        help="images per old class (default: %(default)s)")
-    parser.add_argument("--target_images_per_class", type=utils.at_least(1), default=25,
-                        help="images per new class (default: %(default)s)")
-    parser.add_argument("--seed", type=utils.at_least(0), default=0, help="seed of the drawing (default: %(default)s)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing toy folders (only ever toy class folders)")
-    return parser.parse_args()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(ROOT, "assets", "toy_source")          # G.pth, D.pth, config.json
+CLASSIFIER = os.path.join(ROOT, "assets", "toy_classifier.pth")
+REFERENCE_IMAGES_PER_CLASS = 500   # fresh images per class behind the reference statistics
+FRESH_IMAGES_SEED = 5000           # of the fresh real images (memorization): unlike any seed of the data
+
+# The source model: a CIFAR-style BigGAN (no shared embedding, no hierarchical z) at 32 px, small
+# enough for CPUs; `python -m worlds.toy source` trains it (assets/toy_source/config.json records it).
+ARCHITECTURE = ("--G_ch", "12", "--D_ch", "12", "--G_attn", "0", "--D_attn", "0", "--G_init", "N02",
+                "--D_init", "N02", "--SN_eps", "1e-8")
+# A transfer in this world (the architecture comes from the source's config.json).
+TRAINING = ("--dataset", "Toy32", "--kp_variant", "cifar", "--stage", "BN", "--G_init", "N02", "--D_init", "N02",
+            "--batch_size", "16", "--num_D_steps", "1", "--num_D_accumulations", "1",
+            "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
+            "--test_every", "100", "--which_best", "FID", "--num_inception_images", "1000", "--mfid", "--kmmd",
+            "--backbone", "classifier", "--inception_weights", CLASSIFIER,
+            "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
+            "--num_save_copies", "1", "--num_best_copies", "1",
+            # Sheets and metrics from BN running statistics: a one-class batch in train mode would
+            # normalize the class-specific shifts away.
+            "--G_eval_mode")
 
 
-def main() -> None:
-    args = parse_args()
+def reference_statistics(data_root: str, dataset: str, classes: list[str], seed: int) -> str:
+    """Moments and features of `classes` in the classifier's space from REFERENCE_IMAGES_PER_CLASS
+    fresh images each (the true class distribution, not the few training images), written into
+    data_root under `dataset`'s names unless there; returns the moments' path."""
+    import calculate_inception_moments
+    import datasets
+    moments = os.path.join(data_root, f"{dataset}_classifier_moments.npz")
+    if os.path.isfile(moments):
+        return moments
+    with tempfile.TemporaryDirectory() as tmp:
+        write_image_folder(os.path.join(tmp, datasets.dataset_spec(dataset).folder), classes,
+                           REFERENCE_IMAGES_PER_CLASS, seed + 1000)
+        written = calculate_inception_moments.run(
+            {"dataset": dataset, "base_dir": tmp, "data_root": tmp, "batch_size": 250, "num_workers": 0,
+             "shuffle": False, "seed": 0, "hdf5": False, "backbone": "classifier", "inception_weights": CLASSIFIER,
+             "device": "cpu", "parallel": False, "resolution": 0, "reference_dataset": ""})
+        os.makedirs(data_root, exist_ok=True)
+        for path in written.values():
+            shutil.move(path, os.path.join(data_root, os.path.basename(path)))
+    print(f"reference statistics: {moments} ({REFERENCE_IMAGES_PER_CLASS} fresh images per class)")
+    return moments
+
+
+def prepare_new(data_root: str, shots: int, seed: int) -> None:
+    """data_root/toy (Toy32): `shots` images of each new class, and their reference statistics."""
+    folder = os.path.join(data_root, "toy")
+    if not os.path.isdir(folder):
+        write_image_folder(folder, NEW_CLASSES, shots, seed)
+        print(f"few-shot data: {shots} images of each of {', '.join(NEW_CLASSES)} in {folder}")
+    reference_statistics(data_root, "Toy32", NEW_CLASSES, seed)
+
+
+def prepare_old(data_root: str) -> str:
+    """The old classes' reference statistics (ToySource32), for their metrics after transfer."""
+    return reference_statistics(data_root, "ToySource32", OLD_CLASSES, seed=0)
+
+
+def fresh_images(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images of the new classes that no training set of this world holds, [-1, 1], and labels."""
+    images, labels = render_dataset(NEW_CLASSES, per_class, FRESH_IMAGES_SEED)
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+    return (pixels - 0.5) / 0.5, torch.from_numpy(labels)
+
+
+WORLD = World(
+    name="toy", summary="generated shapes x colours: 12 old classes, 4 new ones that recombine them",
+    new_dataset="Toy32", old_dataset="ToySource32", classifier=CLASSIFIER, source=SOURCE, training=TRAINING,
+    demo_shots=25, demo_stages=(("BN", 1000, ("--G_lr", "1e-3")), ("FT", 500, ())),
+    prepare_new=prepare_new, prepare_old=prepare_old, fresh_images=fresh_images)
+
+
+def pretrain_source(base: str, iters: int, out: str = SOURCE) -> None:
+    """The shipped source model: a plain BigGAN trained with our --stage pretrain on 500 images of each
+    old class (8000 iterations: about 50 minutes on 2 idle CPU cores), copied to `out`. G.pth ships G
+    itself: on this short schedule the EMA copy lags behind (old-class consistency 80 % vs 88 %)."""
+    import experiment
+    import flags
+    import train
+    data_root = os.path.join(base, "data")
+    if not os.path.isdir(os.path.join(data_root, "toy_source")):
+        write_image_folder(os.path.join(data_root, "toy_source"), OLD_CLASSES, 500, seed=0)
+    config = flags.parse(["--base_dir", base, "--dataset", "ToySource32", "--stage", "pretrain",
+                          "--experiment_name", "toy_source", *ARCHITECTURE, "--batch_size", "16",
+                          "--num_D_steps", "1", "--num_D_accumulations", "1", "--G_lr", "2e-4", "--D_lr", "2e-4",
+                          "--ema", "--use_ema", "--ema_start", "500", "--ema_decay", "0.999", "--num_iters", str(iters),
+                          "--save_every", "250", "--no_fid", "--use_multiepoch_sampler", "--num_epochs", "1000",
+                          "--num_workers", "0", "--seed", "0", "--threads", "1"])
+    train.run(config)
+    publish_source(experiment.folder(config), out)
+
+
+def publish_source(folder: str, out: str) -> None:
+    """A source experiment's latest G.pth and D.pth, with its config.json, as a source model folder."""
+    os.makedirs(out, exist_ok=True)
+    for name in ("G.pth", "D.pth", "config.json"):
+        shutil.copy(os.path.join(folder, name), os.path.join(out, name))
+    print(f"wrote {out}/{{G.pth, D.pth, config.json}}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Script: the data, and the shipped assets rebuilt
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(allow_abbrev=False, description="The toy world: its image folders, and its "
+                                     "shipped source model rebuilt.", formatter_class=utils.HelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    data = commands.add_parser("data", allow_abbrev=False, formatter_class=utils.HelpFormatter,
+                               help="write the old classes' (toy_source) and new classes' (toy) image folders")
+    data.add_argument("--base_dir", default="base_dir", help="project folder; data goes to <base_dir>/data")
+    data.add_argument("--data_root", default=None, help="write here instead of <base_dir>/data")
+    data.add_argument("--source_images_per_class", type=utils.at_least(1), default=500, help="images per old class")
+    data.add_argument("--target_images_per_class", type=utils.at_least(1), default=25, help="images per new class")
+    data.add_argument("--seed", type=utils.at_least(0), default=0, help="seed of the drawing")
+    data.add_argument("--overwrite", action="store_true",
+                      help="replace existing toy folders (only ever toy class folders)")
+    source = commands.add_parser("source", allow_abbrev=False, formatter_class=utils.HelpFormatter,
+                                 help="pretrain the source model (--stage pretrain) and write it to assets/toy_source")
+    source.add_argument("--base_dir", default="base_dir_source", help="project folder of the pretraining run")
+    source.add_argument("--iters", type=utils.at_least(1), default=8000, help="pretraining iterations")
+    source.add_argument("--out", default=SOURCE, help="the source model folder to write")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.command == "source":
+        pretrain_source(args.base_dir, args.iters, args.out)
+        return
     data_root = args.data_root or os.path.join(args.base_dir, "data")
     jobs = [("toy_source", OLD_CLASSES, args.source_images_per_class),
             ("toy", NEW_CLASSES, args.target_images_per_class)]

@@ -1,7 +1,7 @@
 """Benchmark the training step: several configurations side by side, in interleaved rounds, with
 each one's median time per iteration and its speed relative to the first.
 
-    python bench.py --stage BN --G_ch 64 --D_ch 64 --batch_size 50 --num_D_steps 1 --num_D_accumulations 4 \
+    python -m experiments.bench --stage BN --G_ch 64 --D_ch 64 --batch_size 50 --num_D_steps 1 --num_D_accumulations 4 \
         --resolution 32 --n_classes 20 --n_pretrain_classes 80 --kp_variant cifar --G_attn 0 --D_attn 0 \
         --configs fp32,default,bf16+channels_last+fused+compile
 
@@ -23,11 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-import acceleration
-import BigGAN
-import DiffAugment
+import experiment
+import flags
 import stages
-import train
 import train_fns
 import utils
 
@@ -63,7 +61,7 @@ def parse_settings(text: str) -> list[Setting]:
 
 
 def parse(argv=None) -> dict:
-    parser = utils.prepare_parser("Benchmark training-step configurations side by side")
+    parser = flags.prepare_parser("Benchmark training-step configurations side by side")
     g = parser.add_argument_group("benchmark")
     g.add_argument("--configs", type=parse_settings, default=parse_settings("fp32,default"),
                    help="comma-separated configurations, e.g. fp32,default,bf16+channels_last+fused+compile; "
@@ -71,32 +69,24 @@ def parse(argv=None) -> dict:
     g.add_argument("--rounds", type=utils.at_least(1), default=3, help="interleaved rounds")
     g.add_argument("--warmup", type=utils.at_least(0), default=2, help="untimed iterations per configuration first")
     g.add_argument("--timed", type=utils.at_least(1), default=3, help="timed iterations per configuration and round")
-    g.add_argument("--threads", type=utils.at_least(0), default=0,
-                   help="CPU threads (0: PyTorch's default, one per core); 1 is steadier on a shared machine")
     config = vars(parser.parse_args(argv))
     if not config["resolution"]:
         raise utils.UsageError("give --resolution (the benchmark uses random images, not a dataset)")
     if not config["n_classes"]:
         raise utils.UsageError("give --n_classes")
-    return utils.finalize_config(config)
+    return flags.finalize_config(config)
 
 
-def make_step(config: dict, setting: Setting, device):
-    """A training step as train.py builds it, for one configuration (same seed, same weights):
-    (step, step module, what runs in words)."""
+def make_step(config: dict, setting: Setting, device) -> train_fns.Step:
+    """The training step as train.py builds it (train_fns.build_step), for one configuration: same
+    seed, same random weights (the knowledge-propagation path loaded from them as from a source)."""
     utils.seed_rng(config["seed"])
     config = {**config, "amp": setting.amp, "channels_last": setting.channels_last,
               "fused_resampling": setting.fused_resampling, "compile": setting.compile}
-    G, D = train.build_models(config, device)
+    G, D = experiment.build_models(config, device)
     if stages.get(config["stage"]).start == stages.FROM_KNOWLEDGE:
         G.load_previous_knowledge(config["comb_init"])  # from the random "source" weights
-    models = train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config))
-    precision = acceleration.Precision(config["amp"], device)
-    speed = acceleration.StepOptions.choose(config, precision)
-    speed.apply(G, D)
-    GD = speed.wrap(BigGAN.G_D(G, D, augment=DiffAugment.make_augment(config["DiffAugment"])))
-    step = train_fns.GAN_training_function(models, GD, None, config, precision, device)
-    return step, GD, f"{precision.describe()}; {speed.describe()}"
+    return train_fns.build_step(train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config)), config, device)
 
 
 def synchronized_time(device) -> float:
@@ -130,8 +120,8 @@ def main(argv=None) -> dict:
     y = torch.randint(0, config["n_classes"], (n,), device=device)
     steps, warmup_seconds = {}, {}
     for setting in settings:
-        step, _, runs = make_step(config, setting, device)
-        print(f"{setting.name}: {runs}")
+        step = make_step(config, setting, device)
+        print(f"{setting.name}: {step.description}")
         start = synchronized_time(device)
         for i in range(config["warmup"]):
             step(x, y, i + 1)

@@ -3,7 +3,7 @@ against fresh real images of the class."""
 import pytest
 import torch
 
-import memorization
+from experiments import memorization
 
 
 def test_a_copy_of_a_training_image_is_at_distance_zero_and_others_at_their_rms_pixel_distance():

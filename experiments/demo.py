@@ -1,0 +1,130 @@
+"""The default run: cGANTransfer's two stages on real images, on a CPU, with nothing downloaded.
+A shipped source BigGAN of a world's old classes is transferred to its new classes from a few images
+each: stage BN (knowledge propagation), then stage FT started from BN's best checkpoint.
+
+    bash train.sh                                 # python -m experiments.demo: Fashion-MNIST
+    python -m experiments.demo --world toy        # the generated toy world
+    python -m experiments.demo --seed 1 --base_dir base_dir_seed1
+
+Steps, each keeping what is there (nothing the user has is overwritten; run it again after a kill
+and it continues where it stopped):
+  1. the world's data in BASE/data (the few shots per new class, reference statistics of held-out
+     images in the world's metric classifier's space) and its source model with config.json in
+     BASE/weights (worlds/)
+  2. stage BN: experiment <world>_BN, in-loop metrics, best checkpoints by FID
+  3. stage FT: experiment <world>_FT, --start_from <world>_BN:best
+  4. the report: final metrics of both stages and the memorization ratio, one plot over both stages,
+     the training shots beside samples of each class, and the old classes each new class draws on.
+The metrics live in the world's classifier's feature space, not Inception's.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+import checkpoints
+import datasets
+import experiment
+import explain
+import flags
+import sampling
+import utils
+import worlds
+from experiments import memorization, plots, runs
+
+MEMORIZATION_SAMPLES = 100  # per class, and as many fresh real images per class
+
+
+def stage_argv(world: worlds.World, base: str, stage: str, iters: int, stage_flags: tuple[str, ...],
+               seed: int, extra: list[str]) -> list[str]:
+    """train.py's flags for one stage: the world's, the stage's, then the user's (later flags win). FT
+    starts from BN's best checkpoint (its latest when it kept none)."""
+    argv = ["--base_dir", base, "--experiment_name", experiment_name(world, stage), *world.training,
+            "--stage", stage, *stage_flags, "--num_iters", str(iters), "--save_every", str(max(iters // 4, 1)),
+            "--seed", str(seed), *extra]
+    if stage != "BN":
+        previous = os.path.join(base, "weights", experiment_name(world, "BN"))
+        best = any(slot.startswith("best") for slot in checkpoints.existing_sets(previous))
+        argv += ["--start_from", f"{experiment_name(world, 'BN')}{':best' if best else ''}"]
+    return argv
+
+
+def experiment_name(world: worlds.World, stage: str) -> str:
+    return f"{world.name}_{stage}"
+
+
+def write_shots_and_samples(config: dict, G, path: str) -> None:
+    """The few-shot training images of each new class beside G's samples of it, in one figure."""
+    data = datasets.load_dataset(config["dataset"], config["data_root"], resolution=config["resolution"])
+    real = datasets.first_images_per_class(data, config["n_classes"], 5)
+    z = torch.randn(8, G.dim_z, generator=torch.Generator().manual_seed(config["seed"])) * config["z_var"] ** 0.5
+    with sampling.sampling_mode(G, config["G_eval_mode"]):
+        images, per_row = sampling.training_images_and_samples(real, G, z.to(next(G.parameters()).device))
+    sampling.save_image_grid(images, path, nrow=per_row)
+
+
+def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
+    """The final metrics of each stage, memorization, the figures and the old classes each new class
+    draws on; returns the last stage's numbers."""
+    last_config, last = stages[-1]
+    G = sampling.sampling_G(last["G"], last["G_ema"], last_config)
+    samples = os.path.join(last_config["samples_root"], last_config["experiment_name"])
+    plot = os.path.join(samples, "metrics.png")
+    plots.plot_stages([(config["stage"], runs.test_log(config)) for config, _ in stages], plot,
+                      title=f"{world.name}: " + " then ".join(config["stage"] for config, _ in stages), space="classifier")
+    figure = os.path.join(samples, "training_images_and_samples.png")
+    write_shots_and_samples(last_config, G, figure)
+    fresh, fresh_labels = world.fresh_images(MEMORIZATION_SAMPLES)
+    memorized = memorization.measure(G, last_config, fresh, fresh_labels, MEMORIZATION_SAMPLES, last_config["seed"])
+    explanation = explain.combination_report(G.cpu().eval(), last_config["class_names"],
+                                             last_config.get("old_class_names")
+                                             or explain.placeholder_names("old", G.n_pretrain_classes))
+    heatmap = os.path.join(samples, explain.HEATMAP_NAME)
+    explain.write_heatmap(explanation, heatmap)
+
+    print(f"\nFinal metrics ({world.name} classifier's feature space, not Inception):")
+    print(f"  {'':12s}" + "".join(f"{config['stage']:>10s}" for config, _ in stages))
+    for key in ("FID", "mFID", "KMMD", "IS_mean", "class_acc"):
+        values = [result["metrics"].get(key) for _, result in stages]
+        if any(isinstance(v, float) for v in values):
+            print(f"  {key:12s}" + "".join(f"{v:10.4f}" if isinstance(v, float) else f"{'-':>10s}" for v in values))
+    print(f"  NN ratio of the {last_config['stage']} samples: {memorized['NN_ratio']:.3f} "
+          "(distance to the nearest training image, relative to fresh real images'; 1: no copying)")
+    print("\nWhat each new class draws on (explain.py):")
+    print(explain.format_report(explanation, 3))
+    print(f"\nTraining images (left) beside samples (right), per class:\n  {figure}\n"
+          f"Metrics over both stages: {plot}\nCombination weights:      {heatmap}\n"
+          f"Checkpoints:              {', '.join(experiment.folder(config) for config, _ in stages)}\n"
+          f"Sample sheets:            {samples}")
+    return {**{k: v for k, v in last["metrics"].items() if isinstance(v, float)}, **memorized}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", default="fashion", choices=worlds.NAMES, help="the world to transfer in")
+    parser.add_argument("--base_dir", default="base_dir", help="the folder of data, weights, logs and samples")
+    parser.add_argument("--seed", type=utils.at_least(0), default=0, help="training seed (the data stays)")
+    parser.add_argument("--shots", type=utils.at_least(1), default=0, help="images per new class (0: the world's)")
+    parser.add_argument("--iters", type=utils.at_least(1), nargs=2, default=None, metavar=("BN", "FT"),
+                        help="iterations of the BN and the FT stage (default: the world's)")
+    parser.add_argument("--prepare_only", action="store_true", help="step 1 only (bash prepare_data.sh)")
+    args, extra = parser.parse_known_args(argv)  # the rest goes to train.py, e.g. --amp none
+    flags.prepare_parser("The default run's train.py flags").parse_args(extra)  # a typo stops us before any work
+    world = worlds.get(args.world)
+    world.prepare(args.base_dir, args.shots or world.demo_shots)
+    if args.prepare_only:
+        return {}
+    stages = []
+    for index, (stage, iters, stage_flags) in enumerate(world.demo_stages):
+        iters = args.iters[index] if args.iters else iters
+        print(f"[{index + 1}/{len(world.demo_stages)}] stage {stage}, {iters} iterations")
+        stages.append(runs.train_or_load(stage_argv(world, args.base_dir, stage, iters, stage_flags, args.seed,
+                                                    extra)))
+    return report(world, stages)
+
+
+if __name__ == "__main__":
+    utils.run_main(main)

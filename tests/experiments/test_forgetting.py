@@ -1,0 +1,30 @@
+"""experiments/forgetting.py: old-class metrics of the source, after BN and after BN + FT, in both
+BN-statistics modes. The BN stage trains no weight the old classes use: with standing statistics of
+their own, the old classes after it are measured as the source is (the same samples but for the
+spectral-norm vectors, which every train-mode forward pass moves); FT trains the shared convolutions."""
+import math
+
+import pytest
+
+from experiments import forgetting
+from worlds import toy
+
+
+@pytest.mark.slow
+def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old_classes(tmp_path, monkeypatch):
+    monkeypatch.setattr(toy, "REFERENCE_IMAGES_PER_CLASS", 20)
+    monkeypatch.setattr(forgetting, "EVALUATION_IMAGES", 240)
+    monkeypatch.setattr(forgetting, "STANDING_BATCHES", 2)
+    rows = forgetting.main(["--world", "toy", "--base_dir", str(tmp_path), "--iters", "3", "--seeds", "0"])
+    models = ["source", "after BN (3 its)", "after BN + FT (6 its)"]
+    assert list(rows) == [(model, stats) for model in models for stats in forgetting.STATISTICS]
+    for (model, _), runs in rows.items():
+        assert len(runs) == 1 and math.isfinite(runs[0]["old"]["FID"]) and 0 <= runs[0]["old"]["class_acc"] <= 1
+        assert ("new" in runs[0]) == (model != "source")  # the source has only the old classes
+    standing = forgetting.STATISTICS[1]
+    source, after_BN, after_FT = (rows[(model, standing)][0]["old"] for model in models)
+    assert after_BN["FID"] == pytest.approx(source["FID"], rel=0.02)
+    assert after_BN["class_acc"] == pytest.approx(source["class_acc"], abs=0.02)
+    assert abs(after_FT["FID"] - source["FID"]) > abs(after_BN["FID"] - source["FID"])
+    table = (tmp_path / "forgetting.md").read_text()
+    assert table.count("| after BN + FT (6 its) |") == 2 and "old FID" in table

@@ -1,0 +1,106 @@
+"""experiments/study.py: every method runs on the same world and budget, every run reports the same
+metrics, and the study resumes and extends: runs are saved as they finish and never run twice."""
+import json
+import math
+
+import pytest
+import torch
+
+import experiment
+import flags
+import utils
+from experiments import study
+from worlds import toy
+
+TINY = ["--world", "toy", "--shots", "5", "--iters", "2", "--test_every", "1", "--num_inception_images", "50"]
+
+
+@pytest.fixture(autouse=True)
+def small_budgets(monkeypatch):
+    monkeypatch.setattr(toy, "REFERENCE_IMAGES_PER_CLASS", 30)
+    monkeypatch.setattr(study, "IW_IMAGES", 25)
+    monkeypatch.setattr(study, "MEMORIZATION_SAMPLES", 10)
+
+
+def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
+    methods = ["scratch", "freezeD", "BN_only", "BN+FT"]
+    results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "1", "--methods", *methods])
+    table = (tmp_path / "study.md").read_text()
+    for method in methods:
+        assert f"| {method} | 2 |" in table
+        assert sorted(run["seed"] for run in results[5][method]) == [0, 1]
+    assert (tmp_path / "fid_curves.png").is_file()
+    trained = {m: results[5][m][0]["trained_G_params"] for m in methods}
+    assert trained["BN_only"] < min(trained["BN+FT"], trained["scratch"])  # only its new classes' BN parameters
+    assert " ± " in table  # mean ± std over the two seeds
+    metrics = results[5]["BN+FT"][0]["metrics"]
+    assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
+    assert metrics["IW"] < 0 and metrics["NN_ratio"] > 0  # the critic tells a 2-iteration G from real images
+
+
+def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, monkeypatch):
+    study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
+    ran = []
+    real = study.run_method
+    monkeypatch.setattr(study, "run_method", lambda *args, **kwargs: ran.append(args[2:4]) or real(*args, **kwargs))
+    results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "1", "--methods", "BN", "BN_mean_init"])
+    assert ran == [("BN", 1), ("BN_mean_init", 0), ("BN_mean_init", 1)]  # BN seed 0 was there
+    assert set(results[5]) == {"BN", "BN_mean_init"} and len(results[5]["BN"]) == 2
+    table = (tmp_path / "study.md").read_text()
+    assert "| BN | 2 |" in table and "| BN_mean_init | 2 |" in table
+
+
+def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
+    base = tmp_path / "shots5"
+    # A BN+FT run stopped after its BN phase: the study starts it again at FT, not from scratch.
+    study.main(["--out", str(tmp_path), *TINY, "--iters", "2", "--seeds", "0", "--methods", "BN"])
+    (base / "weights" / "BN_seed0").rename(base / "weights" / "BN+FT_seed0")
+    results = study.main(["--out", str(tmp_path), *TINY, "--iters", "4", "--seeds", "0", "--methods", "BN+FT"])
+    config = json.loads((base / "weights" / "BN+FT_seed0" / "config.json").read_text())
+    assert config["stage"] == "FT" and config["resume"] and config["num_iters"] == 4
+    assert results[5]["BN+FT"][0]["metrics"]["FID"] > 0
+    log = [json.loads(line) for line in open(base / "logs" / "BN+FT_seed0" / "train_log.jsonl")]
+    assert [r["itr"] for r in log] == [3, 4]  # FT only: BN's iterations 1-2 ran in the stopped run
+
+
+def test_diffaugment_runs_are_listed_apart(tmp_path):
+    common = ["--out", str(tmp_path), *TINY, "--shots", "1", "--seeds", "0", "--test_every", "2",
+              "--methods", "finetune"]
+    study.main(common)
+    results = study.main([*common, "--DiffAugment", "translation"])
+    assert set(results[1]) == {"finetune", "finetune+DA"}
+    table = (tmp_path / "study.md").read_text()
+    assert table.index("| finetune |") < table.index("| finetune+DA |")
+    assert (tmp_path / "shots1" / "logs" / "finetune+DA_seed0_log.jsonl").is_file()
+    config = json.loads((tmp_path / "shots1" / "weights" / "finetune+DA_seed0" / "config.json").read_text())
+    assert config["DiffAugment"] == "translation"
+
+
+def test_a_policy_that_does_not_exist_is_refused_before_any_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        study.main(["--out", str(tmp_path), "--DiffAugment", "colour"])
+    assert "--DiffAugment" in capsys.readouterr().err
+    assert not (tmp_path / "shots10").exists()
+
+
+def test_an_unconditional_source_transfers_with_finetune(tmp_path):
+    argv = [*toy.ARCHITECTURE, "--dataset", "Toy32", "--n_classes", "1", "--stage", "pretrain",
+            "--base_dir", str(tmp_path / "source_run")]
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args(argv)))
+    config["resolution"] = 32
+    G, D = experiment.build_models(config, "cpu")
+    source = tmp_path / "unconditional"
+    source.mkdir()
+    torch.save(G.state_dict(), source / "G.pth")
+    torch.save(D.state_dict(), source / "D.pth")
+    results = study.main(["--out", str(tmp_path / "out"), *TINY, "--source", str(source), "--source_classes", "1",
+                          "--shots", "1", "--seeds", "0", "--test_every", "2", "--methods", "finetune"])
+    assert math.isfinite(results[1]["finetune"][0]["metrics"]["FID"])
+    installed = torch.load(tmp_path / "out" / "shots1" / "weights" / "G.pth", weights_only=True)
+    assert all(torch.equal(installed[k], v) for k, v in G.state_dict().items())
+
+
+def test_a_source_folder_without_weights_is_refused(tmp_path):
+    with pytest.raises(utils.UsageError, match="holds no G.pth"):
+        study.main(["--out", str(tmp_path / "out"), *TINY, "--source", str(tmp_path), "--shots", "1",
+                    "--methods", "finetune"])

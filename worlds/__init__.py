@@ -1,0 +1,80 @@
+"""Worlds: old and new classes that the project ships or builds, behind one small interface, for the
+default run (experiments.demo), the transfer study (experiments.study) and the forgetting measurement
+(experiments.forgetting).
+
+    fashion  Fashion-MNIST (Xiao et al. 2017), real 28 px photos of clothes at 32 px: 7 old classes,
+             3 new ones (Pullover, Coat, Ankle boot); the default
+    toy      generated 32 px shapes x colours: 12 old classes, 4 new ones that recombine them
+
+A world lays out a base directory as a user's own transfer is laid out (README, "your own dataset"):
+BASE/data/<new dataset>/ with `shots` images per new class and reference statistics of the new (and
+old) classes in the world's metric classifier's space, and the source model in BASE/weights/ (G.pth,
+D.pth and its config.json, so no architecture flag needs repeating). Each step keeps what is there.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+import utils
+
+NAMES = ("fashion", "toy")
+
+
+@dataclass(frozen=True)
+class World:
+    name: str
+    summary: str
+    new_dataset: str        # the few-shot training data of the new classes (a dataset name)
+    old_dataset: str        # the source model's data: the old classes (its moments describe them)
+    classifier: str         # the metric classifier checkpoint (--backbone classifier)
+    source: str             # the folder holding the source model: G.pth, D.pth, config.json
+    training: tuple[str, ...]  # train.py flags of a transfer in this world (the demo's and the study's runs)
+    demo_shots: int            # the default run's images per new class
+    demo_stages: tuple[tuple[str, int, tuple[str, ...]], ...]  # the default run: (stage, iterations, its flags)
+    prepare_new: Callable[[str, int, int], None]     # (data_root, shots, seed): the few shots and their statistics
+    prepare_old: Callable[[str], str]                # (data_root) -> the old classes' reference moments
+    fresh_images: Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # (per class) -> real new-class images
+    #                                                  no training set of the world holds, in [-1, 1], labels
+
+    def prepare(self, base: str, shots: int, seed: int = 0, source: str = "") -> None:
+        """BASE/data: `shots` images per new class (chosen by seed) and their reference statistics;
+        BASE/weights: the source model (the world's, or the folder `source`)."""
+        self.prepare_new(os.path.join(base, "data"), shots, seed)
+        install_source(os.path.join(base, "weights"), source or self.source)
+
+    @property
+    def metric_flags(self) -> tuple[str, ...]:
+        return ("--backbone", "classifier", "--inception_weights", self.classifier)
+
+
+def install_source(weights_root: str, source: str) -> None:
+    """The source model's G.pth, D.pth and config.json copied from `source` to weights_root, where
+    train.py finds them; files already there are kept."""
+    os.makedirs(weights_root, exist_ok=True)
+    for name in ("G.pth", "D.pth", "config.json"):
+        origin, target = os.path.join(source, name), os.path.join(weights_root, name)
+        if os.path.exists(target):
+            continue
+        if not os.path.isfile(origin):
+            if name == "config.json":
+                continue  # a source without one: the model flags must be given
+            raise utils.UsageError(f"the source model folder {source} holds no {name}; give a folder with the "
+                                   "source's G.pth and D.pth (and its config.json), or restore the shipped one with "
+                                   "`git checkout assets/`")
+        shutil.copy(origin, target)
+    print(f"source model: {source} in {weights_root}")
+
+
+def get(name: str) -> World:
+    if name == "toy":
+        from worlds import toy
+        return toy.WORLD
+    if name == "fashion":
+        from worlds import fashion
+        return fashion.WORLD
+    raise utils.UsageError(f"unknown world {name!r}; use one of {', '.join(NAMES)}")
