@@ -68,8 +68,8 @@ DATASETS = {
     "C10": DatasetSpec("cifar", 32),
     "C100": DatasetSpec("cifar", 32),
     "C100_ImageFolder": DatasetSpec("cifar", 32),
-    "Toy32": DatasetSpec("toy", 32),              # the few-shot new classes of toy_data.py
-    "ToySource32": DatasetSpec("toy_source", 32),  # the old classes of toy_data.py
+    "Toy32": DatasetSpec("toy", 32),              # the few-shot new classes of worlds/toy.py
+    "ToySource32": DatasetSpec("toy_source", 32),  # the old classes of worlds/toy.py
 }
 
 

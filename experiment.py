@@ -39,6 +39,8 @@ CONFIG_FILE = "config.json"
 SOURCE_ARCHITECTURE = tuple(f for f in BigGAN.weight_defining_flags() if f not in ("n_classes", "n_pretrain_classes",
                                                                                   "kp_variant"))
 KINDS = {True: "a knowledge-propagation G", False: "a plain G"}
+# Where a run's metrics live: a run continuing it and sample.py measure in the same space unless told.
+EVALUATION_FLAGS = ("backbone", "inception_weights")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,14 +130,22 @@ def _adopt(config: dict, saved: dict, explicit: set[str] | None, flags: tuple[st
         print(f"Model flags from {what}: " + ", ".join(f"--{flag} {config[flag]}" for flag in adopted))
 
 
+def adopt_evaluation(config: dict, saved: dict, explicit: set[str] | None) -> None:
+    """The metric backbone and its weights of the run that wrote a checkpoint, where not given."""
+    for flag in EVALUATION_FLAGS:
+        if explicit is not None and flag not in explicit and saved.get(flag) is not None:
+            config[flag] = saved[flag]
+
+
 def adopt_source_config(config: dict, source: dict, explicit: set[str] | None, what: str) -> None:
     """A transfer from a source model built as `source` (its saved config): its architecture, its
-    class count as n_pretrain_classes, its class names as the old ones."""
+    class count as n_pretrain_classes, its class names as the old ones, its metric space by default."""
     as_transfer = {**{f: source[f] for f in SOURCE_ARCHITECTURE if f in source},
                    "n_pretrain_classes": source.get("n_classes")}
     if as_transfer["n_pretrain_classes"] is None:
         del as_transfer["n_pretrain_classes"]
     _adopt(config, as_transfer, explicit, tuple(as_transfer), what)
+    adopt_evaluation(config, source, explicit)
     if source.get("class_names"):
         config["old_class_names"] = list(source["class_names"])
 
@@ -383,6 +393,7 @@ def prepare_models(config: dict, device, is_main: bool, explicit: set[str] | Non
         what = f"checkpoint {config['experiment_name']}{' ' + config['load_weights'] if config['load_weights'] else ''}"
         saved = saved_config(folder(config), resumed["state_dict"])
         _adopt(config, saved, explicit, BigGAN.weight_defining_flags(), what)
+        adopt_evaluation(config, saved, explicit)
         check_same_kind(config, saved, what, "resume it with a stage of its kind")
         config.setdefault("old_class_names", saved.get("old_class_names"))
     elif config["start_from"]:
@@ -393,6 +404,7 @@ def prepare_models(config: dict, device, is_main: bool, explicit: set[str] | Non
             adopt_source_config(config, start["config"], explicit, what)
         else:
             _adopt(config, start["config"], explicit, BigGAN.weight_defining_flags(), what)
+            adopt_evaluation(config, start["config"], explicit)
             check_same_kind(config, start["config"], what, "start from a checkpoint of its kind, or from a "
                             "--stage pretrain source model")
             config["old_class_names"] = start["config"].get("old_class_names")

@@ -342,7 +342,7 @@ _warned_ignored: set[str] = set()
 
 def warn_ignored_flags(config: dict) -> list[str]:
     """One line on stderr for each ignored official flag given another value than its default, once
-    per process (study.py and --resume finalize several configs). Returns the flags warned about now."""
+    per process (the study and --resume finalize several configs). Returns the flags warned about now."""
     warned = []
     for flag, default in IGNORED_FLAGS.items():
         if config.get(flag, default) != default and flag not in _warned_ignored:

@@ -111,6 +111,7 @@ def seeded_critic(resolution: int, seed: int) -> Critic:
         return Critic(resolution, WIDTHS)
 
 
+@torch.enable_grad()  # also when the caller samples under no_grad (sample.py)
 def train_critic(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, steps: int,
                  generator: torch.Generator) -> nn.Module:
     """The critic after `steps` WGAN-GP updates on batches drawn (with replacement) from real and fake."""

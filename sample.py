@@ -151,6 +151,7 @@ def adopt_training_config(config: dict, trained: dict, explicit: set[str]) -> No
                                             BigGAN.weight_defining_flags() + ("dataset",), what)
     if adopted:
         print("Model flags from the checkpoint: " + ", ".join(f"--{flag} {config[flag]}" for flag in adopted))
+    experiment.adopt_evaluation(config, trained, explicit)
     for key in ("class_names", "old_class_names"):
         config[key] = trained.get(key)
     if "stage" not in trained:

@@ -1,5 +1,5 @@
 """What training does besides the loop (BigGAN-PyTorch's train_fns): the run's models and optimizers,
-the training step (D updates, then a G update with the transfer penalties) as train.py, bench.py and
+the training step (D updates, then a G update with the transfer penalties) as train.py, experiments/bench.py and
 the official-iteration test build it, EMA, and the saves and evaluations between iterations (latest,
 copy and best checkpoint sets, sheets, in-loop metrics), none of which changes the training."""
 from __future__ import annotations
@@ -204,7 +204,7 @@ class Step:
 def build_step(models: Models, config: dict, device) -> Step:
     """The training step of a run: precision, memory format, fused resampling and torch.compile from
     the flags (acceleration.py), G_D with --DiffAugment, DataParallel with --parallel on CUDA, EMA with
-    --ema. train.py, bench.py and the official-iteration test all build it here."""
+    --ema. train.py, experiments/bench.py and the official-iteration test all build it here."""
     device = torch.device(device)
     precision = Precision(config["amp"], device)
     speed = StepOptions.choose(config, precision)

@@ -117,7 +117,7 @@ def test_given_options_win_over_auto():
 
 
 @pytest.mark.skipif(os.environ.get("CGT_SLOW_TESTS") != "1",
-                    reason="compiling takes minutes on a CPU; CGT_SLOW_TESTS=1 runs it (bench.py exercises --compile)")
+                    reason="compiling takes minutes on a CPU; CGT_SLOW_TESTS=1 runs it (experiments/bench.py exercises --compile)")
 def test_compiled_step_gives_the_eager_step():
     G, D, config = small_models("BN")
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)

@@ -201,13 +201,13 @@ def test_a_classifier_backbone_that_never_saw_some_evaluated_classes_is_refused_
     write_moments(str(tmp_path), ["blue", "red", "yellow"])
     message = r"not trained on 2 class\(es\) of Toy32 \(reference .*\): red, yellow .*train_classifier.py"
     with pytest.raises(utils.UsageError, match=message):
-        inception_utils.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path))
+        inception_utils.Metrics("Toy32", net=net, data_root=str(tmp_path))
 
 
 def test_a_classifier_backbone_that_knows_more_classes_evaluates_class_consistency(tmp_path):
     net = saved_classifier(tmp_path, ["blue", "green", "red", "yellow"], 32)
     write_moments(str(tmp_path), ["green", "red"])
-    get_metrics = inception_utils.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path))
+    get_metrics = inception_utils.Metrics("Toy32", net=net, data_root=str(tmp_path))
     images, labels = torch.rand(20, 3, 32, 32) * 2 - 1, torch.arange(20) % 2
     metrics = get_metrics(lambda: (images, labels), 20, num_splits=2, prints=False, use_torch=False)
     with torch.no_grad():
@@ -219,7 +219,7 @@ def test_a_classifier_backbone_that_knows_more_classes_evaluates_class_consisten
 def test_an_inception_like_backbone_is_not_refused_for_classes_it_does_not_name(tmp_path):
     net = TinyBackbone(class_names=("a", "b", "c"))  # a generic feature space, not the project classifier
     write_moments(str(tmp_path), ["red", "yellow"], dim=8, space="tiny")
-    get_metrics = inception_utils.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path))
+    get_metrics = inception_utils.Metrics("Toy32", net=net, data_root=str(tmp_path))
     images, labels = torch.rand(10, 3, 32, 32) * 2 - 1, torch.arange(10) % 2
     assert get_metrics(lambda: (images, labels), 10, num_splits=2, prints=False)["class_acc"] is None
 
@@ -228,6 +228,6 @@ def test_a_classifier_of_another_resolution_is_refused_before_and_during_evaluat
     net = saved_classifier(tmp_path, ["blue", "green"], 16)
     write_moments(str(tmp_path), ["blue", "green"])
     with pytest.raises(utils.UsageError, match="trained on 16 px images but Toy32 is 32 px"):
-        inception_utils.prepare_inception_metrics("Toy32", net=net, data_root=str(tmp_path))
+        inception_utils.Metrics("Toy32", net=net, data_root=str(tmp_path))
     with pytest.raises(utils.UsageError, match="trained on 16 px images but is given 32x32 px ones"):
         net(torch.zeros(1, 3, 32, 32))

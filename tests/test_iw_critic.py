@@ -121,3 +121,10 @@ def test_bad_inputs_are_one_clear_error(real, fake, steps, message):
     with pytest.raises(utils.UsageError, match=message) as err:
         iw_critic.independent_wasserstein(real, fake, steps=steps)
     assert "\n" not in str(err.value)
+
+
+def test_the_critic_trains_also_when_the_caller_has_gradients_off():
+    real, fake = torch.rand(40, 3, 32, 32) * 2 - 1, torch.zeros(40, 3, 32, 32)
+    with torch.no_grad():  # as sample.py samples
+        result = iw_critic.independent_wasserstein(real, fake, seed=0, steps=5)
+    assert result["IW"] == iw_critic.independent_wasserstein(real, fake, seed=0, steps=5)["IW"]

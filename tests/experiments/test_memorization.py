@@ -1,4 +1,4 @@
-"""memorization.py: the distance of samples to their nearest training image of the same class,
+"""experiments/memorization.py: the distance of samples to their nearest training image of the same class,
 against fresh real images of the class."""
 import pytest
 import torch
