@@ -123,6 +123,8 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
                 *(["--n_pretrain_classes", str(source_classes)] if source_classes else []), *phase]
         if augment:
             argv += ["--DiffAugment", augment]
+        if not stages.get(phase[1]).needs_source_model:
+            argv += world.architecture  # no source model, so no config.json to take it from
         config, result = runs.train_or_load(argv)  # a later phase continues the experiment (--resume)
     # The union over the phases (BN then FT trains what either stage trains).
     G = sampling.sampling_G(result["G"], result["G_ema"], config)

@@ -33,6 +33,7 @@ class World:
     old_dataset: str        # the source model's data: the old classes (its moments describe them)
     classifier: str         # the metric classifier checkpoint (--backbone classifier)
     source: str             # the folder holding the source model: G.pth, D.pth, config.json
+    architecture: tuple[str, ...]  # the source model's flags (a run without a source, e.g. from scratch, needs them)
     training: tuple[str, ...]  # train.py flags of a transfer in this world (the demo's and the study's runs)
     demo_shots: int            # the default run's images per new class
     demo_stages: tuple[tuple[str, int, tuple[str, ...]], ...]  # the default run: (stage, iterations, its flags)

@@ -219,7 +219,7 @@ def world(new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> World:
         name="fashion", summary=f"Fashion-MNIST at 32 px: {10 - len(new)} old classes, {len(new)} new ones "
                                 f"({', '.join(new)})",
         new_dataset=NEW_DATASET, old_dataset=OLD_DATASET, classifier=paths["classifier"], source=paths["source"],
-        training=training, demo_shots=SHIPPED_SHOTS,
+        architecture=ARCHITECTURE, training=training, demo_shots=SHIPPED_SHOTS,
         demo_stages=(("BN", 500, ("--G_lr", "1e-3")), ("FT", 300, ())),
         prepare_new=functools.partial(prepare_new, new=new, out=out),
         prepare_old=functools.partial(prepare_old, new=new, out=out),

@@ -299,7 +299,8 @@ def fresh_images(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 WORLD = World(
     name="toy", summary="generated shapes x colours: 12 old classes, 4 new ones that recombine them",
-    new_dataset="Toy32", old_dataset="ToySource32", classifier=CLASSIFIER, source=SOURCE, training=TRAINING,
+    new_dataset="Toy32", old_dataset="ToySource32", classifier=CLASSIFIER, source=SOURCE, architecture=ARCHITECTURE,
+    training=TRAINING,
     demo_shots=25, demo_stages=(("BN", 1000, ("--G_lr", "1e-3")), ("FT", 500, ())),
     prepare_new=prepare_new, prepare_old=prepare_old, fresh_images=fresh_images)
 

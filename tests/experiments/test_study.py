@@ -32,6 +32,7 @@ def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
     assert (tmp_path / "fid_curves.png").is_file()
     trained = {m: results[5][m][0]["trained_G_params"] for m in methods}
     assert trained["BN_only"] < min(trained["BN+FT"], trained["scratch"])  # only its new classes' BN parameters
+    assert trained["scratch"] == trained["freezeD"]  # the source's architecture, every parameter of G trained
     assert " ± " in table  # mean ± std over the two seeds
     metrics = results[5]["BN+FT"][0]["metrics"]
     assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
