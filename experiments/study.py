@@ -6,6 +6,7 @@ shot counts and seeds, with the same iteration budget, evaluated the same way. W
     python -m experiments.study --out quick --iters 100 --seeds 0 --shots 10   # a quick look
     python -m experiments.study --out study_fashion --DiffAugment color,translation,cutout --methods finetune BN+FT
     python -m experiments.study --world toy --out study_toy --shots 1 3 10 --seeds 0 1 --iters 1000
+    python -m experiments.study --new Shirt,Sneaker,Bag --out study_split2      # another Fashion-MNIST split
 
 Every run is saved as it finishes (OUT/shots<N>/results.json, one entry per method and seed), and a
 study started again skips the runs it has and resumes a run that was stopped: it resumes and extends
@@ -227,6 +228,15 @@ def write_report(out: str, world: worlds.World, iters: int) -> str:
     return table
 
 
+def split_world(new: list[str], out: str, source_iters: int) -> worlds.World:
+    """The Fashion-MNIST world of another split: its assets (the source model of its old classes, its
+    shots and reference statistics) built into OUT/assets from the raw data, unless there."""
+    from worlds import fashion
+    assets = os.path.join(out, "assets")
+    fashion.build(os.path.join(out, "build"), assets, tuple(new), source_iters, classifier_epochs=6)
+    return fashion.world(tuple(new), assets)
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, utils.HelpFormatter):
     """The module docstring as written, and each flag's default."""
 
@@ -256,8 +266,15 @@ def main(argv: list[str] | None = None) -> dict:
                              "config.json")
     parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto",
                         help="precision of every run, train.py's --amp; compare precisions with one --out each")
+    parser.add_argument("--new", default="", metavar="CLASSES",
+                        help="Fashion-MNIST: another split, its new classes comma-separated (the others old): its source "
+                             "model is pretrained first into OUT/assets (worlds/fashion.py build), then the study runs")
+    parser.add_argument("--source_iters", type=utils.at_least(1), default=2000,
+                        help="with --new: pretraining iterations of the split's source model")
     args = parser.parse_args(argv)
-    world = worlds.get(args.world)
+    if args.new and args.world != "fashion":
+        parser.error("argument --new: only the fashion world has other splits")
+    world = split_world(args.new.split(","), args.out, args.source_iters) if args.new else worlds.get(args.world)
     for shots in args.shots:
         base = os.path.join(args.out, f"shots{shots}")
         world.prepare(base, shots, seed=0, source=args.source)
