@@ -86,7 +86,7 @@ def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
 
     print(f"\nFinal metrics ({world.name} classifier's feature space, not Inception):")
     print(f"  {'':12s}" + "".join(f"{config['stage']:>10s}" for config, _ in stages))
-    for key in ("FID", "mFID", "KMMD", "IS_mean", "class_acc"):
+    for key in ("FID", "mFID", "KMMD", "IS_mean", "class_acc", "precision", "recall"):
         values = [result["metrics"].get(key) for _, result in stages]
         if any(isinstance(v, float) for v in values):
             print(f"  {key:12s}" + "".join(f"{v:10.4f}" if isinstance(v, float) else f"{'-':>10s}" for v in values))

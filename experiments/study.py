@@ -83,6 +83,7 @@ HEADERS = ("FID ↓", "mFID ↓", "KMMD ↓", "class acc ↑", "IS ↑", "precis
 AUGMENTED = "+DA"  # suffix of a method run with --DiffAugment
 MEMORIZATION_SAMPLES = 100  # per class, and as many fresh real images per class
 IW_IMAGES = 500             # per class: fresh real images against as many samples
+IW_STEPS = iw_critic.STEPS  # the critic's training steps
 
 
 def run_name(method: str, augment: str) -> str:
@@ -106,7 +107,7 @@ def measure_iw(G, config: dict, world: worlds.World) -> dict[str, float]:
     z = torch.randn(len(labels), G.dim_z, generator=torch.Generator().manual_seed(config["seed"])) * config["z_var"] ** 0.5
     with sampling.sampling_mode(G, config["G_eval_mode"]):
         fake = sampling.generate(G, z.to(device), G.class_input(labels.to(device)), config["G_batch_size"])
-    result = iw_critic.independent_wasserstein(real, fake, seed=config["seed"])
+    result = iw_critic.independent_wasserstein(real, fake, seed=config["seed"], steps=IW_STEPS)
     return {"IW": result["IW"], "IW_train": result["IW_train"]}
 
 
@@ -118,14 +119,15 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
     start, result, config = time.time(), None, None
     for phase, budget in zip(ALL_METHODS[method], phase_budgets(method, iters)):
         # The phase's flags come last, so that they win (scratch: --n_pretrain_classes 0).
-        argv = ["--base_dir", base, "--experiment_name", name, *world.training, "--precision_recall", "--amp", amp,
+        argv = ["--base_dir", base, "--experiment_name", name, *world.training, "--amp", amp,
                 "--seed", str(seed), "--num_iters", str(budget), "--test_every", str(test_every),
                 "--save_every", str(max(budget // 4, 1)), "--num_inception_images", str(images),
                 *(["--n_pretrain_classes", str(source_classes)] if source_classes else []), *phase]
         if augment:
             argv += ["--DiffAugment", augment]
-        if not stages.get(phase[1]).needs_source_model:
-            argv += world.architecture  # no source model, so no config.json to take it from
+        has_config = os.path.isfile(os.path.join(base, "weights", "config.json"))
+        if not stages.get(phase[1]).needs_source_model or not has_config:
+            argv += world.architecture  # no config.json to take the architecture from
         config, result = runs.train_or_load(argv)  # a later phase continues the experiment (--resume)
     # The union over the phases (BN then FT trains what either stage trains).
     G = sampling.sampling_G(result["G"], result["G_ema"], config)
@@ -262,7 +264,8 @@ def main(argv: list[str] | None = None) -> dict:
                         help="folder with the source model's G.pth, D.pth (and config.json) (default: the world's); "
                              "a study per source, each with its own --out")
     parser.add_argument("--source_classes", type=utils.at_least(0), default=0,
-                        help="classes of a --source without config.json (1: an unconditional source); 0: from its "
+                        help="classes of a --source without config.json, whose architecture is then the world's "
+                             "(1: an unconditional source); 0: from its "
                              "config.json")
     parser.add_argument("--amp", choices=("auto", "none", "bf16", "fp16"), default="auto",
                         help="precision of every run, train.py's --amp; compare precisions with one --out each")

@@ -244,7 +244,7 @@ ARCHITECTURE = ("--G_ch", "12", "--D_ch", "12", "--G_attn", "0", "--D_attn", "0"
 TRAINING = ("--dataset", "Toy32", "--kp_variant", "cifar", "--stage", "BN", "--G_init", "N02", "--D_init", "N02",
             "--batch_size", "16", "--num_D_steps", "1", "--num_D_accumulations", "1",
             "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
-            "--test_every", "100", "--which_best", "FID", "--num_inception_images", "1000", "--mfid", "--kmmd",
+            "--test_every", "100", "--which_best", "FID", "--num_inception_images", "1000", "--mfid", "--kmmd", "--precision_recall",
             "--backbone", "classifier", "--inception_weights", CLASSIFIER,
             "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
             "--num_save_copies", "1", "--num_best_copies", "1",
