@@ -536,6 +536,9 @@ def run(config: dict) -> dict:
         print("Note: in eval mode the old classes use BN running statistics gathered on new-class batches "
               "during training; --mybn --accumulate_stats gathers each class set's own")
     for r in rounds:
+        # Each class set draws from --seed alone, not from how much random init building G took: the old
+        # classes of a transferred G get the very z and classes its source gets.
+        utils.seed_rng(config["seed"])
         result.setdefault("metrics" + r.classes.tag, None)
         result.setdefault("trunc_curve" + r.classes.tag, None)
         if config["accumulate_stats"]:

@@ -177,6 +177,7 @@ def test_a_reference_with_other_classes_is_refused(tmp_path):
         moments_script.run(config_for(str(tmp_path), dataset="mine_new"), net=TinyBackbone())
 
 
+@pytest.mark.slow
 def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home"),
            # an unreachable proxy: even on a machine with internet the download must fail

@@ -131,6 +131,7 @@ def test_the_help_says_each_default_that_means_something():
     assert help_of("data_root").count("default") == 1  # says it in its own words
 
 
+@pytest.mark.slow
 def test_on_the_command_line_a_bad_value_is_one_line_and_exit_2():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--save_every", "0"],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
@@ -245,6 +246,7 @@ def test_study_refuses_a_bad_value_naming_the_flag(args, flag, capsys, tmp_path)
 
 # --- Flags are never guessed from a prefix
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["train.py", "sample.py", "experiments.study", "experiments.forgetting",
                                     "make_hdf5.py", "worlds.toy", "experiments.demo", "prepare_dataset.py",
                                     "calculate_inception_moments.py", "explain.py", "train_classifier.py"])

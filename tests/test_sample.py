@@ -313,6 +313,7 @@ def test_weights_without_a_saved_config_fall_back_to_the_flags(base_dir, tmp_pat
         sample.main([*flags, "--G_ch", "8", "--overwrite"])
 
 
+@pytest.mark.slow
 def test_cli_missing_checkpoint_exits_with_one_error_line(base_dir):
     cmd = [sys.executable, os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), *TRANSFER,
            "--n_classes", "2", "--experiment_name", "nowhere", "--sample_random"]
@@ -361,6 +362,7 @@ def test_a_failed_write_is_one_line_and_keeps_the_earlier_outputs(base_dir, tiny
     assert not [p for p in outputs[0].parent.iterdir() if p.name.startswith(".tmp_")]
 
 
+@pytest.mark.slow
 def test_a_killed_sample_run_leaves_no_partial_file_and_the_next_run_cleans_up(base_dir):
     folder = base_dir / "samples" / "tiny" / "31"
     cmd = [sys.executable, os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), "--experiment_name", "tiny",

@@ -18,6 +18,8 @@ from conftest import ROOT, fixture_path, inject_write_failure
 from test_stages import OFFICIAL_BN_SET, OFFICIAL_FT_SET
 from worlds import toy
 
+pytestmark = pytest.mark.slow  # every test here runs train.py
+
 # The c32 reference source model (8 classes, G_ch 16) plays the pretrained BigGAN.
 SOURCE = ["--G_ch", "16", "--D_ch", "16", "--dim_z", "128", "--G_attn", "0", "--D_attn", "0",
           "--G_init", "N02", "--D_init", "N02", "--SN_eps", "1e-8", "--kp_variant", "cifar",
@@ -488,7 +490,6 @@ def assert_same_weights(final, reference, name, parts=("G", "D")):
             assert torch.allclose(final[part][key].float(), value.float(), atol=1e-6, rtol=0), (name, part, key)
 
 
-@pytest.mark.slow
 def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_exactly(base_dir):
     """FT continues a BN checkpoint with --ema, --hdf5 and in-loop metrics that save best sets; killed
     anywhere (the latest set, its copy, the best set; at random), it finishes where an uninterrupted run does."""
@@ -507,18 +508,18 @@ def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_exactly(base_dir):
         return run_train_flags(name, 6, "--stage", "FT", "--resume")
     reference = kill_and_finish(base_dir, "ft_reference", ft_flags("ft_reference"), None, None, [])
     # At iteration 4 a save changes the folder 10 times for the latest set (6 parts, the manifest,
-    # naming, the swap, removing the old set), 15 for the first copy (with its 6 links), 15 for the first best.
-    for kill_at in (3, 9, 12, 24, 27, 34, 39):
+    # naming, the swap, removing the old set), 15 for the first copy (with its 6 links), 15 for the first
+    # best: one kill inside each (tests/test_checkpoints.py kills at every change of a save).
+    for kill_at in (9, 24, 34):
         name = f"ft_killed_at{kill_at}"
         final = kill_and_finish(base_dir, name, ft_flags(name), {"CGT_KILL_AT_WRITE": str(kill_at)}, None, [])
         assert_same_weights(final, reference, name, parts=("G", "D", "G_ema"))
-    for i, seconds in enumerate((4.0, 7.0)):
+    for i, seconds in enumerate((5.0,)):
         name = f"ft_killed_after{i}"
         final = kill_and_finish(base_dir, name, ft_flags(name), None, seconds, [])
         assert_same_weights(final, reference, name, parts=("G", "D", "G_ema"))
 
 
-@pytest.mark.slow
 def test_killed_torchrun_runs_resume_exactly(base_dir):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
     run_flags = lambda name: ["--base_dir", str(base_dir), *SOURCE, *FAST, "--num_iters", "4", "--save_every", "2",

@@ -110,6 +110,7 @@ def test_bf16_autocast_stays_close_to_the_official_fp32_iteration(monkeypatch):
         assert (G_state[key] - official[key]).abs().max() <= 2 * lr + 1e-6, key
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["channels_last", "fused_resampling"])
 @pytest.mark.parametrize("stage", ["BN", "FT"])
 def test_the_fp32_speed_options_repeat_the_official_iterations_up_to_rounding(stage, flag, monkeypatch):

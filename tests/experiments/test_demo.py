@@ -13,6 +13,8 @@ from conftest import ROOT
 from experiments import demo
 from worlds import toy
 
+pytestmark = pytest.mark.slow  # every test here runs the default run
+
 FEW = ["--world", "toy", "--shots", "5", "--iters", "4", "4", "--test_every", "2", "--num_inception_images", "100"]
 
 
@@ -53,7 +55,6 @@ def test_run_again_it_loads_finished_stages_and_keeps_what_the_user_has(tmp_path
     assert sorted(os.listdir(data / toy.NEW_CLASSES[0])) == before
 
 
-@pytest.mark.slow
 def test_the_default_run_killed_while_saving_a_best_set_finishes_as_an_uninterrupted_one(tmp_path):
     """Through the entry point, with in-loop metrics: killed in BN's first best set and in FT's, then
     started again, it ends with the weights of a run that was never killed."""

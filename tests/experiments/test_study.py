@@ -12,6 +12,8 @@ import utils
 from experiments import study
 from worlds import toy
 
+pytestmark = pytest.mark.slow  # every test here runs a study
+
 TINY = ["--world", "toy", "--shots", "5", "--iters", "2", "--test_every", "1", "--num_inception_images", "50"]
 
 
@@ -125,7 +127,6 @@ def write_fashion_like_idx(folder, train_per_class=12, test_per_class=16):
                 f.write(header + array.astype(np.uint8).tobytes())
 
 
-@pytest.mark.slow
 def test_one_command_reruns_the_study_on_another_fashion_split(tmp_path, monkeypatch):
     write_fashion_like_idx(tmp_path / "raw")
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "raw"))
