@@ -210,8 +210,8 @@ def test_the_heatmap_keeps_the_top_old_classes_when_there_are_too_many_to_read()
 
 # --- The command line on checkpoints saved like train.py's
 
-def save_experiment(base, name, stage="BN", with_config=True, **names):
-    """weights/<name>/{G,state_dict}_best0.pth; new class c takes old class (3, 0, 4)[c]."""
+def save_experiment(base, name, stage="BN", with_config=True, suffix="best0", **names):
+    """weights/<name>/{G,state_dict}_<suffix>.pth; new class c takes old class (3, 0, 4)[c]."""
     argv = ["--base_dir", str(base), "--dataset", "Toy32", "--stage", stage, "--G_ch", "4", "--G_attn", "0",
             "--dim_z", "16", "--n_classes", str(N_NEW), "--n_pretrain_classes", str(N_OLD),
             "--kp_variant", "cifar", "--G_init", "N02", "--experiment_name", name]
@@ -223,7 +223,7 @@ def save_experiment(base, name, stage="BN", with_config=True, **names):
             for c, old in enumerate((3, 0, 4)):
                 set_new_class(comb, res, c, one_hot(c, old))
     state = {"itr": 5, "config": config} if with_config else {"itr": 5}
-    checkpoints.save_set(os.path.join(str(base), "weights", name), {"G": G.state_dict(), "state_dict": state}, 5, "best0")
+    checkpoints.save_set(os.path.join(str(base), "weights", name), {"G": G.state_dict(), "state_dict": state}, 5, suffix)
 
 
 def run(base, name, *args):
