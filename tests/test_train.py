@@ -419,12 +419,12 @@ def test_a_run_killed_at_any_write_of_a_save_or_at_random_resumes_exactly(base_d
     import random
     reference = finish_after_a_kill(base_dir, "faults_reference")
     # Kill points across the first save (latest set, then the copy) and the second one.
-    # 1: staging the first set; 6/7: its manifest written or not; 12/13: around its publish; 18, 25:
-    # the copy; 37: the second save (tests/test_checkpoints.py kills at every change of a save).
-    kill_points = [1, 6, 7, 12, 13, 18, 25, 37]
+    # 1: staging the first set; 7: its manifest written; 12: around its publish; 18: the copy; 37: the
+    # second save (tests/test_checkpoints.py kills at every change of a save).
+    kill_points = [1, 7, 12, 18, 37]
     runs = [(f"faults_at{k}", {"CGT_KILL_AT_WRITE": str(k)}, None) for k in kill_points]
     rng = random.Random(0)
-    runs += [(f"faults_random{i}", None, rng.uniform(1.0, 4.0)) for i in range(2)]
+    runs += [(f"faults_random{i}", None, rng.uniform(1.0, 4.0)) for i in range(1)]
     for name, env, kill_after in runs:
         process = train_cli(base_dir, name, env)
         if kill_after is not None:
