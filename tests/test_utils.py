@@ -1,5 +1,6 @@
-"""utils.py: a file the user points at that is not what it should be is one clear error, and a failed
-write is one line that keeps what was there."""
+"""utils.py: a leaf of the project; a file the user points at that is not what it should be is one
+clear error, and a failed write is one line that keeps what was there."""
+import ast
 import errno
 import os
 
@@ -12,7 +13,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import utils  # noqa: E402
-from conftest import inject_write_failure  # noqa: E402
+from conftest import ROOT, inject_write_failure  # noqa: E402
+
+
+def test_importing_utils_imports_no_module_of_the_project():
+    # Only utils.prepare_parser (kept for BigGAN-PyTorch habits) imports flags, when it is called.
+    project = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")} | {"worlds", "experiments"}
+    with open(os.path.join(ROOT, "utils.py")) as f:
+        module_level = ast.parse(f.read()).body
+    imported = {alias.name.split(".")[0] for node in module_level if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in module_level if isinstance(node, ast.ImportFrom) and node.module}
+    assert "torch" in imported and not imported & project, imported & project
 
 
 def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
