@@ -114,7 +114,10 @@ def check_same_classes(dataset: str, reference: str, reference_classes: list[str
     folder = datasets.image_folder_path(dataset, data_root)
     if reference == dataset or not os.path.isdir(folder):
         return
-    classes = datasets.find_classes(folder, dataset)
+    if any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(folder)):
+        classes = datasets.find_classes(folder, dataset)
+    else:  # only its dataset.json (e.g. the old classes of a transfer, whose training images are not needed)
+        classes = (datasets.read_dataset_json(folder) or {}).get("folders", reference_classes)
     if classes != reference_classes:
         raise utils.UsageError(f"the reference {reference} has the classes {', '.join(reference_classes[:10])} but "
                                f"{dataset} has {', '.join(classes[:10])}; give a --reference_dataset with the same "

@@ -1,6 +1,7 @@
 """Specification of calculate_inception_moments.py: the reference statistics, and the metrics built on them."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -152,6 +153,21 @@ def test_the_moments_of_a_prepared_dataset_come_from_its_reference_folder(tmp_pa
     out, err = capsys.readouterr()
     assert "Statistics of mine_new from 36 images of mine_new_reference (3 classes" in out
     assert "warning" not in err  # 36 images and 12 per class: more than the 8 feature dimensions
+
+
+def test_a_dataset_folder_holding_only_its_dataset_json_takes_the_statistics_of_its_reference(tmp_path):
+    # As the old classes of a transfer are kept: no training images, their held-out ones beside.
+    write_prepared(tmp_path, "mine_old", per_class=2, reference="mine_old_reference")
+    write_prepared(tmp_path, "mine_old_reference", per_class=12, seed=2)
+    for class_name in CLASSES:
+        shutil.rmtree(tmp_path / "mine_old" / class_name)
+    paths = moments_script.run(config_for(str(tmp_path), dataset="mine_old"), net=TinyBackbone())
+    np.testing.assert_allclose(load_npz(paths["moments"])["mu"], features_of("mine_old_reference", str(tmp_path)).mean(0),
+                               rtol=1e-5, atol=1e-6)
+    info = json.loads((tmp_path / "mine_old" / "dataset.json").read_text())
+    (tmp_path / "mine_old" / "dataset.json").write_text(json.dumps({**info, "folders": ["a", "b", "c"]}))
+    with pytest.raises(utils.UsageError, match="the reference mine_old_reference has the classes .* but mine_old has a, b, c"):
+        moments_script.run(config_for(str(tmp_path), dataset="mine_old"), net=TinyBackbone())
 
 
 def test_a_reference_smaller_than_the_feature_dimension_is_warned_about_once(tmp_path, capsys):
