@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+import prepare_dataset
 import utils
 from worlds import World
 
@@ -210,21 +211,10 @@ def write_image_folder(root: str, classes: list[str], images_per_class: int, see
             os.makedirs(os.path.join(staging, name))
             for i, image in enumerate(render_class(name, images_per_class, seed)):
                 image.save(os.path.join(staging, name, f"{i:05d}.png"))
-        replace_folder(staging, root)
+        prepare_dataset.move_into_place(staging, root)
     finally:
         if os.path.isdir(staging):
             shutil.rmtree(staging)
-
-
-def replace_folder(new: str, root: str) -> None:
-    """Move new to root; an existing root (already vetted) is moved aside first, then deleted."""
-    if os.path.isdir(root):
-        trash = tempfile.mkdtemp(dir=os.path.dirname(root), prefix=".tmp_old_")
-        os.replace(root, os.path.join(trash, "old"))
-        os.replace(new, root)
-        shutil.rmtree(trash)
-    else:
-        os.replace(new, root)
 
 
 # ----------------------------------------------------------------------------------------------
