@@ -39,7 +39,6 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from typing import Iterator, NamedTuple
@@ -92,18 +91,14 @@ def reference_dataset_name(dataset: str, data_root: str) -> str:
 def read_dataset_json(folder: str) -> dict | None:
     """The dataset.json of a prepared folder, or None when the folder has none."""
     path = os.path.join(folder, DATASET_JSON)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            info = json.load(f)
-        if not isinstance(info, dict):
-            raise ValueError("not a JSON object")
-        int(info["resolution"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise utils.UsageError(f"{path} is damaged ({type(err).__name__}: {str(err)[:100]}); prepare the "
-                               "dataset again with prepare_dataset.py, or delete the file and give "
-                               "--resolution") from None
+    hint = "prepare the dataset again with prepare_dataset.py, or delete the file and give --resolution"
+    info = utils.read_json_object(path, hint)
+    if info is not None:
+        try:
+            int(info["resolution"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise utils.UsageError(f"{path} is damaged (resolution: {type(err).__name__}: {str(err)[:100]}); "
+                                   f"{hint}") from None
     return info
 
 

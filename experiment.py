@@ -81,18 +81,8 @@ def write_config(config: dict) -> None:
 
 def read_config(folder_path: str) -> dict | None:
     """A config.json beside weights (an experiment's, or the source model's); None when absent."""
-    path = os.path.join(folder_path, CONFIG_FILE)
-    if not os.path.isfile(path):
-        return None
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as err:
-        raise utils.UsageError(f"{path} is damaged ({utils.first_line(err)}); restore it or delete it "
-                               "(then give the model flags)") from None
-    if not isinstance(saved, dict):
-        raise utils.UsageError(f"{path} is not a config (a JSON object of flags); restore it or delete it")
-    return saved
+    return utils.read_json_object(os.path.join(folder_path, CONFIG_FILE),
+                                  "restore it or delete it (then give the model flags)")
 
 
 def saved_config(folder_path: str, state: dict) -> dict:

@@ -254,3 +254,18 @@ def load_file(path: str, what: str, hint: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
         raise UsageError(f"{path} is not a readable {what} ({first_line(err)}); {hint}") from None
+
+
+def read_json_object(path: str, hint: str) -> dict | None:
+    """The JSON object in `path`; None when there is no such file. A file that is not a JSON object is
+    one clear error ending in `hint` (what to do about it)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{path} is damaged ({first_line(err)}); {hint}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{path} is damaged (not a JSON object); {hint}")
+    return value

@@ -111,6 +111,9 @@ def test_a_prepared_folder_loads_by_name_at_the_resolution_of_its_dataset_json(t
     assert datasets.class_display_names("fmnist_new", str(tmp_path)) == ["Coat", "T-shirt/top"]
     with pytest.raises(utils.UsageError, match="--resolution 32, but .*fmnist_new holds 64 px"):
         datasets.dataset_spec("fmnist_new", str(tmp_path), resolution=32)
+    (tmp_path / "fmnist_new" / "dataset.json").write_text('{"format": 1}')
+    with pytest.raises(utils.UsageError, match=r"dataset\.json is damaged \(resolution: KeyError.*prepare_dataset\.py"):
+        datasets.dataset_spec("fmnist_new", str(tmp_path))
 
 
 def test_a_folder_without_dataset_json_needs_resolution(tmp_path):
