@@ -53,6 +53,22 @@ class World:
         return ("--backbone", "classifier", "--inception_weights", self.classifier)
 
 
+def transfer_flags(dataset: str, classifier: str, batch_size: int, *more: str) -> tuple[str, ...]:
+    """train.py flags of a transfer in a world: the official CIFAR propagation setup (N02 init, G_lr =
+    D_lr = 2e-4, L1 0.01 on the combination, L2 0.01 on the residual) at one D step, metrics in the
+    world's classifier's space every 100 iterations with best checkpoints by FID, then `more`."""
+    return ("--dataset", dataset, "--kp_variant", "cifar", "--G_init", "N02", "--D_init", "N02",
+            "--batch_size", str(batch_size), "--num_D_steps", "1", "--num_D_accumulations", "1",
+            "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
+            "--test_every", "100", "--which_best", "FID", "--num_inception_images", "1000", "--mfid", "--kmmd",
+            "--precision_recall", "--backbone", "classifier", "--inception_weights", classifier,
+            "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
+            "--num_save_copies", "1", "--num_best_copies", "1",
+            # Sheets and metrics from BN running statistics: a one-class batch in train mode would
+            # normalize the class-specific shifts away.
+            "--G_eval_mode", *more)
+
+
 def install_source(weights_root: str, source: str) -> None:
     """The source model's G.pth, D.pth and config.json copied from `source` to weights_root, where
     train.py finds them; files already there are kept."""

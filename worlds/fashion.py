@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 import utils
-from worlds import World
+from worlds import World, transfer_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
@@ -50,6 +50,11 @@ ARCHITECTURE = ("--G_ch", "16", "--D_ch", "16", "--G_attn", "0", "--D_attn", "0"
 SOURCE_TRAINING = ("--batch_size", "32", "--num_D_steps", "2", "--num_D_accumulations", "1", "--G_lr", "2e-4",
                    "--D_lr", "2e-4", "--ema", "--ema_start", "1000", "--ema_decay", "0.999", "--which_best", "FID",
                    "--load_in_mem", "--use_multiepoch_sampler", "--num_epochs", "1000", "--num_workers", "0")
+# A transfer in this world (the architecture comes from the source's config.json) takes
+# worlds.transfer_flags at batch 8 and these: the same function as the official fp32 order up to
+# rounding, 1.75x faster on a CPU (experiments/bench.py at this size, fp32: 0.30 -> 0.17 s per
+# iteration on one core).
+TRANSFER_SPEED = ("--channels_last", "--fused_resampling")
 
 
 def assets(out: str = ASSETS) -> dict[str, str]:
@@ -60,20 +65,6 @@ def assets(out: str = ASSETS) -> dict[str, str]:
 
 
 CLASSIFIER = os.path.join(ASSETS, "fashion_classifier.pth")
-# A transfer in this world (the architecture comes from the source's config.json).
-TRAINING = ("--dataset", NEW_DATASET, "--kp_variant", "cifar", "--G_init", "N02", "--D_init", "N02",
-            "--batch_size", "8", "--num_D_steps", "1", "--num_D_accumulations", "1",
-            "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
-            "--test_every", "100", "--which_best", "FID", "--num_inception_images", "1000", "--mfid", "--kmmd", "--precision_recall",
-            "--backbone", "classifier", "--inception_weights", CLASSIFIER,
-            "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
-            "--num_save_copies", "1", "--num_best_copies", "1",
-            # The same function as the official fp32 order up to rounding, 1.75x faster on a CPU
-            # (experiments/bench.py at this size, fp32: 0.30 -> 0.17 s per iteration on one core).
-            "--channels_last", "--fused_resampling",
-            # Sheets and metrics from BN running statistics: a one-class batch in train mode would
-            # normalize the class-specific shifts away.
-            "--G_eval_mode")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +205,7 @@ def fresh_images(per_class: int, out: str = ASSETS) -> tuple[torch.Tensor, torch
 def world(new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> World:
     """The world of a split: `new` are the new classes, the others old; its assets under `out`."""
     paths = assets(out)
-    training = tuple(paths["classifier"] if flag == CLASSIFIER else flag for flag in TRAINING)
+    training = transfer_flags(NEW_DATASET, paths["classifier"], 8, *TRANSFER_SPEED)
     return World(
         name="fashion", summary=f"Fashion-MNIST at 32 px: {10 - len(new)} old classes, {len(new)} new ones "
                                 f"({', '.join(new)})",

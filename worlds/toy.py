@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw
 
 import prepare_dataset
 import utils
-from worlds import World
+from worlds import World, transfer_flags
 
 RESOLUTION = 32
 SUPERSAMPLE = 4  # shapes are drawn 4x larger and shrunk, which gives them anti-aliased edges
@@ -231,16 +231,7 @@ FRESH_IMAGES_SEED = 5000           # of the fresh real images (memorization): un
 ARCHITECTURE = ("--G_ch", "12", "--D_ch", "12", "--G_attn", "0", "--D_attn", "0", "--G_init", "N02",
                 "--D_init", "N02", "--SN_eps", "1e-8")
 # A transfer in this world (the architecture comes from the source's config.json).
-TRAINING = ("--dataset", "Toy32", "--kp_variant", "cifar", "--stage", "BN", "--G_init", "N02", "--D_init", "N02",
-            "--batch_size", "16", "--num_D_steps", "1", "--num_D_accumulations", "1",
-            "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
-            "--test_every", "100", "--which_best", "FID", "--num_inception_images", "1000", "--mfid", "--kmmd", "--precision_recall",
-            "--backbone", "classifier", "--inception_weights", CLASSIFIER,
-            "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
-            "--num_save_copies", "1", "--num_best_copies", "1",
-            # Sheets and metrics from BN running statistics: a one-class batch in train mode would
-            # normalize the class-specific shifts away.
-            "--G_eval_mode")
+TRAINING = transfer_flags("Toy32", CLASSIFIER, 16, "--stage", "BN")
 
 
 def reference_statistics(data_root: str, dataset: str, classes: list[str], seed: int) -> str:
