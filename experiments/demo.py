@@ -13,8 +13,9 @@ and it continues where it stopped):
      BASE/weights (worlds/)
   2. stage BN: experiment <world>_BN, in-loop metrics, best checkpoints by FID
   3. stage FT: experiment <world>_FT, --start_from <world>_BN:best
-  4. the report: final metrics of both stages and the memorization ratio, one plot over both stages,
-     the training shots beside samples of each class, and the old classes each new class draws on.
+  4. the report: the metrics of each stage's best checkpoint and the memorization ratio, one plot over
+     both stages, the training shots beside samples of each class, and the old classes each new class
+     draws on (of FT's best checkpoint: the one `sample.py --load_weights best` samples).
 The metrics live in the world's classifier's feature space, not Inception's.
 """
 from __future__ import annotations
@@ -66,8 +67,9 @@ def write_shots_and_samples(config: dict, G, path: str) -> None:
 
 
 def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
-    """The final metrics of each stage, memorization, the figures and the old classes each new class
-    draws on; returns the last stage's numbers."""
+    """The metrics of each stage's best checkpoint, memorization, the figures and the old classes each
+    new class draws on, of the last stage's best; returns the last stage's numbers."""
+    stages = [(config, runs.best_or_last(config, result)) for config, result in stages]
     last_config, last = stages[-1]
     G = sampling.sampling_G(last["G"], last["G_ema"], last_config)
     samples = os.path.join(last_config["samples_root"], last_config["experiment_name"])
@@ -84,8 +86,10 @@ def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
     heatmap = os.path.join(samples, explain.HEATMAP_NAME)
     explain.write_heatmap(explanation, heatmap)
 
-    print(f"\nFinal metrics ({world.name} classifier's feature space, not Inception):")
+    print(f"\nMetrics of each stage's best checkpoint by {last_config['which_best']} (the one FT starts from, "
+          f"and `--load_weights best`; {world.name} classifier's feature space, not Inception):")
     print(f"  {'':12s}" + "".join(f"{config['stage']:>10s}" for config, _ in stages))
+    print(f"  {'iteration':12s}" + "".join(f"{result['state_dict'].get('itr', '-'):>10}" for _, result in stages))
     for key in ("FID", "mFID", "KMMD", "IS_mean", "class_acc", "precision", "recall"):
         values = [result["metrics"].get(key) for _, result in stages]
         if any(isinstance(v, float) for v in values):

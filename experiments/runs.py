@@ -45,12 +45,30 @@ def finished(config: dict) -> tuple[dict, dict]:
     saved = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
     config = {**saved["config"], **{key: config[key] for key in ("base_dir", "data_root", "weights_root",
                                                                   "logs_root", "samples_root")}}
-    G, G_ema = (experiment.build_trained_generator(
-        config, experiment.read_generator_weights(folder, "", use_ema, checkpoints.DEFAULT_HINT), config["experiment_name"])
-        if not use_ema or config["ema"] else None for use_ema in (False, True))
     records = plots.read_jsonl(test_log(config)) if os.path.isfile(test_log(config)) else []
     print(f"{config['experiment_name']}: finished before, at iteration {saved.get('itr')}")
-    return config, {"G": G, "G_ema": G_ema, "metrics": records[-1] if records else {}, "state_dict": saved}
+    return config, {**generators(config, ""), "metrics": records[-1] if records else {}, "state_dict": saved}
+
+
+def best_or_last(config: dict, result: dict) -> dict:
+    """The run's best checkpoint by its --which_best, as train.run's result (G, G_ema, the metrics of
+    its evaluation, state_dict): the set `--load_weights best` samples and `--start_from NAME:best`
+    continues. `result` itself (the last iteration) when the run kept no best set."""
+    folder = experiment.folder(config)
+    if not any(slot.startswith("best") for slot in checkpoints.existing_sets(folder)):
+        return result
+    suffix = checkpoints.best_slot(folder)
+    saved = experiment.read_run_state(folder, suffix, checkpoints.DEFAULT_HINT)
+    return {**generators(config, suffix), "metrics": saved.get("metrics", {}), "state_dict": saved}
+
+
+def generators(config: dict, suffix: str) -> dict:
+    """G and G_ema (None without --ema) of a saved set of the run."""
+    folder = experiment.folder(config)
+    return {name: experiment.build_trained_generator(
+        config, experiment.read_generator_weights(folder, suffix, use_ema, checkpoints.DEFAULT_HINT),
+        config["experiment_name"]) if not use_ema or config["ema"] else None
+        for name, use_ema in (("G", False), ("G_ema", True))}
 
 
 def test_log(config: dict) -> str:

@@ -28,6 +28,11 @@ def test_the_default_run_trains_BN_then_FT_from_the_best_BN_checkpoint_and_repor
     for stage in ("BN", "FT"):
         log = [json.loads(line) for line in open(tmp_path / "logs" / f"toy_{stage}_log.jsonl")]
         assert [r["itr"] for r in log] == [2, 4] and log[-1]["metric_space"] == "classifier"
+    # the numbers are those of FT's best checkpoint (what --load_weights best samples), not its last
+    assert result["FID"] == pytest.approx(min(r["FID"] for r in log))
+    best = min(log, key=lambda r: r["FID"])
+    assert result["class_acc"] == pytest.approx(best["class_acc"])
+    assert "best checkpoint by FID" in out
     for figure in ("metrics.png", "training_images_and_samples.png", "combination_weights.png"):
         assert (samples / figure).is_file() and str(samples / figure) in out
     for key in ("FID", "mFID", "KMMD", "IS_mean", "class_acc", "NN_ratio"):
