@@ -8,11 +8,11 @@ the same G:
     python -m experiments.forgetting --base_dir forgetting_fashion --iters 1000 --seeds 0 1 2
     python -m experiments.forgetting --world toy --base_dir forgetting_toy
 
-Training is the world's default run's (experiments/demo.py; its shots per new class); FT continues the
-BN run for as many iterations again. Every G is sampled through sample.py in eval mode, twice: with its
-BN running statistics as trained (gathered on new-class batches only) and with standing statistics of
-the class set sampled (`--mybn --accumulate_stats`). Metrics live in the world's classifier's feature
-space. Writes BASE/forgetting.md (mean ± std over seeds) and BASE/forgetting.json.
+Training takes the world's transfer flags (worlds.transfer_flags: the official rates) and the default
+run's shots per new class; FT continues the BN run for as many iterations again. Every G is sampled
+through sample.py in eval mode, twice: with its BN running statistics as trained (gathered on new-class
+batches only) and with standing statistics of the class set sampled (`--mybn --accumulate_stats`).
+Metrics live in the world's classifier's feature space. Writes BASE/forgetting.md (mean ± std over seeds) and BASE/forgetting.json.
 """
 from __future__ import annotations
 
