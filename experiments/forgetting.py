@@ -12,7 +12,8 @@ Training takes the world's transfer flags (worlds.transfer_flags: the official r
 run's shots per new class; FT continues the BN run for as many iterations again. Every G is sampled
 through sample.py in eval mode, twice: with its BN running statistics as trained (gathered on new-class
 batches only) and with standing statistics of the class set sampled (`--mybn --accumulate_stats`).
-Metrics live in the world's classifier's feature space. Writes BASE/forgetting.md (mean ± std over seeds) and BASE/forgetting.json.
+Metrics live in the world's classifier's feature space. Writes BASE/forgetting.md (mean ± std over
+seeds) and BASE/forgetting.json.
 """
 from __future__ import annotations
 
