@@ -9,7 +9,9 @@ the same G:
     python -m experiments.forgetting --world toy --base_dir forgetting_toy
 
 Training takes the world's transfer flags (worlds.transfer_flags: the official rates) and the default
-run's shots per new class; FT continues the BN run for as many iterations again. Every G is sampled
+run's shots per new class; FT, started from the BN run's last checkpoint, trains as many iterations
+again. Each stage is an experiment of its own (BN_seedS, BN_then_FT_seedS), so the G after BN is still
+there to measure when the study is run again with more seeds. Every G is sampled
 through sample.py in eval mode, twice: with its BN running statistics as trained (gathered on new-class
 batches only) and with standing statistics of the class set sampled (`--mybn --accumulate_stats`).
 Metrics live in the world's classifier's feature space. Writes BASE/forgetting.md (mean ± std over
@@ -43,10 +45,11 @@ def prepare(world: worlds.World, base: str) -> str:
     return old_reference
 
 
-def train_stage(world: worlds.World, base: str, name: str, stage: str, iters: int, seed: int) -> None:
+def train_stage(world: worlds.World, base: str, name: str, stage: str, iters: int, seed: int,
+                start_from: list[str]) -> None:
     runs.train_or_load(["--base_dir", base, "--experiment_name", name, *world.training, "--stage", stage,
                         "--seed", str(seed), "--num_iters", str(iters), "--save_every", str(iters),
-                        "--test_every", str(iters)])
+                        "--test_every", str(iters), *start_from])
 
 
 def statistics_flags(statistics: str) -> list[str]:
@@ -97,10 +100,11 @@ def main(argv: list[str] | None = None) -> dict:
         metrics = evaluate(world, base, SOURCE_EXPERIMENT, old_reference, stats, folder=index, source=True)
         rows.setdefault(("source", stats), []).append(metrics)
     for seed in args.seeds:
-        name = f"BN_then_FT_seed{seed}"
-        for stage, label, iters in (("BN", f"after BN ({args.iters} its)", args.iters),
-                                    ("FT", f"after BN + FT ({2 * args.iters} its)", 2 * args.iters)):
-            train_stage(world, base, name, stage, iters, seed)
+        BN_name = f"BN_seed{seed}"
+        for stage, name, label, start_from in (
+                ("BN", BN_name, f"after BN ({args.iters} its)", []),
+                ("FT", f"BN_then_FT_seed{seed}", f"after BN + FT ({2 * args.iters} its)", ["--start_from", BN_name])):
+            train_stage(world, base, name, stage, args.iters, seed, start_from)
             for index, stats in enumerate(STATISTICS):
                 folder = 10 * (1 + int(stage == "FT")) + index
                 rows.setdefault((label, stats), []).append(evaluate(world, base, name, old_reference, stats, folder))

@@ -28,3 +28,11 @@ def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old
     assert abs(after_FT["FID"] - source["FID"]) > abs(after_BN["FID"] - source["FID"])
     table = (tmp_path / "forgetting.md").read_text()
     assert table.count("| after BN + FT (6 its) |") == 2 and "old FID" in table
+    # Run again with one seed more: the first seed's G after BN is measured again, not its G after FT
+    # (an earlier version had one experiment for both stages and measured FT's weights as "after BN").
+    again = forgetting.main(["--world", "toy", "--base_dir", str(tmp_path), "--iters", "3", "--seeds", "0", "1"])
+    for model in models[1:]:
+        for stats in forgetting.STATISTICS:
+            assert len(again[(model, stats)]) == 2
+            assert again[(model, stats)][0] == rows[(model, stats)][0], (model, stats)
+    assert again[(models[1], standing)][0]["old"] != again[(models[2], standing)][0]["old"]
