@@ -43,11 +43,11 @@ def finished(config: dict) -> tuple[dict, dict]:
     latest set's) and its last logged metrics."""
     folder = experiment.folder(config)
     saved = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
-    config = {**saved["config"], **{key: config[key] for key in ("base_dir", "data_root", "weights_root",
-                                                                  "logs_root", "samples_root")}}
+    config = {**saved["config"], **{key: config[key] for key in ("experiment_name", "base_dir", "data_root",
+                                                                  "weights_root", "logs_root", "samples_root")}}
     records = plots.read_jsonl(test_log(config)) if os.path.isfile(test_log(config)) else []
     print(f"{config['experiment_name']}: finished before, at iteration {saved.get('itr')}")
-    return config, {**generators(config, ""), "metrics": records[-1] if records else {}, "state_dict": saved}
+    return config, {**generators(config, folder, ""), "metrics": records[-1] if records else {}, "state_dict": saved}
 
 
 def best_or_last(config: dict, result: dict) -> dict:
@@ -59,12 +59,12 @@ def best_or_last(config: dict, result: dict) -> dict:
         return result
     suffix = checkpoints.best_slot(folder)
     saved = experiment.read_run_state(folder, suffix, checkpoints.DEFAULT_HINT)
-    return {**generators(config, suffix), "metrics": saved.get("metrics", {}), "state_dict": saved}
+    return {**generators(config, folder, suffix), "metrics": saved.get("metrics", {}), "state_dict": saved}
 
 
-def generators(config: dict, suffix: str) -> dict:
-    """G and G_ema (None without --ema) of a saved set of the run."""
-    folder = experiment.folder(config)
+def generators(config: dict, folder: str, suffix: str) -> dict:
+    """G and G_ema (None without --ema) of a saved set in `folder` (not the folder the saved config
+    names: an experiment folder may have been renamed or copied since)."""
     return {name: experiment.build_trained_generator(
         config, experiment.read_generator_weights(folder, suffix, use_ema, checkpoints.DEFAULT_HINT),
         config["experiment_name"]) if not use_ema or config["ema"] else None
