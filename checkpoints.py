@@ -675,11 +675,16 @@ def next_slot(folder: str, prefix: str, count: int, protected: str | None = None
     return min(candidates, key=lambda s: (saved_iteration(folder, s), slots.index(s)))
 
 
+def best_sets(folder: str) -> list[str]:
+    """The best sets the folder holds (best0, best1, ...), sorted by name."""
+    return sorted(slot for slot in existing_sets(folder) if slot.startswith("best"))
+
+
 def best_slot(folder: str, hint: str = DEFAULT_HINT) -> str:
     """The best of the best sets (best0, best1, ...): by the metric the run selected them with
     (--which_best in its saved config), each set's own value being its state_dict's best_<metric>.
     (The best slots rotate oldest-first, so best0 is not the best one.)"""
-    candidates = sorted(s for s in existing_sets(folder) if s.startswith("best"))
+    candidates = best_sets(folder)
     if not candidates:
         raise utils.UsageError(f"--load_weights best: {folder} holds no best checkpoint (best0, best1, ...: saved "
                                f"when an in-loop evaluation improves --which_best); {hint}")

@@ -47,8 +47,8 @@ def stage_argv(world: worlds.World, base: str, stage: str, iters: int, stage_fla
             "--seed", str(seed), *extra]
     if stage != "BN":
         previous = os.path.join(base, "weights", experiment_name(world, "BN"))
-        best = any(slot.startswith("best") for slot in checkpoints.existing_sets(previous))
-        argv += ["--start_from", f"{experiment_name(world, 'BN')}{':best' if best else ''}"]
+        best = ":best" if checkpoints.best_sets(previous) else ""
+        argv += ["--start_from", f"{experiment_name(world, 'BN')}{best}"]
     return argv
 
 

@@ -55,7 +55,7 @@ def best_or_last(config: dict, result: dict) -> dict:
     its evaluation, state_dict): the set `--load_weights best` samples and `--start_from NAME:best`
     continues. `result` itself (the last iteration) when the run kept no best set."""
     folder = experiment.folder(config)
-    if not any(slot.startswith("best") for slot in checkpoints.existing_sets(folder)):
+    if not checkpoints.best_sets(folder):
         return result
     suffix = checkpoints.best_slot(folder)
     saved = experiment.read_run_state(folder, suffix, checkpoints.DEFAULT_HINT)
