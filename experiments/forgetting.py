@@ -11,11 +11,11 @@ the same G:
 Training takes the world's transfer flags (worlds.transfer_flags: the official rates) and the default
 run's shots per new class; FT, started from the BN run's last checkpoint, trains as many iterations
 again. Each stage is an experiment of its own (BN_seedS, BN_then_FT_seedS), so the G after BN is still
-there to measure when the study is run again with more seeds. Every G is sampled
-through sample.py in eval mode, twice: with its BN running statistics as trained (gathered on new-class
-batches only) and with standing statistics of the class set sampled (`--mybn --accumulate_stats`).
-Metrics live in the world's classifier's feature space. Writes BASE/forgetting.md (mean ± std over
-seeds) and BASE/forgetting.json.
+there to measure when the study is run again with more seeds. Every G is sampled through sample.py in
+eval mode, twice: with its BN running statistics as trained (gathered on new-class batches only) and
+with standing statistics of the class set sampled (`--mybn --accumulate_stats`). Metrics live in the
+world's classifier's feature space. Writes BASE/forgetting.md (mean ± std over seeds) and
+BASE/forgetting.json.
 """
 from __future__ import annotations
 

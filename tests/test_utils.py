@@ -35,7 +35,6 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
         utils.load_file(str(tmp_path / "nothing.pth"), "generator weights", "retrain")
 
 
-
 @pytest.mark.parametrize("text,reason", [('{"resolution": 3', r"Expecting"), ('[1, 2]', r"not a JSON object")])
 def test_a_json_file_that_is_not_an_object_is_one_clear_error_and_an_absent_one_is_none(tmp_path, text, reason):
     path = tmp_path / "config.json"
@@ -45,6 +44,7 @@ def test_a_json_file_that_is_not_an_object_is_one_clear_error_and_an_absent_one_
     path.write_text(text)
     with pytest.raises(utils.UsageError, match=rf"config\.json is damaged \({reason}.*\); delete it$"):
         utils.read_json_object(str(path), "delete it")
+
 
 # --- Writing files: every failure one line, and the previous file kept
 
