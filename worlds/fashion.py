@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import shutil
 import tempfile
@@ -156,13 +155,19 @@ def shipped_files(data_root: str, shipped: str) -> list[tuple[str, str]]:
 def prepare_new(data_root: str, shots: int, seed: int, new: tuple[str, ...] = NEW_CLASSES,
                 out: str = ASSETS) -> None:
     """data_root/fashion_new with `shots` images per new class (chosen by seed), its held-out reference
-    images (the test split) and their statistics: the shipped ones for the default run, else from the
-    raw data."""
+    images (the test split) and their statistics: the shipped ones where they are what is asked for,
+    else from the raw data."""
     paths = assets(out)
     folder, reference = os.path.join(data_root, NEW_DATASET), os.path.join(data_root, NEW_REFERENCE)
-    if (shots, seed) == (SHIPPED_SHOTS, SHIPPED_SEED) and os.path.isdir(paths["data"]):
+    wanted = (shots, seed, tuple(sorted(new)))
+    if os.path.isdir(folder) and prepared_as(folder) != wanted:
+        held_shots, held_seed, held_new = prepared_as(folder)
+        raise utils.UsageError(f"{folder} holds {held_shots} shots of seed {held_seed} of {', '.join(held_new)}, "
+                               f"not {shots} of seed {seed} of {', '.join(sorted(new))}: use another base folder")
+    shipped = os.path.join(paths["data"], NEW_DATASET)
+    if os.path.isdir(shipped) and prepared_as(shipped) == wanted:
         if not os.path.isdir(folder):
-            shutil.copytree(os.path.join(paths["data"], NEW_DATASET), folder)
+            shutil.copytree(shipped, folder)
         if not os.path.isdir(reference):
             unpack_reference(os.path.join(paths["data"], "new_reference.npz"), reference)
         for origin, target in shipped_files(data_root, paths["data"]):
@@ -175,14 +180,19 @@ def prepare_new(data_root: str, shots: int, seed: int, new: tuple[str, ...] = NE
             for name in (NEW_DATASET, NEW_REFERENCE):
                 if not os.path.isdir(os.path.join(data_root, name)):
                     shutil.move(os.path.join(tmp, name), os.path.join(data_root, name))
-    with open(os.path.join(folder, "dataset.json")) as f:
-        info = json.load(f)
-    if (info.get("shots"), info.get("seed"), sorted(info["split"]["new"])) != (shots, seed, sorted(new)):
-        raise utils.UsageError(f"{folder} holds {info.get('shots')} shots of seed {info.get('seed')} of "
-                               f"{', '.join(info['split']['new'])}, not {shots} of seed {seed} of {', '.join(new)}: "
-                               "use another base folder")
     reference_statistics(data_root, NEW_DATASET, paths["classifier"])
     print(f"few-shot data: {shots} images of each of {', '.join(new)} (seed {seed}) in {folder}")
+
+
+def prepared_as(folder: str) -> tuple[int, int, tuple[str, ...]]:
+    """(shots, seed, sorted new classes) of a few-shot folder this world prepared; refused otherwise."""
+    import datasets
+    info = datasets.read_dataset_json(folder) or {}
+    split = info.get("split") if isinstance(info.get("split"), dict) else {}
+    if not isinstance(split.get("new"), list):
+        raise utils.UsageError(f"{folder} was not prepared by the Fashion-MNIST world (its dataset.json names no "
+                               "new classes): use another base folder, or move that folder away")
+    return info.get("shots"), info.get("seed"), tuple(sorted(split["new"]))
 
 
 def prepare_old(data_root: str, new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> str:

@@ -1,0 +1,47 @@
+"""fashion.py: the Fashion-MNIST world refuses few-shot data it did not prepare for the run asked for."""
+import json
+import shutil
+
+import pytest
+
+from worlds import fashion
+import utils
+
+SHIPPED = fashion.os.path.join(fashion.assets()["data"], fashion.NEW_DATASET)
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    """A data_root holding a copy of the shipped 10-shot folder (seed 0; Pullover, Coat, Ankle boot)."""
+    shutil.copytree(SHIPPED, tmp_path / fashion.NEW_DATASET)
+    return tmp_path
+
+
+def test_the_shipped_folder_is_what_the_default_run_asks_for(data_root):
+    assert fashion.prepared_as(str(data_root / fashion.NEW_DATASET)) == (10, 0, ("Ankle boot", "Coat", "Pullover"))
+
+
+@pytest.mark.parametrize("shots, seed, new, expected", [
+    (5, 0, fashion.NEW_CLASSES, "holds 10 shots of seed 0 of Ankle boot, Coat, Pullover, not 5 of seed 0"),
+    (10, 1, fashion.NEW_CLASSES, "not 10 of seed 1"),
+    (10, 0, ("Shirt", "Sneaker", "Bag"), "not 10 of seed 0 of Bag, Shirt, Sneaker"),
+])
+def test_other_shots_seed_or_classes_are_refused_before_anything_is_written(data_root, shots, seed, new, expected):
+    before = sorted(p.name for p in data_root.iterdir())
+    with pytest.raises(utils.UsageError, match="use another base folder") as err:
+        fashion.prepare_new(str(data_root), shots, seed, new)
+    assert expected in str(err.value)
+    assert sorted(p.name for p in data_root.iterdir()) == before
+
+
+def test_a_folder_of_another_tool_is_refused_by_name(data_root):
+    (data_root / fashion.NEW_DATASET / "dataset.json").write_text(json.dumps({"resolution": 32}))
+    with pytest.raises(utils.UsageError, match="was not prepared by the Fashion-MNIST world"):
+        fashion.prepare_new(str(data_root), 10, 0)
+
+
+def test_a_damaged_dataset_json_is_one_error_naming_the_file(data_root):
+    path = data_root / fashion.NEW_DATASET / "dataset.json"
+    path.write_text('{"resolution": 32, "split": ')
+    with pytest.raises(utils.UsageError, match="dataset.json"):
+        fashion.prepare_new(str(data_root), 10, 0)
