@@ -60,6 +60,7 @@ import checkpoints
 import datasets
 import experiment
 import flags
+import iw_critic
 import sampling
 import stages
 import utils
@@ -277,13 +278,16 @@ def iw_reference_images(config: dict) -> tuple[torch.Tensor, torch.Tensor]:
     for index, (_, label) in enumerate(data.samples):
         per_class.setdefault(label, []).append(index)
     chosen = [i for indices in per_class.values() for i in indices[:IW_IMAGES_PER_CLASS]]
+    if len(chosen) < iw_critic.MIN_IMAGES:
+        raise utils.UsageError(f"--iw: the reference folder {reference} holds {len(chosen)} images, and the critic "
+                               f"needs at least {iw_critic.MIN_IMAGES} (half to train it, half to evaluate it); "
+                               "hold out more real images of the classes, or give another --iw_reference")
     images, labels = zip(*(data[i] for i in chosen))
     return torch.stack(images), torch.tensor(labels)
 
 
 def measure_iw(G, G_forward, config: dict, device, precision, truncation: float) -> dict:
     """The IW critic: the held-out real images against as many samples with the same class counts."""
-    import iw_critic
     real, labels = iw_reference_images(config)
     z = sampling.truncate(torch.randn(len(labels), G.dim_z, device=device) * config["z_var"] ** 0.5,
                           truncation, config["z_var"])

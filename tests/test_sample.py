@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 import BigGAN
 import checkpoints
@@ -199,6 +200,57 @@ def test_a_baseline_is_sampled_as_the_plain_model_it_was_trained_as(base_dir):
         run_sample(base_dir, "--sample_sheets", "--sample_sheet_folder_num", "1", "--stage", "BN", name="baseline")
 
 
+# --- The IW critic on a transferred G
+
+def write_image_folder(folder, classes, per_class, seed):
+    """Class folders of flat-coloured 32 px PNGs, a colour per class with a little noise."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classes):
+        (folder / name).mkdir(parents=True)
+        for i in range(per_class):
+            colour = np.array([200, 60, 30]) if label == 0 else np.array([30, 90, 210])
+            image = np.clip(colour + rng.normal(0, 10, (32, 32, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(image).save(folder / name / f"{i}.png")
+
+
+@pytest.fixture
+def iw_data_root(base_dir, tiny_backbone, tmp_path):
+    """The tiny transfer's two classes as a prepared folder naming its held-out reference images."""
+    root = tmp_path / "data"
+    write_image_folder(root / "toy", ["a", "b"], 2, seed=0)  # Toy32's folder (datasets.DATASETS)
+    (root / "toy" / "dataset.json").write_text(json.dumps({"resolution": 32, "reference": "Toy32_reference"}))
+    write_image_folder(root / "Toy32_reference", ["a", "b"], 20, seed=1)
+    for name in ("Toy32_classifier_moments.npz", "Toy32_classifier_features.npz"):
+        shutil.copy(base_dir / "data" / name, root / name)
+    return root
+
+
+def test_iw_scores_a_transferred_G_against_the_held_out_images_of_its_classes(base_dir, iw_data_root):
+    result = run_sample(base_dir, "--data_root", str(iw_data_root), "--sample_inception_metrics", "--iw",
+                        "--backbone", "classifier", "--num_inception_images", "16", "--G_batch_size", "8",
+                        "--sample_sheet_folder_num", "20")
+    metrics = json.loads((base_dir / "samples" / "tiny" / "20" / "metrics.json").read_text())
+    assert metrics["IW"] == result["metrics"]["IW"]
+    assert metrics["IW_images"] == 40  # every held-out image of both classes, as many samples
+    assert metrics["IW"] < 0  # TransferGAN's sign: an untrained G's samples are far from flat colours
+
+
+def test_iw_without_held_out_images_names_the_flag(base_dir, iw_data_root):
+    (iw_data_root / "toy" / "dataset.json").write_text(json.dumps({"resolution": 32}))
+    with pytest.raises(utils.UsageError, match="give --iw_reference DATASET"):
+        run_sample(base_dir, "--data_root", str(iw_data_root), "--sample_inception_metrics", "--iw",
+                   "--backbone", "classifier", "--sample_sheet_folder_num", "21")
+    write_image_folder(iw_data_root / "Other_reference", ["a", "c"], 2, seed=2)
+    with pytest.raises(utils.UsageError, match="holds the classes a, c, not those of Toy32"):
+        run_sample(base_dir, "--data_root", str(iw_data_root), "--sample_inception_metrics", "--iw",
+                   "--iw_reference", "Other_reference", "--backbone", "classifier", "--sample_sheet_folder_num", "22")
+    write_image_folder(iw_data_root / "Few_reference", ["a", "b"], 19, seed=3)
+    with pytest.raises(utils.UsageError, match="holds 38 images, and the critic needs at least 40"):
+        run_sample(base_dir, "--data_root", str(iw_data_root), "--sample_inception_metrics", "--iw",
+                   "--iw_reference", "Few_reference", "--backbone", "classifier", "--sample_sheet_folder_num", "23")
+    assert not (base_dir / "samples" / "tiny" / "23").exists()  # refused before any sampling
+
+
 # --- Old classes from a transferred G
 
 @pytest.fixture
@@ -375,7 +427,6 @@ def test_a_killed_sample_run_leaves_no_partial_file_and_the_next_run_cleans_up(b
         final = [p for p in folder.iterdir() if not p.name.startswith(".")]
         assert len(final) == kill_at - 1 and len([p for p in folder.iterdir() if p.name.startswith(".tmp_")]) >= 1
         for path in final:  # every file under a final name is whole
-            from PIL import Image
             with Image.open(path) as image:
                 image.load()
         cmd_again = cmd + ["--overwrite"]
