@@ -169,6 +169,14 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def curve_style(method: str) -> dict:
+    """One colour per method in every panel; dashed with DiffAugment, dotted for an ablation."""
+    base = base_method(method)
+    colour = plt.get_cmap("tab10")(list(ALL_METHODS).index(base) % 10)
+    style = "--" if method.endswith(AUGMENTED) else ":" if base in ABLATIONS else "-"
+    return {"color": colour, "linestyle": style}
+
+
 def plot_fid_curves(results: dict, png: str, space: str) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
     for ax, (shots, by_method) in zip(axes[0], results.items()):
@@ -177,10 +185,10 @@ def plot_fid_curves(results: dict, png: str, space: str) -> None:
             length = min(len(c) for c in curves)
             itrs = [p[0] for p in curves[0][:length]]
             ax.plot(itrs, [statistics.mean(c[i][1] for c in curves) for i in range(length)], marker="o",
-                    markersize=3, label=method)
-        ax.set_title(f"{shots} images per new class ({space} FID, mean over seeds)", fontsize=9)
+                    markersize=3, label=method, **curve_style(method))
+        ax.set_title(f"{shots} images per new class, mean over seeds", fontsize=9)
         ax.set_xlabel("iteration")
-        ax.set_ylabel("FID")
+        ax.set_ylabel(f"FID ({space})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
