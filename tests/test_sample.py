@@ -225,6 +225,7 @@ def iw_data_root(base_dir, tiny_backbone, tmp_path):
     return root
 
 
+@pytest.mark.slow  # trains the critic its fixed 600 steps
 def test_iw_scores_a_transferred_G_against_the_held_out_images_of_its_classes(base_dir, iw_data_root):
     result = run_sample(base_dir, "--data_root", str(iw_data_root), "--sample_inception_metrics", "--iw",
                         "--backbone", "classifier", "--num_inception_images", "16", "--G_batch_size", "8",
