@@ -160,8 +160,9 @@ def prepare_new(data_root: str, shots: int, seed: int, new: tuple[str, ...] = NE
     paths = assets(out)
     folder, reference = os.path.join(data_root, NEW_DATASET), os.path.join(data_root, NEW_REFERENCE)
     wanted = (shots, seed, tuple(sorted(new)))
-    if os.path.isdir(folder) and prepared_as(folder) != wanted:
-        held_shots, held_seed, held_new = prepared_as(folder)
+    held = prepared_as(folder) if os.path.isdir(folder) else wanted
+    if held != wanted:
+        held_shots, held_seed, held_new = held
         raise utils.UsageError(f"{folder} holds {held_shots} shots of seed {held_seed} of {', '.join(held_new)}, "
                                f"not {shots} of seed {seed} of {', '.join(sorted(new))}: use another base folder")
     shipped = os.path.join(paths["data"], NEW_DATASET)

@@ -1,5 +1,6 @@
 """fashion.py: the Fashion-MNIST world refuses few-shot data it did not prepare for the run asked for."""
 import json
+import os
 import shutil
 
 import pytest
@@ -7,7 +8,7 @@ import pytest
 from worlds import fashion
 import utils
 
-SHIPPED = fashion.os.path.join(fashion.assets()["data"], fashion.NEW_DATASET)
+SHIPPED = os.path.join(fashion.assets()["data"], fashion.NEW_DATASET)
 
 
 @pytest.fixture
