@@ -23,9 +23,14 @@ def cpu_runs_bf16_natively() -> bool:
     return any(probe() for probe in probes if probe is not None)
 
 
-def choose_precision(amp: str, device: torch.device) -> tuple[str, str]:
+def choose_precision(amp: str, device: torch.device, official_numerics: bool = False) -> tuple[str, str]:
     """(precision, why): --amp auto picks bf16 where the hardware runs it natively. Measured on the
-    offline default (3 seeds, README): bf16's FID/mFID stay within fp32's seed spread."""
+    offline default (3 seeds, README): bf16's FID/mFID stay within fp32's seed spread.
+    --official_numerics is fp32, whatever the hardware."""
+    if official_numerics:
+        if amp not in ("auto", "none"):
+            raise utils.UsageError(f"--official_numerics computes in fp32, as the official code: drop --amp {amp}")
+        return "none", "--official_numerics"
     if amp != "auto":
         return amp, f"--amp {amp}"
     if device.type == "cuda":
@@ -41,14 +46,18 @@ class Precision:
     """Autocast (bf16/fp16) for the forward passes and, for fp16, loss scaling. amp: auto, none,
     bf16 or fp16; `name` is what runs and `reason` why."""
 
-    def __init__(self, amp: str, device: torch.device):
+    def __init__(self, amp: str, device: torch.device, official_numerics: bool = False):
         device = torch.device(device)
-        self.name, self.reason = choose_precision(amp, device)
+        self.name, self.reason = choose_precision(amp, device, official_numerics)
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
         self.device_type = device.type
         self.scalers = {}
         if self.name == "fp16" and device.type != "cuda":
             raise utils.UsageError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
+
+    @classmethod
+    def from_config(cls, config: dict, device: torch.device) -> "Precision":
+        return cls(config["amp"], device, config.get("official_numerics", False))
 
     def describe(self) -> str:
         return f"precision {'fp32' if self.dtype is None else self.name} ({self.reason})"
@@ -152,36 +161,39 @@ def fuse_resampling(*models: nn.Module | None) -> int:
     return fused
 
 
-def _switch(value, flag: str, precision: Precision) -> tuple[bool, str]:
-    """--flag auto|on|off (True/False as on/off) -> (on, why). auto: on where autocast runs."""
+def _switch(value, flag: str, official_numerics: bool) -> tuple[bool, str]:
+    """--flag auto|on|off (True/False as on/off) -> (on, why). auto: on, unless --official_numerics."""
+    if value not in (True, False, None, "on", "off", "auto"):
+        raise utils.UsageError(f"--{flag} {value!r}: use auto, on or off")
     if value in (True, "on"):
+        if official_numerics:
+            raise utils.UsageError(f"--official_numerics runs the official (contiguous, unfused) "
+                                   f"computation: drop --{flag}")
         return True, f"--{flag}"
     if value in (False, "off", None):
         return False, f"--{flag} off" if value == "off" else "off"
-    if value != "auto":
-        raise utils.UsageError(f"--{flag} {value!r}: use auto, on or off")
-    if precision.dtype is not None:
-        return True, f"auto: with {precision.name} autocast"
-    return False, "auto: off in fp32, which keeps the official numerics"
+    if official_numerics:
+        return False, "--official_numerics"
+    return True, "auto: the same function up to rounding, faster"
 
 
 @dataclass(frozen=True)
 class StepOptions:
     """How G and D run besides precision. channels_last and fused_resampling compute the same
-    function (equal up to rounding); 'auto' turns them on where autocast runs: there they measured
-    1.5-1.9x faster on CPU (docs/performance.md) and the numerics differ from fp32's by far more than
-    rounding anyway. In fp32 they stay off unless asked, so that --amp none repeats the official
-    code's training iterations to the tolerances of tests/test_train_fns.py. compile: opt-in (its
-    compilation takes minutes on a CPU)."""
+    function (equal up to rounding) and 'auto' turns them on: they measured 1.5-1.9x faster on CPU,
+    in fp32 and bf16 alike (docs/performance.md). --official_numerics turns them off, so that the
+    step repeats the official code's training iterations to the tolerances of
+    tests/test_train_fns.py. compile: opt-in (its compilation takes minutes on a CPU)."""
     channels_last: bool = False
     fused_resampling: bool = False
     compile: bool = False
     why: tuple[str, str] = ("off", "off")
 
     @classmethod
-    def choose(cls, config: dict, precision: Precision) -> "StepOptions":
-        channels_last, why_cl = _switch(config.get("channels_last", "auto"), "channels_last", precision)
-        fused, why_fused = _switch(config.get("fused_resampling", "auto"), "fused_resampling", precision)
+    def choose(cls, config: dict) -> "StepOptions":
+        official = config.get("official_numerics", False)
+        channels_last, why_cl = _switch(config.get("channels_last", "auto"), "channels_last", official)
+        fused, why_fused = _switch(config.get("fused_resampling", "auto"), "fused_resampling", official)
         return cls(channels_last, fused, bool(config.get("compile")), (why_cl, why_fused))
 
     def apply(self, *models: nn.Module | None) -> None:

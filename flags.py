@@ -139,8 +139,13 @@ def add_running_flags(p: argparse.ArgumentParser) -> None:
                    help="CPU threads of this process (0: torch's choice; on a shared CPU, 1 per run is fastest)")
     g.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
                    help="autocast precision of the forward passes: auto = bf16 where the hardware runs it "
-                        "natively (AMX/AVX512-BF16 CPUs, bf16 GPUs), else fp32; none = fp32 (the official "
-                        "numerics); fp16 with loss scaling, CUDA only")
+                        "natively (AMX/AVX512-BF16 CPUs, bf16 GPUs), else fp32; none = fp32; fp16 with "
+                        "loss scaling, CUDA only")
+    g.add_argument("--official_numerics", action="store_true",
+                   help="compute as the official code does: fp32, contiguous NCHW tensors, unfused "
+                        "resampling (the faithfulness tests run this; by default the step is the same "
+                        "function computed faster, equal up to rounding: bf16 where native, "
+                        "channels_last and fused resampling)")
     g.add_argument("--G_batch_size", type=at_least(0), default=0,
                    help="G's batch for its update, sample sheets and metrics (0: --batch_size)")
 
@@ -256,12 +261,11 @@ def add_speed_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(f"speed {TRAINING}")
     g.add_argument("--channels_last", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                    help="G's and D's tensors in the channels_last (NHWC) memory format, the same function up to "
-                        "rounding; auto = on where autocast runs (--amp bf16/fp16, where it measured faster), off "
-                        "in fp32 (the official numerics); --channels_last alone = on")
+                        "rounding; auto = on (off with --official_numerics); --channels_last alone = on")
     g.add_argument("--fused_resampling", nargs="?", const="on", default="auto", choices=["auto", "on", "off"],
                    help="fold G's 2x upsampling and D's average pooling into the adjacent 3x3 convolutions "
                         "(16 instead of 36 multiply-adds per output), the same function up to rounding; auto = on "
-                        "where autocast runs, off in fp32; --fused_resampling alone = on")
+                        "(off with --official_numerics); --fused_resampling alone = on")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training step's G_D module (compiles at the first iterations; "
                         "falls back to eager with a message where compiling fails)")

@@ -511,7 +511,7 @@ def run(config: dict) -> dict:
     itr = state.get("itr", "unknown")
     G_forward = nn.DataParallel(G) if (config["parallel"] and device.type == "cuda"
                                        and torch.cuda.device_count() > 1) else G
-    precision = Precision(config["amp"], device)
+    precision = Precision.from_config(config, device)
     folder_name = (str(config["sample_sheet_folder_num"]) if config["sample_sheet_folder_num"] >= 0
                    else experiment.weights_name(config["use_ema"], config["load_weights"]))
     folder = os.path.join(config["samples_root"], config["experiment_name"], folder_name)

@@ -206,8 +206,8 @@ def build_step(models: Models, config: dict, device) -> Step:
     the flags (acceleration.py), G_D with --DiffAugment, DataParallel with --parallel on CUDA, EMA with
     --ema. train.py, experiments/bench.py and the official-iteration test all build it here."""
     device = torch.device(device)
-    precision = Precision(config["amp"], device)
-    speed = StepOptions.choose(config, precision)
+    precision = Precision.from_config(config, device)
+    speed = StepOptions.choose(config)
     speed.apply(models.G, models.D, models.G_ema)
     GD = BigGAN.G_D(models.G, models.D, augment=DiffAugment.make_augment(config["DiffAugment"]))
     if config["parallel"] and device.type == "cuda":

@@ -1,5 +1,5 @@
 """acceleration.py: channels_last and fused resampling compute what the contiguous models compute,
-bf16 autocast stays close to fp32, 'auto' switches the options on exactly where autocast runs, and
+bf16 autocast stays close to fp32, 'auto' switches the options on unless --official_numerics, and
 torch.compile matches eager (slow: CGT_SLOW_TESTS=1) and falls back to eager with one message where it
 cannot compile."""
 import copy
@@ -75,6 +75,7 @@ DEPTH = 16  # layers on the longest path of the small G or D with attention: lin
 
 
 def relative_rms(approx: torch.Tensor, exact: torch.Tensor) -> float:
+    approx, exact = approx.detach(), exact.detach()
     return float((approx - exact).pow(2).mean().sqrt() / exact.pow(2).mean().sqrt())
 
 
@@ -114,21 +115,30 @@ def test_bf16_with_channels_last_and_fused_resampling_stays_close_and_trains():
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
 
 
-@pytest.mark.parametrize("amp, expected", [("none", False), ("bf16", True)])
-def test_auto_options_follow_autocast(amp, expected):
-    precision = acceleration.Precision(amp, torch.device("cpu"))
-    options = acceleration.StepOptions.choose({"channels_last": "auto", "fused_resampling": "auto"}, precision)
+@pytest.mark.parametrize("official, expected", [(False, True), (True, False)])
+def test_auto_options_are_on_unless_the_official_numerics_are_asked_for(official, expected):
+    options = acceleration.StepOptions.choose(
+        {"channels_last": "auto", "fused_resampling": "auto", "official_numerics": official})
     assert (options.channels_last, options.fused_resampling, options.compile) == (expected, expected, False)
-    assert ("with bf16 autocast" if expected else "off in fp32") in options.describe()
+    assert ("--official_numerics" if official else "auto: the same function") in options.describe()
+
+
+def test_the_official_numerics_are_fp32_whatever_the_hardware():
+    cpu = torch.device("cpu")
+    assert acceleration.Precision("auto", cpu, official_numerics=True).dtype is None
+    assert "--official_numerics" in acceleration.Precision.from_config(
+        {"amp": "none", "official_numerics": True}, cpu).describe()
+    with pytest.raises(utils.UsageError, match="--official_numerics .* drop --amp bf16"):
+        acceleration.Precision("bf16", cpu, official_numerics=True)
+    with pytest.raises(utils.UsageError, match="drop --channels_last"):
+        acceleration.StepOptions.choose({"channels_last": "on", "official_numerics": True})
 
 
 def test_given_options_win_over_auto():
-    precision = acceleration.Precision("bf16", torch.device("cpu"))
-    options = acceleration.StepOptions.choose({"channels_last": "off", "fused_resampling": True, "compile": True},
-                                              precision)
+    options = acceleration.StepOptions.choose({"channels_last": "off", "fused_resampling": True, "compile": True})
     assert (options.channels_last, options.fused_resampling, options.compile) == (False, True, True)
     with pytest.raises(utils.UsageError, match="--channels_last"):
-        acceleration.StepOptions.choose({"channels_last": "yes"}, precision)
+        acceleration.StepOptions.choose({"channels_last": "yes"})
 
 
 @pytest.mark.skipif(os.environ.get("CGT_SLOW_TESTS") != "1",

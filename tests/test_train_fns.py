@@ -23,7 +23,7 @@ def official_config(stage: str, **flags_given: str) -> dict:
     config = vars(flags.prepare_parser().parse_args([]))
     config.update({**OFFICIAL["config"], **FIXTURE_COMMON, "stage": stage, "kp_variant": "cifar",
                    "G_batch_size": OFFICIAL["config"]["batch_size"], "freezeD_layer": -1,
-                   "amp": "none", **flags_given})
+                   "official_numerics": True, **flags_given})
     return config
 
 
@@ -50,7 +50,7 @@ def feed_recorded_draws(monkeypatch, record: dict, first: int = 0) -> None:
 
 def run_official_iterations(stage: str, monkeypatch, **flags_given: str) -> list[tuple]:
     """Our step, built as train.py builds it (train_fns.build_step: precision and speed options from
-    the flags, fp32 and their defaults unless given), over the recorded draws and batches:
+    the flags, --official_numerics unless given), over the recorded draws and batches:
     [(losses, G state, D state)] after each iteration."""
     config, record = official_config(stage, **flags_given), OFFICIAL[stage]
     models = official_models(config, start_state())
@@ -218,7 +218,7 @@ def test_bf16_autocast_trains_what_the_official_fp32_iteration_trains_the_same_w
     of its elements flipped (measured: at least 0.5, native and emulated bf16); a tensor trained
     wrongly or not at all has cosine 0. Buffers (BN statistics, SN estimates) are computed in bf16,
     not trained: not compared."""
-    ours = run_official_iterations("BN", monkeypatch, amp="bf16")[0]
+    ours = run_official_iterations("BN", monkeypatch, official_numerics=False, amp="bf16")[0]
     start, official = start_state(), OFFICIAL["BN"]["after"][1]
     for model, state in zip(("G", "D"), ours[1:]):
         for key in parameter_names()[model]:
@@ -238,9 +238,11 @@ def test_the_fp32_speed_options_repeat_the_official_iterations_up_to_rounding(st
     oracle holds in both stages (in BN too: the changed order moves a few elements of the prior by
     Adam's step either way), and teacher-forced losses agree to one pass of rounding (1e-5 relative;
     BN has only iteration 1 recorded as a start)."""
-    pairs = teacher_forced_losses(stage, monkeypatch, **{flag: "on"})
+    options = {"official_numerics": False, "amp": "none", "channels_last": "off",
+               "fused_resampling": "off", flag: "on"}
+    pairs = teacher_forced_losses(stage, monkeypatch, **options)
     for t, (ours, official) in enumerate(pairs, start=1):
         for name in LOSSES:
             assert ours[name] == pytest.approx(official[name], rel=1e-5, abs=1e-6), (stage, t, name)
-    ours = run_official_iterations(stage, monkeypatch, **{flag: "on"})
+    ours = run_official_iterations(stage, monkeypatch, **options)
     assert violations_beyond_rounding_noise(ours, OFFICIAL[stage]["after"]) == []

@@ -49,11 +49,6 @@ ARCHITECTURE = ("--G_ch", "16", "--D_ch", "16", "--G_attn", "0", "--D_attn", "0"
 SOURCE_TRAINING = ("--batch_size", "32", "--num_D_steps", "2", "--num_D_accumulations", "1", "--G_lr", "2e-4",
                    "--D_lr", "2e-4", "--ema", "--ema_start", "1000", "--ema_decay", "0.999", "--which_best", "FID",
                    "--load_in_mem", "--use_multiepoch_sampler", "--num_epochs", "1000", "--num_workers", "0")
-# A transfer in this world (the architecture comes from the source's config.json) takes
-# worlds.transfer_flags at batch 8 and these: the same function as the official fp32 order up to
-# rounding, 1.75x faster on a CPU (experiments/bench.py at this size, fp32: 0.30 -> 0.17 s per
-# iteration on one core).
-TRANSFER_SPEED = ("--channels_last", "--fused_resampling")
 
 # The default run (experiments.demo; the trials behind it: docs/results.md, "The default run"). Few-shot
 # GAN training oscillates from one evaluation to the next, so G is sampled as an EMA over ~100
@@ -222,7 +217,9 @@ def fresh_images(per_class: int, out: str = ASSETS) -> tuple[torch.Tensor, torch
 def world(new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> World:
     """The world of a split: `new` are the new classes, the others old; its assets under `out`."""
     paths = assets(out)
-    training = transfer_flags(NEW_DATASET, paths["classifier"], 8, *TRANSFER_SPEED)
+    # A transfer takes worlds.transfer_flags at batch 8 (the architecture comes from the source's
+    # config.json) and the default speed options (acceleration.py).
+    training = transfer_flags(NEW_DATASET, paths["classifier"], 8)
     return World(
         name="fashion", summary=f"Fashion-MNIST at 32 px: {10 - len(new)} old classes, {len(new)} new ones "
                                 f"({', '.join(new)})",
