@@ -18,7 +18,10 @@ import utils
 
 def cpu_runs_bf16_natively() -> bool:
     """AMX or AVX512-BF16: bf16 matmuls and convolutions in hardware (PyTorch's private probes;
-    absent probes mean no)."""
+    absent probes mean no), and PyTorch allowed to use AVX-512: with the instruction set capped
+    (ATEN_CPU_CAPABILITY=avx2, as on an AVX2-only CPU) bf16 is emulated, whatever the CPU has."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
     probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(probe() for probe in probes if probe is not None)
 

@@ -134,6 +134,14 @@ def test_the_official_numerics_are_fp32_whatever_the_hardware():
         acceleration.StepOptions.choose({"channels_last": "on", "official_numerics": True})
 
 
+def test_bf16_is_not_native_where_pytorch_is_capped_below_avx512(monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 (what an AVX2-only CPU gives) emulates bf16 even on a CPU that has
+    AVX512-BF16, so --amp auto must pick fp32 there, as on the AVX2-only CPU it stands for."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not acceleration.cpu_runs_bf16_natively()
+    assert acceleration.Precision("auto", torch.device("cpu")).dtype is None
+
+
 def test_given_options_win_over_auto():
     options = acceleration.StepOptions.choose({"channels_last": "off", "fused_resampling": True, "compile": True})
     assert (options.channels_last, options.fused_resampling, options.compile) == (False, True, True)
