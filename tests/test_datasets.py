@@ -186,6 +186,120 @@ def test_unreadable_image_stops_loading_with_its_file_name(data_root):
 
 
 # ----------------------------------------------------------------------------------------------
+# Image modes -> 8-bit: each file is written here with known pixel values, in the format Pillow
+# writes it, and opened again, so the test sees what Pillow really opens (its modes vary by version).
+
+def png_16bit_rgb(path, pixels):
+    """A 16-bit RGB PNG written from the format's definition (Pillow writes no 16-bit RGB)."""
+    import struct
+    import zlib
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, colour type 2 (RGB)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                + chunk(b"IEND", b""))
+
+
+def saved(image, name, **options):
+    """A writer of `image` to tmp/name (with Pillow's save options)."""
+    return lambda folder: image.save(os.path.join(folder, name), **options) or os.path.join(folder, name)
+
+
+def palette_image(transparent_index=None):
+    image = Image.fromarray(np.array([[0, 1, 2]], np.uint8), "P")
+    image.putpalette([10, 20, 30, 200, 0, 0, 0, 0, 255] + [0] * 759)
+    if transparent_index is not None:
+        image.info["transparency"] = transparent_index
+    return image
+
+
+def pa_image():
+    """Palette with alpha (Pillow makes PA from a palette image): index 0 opaque, index 1 transparent."""
+    image = palette_image().crop((0, 0, 2, 1)).convert("PA")
+    image.putalpha(Image.fromarray(np.array([[255, 0]], np.uint8), "L"))
+    return image
+
+
+grey = np.array([[0, 32768, 65535, 25700]], np.uint16)  # 25700 = 100 * 257
+MODES = {  # name: (writer, the modes Pillow may open it as, expected pixels after eight_bit)
+    "1 (bilevel PNG)": (saved(Image.fromarray(np.array([[True, False]])), "a.png"), {"1"}, [[255, 0]]),
+    "16-bit grey PNG": (saved(Image.fromarray(grey), "a.png"), {"I;16", "I"}, [[0, 128, 255, 100]]),
+    "16-bit grey TIFF": (saved(Image.fromarray(grey), "a.tif"), {"I;16", "I;16B", "I"}, [[0, 128, 255, 100]]),
+    "32-bit integer TIFF (I) of 16-bit values": (saved(Image.fromarray(grey.astype(np.int32)), "a.tif"), {"I"},
+                                                 [[0, 128, 255, 100]]),
+    # This Pillow opens a 16-bit RGB PNG as 8-bit RGB (the high bytes) itself
+    "16-bit RGB PNG": (lambda folder: png_16bit_rgb(os.path.join(folder, "a.png"), np.array(
+        [[[65535, 0, 32768], [2570, 65535, 0]]])) or os.path.join(folder, "a.png"),
+        {"RGB", "RGB;16B"}, [[[255, 0, 128], [10, 255, 0]]]),
+    "float TIFF in [0, 1]": (saved(Image.fromarray(np.array([[0, 0.5, 1, 0.2]], np.float32)), "a.tif"), {"F"},
+                             [[0, 128, 255, 51]]),
+    "float TIFF in [0, 255]": (saved(Image.fromarray(np.array([[0, 127.5, 255, 51]], np.float32)), "a.tif"),
+                               {"F"}, [[0, 128, 255, 51]]),
+    "palette PNG": (saved(palette_image(), "a.png"), {"P"}, [[[10, 20, 30], [200, 0, 0], [0, 0, 255]]]),
+    "palette PNG with a transparent index": (saved(palette_image(1), "a.png", transparency=1), {"P", "PA"},
+                                             [[[10, 20, 30], [255, 255, 255], [0, 0, 255]]]),
+    "palette GIF with a transparent index": (saved(palette_image(2), "a.gif", transparency=2), {"P", "RGBA"},
+                                             [[[10, 20, 30], [200, 0, 0], [255, 255, 255]]]),
+    "grey PNG with a transparent value": (saved(Image.fromarray(np.array([[7, 9]], np.uint8)), "a.png",
+                                                transparency=7), {"L", "LA"}, [[255, 9]]),
+    "RGB PNG with a transparent colour": (saved(Image.fromarray(np.array([[[1, 2, 3], [4, 5, 6]]], np.uint8)),
+                                                "a.png", transparency=(1, 2, 3)), {"RGB", "RGBA"},
+                                          [[[255, 255, 255], [4, 5, 6]]]),
+    "LA PNG": (saved(Image.fromarray(np.array([[[100, 255], [100, 0], [0, 51]]], np.uint8), "LA"), "a.png"),
+               {"LA"}, [[100, 255, 204]]),  # 0 at alpha 0.2 over white: 0.8 * 255
+    "RGBA PNG": (saved(Image.fromarray(np.array([[[10, 20, 30, 255], [10, 20, 30, 0], [0, 0, 0, 51]]], np.uint8)),
+                       "a.png"), {"RGBA"}, [[[10, 20, 30], [255, 255, 255], [204, 204, 204]]]),
+    "CMYK TIFF": (saved(Image.fromarray(np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255]]], np.uint8),
+                                        "CMYK"), "a.tif"), {"CMYK"}, [[[255, 255, 255], [0, 255, 255], [0, 0, 0]]]),
+    "RGBX in memory": (lambda folder: Image.new("RGBX", (1, 1), (1, 2, 3, 0)), {"RGBX"}, [[[1, 2, 3]]]),
+    "YCbCr in memory": (lambda folder: Image.new("YCbCr", (1, 1), (255, 128, 128)), {"YCbCr"}, [[[255, 255, 255]]]),
+    "PA in memory": (lambda folder: pa_image(), {"PA"}, [[[10, 20, 30], [255, 255, 255]]]),
+    "premultiplied RGBa in memory": (lambda folder: Image.fromarray(np.array(
+        [[[50, 0, 0, 255], [0, 0, 0, 0]]], np.uint8), "RGBa"), {"RGBa"}, [[[50, 0, 0], [255, 255, 255]]]),
+    "HSV in memory": (lambda folder: Image.fromarray(np.array([[[0, 255, 255], [0, 0, 255]]], np.uint8), "HSV"),
+                      {"HSV"}, [[[255, 0, 0], [255, 255, 255]]]),
+}
+
+
+@pytest.mark.parametrize("case", list(MODES))
+def test_every_image_mode_pillow_opens_becomes_8_bit_with_its_values(tmp_path, case):
+    write, opened_as, expected = MODES[case]
+    written = write(str(tmp_path))
+    image = Image.open(written) if isinstance(written, str) else written
+    assert image.mode in opened_as, f"{case}: Pillow {Image.__version__} opened mode {image.mode}"
+    converted = datasets.eight_bit(image, "x.png")
+    assert converted.mode == ("L" if np.ndim(expected) == 2 else "RGB")
+    assert np.asarray(converted).tolist() == expected, case
+
+
+def test_the_loader_reads_a_16_bit_png_without_saturating_it(tmp_path):
+    root = tmp_path / "data" / "deep"
+    os.makedirs(root / "a")
+    Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(root / "a" / "0.png")  # mid grey
+    assert datasets.read_image(str(root / "a" / "0.png"), 4).tolist() == np.full((3, 4, 4), 128).tolist()
+
+
+@pytest.mark.parametrize("pixels,name,problem", [
+    (np.array([[0, 300]], np.float32), "a.tif", r"float image with values from 0 to 300"),
+    (np.array([[0, np.nan]], np.float32), "a.tif", r"float image with NaN or inf"),
+    (np.array([[-1, 70000]], np.int32), "a.tif", r"integer values from -1 to 70000, outside the 16-bit range"),
+])
+def test_an_image_without_a_faithful_8_bit_form_is_refused_naming_the_file(tmp_path, pixels, name, problem):
+    Image.fromarray(pixels).save(tmp_path / name)
+    with pytest.raises(utils.UsageError, match=f"image .*{name} .*{problem}.*convert it to 8-bit"):
+        datasets.read_image(str(tmp_path / name), 4)
+
+
+def test_a_mode_without_a_conversion_here_is_refused_naming_the_file():
+    with pytest.raises(utils.UsageError, match=r"image lab.tif has the pixel mode LAB.*convert it to 8-bit"):
+        datasets.eight_bit(Image.new("LAB", (1, 1)), "lab.tif")
+
+
+# ----------------------------------------------------------------------------------------------
 # Sampling order
 
 def test_each_epoch_is_a_fresh_seeded_permutation_chosen_by_set_epoch():
