@@ -77,12 +77,21 @@ DATASETS = {
 DATASET_JSON = "dataset.json"  # written by prepare_dataset.py into every folder it prepares
 
 
+# What prepare_dataset.py writes into dataset.json, by key; read_dataset_json refuses other types.
+DATASET_JSON_TYPES = {
+    "format": int, "written_by": str, "dataset": str, "resolution": int, "class_names": list[str],
+    "folders": list[str], "source_labels": list[int], "images_per_class": list[int], "role": str,
+    "source": dict, "split": dict[str, list[str]], "shots": int, "seed": int,
+    "reference_per_class": int | None, "reference": str,
+}
+
+
 def reference_dataset_name(dataset: str, data_root: str) -> str:
     """The held-out reference images of a prepared dataset (the `reference` its dataset.json names,
     e.g. mydata_new -> mydata_new_reference); '' when it names none."""
     folder = image_folder_path(dataset, data_root)
     info = read_dataset_json(folder) if os.path.isdir(folder) else None
-    reference = str(info.get("reference") or "") if info else ""
+    reference = (info.get("reference") or "") if info else ""
     if reference and not os.path.isdir(os.path.join(data_root, reference)):
         raise utils.UsageError(f"{folder}'s dataset.json names the reference images {reference}, which are not "
                                f"under {data_root}; prepare the dataset again (prepare_dataset.py) or name the "
@@ -91,17 +100,14 @@ def reference_dataset_name(dataset: str, data_root: str) -> str:
 
 
 def read_dataset_json(folder: str) -> dict | None:
-    """The dataset.json of a prepared folder, or None when the folder has none."""
-    path = os.path.join(folder, DATASET_JSON)
+    """The dataset.json of a prepared folder (data_root/<dataset>), or None when the folder has none.
+    Its keys are checked (DATASET_JSON_TYPES), and the folders it names must lie inside the data root
+    (reference) or the dataset folder (folders): one clear line otherwise."""
     hint = "prepare the dataset again with prepare_dataset.py, or delete the file and give --resolution"
-    info = utils.read_json_object(path, hint)
-    if info is not None:
-        try:
-            int(info["resolution"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise utils.UsageError(f"{path} is damaged (resolution: {type(err).__name__}: {str(err)[:100]}); "
-                                   f"{hint}") from None
-    return info
+    folder = os.path.normpath(folder)
+    return utils.read_json_object(os.path.join(folder, DATASET_JSON), hint, DATASET_JSON_TYPES, ("resolution",),
+                                  {"reference": ("the data root", os.path.dirname(folder)),
+                                   "folders": ("the dataset folder", folder)})
 
 
 def folders_with_images(data_root: str) -> list[str]:
@@ -160,11 +166,11 @@ def dataset_spec(dataset: str, data_root: str | None = None, resolution: int = 0
                                    "--resolution (e.g. --resolution 32), or prepare the folder with "
                                    "prepare_dataset.py")
         return DatasetSpec(folder, resolution)
-    if resolution and resolution != int(info["resolution"]):
+    if resolution and resolution != info["resolution"]:
         raise utils.UsageError(f"--resolution {resolution}, but {path} holds {info['resolution']} px "
                                f"images ({DATASET_JSON}); leave --resolution out, or prepare the dataset "
                                f"again with prepare_dataset.py --resolution {resolution}")
-    return DatasetSpec(folder, int(info["resolution"]))
+    return DatasetSpec(folder, info["resolution"])
 
 
 def image_folder_path(dataset: str, data_root: str) -> str:
@@ -182,7 +188,7 @@ def class_display_names(dataset: str, data_root: str) -> list[str]:
     folder = image_folder_path(dataset, data_root)
     info = read_dataset_json(folder) if os.path.isdir(folder) else None
     if info is not None and "class_names" in info:
-        return [str(name) for name in info["class_names"]]
+        return list(info["class_names"])
     return find_classes(folder, dataset)
 
 

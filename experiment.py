@@ -15,6 +15,7 @@ compute what was trained). n_classes and resolution always come from the data.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -79,10 +80,27 @@ def write_config(config: dict) -> None:
                            lambda f: f.write(json.dumps(config, indent=1, sort_keys=True, default=str) + "\n"))
 
 
+def saved_config_types() -> dict[str, Any]:
+    """The type of each key of a saved config.json that a run takes over: the model flags (those of
+    G's and D's constructor defaults), the metric space, the data and the classes."""
+    model = {name: type(parameter.default) for cls in (BigGAN.Generator, BigGAN.Discriminator)
+             for name, parameter in inspect.signature(cls.__init__).parameters.items()
+             if name in BigGAN.weight_defining_flags() and parameter.default is not None}
+    return {**model, "backbone": str, "inception_weights": str | None, "dataset": str, "stage": str,
+            "which_best": str, "class_names": list[str] | None, "old_class_names": list[str] | None}
+
+
 def read_config(folder_path: str) -> dict | None:
-    """A config.json beside weights (an experiment's, or the source model's); None when absent."""
-    return utils.read_json_object(os.path.join(folder_path, CONFIG_FILE),
-                                  "restore it or delete it (then give the model flags)")
+    """A config.json beside weights (an experiment's, or the source model's); None when absent. Its
+    keys are checked (saved_config_types). A relative inception_weights that names a file next to it
+    is taken as relative to its folder (a shipped source names its classifier so); otherwise a
+    relative path is as the run that wrote it was given it (relative to the working directory)."""
+    config = utils.read_json_object(os.path.join(folder_path, CONFIG_FILE),
+                                    "restore it or delete it (then give the model flags)", saved_config_types())
+    weights = (config or {}).get("inception_weights")
+    if weights and not os.path.isabs(weights) and os.path.isfile(os.path.join(folder_path, weights)):
+        config["inception_weights"] = os.path.normpath(os.path.join(folder_path, weights))
+    return config
 
 
 def saved_config(folder_path: str, state: dict) -> dict:

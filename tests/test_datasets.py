@@ -1,6 +1,7 @@
 """datasets.py: image folders (or their HDF5 cache) -> batches, with BigGAN-PyTorch's sampling."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -112,8 +113,37 @@ def test_a_prepared_folder_loads_by_name_at_the_resolution_of_its_dataset_json(t
     with pytest.raises(utils.UsageError, match="--resolution 32, but .*fmnist_new holds 64 px"):
         datasets.dataset_spec("fmnist_new", str(tmp_path), resolution=32)
     (tmp_path / "fmnist_new" / "dataset.json").write_text('{"format": 1}')
-    with pytest.raises(utils.UsageError, match=r"dataset\.json is damaged \(resolution: KeyError.*prepare_dataset\.py"):
+    with pytest.raises(utils.UsageError, match=r"dataset\.json is damaged: it has no resolution.*prepare_dataset\.py"):
         datasets.dataset_spec("fmnist_new", str(tmp_path))
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"resolution": "32"}, 'resolution must be an integer, got "32"'),
+    ({"class_names": 5}, "class_names must be a list of strings, got 5"),
+    ({"folders": ["Coat", 3]}, "folders must be a list of strings"),
+    ({"reference": ["x"]}, "reference must be a string"),
+])
+def test_a_dataset_json_of_wrong_types_is_one_line_naming_the_file_and_the_key(tmp_path, change, named):
+    info = {"format": 1, "resolution": 32, "class_names": ["Coat", "T-shirt/top"], "folders": ["Coat", "T-shirt_top"]}
+    write_folder(str(tmp_path / "fmnist_new"), ["T-shirt_top", "Coat"], dataset_json={**info, **change})
+    for read in (datasets.dataset_spec, datasets.class_display_names, datasets.reference_dataset_name):
+        with pytest.raises(utils.UsageError, match=re.escape(f"fmnist_new/dataset.json is damaged: {named}")):
+            read("fmnist_new", str(tmp_path))
+
+
+@pytest.mark.parametrize("key,value,outside", [
+    ("reference", "../../../etc", "the data root"), ("reference", "../outside", "the data root"),
+    ("reference", "/etc", "the data root"), ("folders", ["Coat", "../../elsewhere"], "the dataset folder"),
+])
+def test_a_folder_a_dataset_json_names_outside_the_data_root_is_refused(tmp_path, key, value, outside):
+    data_root = tmp_path / "data"
+    write_folder(str(tmp_path / "outside"), ["Coat"], dataset_json={"resolution": 32})  # would be followed
+    info = {"resolution": 32, "folders": ["Coat"], "reference": "mine_reference", key: value}
+    write_folder(str(data_root / "mine"), ["Coat"], dataset_json=info)
+    root = str(data_root / "mine") if key == "folders" else str(data_root)
+    shown = value[-1] if isinstance(value, list) else value
+    with pytest.raises(utils.UsageError, match=re.escape(f"{key} {shown!r} points outside {outside} {root}")):
+        datasets.reference_dataset_name("mine", str(data_root))
 
 
 def test_a_folder_without_dataset_json_needs_resolution(tmp_path):
