@@ -100,14 +100,15 @@ def reference_dataset_name(dataset: str, data_root: str) -> str:
 
 
 def read_dataset_json(folder: str) -> dict | None:
-    """The dataset.json of a prepared folder (data_root/<dataset>), or None when the folder has none.
-    Its keys are checked (DATASET_JSON_TYPES), and the folders it names must lie inside the data root
-    (reference) or the dataset folder (folders): one clear line otherwise."""
+    """The dataset.json of a prepared folder (data_root/<dataset>), or None when the folder has
+    none. Its keys are checked (DATASET_JSON_TYPES), and the folders it names must lie inside the
+    data root (reference) or the dataset folder (folders): one clear line otherwise."""
     hint = "prepare the dataset again with prepare_dataset.py, or delete the file and give --resolution"
     folder = os.path.normpath(folder)
-    return utils.read_json_object(os.path.join(folder, DATASET_JSON), hint, DATASET_JSON_TYPES, ("resolution",),
-                                  {"reference": ("the data root", os.path.dirname(folder)),
-                                   "folders": ("the dataset folder", folder)})
+    folders = {"reference": ("the data root", os.path.dirname(folder)),
+               "folders": ("the dataset folder", folder)}
+    return utils.read_json_object(os.path.join(folder, DATASET_JSON), hint, DATASET_JSON_TYPES,
+                                  ("resolution",), folders)
 
 
 def folders_with_images(data_root: str) -> list[str]:
@@ -219,8 +220,9 @@ def center_crop_long_edge(image: Image.Image) -> Image.Image:
 # Every image Pillow opens becomes 8-bit grey (L) or RGB (eight_bit); Pillow's own convert("RGB")
 # clips 16-bit grey to white and float images to black, and drops alpha, so those are done here.
 BACKGROUND = 255  # transparent pixels are composited on white
-COLOUR_MODES = ("P", "RGBX", "CMYK", "YCbCr", "HSV")  # Pillow converts these to RGB as they are meant
-# (not LAB: whether a and b are signed or offset by 128 depends on the file, so it is refused)
+# Pillow converts these to RGB as they are meant (not LAB: whether its a and b are signed or offset
+# by 128 depends on the file, so it is refused)
+COLOUR_MODES = ("P", "RGBX", "CMYK", "YCbCr", "HSV")
 ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")  # RGBa: premultiplied alpha
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 'I': 16-bit PNGs in older Pillow
 SIXTEEN_BIT_MAX = 65535
@@ -244,21 +246,24 @@ def deep_to_eight_bit(image: Image.Image, path: str) -> Image.Image:
     values = np.asarray(image).astype(np.float64)
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     if image.mode == "F":
-        if not np.isfinite(values).all() or low < 0 or high > 255:
-            found = "NaN or inf" if not np.isfinite(values).all() else f"values from {low:g} to {high:g}"
-            raise utils.UsageError(f"image {path} is a float image with {found}, neither in [0, 1] nor in "
-                                   "[0, 255]; convert it to 8-bit RGB or grey")
+        finite = bool(np.isfinite(values).all())
+        if not finite or low < 0 or high > 255:
+            found = f"values from {low:g} to {high:g}" if finite else "NaN or inf"
+            raise utils.UsageError(f"image {path} is a float image with {found}, neither in [0, 1] "
+                                   "nor in [0, 255]; convert it to 8-bit RGB or grey")
         return Image.fromarray(round_to_uint8(values * (255 if high <= 1 else 1)), "L")
     if low < 0 or high > SIXTEEN_BIT_MAX:
-        raise utils.UsageError(f"image {path} holds integer values from {low:g} to {high:g}, outside the 16-bit "
-                               f"range [0, {SIXTEEN_BIT_MAX}]; convert it to 8-bit RGB or grey")
+        raise utils.UsageError(f"image {path} holds integer values from {low:g} to {high:g}, "
+                               f"outside the 16-bit range [0, {SIXTEEN_BIT_MAX}]; convert it to "
+                               "8-bit RGB or grey")
     return Image.fromarray(round_to_uint8(values * 255 / SIXTEEN_BIT_MAX), "L")
 
 
 def eight_bit(image: Image.Image, path: str) -> Image.Image:
-    """The image as 8-bit grey (L) or RGB: alpha (LA, PA, RGBA, a palette's or a colour's transparency)
-    composited on white, 16-bit and float grey scaled (deep_to_eight_bit), palettes and other colour
-    spaces converted to RGB. Any other mode is refused with one line naming the file."""
+    """The image as 8-bit grey (L) or RGB: alpha (LA, PA, RGBA, a palette's or a colour's
+    transparency) composited on white, 16-bit and float grey scaled (deep_to_eight_bit), palettes
+    and other colour spaces converted to RGB. Any other mode is refused with one line naming the
+    file."""
     mode = image.mode
     if mode in ("L", "RGB", "P") and "transparency" in image.info:
         return composite_on_background(image)
@@ -272,14 +277,14 @@ def eight_bit(image: Image.Image, path: str) -> Image.Image:
         return composite_on_background(image)
     if mode in SIXTEEN_BIT_MODES or mode == "F":
         return deep_to_eight_bit(image, path)
-    raise utils.UsageError(f"image {path} has the pixel mode {mode}, which is not converted to 8-bit RGB "
-                           "(supported: 1, L, P, RGB, RGBX, CMYK, YCbCr, HSV, LA, PA, RGBA, 16-bit grey, "
-                           "float grey); convert it to 8-bit RGB or grey")
+    raise utils.UsageError(f"image {path} has the pixel mode {mode}, which is not converted to "
+                           "8-bit RGB (supported: 1, L, P, RGB, RGBX, CMYK, YCbCr, HSV, LA, PA, "
+                           "RGBA, 16-bit grey, float grey); convert it to 8-bit RGB or grey")
 
 
 def read_image(path: str, resolution: int) -> np.ndarray:
-    """The image at path (any mode eight_bit converts), cropped and resized, as uint8 [3, resolution,
-    resolution]."""
+    """The image at path (any mode eight_bit converts), cropped and resized, as uint8
+    [3, resolution, resolution]."""
     try:
         with Image.open(path) as image:
             image = center_crop_long_edge(eight_bit(image, path).convert("RGB"))

@@ -96,10 +96,12 @@ def read_config(folder_path: str) -> dict | None:
     is taken as relative to its folder (a shipped source names its classifier so); otherwise a
     relative path is as the run that wrote it was given it (relative to the working directory)."""
     config = utils.read_json_object(os.path.join(folder_path, CONFIG_FILE),
-                                    "restore it or delete it (then give the model flags)", saved_config_types())
+                                    "restore it or delete it (then give the model flags)",
+                                    saved_config_types())
     weights = (config or {}).get("inception_weights")
-    if weights and not os.path.isabs(weights) and os.path.isfile(os.path.join(folder_path, weights)):
-        config["inception_weights"] = os.path.normpath(os.path.join(folder_path, weights))
+    beside = os.path.normpath(os.path.join(folder_path, weights)) if weights else ""
+    if weights and not os.path.isabs(weights) and os.path.isfile(beside):
+        config["inception_weights"] = beside
     return config
 
 
@@ -181,7 +183,8 @@ def read_set(folder_path: str, suffix: str, parts: list[str], optional: tuple[st
              what: str) -> tuple[str, dict]:
     """(resolved suffix, the set's parts) of a checkpoint a run starts from; no set is one clear line."""
     suffix = checkpoints.resolve_suffix(folder_path, suffix, hint)
-    if not checkpoints.has_checkpoint(folder_path, suffix):
+    # a set that is there but damaged (a truncated G.pth) is named by load_set, file and all
+    if checkpoints.slot_name(suffix) not in checkpoints.existing_sets(folder_path):
         others = checkpoints.existing_sets(folder_path)
         if others:
             advice = f"it holds {', '.join(others)}: name one"

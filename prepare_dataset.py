@@ -529,8 +529,8 @@ def prepare_parser() -> argparse.ArgumentParser:
                         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each may end in .gz)")
     g.add_argument("--image_folder", metavar="DIR",
                    help="DIR/<class>/<images>; no test split, so --reference_per_class images of each class are "
-                        "held out as references. Any image Pillow opens: 16-bit and float grey are scaled to 8 "
-                        "bits, transparency is composited on white")
+                        "held out as references. Any image Pillow opens: 16-bit and float grey are "
+                        "scaled to 8 bits, transparency is composited on white")
     s = p.add_argument_group("source options")
     s.add_argument("--torchvision_root", default="", metavar="DIR",
                    help="torchvision's root folder (default: BASE_DIR/downloads); FashionMNIST reads ROOT/FashionMNIST/raw/")

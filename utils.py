@@ -258,17 +258,18 @@ def load_file(path: str, what: str, hint: str) -> Any:
         raise UsageError(f"{path} is not a readable {what} ({first_line(err)}); {hint}") from None
 
 
-JSON_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "an object",
-                   list: "a list", type(None): "null"}
+JSON_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                   dict: "an object", list: "a list", type(None): "null"}
 
 
 def json_type_name(kind: Any) -> str:
-    """How a message names a type of read_json_object's key_types: 'an integer', 'a list of strings'."""
+    """How a message names a type of read_json_object's key_types ('a list of strings')."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(json_type_name(arg) for arg in args)
     if origin is list:
-        return f"a list of {json_type_name(args[0]).split(' ', 1)[1]}s" if args[0] in JSON_TYPE_NAMES else "a list"
+        item = json_type_name(args[0]).split(" ", 1)[-1]  # 'a string' -> 'string'
+        return f"a list of {item}s"
     if origin is dict:
         return f"an object whose values are each {json_type_name(args[1])}"
     return JSON_TYPE_NAMES[kind]
@@ -283,7 +284,8 @@ def json_type_matches(value: Any, kind: Any) -> bool:
     if origin is list:
         return isinstance(value, list) and all(json_type_matches(item, args[0]) for item in value)
     if origin is dict:
-        return isinstance(value, dict) and all(json_type_matches(item, args[1]) for item in value.values())
+        return isinstance(value, dict) and all(json_type_matches(item, args[1])
+                                               for item in value.values())
     if kind is type(None):
         return value is None
     if isinstance(value, bool) and kind is not bool:  # JSON true is no number
@@ -301,14 +303,15 @@ def names_a_folder_inside(root: str, name: Any) -> bool:
     return target != root and os.path.commonpath([root, target]) == root
 
 
-def read_json_object(path: str, hint: str, key_types: dict[str, Any] | None = None, required: tuple[str, ...] = (),
+def read_json_object(path: str, hint: str, key_types: dict[str, Any] | None = None,
+                     required: tuple[str, ...] = (),
                      folders: dict[str, tuple[str, str]] | None = None) -> dict | None:
     """The JSON object in `path`; None when there is no such file. The one reader of the JSON files
     the user points at (dataset.json, config.json): a file that is not a JSON object, lacks a
     `required` key, holds a key of another type than `key_types` says (key -> int, str, list[str],
-    int | None, ...; a key not listed is not checked), or names a folder outside its root (`folders`:
-    key -> (what the root is, the root); the key holds a folder name or a list of them) is one clear
-    error naming the file and the key, ending in `hint` (what to do about it)."""
+    int | None, ...; a key not listed is not checked), or names a folder outside its root
+    (`folders`: key -> (what the root is, the root); the key holds a folder name or a list of them)
+    is one clear error naming the file and the key, ending in `hint` (what to do about it)."""
     if not os.path.isfile(path):
         return None
     try:
@@ -329,6 +332,6 @@ def read_json_object(path: str, hint: str, key_types: dict[str, Any] | None = No
         names = value.get(key)
         for name in names if isinstance(names, list) else [] if names in (None, "") else [names]:
             if not names_a_folder_inside(root, name):
-                raise UsageError(f"{path}: {key} {name!r} points outside {what} {root}; only folders inside it "
-                                 f"are followed: {hint}")
+                raise UsageError(f"{path}: {key} {name!r} points outside {what} {root}; only "
+                                 f"folders inside it are followed: {hint}")
     return value

@@ -1,7 +1,7 @@
-"""assets/: what the project ships works on any machine. No file names a path of the machine that built
-it (/work/..., /home/..., C:\\...): such a path was followed on every other machine and failed there
-(the source's config.json named the classifier at /work/wt-arch/assets/fashion_classifier.pth).
-Text files are read whole; in torch checkpoints, every string they record."""
+"""assets/: what the project ships works on any machine. No file names a path of the machine that
+built it (/work/..., /home/..., C:\\...): the source's config.json named its classifier at
+/work/wt-arch/assets/fashion_classifier.pth, which every other machine followed and did not find.
+Text files are read whole; of torch checkpoints, every string they record."""
 import os
 import re
 
@@ -11,10 +11,13 @@ import torch
 from conftest import ROOT
 
 ASSETS = os.path.join(ROOT, "assets")
-TEXT_EXTENSIONS = (".json", ".md", ".txt", ".csv", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".sh", ".py")
-# An absolute path: '/' then a path segment and another '/' (after a quote, a space, '=', '(' or a line
-# start, so 'T-shirt/top' and URLs are not paths), a home folder (~/), or a Windows drive (C:\ or C:/).
-ABSOLUTE_PATH = re.compile(r"""(?:^|(?<=[\s"'=(]))(?:/[\w.@+-]+/[^\s"',)]*|~/[^\s"',)]*|[A-Za-z]:[\\/][^\s"',)]*)""",
+TEXT_EXTENSIONS = (".json", ".md", ".txt", ".csv", ".yaml", ".yml", ".toml", ".cfg", ".ini", ".sh",
+                   ".py")
+# An absolute path: '/' and a path segment (after a quote, a space, '=', '(' or a line start, so
+# 'T-shirt/top', 'it/s' and URLs are not paths), a home folder (~/), or a drive (C:\ or C:/).
+TAIL = r"""[^\s"',)]*"""
+START = r"""(?:^|(?<=[\s"'=(]))"""
+ABSOLUTE_PATH = re.compile(rf"{START}(?:/[\w.@+-]+{TAIL}|~/{TAIL}|[A-Za-z]:[\\/]{TAIL})",
                            re.MULTILINE)
 
 
@@ -42,7 +45,9 @@ def strings_in(obj):
     ('"inception_weights": "/work/wt-arch/assets/c.pth"', ["/work/wt-arch/assets/c.pth"]),
     ('trained on /home/me/data (10 images)', ["/home/me/data"]),
     ('"root": "C:\\\\data\\\\x"', ["C:\\\\data\\\\x"]), ("~/datasets/x", ["~/datasets/x"]),
-    ('"class_names": ["T-shirt/top"], "url": "https://github.com/a/b", "w": "../fashion_classifier.pth"', []),
+    ('"class_names": ["T-shirt/top"], "url": "https://github.com/a/b", "speed": "3 it/s"', []),
+    ('"inception_weights": "../fashion_classifier.pth", "ratio": "1/2"', []),
+    ('"inception_weights": "/c.pth"', ["/c.pth"]),
 ])
 def test_the_scanner_finds_absolute_paths_and_only_those(text, paths):
     assert ABSOLUTE_PATH.findall(text) == paths
@@ -51,8 +56,9 @@ def test_the_scanner_finds_absolute_paths_and_only_those(text, paths):
 def test_no_shipped_text_file_names_an_absolute_path():
     found = [f"{os.path.relpath(path, ROOT)}: {match}" for path in asset_files(*TEXT_EXTENSIONS)
              for match in ABSOLUTE_PATH.findall(open(path, encoding="utf-8").read())]
-    assert list(asset_files(".json")), "assets/ holds no JSON file: the scan looks in the wrong place"
-    assert not found, "absolute paths in assets/ (make them relative to the asset):\n" + "\n".join(found)
+    assert list(asset_files(".json")), "assets/ holds no JSON file: the scan looks elsewhere"
+    assert not found, "absolute paths in assets/ (make them relative to the asset):\n" + \
+        "\n".join(found)
 
 
 def test_no_shipped_checkpoint_records_an_absolute_path():

@@ -195,15 +195,16 @@ def test_a_reference_with_other_classes_is_refused(tmp_path):
 
 def test_a_reference_outside_the_data_root_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     data_root = tmp_path / "data"
-    write_prepared(tmp_path, "etc", per_class=2)  # a dataset outside the data root, which was followed
+    write_prepared(tmp_path, "etc", per_class=2)  # outside the data root; such a name reached it
     write_prepared(data_root, "mine_new", per_class=2, reference="../etc")
-    monkeypatch.setattr(sys, "argv", ["calculate_inception_moments.py", "--dataset", "mine_new", "--data_root",
-                                      str(data_root), "--device", "cpu"])
+    monkeypatch.setattr(sys, "argv", ["calculate_inception_moments.py", "--dataset", "mine_new",
+                                      "--data_root", str(data_root), "--device", "cpu"])
     with pytest.raises(SystemExit) as exit_:
         utils.run_main(moments_script.main)
     lines = capsys.readouterr().err.strip().splitlines()
     assert exit_.value.code == 2 and len(lines) == 1, lines
-    assert f"mine_new/dataset.json: reference '../etc' points outside the data root {data_root}" in lines[0]
+    assert (f"mine_new/dataset.json: reference '../etc' points outside the data root {data_root}"
+            in lines[0])
     assert not [name for name in os.listdir(data_root) if name.endswith(".npz")]
 
 

@@ -208,16 +208,19 @@ def test_16_bit_float_and_transparent_images_are_prepared_with_their_values(tmp_
                                 (paths["toy4_old"], "clear", 255)):
         for file in os.listdir(os.path.join(folder, name)):
             with Image.open(os.path.join(folder, name, file)) as image:
-                assert np.asarray(image.convert("RGB")).tolist() == np.full((32, 32, 3), value).tolist(), name
+                expected = np.full((32, 32, 3), value).tolist()
+                assert np.asarray(image.convert("RGB")).tolist() == expected, name
 
 
 def test_an_image_that_has_no_8_bit_form_stops_the_preparation_naming_it(tmp_path, capsys):
-    write_deep_image_folder(tmp_path / "images", bad=("hot.tif", Image.fromarray(np.full((8, 8), 900, np.float32))))
-    code, lines = run_cli(["--image_folder", str(tmp_path / "images"), "--new", "deep", "--shots", "1",
-                           "--reference_per_class", "1", "--name", "x", "--data_root", str(tmp_path / "data")],
-                          capsys)
+    hot = Image.fromarray(np.full((8, 8), 900, np.float32))
+    write_deep_image_folder(tmp_path / "images", bad=("hot.tif", hot))
+    code, lines = run_cli(["--image_folder", str(tmp_path / "images"), "--new", "deep",
+                           "--shots", "1", "--reference_per_class", "1", "--name", "x",
+                           "--data_root", str(tmp_path / "data")], capsys)
     assert code == 2 and len(lines) == 1
-    assert "hot.tif is a float image with values from 900 to 900, neither in [0, 1] nor in [0, 255]" in lines[0]
+    assert ("hot.tif is a float image with values from 900 to 900, neither in [0, 1] nor in "
+            "[0, 255]" in lines[0])
     assert not [name for name in os.listdir(tmp_path / "data") if not name.startswith(".")]
 
 

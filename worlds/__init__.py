@@ -83,14 +83,16 @@ def publish_source(folder: str, out: str) -> None:
         shutil.copy(os.path.join(folder, name), os.path.join(out, name))
     config = experiment.read_config(folder) or {}
     config.update({key: "" for key in MACHINE_PATHS if key in config})
-    if config.get("inception_weights"):
-        config["inception_weights"] = os.path.relpath(os.path.abspath(config["inception_weights"]), out)
+    weights = config.get("inception_weights")
+    if weights:
+        config["inception_weights"] = os.path.relpath(os.path.abspath(weights), out)
     write_config(os.path.join(out, "config.json"), config)
     print(f"wrote {out}/{{G.pth, D.pth, config.json}}")
 
 
 def write_config(path: str, config: dict) -> None:
-    utils.write_atomically(path, lambda f: f.write(json.dumps(config, indent=1, sort_keys=True) + "\n"))
+    text = json.dumps(config, indent=1, sort_keys=True) + "\n"
+    utils.write_atomically(path, lambda f: f.write(text))
 
 
 def install_source(weights_root: str, source: str) -> None:

@@ -279,7 +279,8 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int, classifi
         publish_source(experiment.folder(config), paths["source"])
     os.makedirs(paths["data"], exist_ok=True)
     if not os.path.isdir(os.path.join(paths["data"], NEW_DATASET)):
-        ship_few_shot_folder(os.path.join(data_root, NEW_DATASET), os.path.join(paths["data"], NEW_DATASET))
+        ship_few_shot_folder(os.path.join(data_root, NEW_DATASET),
+                             os.path.join(paths["data"], NEW_DATASET))
     if not os.path.isfile(os.path.join(paths["data"], "new_reference.npz")):
         pack_reference(os.path.join(data_root, NEW_REFERENCE), os.path.join(paths["data"], "new_reference.npz"))
     for target, origin in shipped_files(data_root, paths["data"]):
