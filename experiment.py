@@ -80,12 +80,15 @@ def write_config(config: dict) -> None:
                            lambda f: f.write(json.dumps(config, indent=1, sort_keys=True, default=str) + "\n"))
 
 
+JSON_SCALARS = (bool, int, float, str)
+
+
 def saved_config_types() -> dict[str, Any]:
     """The type of each key of a saved config.json that a run takes over: the model flags (those of
     G's and D's constructor defaults), the metric space, the data and the classes."""
     model = {name: type(parameter.default) for cls in (BigGAN.Generator, BigGAN.Discriminator)
              for name, parameter in inspect.signature(cls.__init__).parameters.items()
-             if name in BigGAN.weight_defining_flags() and parameter.default is not None}
+             if name in BigGAN.weight_defining_flags() and type(parameter.default) in JSON_SCALARS}
     return {**model, "backbone": str, "inception_weights": str | None, "dataset": str, "stage": str,
             "which_best": str, "class_names": list[str] | None, "old_class_names": list[str] | None}
 

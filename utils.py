@@ -330,7 +330,9 @@ def read_json_object(path: str, hint: str, key_types: dict[str, Any] | None = No
                              f"{json.dumps(value[key])[:80]}; {hint}")
     for key, (what, root) in (folders or {}).items():
         names = value.get(key)
-        for name in names if isinstance(names, list) else [] if names in (None, "") else [names]:
+        if names is None or names == "":  # names no folder
+            continue
+        for name in names if isinstance(names, list) else [names]:
             if not names_a_folder_inside(root, name):
                 raise UsageError(f"{path}: {key} {name!r} points outside {what} {root}; only "
                                  f"folders inside it are followed: {hint}")
