@@ -53,6 +53,7 @@ and the lock file are not counted.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -94,6 +95,19 @@ class NonFiniteCheckpoint(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # Names
+
+SET_NAME = re.compile(r"^(latest|best|copy\d+|best\d+)$")  # what --load_weights may name
+SET_NAMES = "latest, best (the best of the best sets), copyN or bestN (e.g. copy0, best1)"
+
+
+def set_name(text: str) -> str:
+    """--load_weights and --start_from's :SUFFIX: '' (the latest set), latest, best, copyN or
+    bestN. A suffix is joined into file names (G_<suffix>.pth), so anything else, a path above all,
+    is refused."""
+    if text and not SET_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"must name a checkpoint set: {SET_NAMES}, got {text!r}")
+    return text
+
 
 def slot_name(suffix: str) -> str:
     """The slot link of a suffix: '' (BigGAN-PyTorch's latest set) -> 'latest'."""
@@ -576,7 +590,8 @@ def _load_verified(where: str, folder: str, suffix: str, parts: list[str], optio
                for part in checked}
     state = objects.get("state_dict")
     if state is not None and state.get("itr") != itr:
-        raise _inconsistent(folder, suffix, f"state_dict.pth is at iteration {state.get('itr')}, the set at {itr}", kind)
+        problem = f"state_dict.pth is at iteration {state.get('itr')}, the set at {itr}"
+        raise _damaged(folder, suffix, problem, kind)
     return {part: objects[part] for part in wanted}
 
 
@@ -587,20 +602,25 @@ def _load_listed(path: str, folder: str, suffix: str, part: str, manifest: dict,
     try:
         f = open(path, "rb")
     except FileNotFoundError:
-        raise _inconsistent(folder, suffix, f"{os.path.basename(path)} of iteration {itr} is missing", kind) from None
+        problem = f"{os.path.basename(path)} of iteration {itr} is missing"
+        raise _damaged(folder, suffix, problem, kind) from None
     with f:
-        if os.fstat(f.fileno()).st_size != saved["bytes"] or _digest(f) != saved["sha1"]:
-            raise _inconsistent(folder, suffix, f"{os.path.basename(path)} is not the file saved at iteration {itr}",
-                                kind)
+        name, size = os.path.basename(path), os.fstat(f.fileno()).st_size
+        if size != saved["bytes"]:  # truncated, say, by a full disk or a copy that stopped
+            problem = f"{name} has {size} bytes, the file saved at iteration {itr} had " \
+                      f"{saved['bytes']}"
+            raise _damaged(folder, suffix, problem, kind)
+        if _digest(f) != saved["sha1"]:
+            raise _damaged(folder, suffix, f"{name} is not the file saved at iteration {itr}", kind)
         f.seek(0)
         return _load_dict(f, path, part, hint)
 
 
-def _inconsistent(folder: str, suffix: str, problem: str, kind: str) -> utils.UsageError:
+def _damaged(folder: str, suffix: str, problem: str, kind: str) -> utils.UsageError:
     manifest = MANIFEST if kind == "set" else os.path.basename(flat_manifest_path(folder, suffix))
-    return utils.UsageError(f"{describe(folder, suffix)} is inconsistent: {problem}; it was changed after the save "
-                            f"(its {manifest} lists what was saved): restore it, or choose another set with "
-                            "--load_weights")
+    return utils.UsageError(f"{describe(folder, suffix)} is damaged: {problem}; it was changed "
+                            f"after the save (its {manifest} lists what was saved): restore it, or "
+                            "choose another set with --load_weights")
 
 
 def _load_legacy(folder: str, suffix: str, parts: list[str], optional: tuple[str, ...],
@@ -707,7 +727,9 @@ def best_slot(folder: str, hint: str = DEFAULT_HINT) -> str:
 
 def resolve_suffix(folder: str, suffix: str, hint: str = DEFAULT_HINT) -> str:
     """--load_weights as the user may write it: '' or 'latest' (the latest set), 'best' (the best of
-    the best sets), or a slot (copy1, best0)."""
+    the best sets), or a slot (copy1, best0); anything else is refused (set_name)."""
+    if suffix and not SET_NAME.match(suffix):
+        raise utils.UsageError(f"{suffix!r} is no checkpoint set (those are {SET_NAMES}); {hint}")
     if suffix == LATEST:
         return ""
     if suffix == "best":

@@ -15,8 +15,10 @@ Table names come first: a folder named like a table entry is reached through the
 Decisions worth knowing:
 
 - Labels are the positions of the class folders in sorted order; get_data_loaders prints them.
-- Images become RGB, are center-cropped to a square on their long edge and resized to the
-  resolution (BigGAN-PyTorch's CenterCropLongEdge + Resize), then mapped to [-1, 1].
+- Images become 8-bit RGB (eight_bit: 16-bit and float grey scaled to 8 bits, alpha composited
+  on white, other modes refused naming the file), are center-cropped to a square on their long
+  edge and resized to the resolution (BigGAN-PyTorch's CenterCropLongEdge + Resize), then mapped
+  to [-1, 1].
   augment=True adds random horizontal flips.
 - Files whose extension is not an image extension (IMAGE_EXTENSIONS) and hidden files are ignored.
   Images are not opened up front (far too slow for ImageNet): an unreadable image stops loading
@@ -75,12 +77,21 @@ DATASETS = {
 DATASET_JSON = "dataset.json"  # written by prepare_dataset.py into every folder it prepares
 
 
+# What prepare_dataset.py writes into dataset.json, by key; read_dataset_json refuses other types.
+DATASET_JSON_TYPES = {
+    "format": int, "written_by": str, "dataset": str, "resolution": int, "class_names": list[str],
+    "folders": list[str], "source_labels": list[int], "images_per_class": list[int], "role": str,
+    "source": dict, "split": dict[str, list[str]], "shots": int, "seed": int,
+    "reference_per_class": int | None, "reference": str,
+}
+
+
 def reference_dataset_name(dataset: str, data_root: str) -> str:
     """The held-out reference images of a prepared dataset (the `reference` its dataset.json names,
     e.g. mydata_new -> mydata_new_reference); '' when it names none."""
     folder = image_folder_path(dataset, data_root)
     info = read_dataset_json(folder) if os.path.isdir(folder) else None
-    reference = str(info.get("reference") or "") if info else ""
+    reference = (info.get("reference") or "") if info else ""
     if reference and not os.path.isdir(os.path.join(data_root, reference)):
         raise utils.UsageError(f"{folder}'s dataset.json names the reference images {reference}, which are not "
                                f"under {data_root}; prepare the dataset again (prepare_dataset.py) or name the "
@@ -89,17 +100,15 @@ def reference_dataset_name(dataset: str, data_root: str) -> str:
 
 
 def read_dataset_json(folder: str) -> dict | None:
-    """The dataset.json of a prepared folder, or None when the folder has none."""
-    path = os.path.join(folder, DATASET_JSON)
+    """The dataset.json of a prepared folder (data_root/<dataset>), or None when the folder has
+    none. Its keys are checked (DATASET_JSON_TYPES), and the folders it names must lie inside the
+    data root (reference) or the dataset folder (folders): one clear line otherwise."""
     hint = "prepare the dataset again with prepare_dataset.py, or delete the file and give --resolution"
-    info = utils.read_json_object(path, hint)
-    if info is not None:
-        try:
-            int(info["resolution"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise utils.UsageError(f"{path} is damaged (resolution: {type(err).__name__}: {str(err)[:100]}); "
-                                   f"{hint}") from None
-    return info
+    folder = os.path.normpath(folder)
+    folders = {"reference": ("the data root", os.path.dirname(folder)),
+               "folders": ("the dataset folder", folder)}
+    return utils.read_json_object(os.path.join(folder, DATASET_JSON), hint, DATASET_JSON_TYPES,
+                                  ("resolution",), folders)
 
 
 def folders_with_images(data_root: str) -> list[str]:
@@ -158,11 +167,11 @@ def dataset_spec(dataset: str, data_root: str | None = None, resolution: int = 0
                                    "--resolution (e.g. --resolution 32), or prepare the folder with "
                                    "prepare_dataset.py")
         return DatasetSpec(folder, resolution)
-    if resolution and resolution != int(info["resolution"]):
+    if resolution and resolution != info["resolution"]:
         raise utils.UsageError(f"--resolution {resolution}, but {path} holds {info['resolution']} px "
                                f"images ({DATASET_JSON}); leave --resolution out, or prepare the dataset "
                                f"again with prepare_dataset.py --resolution {resolution}")
-    return DatasetSpec(folder, int(info["resolution"]))
+    return DatasetSpec(folder, info["resolution"])
 
 
 def image_folder_path(dataset: str, data_root: str) -> str:
@@ -180,7 +189,7 @@ def class_display_names(dataset: str, data_root: str) -> list[str]:
     folder = image_folder_path(dataset, data_root)
     info = read_dataset_json(folder) if os.path.isdir(folder) else None
     if info is not None and "class_names" in info:
-        return [str(name) for name in info["class_names"]]
+        return list(info["class_names"])
     return find_classes(folder, dataset)
 
 
@@ -208,11 +217,77 @@ def center_crop_long_edge(image: Image.Image) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
+# Every image Pillow opens becomes 8-bit grey (L) or RGB (eight_bit); Pillow's own convert("RGB")
+# clips 16-bit grey to white and float images to black, and drops alpha, so those are done here.
+BACKGROUND = 255  # transparent pixels are composited on white
+# Pillow converts these to RGB as they are meant (not LAB: whether its a and b are signed or offset
+# by 128 depends on the file, so it is refused)
+COLOUR_MODES = ("P", "RGBX", "CMYK", "YCbCr", "HSV")
+ALPHA_MODES = ("LA", "PA", "RGBA", "RGBa")  # RGBa: premultiplied alpha
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 'I': 16-bit PNGs in older Pillow
+SIXTEEN_BIT_MAX = 65535
+
+
+def round_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 255] rounded half up (127.5 -> 128)."""
+    return np.floor(values + 0.5).astype(np.uint8)
+
+
+def composite_on_background(image: Image.Image) -> Image.Image:
+    """An image with alpha over an opaque BACKGROUND-white canvas, without its alpha."""
+    rgba = image.convert("RGBA")  # LA, PA and premultiplied RGBa too
+    canvas = Image.new("RGBA", rgba.size, (BACKGROUND,) * 3 + (255,))
+    return Image.alpha_composite(canvas, rgba).convert("L" if image.mode in ("L", "LA") else "RGB")
+
+
+def deep_to_eight_bit(image: Image.Image, path: str) -> Image.Image:
+    """16-bit grey (0..65535, also 32-bit 'I' holding such values) and float grey, in [0, 1] when
+    its largest value is at most 1, else in [0, 255], scaled to 8-bit grey."""
+    values = np.asarray(image).astype(np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if image.mode == "F":
+        finite = bool(np.isfinite(values).all())
+        if not finite or low < 0 or high > 255:
+            found = f"values from {low:g} to {high:g}" if finite else "NaN or inf"
+            raise utils.UsageError(f"image {path} is a float image with {found}, neither in [0, 1] "
+                                   "nor in [0, 255]; convert it to 8-bit RGB or grey")
+        return Image.fromarray(round_to_uint8(values * (255 if high <= 1 else 1)), "L")
+    if low < 0 or high > SIXTEEN_BIT_MAX:
+        raise utils.UsageError(f"image {path} holds integer values from {low:g} to {high:g}, "
+                               f"outside the 16-bit range [0, {SIXTEEN_BIT_MAX}]; convert it to "
+                               "8-bit RGB or grey")
+    return Image.fromarray(round_to_uint8(values * 255 / SIXTEEN_BIT_MAX), "L")
+
+
+def eight_bit(image: Image.Image, path: str) -> Image.Image:
+    """The image as 8-bit grey (L) or RGB: alpha (LA, PA, RGBA, a palette's or a colour's
+    transparency) composited on white, 16-bit and float grey scaled (deep_to_eight_bit), palettes
+    and other colour spaces converted to RGB. Any other mode is refused with one line naming the
+    file."""
+    mode = image.mode
+    if mode in ("L", "RGB", "P") and "transparency" in image.info:
+        return composite_on_background(image)
+    if mode in ("L", "RGB"):
+        return image
+    if mode == "1":
+        return image.convert("L")
+    if mode in COLOUR_MODES:
+        return image.convert("RGB")
+    if mode in ALPHA_MODES:
+        return composite_on_background(image)
+    if mode in SIXTEEN_BIT_MODES or mode == "F":
+        return deep_to_eight_bit(image, path)
+    raise utils.UsageError(f"image {path} has the pixel mode {mode}, which is not converted to "
+                           "8-bit RGB (supported: 1, L, P, RGB, RGBX, CMYK, YCbCr, HSV, LA, PA, "
+                           "RGBA, 16-bit grey, float grey); convert it to 8-bit RGB or grey")
+
+
 def read_image(path: str, resolution: int) -> np.ndarray:
-    """The image at path, cropped and resized, as uint8 [3, resolution, resolution]."""
+    """The image at path (any mode eight_bit converts), cropped and resized, as uint8
+    [3, resolution, resolution]."""
     try:
         with Image.open(path) as image:
-            image = center_crop_long_edge(image.convert("RGB"))
+            image = center_crop_long_edge(eight_bit(image, path).convert("RGB"))
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise utils.UsageError(f"cannot read image {path} ({err}); delete or replace that file "
                                "and run again") from None

@@ -15,6 +15,7 @@ compute what was trained). n_classes and resolution always come from the data.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -79,10 +80,32 @@ def write_config(config: dict) -> None:
                            lambda f: f.write(json.dumps(config, indent=1, sort_keys=True, default=str) + "\n"))
 
 
+JSON_SCALARS = (bool, int, float, str)
+
+
+def saved_config_types() -> dict[str, Any]:
+    """The type of each key of a saved config.json that a run takes over: the model flags (those of
+    G's and D's constructor defaults), the metric space, the data and the classes."""
+    model = {name: type(parameter.default) for cls in (BigGAN.Generator, BigGAN.Discriminator)
+             for name, parameter in inspect.signature(cls.__init__).parameters.items()
+             if name in BigGAN.weight_defining_flags() and type(parameter.default) in JSON_SCALARS}
+    return {**model, "backbone": str, "inception_weights": str | None, "dataset": str, "stage": str,
+            "which_best": str, "class_names": list[str] | None, "old_class_names": list[str] | None}
+
+
 def read_config(folder_path: str) -> dict | None:
-    """A config.json beside weights (an experiment's, or the source model's); None when absent."""
-    return utils.read_json_object(os.path.join(folder_path, CONFIG_FILE),
-                                  "restore it or delete it (then give the model flags)")
+    """A config.json beside weights (an experiment's, or the source model's); None when absent. Its
+    keys are checked (saved_config_types). A relative inception_weights that names a file next to it
+    is taken as relative to its folder (a shipped source names its classifier so); otherwise a
+    relative path is as the run that wrote it was given it (relative to the working directory)."""
+    config = utils.read_json_object(os.path.join(folder_path, CONFIG_FILE),
+                                    "restore it or delete it (then give the model flags)",
+                                    saved_config_types())
+    weights = (config or {}).get("inception_weights")
+    beside = os.path.normpath(os.path.join(folder_path, weights)) if weights else ""
+    if weights and not os.path.isabs(weights) and os.path.isfile(beside):
+        config["inception_weights"] = beside
+    return config
 
 
 def saved_config(folder_path: str, state: dict) -> dict:
@@ -163,7 +186,8 @@ def read_set(folder_path: str, suffix: str, parts: list[str], optional: tuple[st
              what: str) -> tuple[str, dict]:
     """(resolved suffix, the set's parts) of a checkpoint a run starts from; no set is one clear line."""
     suffix = checkpoints.resolve_suffix(folder_path, suffix, hint)
-    if not checkpoints.has_checkpoint(folder_path, suffix):
+    # a set that is there but damaged (a truncated G.pth) is named by load_set, file and all
+    if checkpoints.slot_name(suffix) not in checkpoints.existing_sets(folder_path):
         others = checkpoints.existing_sets(folder_path)
         if others:
             advice = f"it holds {', '.join(others)}: name one"

@@ -351,7 +351,8 @@ def prepare_parser() -> argparse.ArgumentParser:
     add("--weights_root", default="", help="experiment checkpoints (default: BASE/weights)")
     add("--samples_root", default="", help="where the heatmap goes (default: BASE/samples)")
     add("--experiment_name", required=True, help="the experiment's folder name under the weights root")
-    add("--load_weights", default="", help="suffix of the checkpoint, e.g. best0, copy1 (default: the latest)")
+    add("--load_weights", default="", type=checkpoints.set_name,
+        help="suffix of the checkpoint, e.g. best0, copy1 (default: the latest)")
     add("--top_k", type=utils.at_least(1), default=3, help="old classes listed per new class")
     add("--heatmap", default="", metavar="PATH",
         help=f"the PNG of the shares (default: SAMPLES/NAME/{HEATMAP_NAME})")

@@ -15,6 +15,7 @@ import sys
 
 import BigGAN
 import DiffAugment
+import checkpoints
 import datasets
 import experiment
 import stages
@@ -55,11 +56,15 @@ def diffaugment_policy(text: str) -> str:
 
 
 def start_point(text: str) -> str:
-    """--start_from EXPERIMENT[:SUFFIX] ('' = none)."""
+    """--start_from EXPERIMENT[:SUFFIX] ('' = none); SUFFIX names a set as --load_weights does."""
     name, _, suffix = text.partition(":")
     if text and (not name or name.startswith(".") or "/" in name):
         raise argparse.ArgumentTypeError(f"must be an experiment name, optionally with :SUFFIX (e.g. mydata_BN:best), "
                                          f"got {text!r}")
+    try:
+        checkpoints.set_name(suffix)
+    except argparse.ArgumentTypeError as err:
+        raise argparse.ArgumentTypeError(f"its :SUFFIX {err}") from None
     return text
 
 
@@ -185,7 +190,7 @@ def add_path_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--logs_root", default="", help="logs (default: BASE/logs)")
     g.add_argument("--samples_root", default="", help="sample sheets (default: BASE/samples)")
     g.add_argument("--experiment_name", default="", help="the experiment's folder name (default: made from the flags)")
-    g.add_argument("--load_weights", default="",
+    g.add_argument("--load_weights", default="", type=checkpoints.set_name,
                    help="the checkpoint set to load: latest (the default), copy0, copy1, ..., best0, ..., or best "
                         "(the best of the best sets by the run's --which_best)")
 

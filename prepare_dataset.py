@@ -33,8 +33,12 @@ split). Decisions worth knowing:
   references are held out first by that permutation and everything else is training data.
 - File names keep the source index, `train_012345.png` is image 12345 of the training split
   (`test_...` of the test split); an image folder's files keep their names, as .png.
-- Images are center-cropped to a square on their long edge and resized (LANCZOS) to --resolution;
-  grey images stay one-channel PNGs (the loader converts every image to RGB).
+- Images become 8-bit (datasets.eight_bit): 16-bit grey scaled by 255/65535, float grey read as
+  [0, 1] when its largest value is at most 1, else as [0, 255] (rounded half up: 0.5 -> 128),
+  transparent pixels (LA, PA, RGBA, palette transparency) composited on white, palette, CMYK and
+  YCbCr converted to RGB; any other mode stops with one line naming the file. They are then
+  center-cropped to a square on their long edge and resized (LANCZOS) to --resolution; grey images
+  stay one-channel PNGs (the loader converts every image to RGB).
 - Every folder is built in a hidden staging folder next to it and renamed into place once all are
   built, so a crash leaves no half dataset. Existing outputs are refused unless --overwrite, and
   even then only folders whose dataset.json this tool wrote are replaced.
@@ -75,8 +79,6 @@ IDX_FILES = {  # stem -> (magic number, dimensions): unsigned bytes (type 0x08),
     "train-images-idx3-ubyte": (0x00000803, 3), "train-labels-idx1-ubyte": (0x00000801, 1),
     "t10k-images-idx3-ubyte": (0x00000803, 3), "t10k-labels-idx1-ubyte": (0x00000801, 1),
 }
-
-GREY_MODES = ("1", "L", "LA")  # saved as one-channel PNGs; every other mode becomes RGB
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def output_file_names(paths: list[str]) -> list[str]:
 def load_image_file(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:  # converted inside, so that the result outlives the file
-            return image.convert("L" if image.mode in GREY_MODES else "RGB")
+            return datasets.eight_bit(image, path).copy()
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise utils.UsageError(f"cannot read image {path} ({err}); delete or replace that file and run again") from None
 
@@ -400,9 +402,10 @@ def empty_classes(folder: Folder, class_names: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Writing
 
-def prepared_image(image: Image.Image, resolution: int) -> Image.Image:
-    """Grey stays grey, anything else becomes RGB; center-cropped on the long edge, then resized."""
-    image = datasets.center_crop_long_edge(image.convert("L" if image.mode in GREY_MODES else "RGB"))
+def prepared_image(image: Image.Image, resolution: int, what: str) -> Image.Image:
+    """8-bit grey or RGB (datasets.eight_bit: 16-bit and float grey scaled, alpha composited on
+    white), center-cropped on the long edge, then resized. what: the image, for errors."""
+    image = datasets.center_crop_long_edge(datasets.eight_bit(image, what))
     if image.size != (resolution, resolution):
         image = image.resize((resolution, resolution), Image.LANCZOS)
     return image
@@ -439,7 +442,7 @@ def write_folder(folder: Folder, staging: str, folders: list[str], resolution: i
             if key in written:
                 shutil.copyfile(written[key], path)
             else:
-                prepared_image(split.load(index), resolution).save(path)
+                prepared_image(split.load(index), resolution, split.file_name(index)).save(path)
                 written[key] = path
 
 
@@ -526,7 +529,8 @@ def prepare_parser() -> argparse.ArgumentParser:
                         "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (each may end in .gz)")
     g.add_argument("--image_folder", metavar="DIR",
                    help="DIR/<class>/<images>; no test split, so --reference_per_class images of each class are "
-                        "held out as references")
+                        "held out as references. Any image Pillow opens: 16-bit and float grey are "
+                        "scaled to 8 bits, transparency is composited on white")
     s = p.add_argument_group("source options")
     s.add_argument("--torchvision_root", default="", metavar="DIR",
                    help="torchvision's root folder (default: BASE_DIR/downloads); FashionMNIST reads ROOT/FashionMNIST/raw/")

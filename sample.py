@@ -118,6 +118,7 @@ def parse_config(argv: list[str] | None = None) -> dict:
     config (a given model flag that differs from it is an error)."""
     parser = prepare_parser()
     config = flags.resolve_roots(vars(parser.parse_args(argv)))
+    check_experiment_exists(config)
     config["load_weights"] = checkpoint_suffix(config)
     adopt_training_config(config, run_state(config).get("config") or {}, flags.explicit_flags(parser, argv))
     config = flags.finalize_config(config)
@@ -128,6 +129,25 @@ def parse_config(argv: list[str] | None = None) -> dict:
         raise utils.UsageError("--iw is a metric: give --sample_inception_metrics with it")
     check_class_sets(config)
     return config
+
+
+def check_experiment_exists(config: dict) -> None:
+    """The experiment named is a folder under weights_root (else whatever is said about its
+    checkpoint, e.g. that the number of classes is unknown, is beside the point)."""
+    path, root = experiment.folder(config), config["weights_root"]
+    if os.path.isdir(path):
+        return
+    if not os.path.isdir(root):
+        found = f"{root} does not exist"
+    else:
+        there = sorted(entry.name for entry in os.scandir(root)
+                       if entry.is_dir() and not entry.name.startswith("."))
+        more = ", ..." if len(there) > 20 else ""
+        found = (f"the experiments there: {', '.join(there[:20])}{more}" if there
+                 else f"{root} holds no experiment")
+    raise utils.UsageError(f"experiment {config['experiment_name']} does not exist: there is no "
+                           f"folder {path}; check --experiment_name and --base_dir / "
+                           f"--weights_root ({found})")
 
 
 def checkpoint_hint(config: dict) -> str:

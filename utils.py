@@ -12,6 +12,8 @@ import random
 import signal
 import sys
 import tempfile
+import types
+import typing
 from typing import Any, Callable
 
 import numpy as np
@@ -256,9 +258,60 @@ def load_file(path: str, what: str, hint: str) -> Any:
         raise UsageError(f"{path} is not a readable {what} ({first_line(err)}); {hint}") from None
 
 
-def read_json_object(path: str, hint: str) -> dict | None:
-    """The JSON object in `path`; None when there is no such file. A file that is not a JSON object is
-    one clear error ending in `hint` (what to do about it)."""
+JSON_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+                   dict: "an object", list: "a list", type(None): "null"}
+
+
+def json_type_name(kind: Any) -> str:
+    """How a message names a type of read_json_object's key_types ('a list of strings')."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(json_type_name(arg) for arg in args)
+    if origin is list:
+        item = json_type_name(args[0]).split(" ", 1)[-1]  # 'a string' -> 'string'
+        return f"a list of {item}s"
+    if origin is dict:
+        return f"an object whose values are each {json_type_name(args[1])}"
+    return JSON_TYPE_NAMES[kind]
+
+
+def json_type_matches(value: Any, kind: Any) -> bool:
+    """value (parsed JSON) is of kind: int, float (an integer too), str, bool, dict, list, None,
+    list[X], dict[str, X] or a union of these (int | None)."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(json_type_matches(value, arg) for arg in args)
+    if origin is list:
+        return isinstance(value, list) and all(json_type_matches(item, args[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(json_type_matches(item, args[1])
+                                               for item in value.values())
+    if kind is type(None):
+        return value is None
+    if isinstance(value, bool) and kind is not bool:  # JSON true is no number
+        return False
+    return isinstance(value, (int, float) if kind is float else kind)
+
+
+def names_a_folder_inside(root: str, name: Any) -> bool:
+    """name is a relative path that stays inside root (judged by the text, so a dataset folder
+    that is a link to elsewhere, a common way to keep data on another disk, is fine)."""
+    if not isinstance(name, str) or not name or os.path.isabs(name):
+        return False
+    root = os.path.abspath(root)
+    target = os.path.normpath(os.path.join(root, name))
+    return target != root and os.path.commonpath([root, target]) == root
+
+
+def read_json_object(path: str, hint: str, key_types: dict[str, Any] | None = None,
+                     required: tuple[str, ...] = (),
+                     folders: dict[str, tuple[str, str]] | None = None) -> dict | None:
+    """The JSON object in `path`; None when there is no such file. The one reader of the JSON files
+    the user points at (dataset.json, config.json): a file that is not a JSON object, lacks a
+    `required` key, holds a key of another type than `key_types` says (key -> int, str, list[str],
+    int | None, ...; a key not listed is not checked), or names a folder outside its root
+    (`folders`: key -> (what the root is, the root); the key holds a folder name or a list of them)
+    is one clear error naming the file and the key, ending in `hint` (what to do about it)."""
     if not os.path.isfile(path):
         return None
     try:
@@ -268,4 +321,19 @@ def read_json_object(path: str, hint: str) -> dict | None:
         raise UsageError(f"{path} is damaged ({first_line(err)}); {hint}") from None
     if not isinstance(value, dict):
         raise UsageError(f"{path} is damaged (not a JSON object); {hint}")
+    for key in required:
+        if key not in value:
+            raise UsageError(f"{path} is damaged: it has no {key}; {hint}")
+    for key, kind in (key_types or {}).items():
+        if key in value and not json_type_matches(value[key], kind):
+            raise UsageError(f"{path} is damaged: {key} must be {json_type_name(kind)}, got "
+                             f"{json.dumps(value[key])[:80]}; {hint}")
+    for key, (what, root) in (folders or {}).items():
+        names = value.get(key)
+        if names is None or names == "":  # names no folder
+            continue
+        for name in names if isinstance(names, list) else [names]:
+            if not names_a_folder_inside(root, name):
+                raise UsageError(f"{path}: {key} {name!r} points outside {what} {root}; only "
+                                 f"folders inside it are followed: {hint}")
     return value

@@ -193,6 +193,21 @@ def test_a_reference_with_other_classes_is_refused(tmp_path):
         moments_script.run(config_for(str(tmp_path), dataset="mine_new"), net=TinyBackbone())
 
 
+def test_a_reference_outside_the_data_root_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    data_root = tmp_path / "data"
+    write_prepared(tmp_path, "etc", per_class=2)  # outside the data root; such a name reached it
+    write_prepared(data_root, "mine_new", per_class=2, reference="../etc")
+    monkeypatch.setattr(sys, "argv", ["calculate_inception_moments.py", "--dataset", "mine_new",
+                                      "--data_root", str(data_root), "--device", "cpu"])
+    with pytest.raises(SystemExit) as exit_:
+        utils.run_main(moments_script.main)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1, lines
+    assert (f"mine_new/dataset.json: reference '../etc' points outside the data root {data_root}"
+            in lines[0])
+    assert not [name for name in os.listdir(data_root) if name.endswith(".npz")]
+
+
 @pytest.mark.slow
 def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root, tmp_path):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home"),

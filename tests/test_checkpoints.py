@@ -353,7 +353,8 @@ def test_a_set_of_the_earlier_flat_format_loads_verified_and_its_first_save_make
     assert checkpoints.existing_sets(str(tmp_path)) == ["copy0"]
     assert is_set_of(checkpoints.load_set(str(tmp_path), "copy0", ALL_PARTS), 10)
     (tmp_path / "G_copy0.pth").write_bytes((tmp_path / "D_copy0.pth").read_bytes())
-    with pytest.raises(utils.UsageError, match="inconsistent: G_copy0.pth is not the file .*checkpoint_copy0.json"):
+    damaged = "damaged: G_copy0.pth is not the file .*checkpoint_copy0.json"
+    with pytest.raises(utils.UsageError, match=damaged):
         checkpoints.load_set(str(tmp_path), "copy0", ["G"])
     checkpoints.save_set(str(tmp_path), a_set(20), 20, "copy0")
     assert all(os.path.islink(tmp_path / f"{p}_copy0.pth") for p in ALL_PARTS)
@@ -431,7 +432,7 @@ def test_an_unreadable_legacy_state_dict_fails_even_when_only_g_is_asked_for(tmp
 def test_a_file_changed_behind_the_manifest_is_caught(tmp_path, change):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     change(tmp_path / "G.pth")
-    with pytest.raises(utils.UsageError, match="inconsistent: G.pth .*iteration 10.*manifest.json"):
+    with pytest.raises(utils.UsageError, match="damaged: G.pth .*iteration 10.*manifest.json"):
         checkpoints.load_set(str(tmp_path), "", ["G", "state_dict"])
 
 

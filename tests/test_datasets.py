@@ -1,6 +1,7 @@
 """datasets.py: image folders (or their HDF5 cache) -> batches, with BigGAN-PyTorch's sampling."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -112,8 +113,47 @@ def test_a_prepared_folder_loads_by_name_at_the_resolution_of_its_dataset_json(t
     with pytest.raises(utils.UsageError, match="--resolution 32, but .*fmnist_new holds 64 px"):
         datasets.dataset_spec("fmnist_new", str(tmp_path), resolution=32)
     (tmp_path / "fmnist_new" / "dataset.json").write_text('{"format": 1}')
-    with pytest.raises(utils.UsageError, match=r"dataset\.json is damaged \(resolution: KeyError.*prepare_dataset\.py"):
+    no_resolution = r"dataset\.json is damaged: it has no resolution.*prepare_dataset\.py"
+    with pytest.raises(utils.UsageError, match=no_resolution):
         datasets.dataset_spec("fmnist_new", str(tmp_path))
+
+
+@pytest.mark.parametrize("change,named", [
+    ({"resolution": "32"}, 'resolution must be an integer, got "32"'),
+    ({"class_names": 5}, "class_names must be a list of strings, got 5"),
+    ({"folders": ["Coat", 3]}, "folders must be a list of strings"),
+    ({"reference": ["x"]}, "reference must be a string"),
+])
+def test_a_dataset_json_of_wrong_types_is_one_line_naming_the_file_and_the_key(tmp_path, change,
+                                                                               named):
+    info = {"format": 1, "resolution": 32, "class_names": ["Coat", "T-shirt/top"],
+            "folders": ["Coat", "T-shirt_top"]}
+    write_folder(str(tmp_path / "fmnist_new"), ["T-shirt_top", "Coat"],
+                 dataset_json={**info, **change})
+    damaged = re.escape(f"fmnist_new/dataset.json is damaged: {named}")
+    for read in (datasets.dataset_spec, datasets.class_display_names,
+                 datasets.reference_dataset_name):
+        with pytest.raises(utils.UsageError, match=damaged):
+            read("fmnist_new", str(tmp_path))
+
+
+@pytest.mark.parametrize("key,value,outside", [
+    ("reference", "../../../etc", "the data root"), ("reference", "../outside", "the data root"),
+    ("reference", "/etc", "the data root"),
+    ("folders", ["Coat", "../../elsewhere"], "the dataset folder"),
+])
+def test_a_folder_a_dataset_json_names_outside_the_data_root_is_refused(tmp_path, key, value,
+                                                                        outside):
+    data_root = tmp_path / "data"
+    # a dataset outside the data root, which such a name reached
+    write_folder(str(tmp_path / "outside"), ["Coat"], dataset_json={"resolution": 32})
+    info = {"resolution": 32, "folders": ["Coat"], "reference": "mine_reference", key: value}
+    write_folder(str(data_root / "mine"), ["Coat"], dataset_json=info)
+    root = str(data_root / "mine") if key == "folders" else str(data_root)
+    shown = value[-1] if isinstance(value, list) else value
+    refused = re.escape(f"{key} {shown!r} points outside {outside} {root}")
+    with pytest.raises(utils.UsageError, match=refused):
+        datasets.reference_dataset_name("mine", str(data_root))
 
 
 def test_a_folder_without_dataset_json_needs_resolution(tmp_path):
@@ -183,6 +223,147 @@ def test_unreadable_image_stops_loading_with_its_file_name(data_root):
     loader, = datasets.get_data_loaders("Toy32", data_root, batch_size=4, drop_last=False)
     with pytest.raises(utils.UsageError, match="broken.png"):
         batches(loader)
+
+
+# ----------------------------------------------------------------------------------------------
+# Image modes -> 8-bit: each file is written here with known pixel values, in a format Pillow
+# writes, and opened again, so the test sees what Pillow really opens (its modes vary by version).
+
+def png_16bit_rgb(path, pixels):
+    """A 16-bit RGB PNG written from the format's definition (Pillow writes no 16-bit RGB)."""
+    import struct
+    import zlib
+    height, width, _ = pixels.shape
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind, data):
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, colour type 2: RGB
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+                + chunk(b"IEND", b""))
+    return path
+
+
+def saved(image, name, **options):
+    """A writer of `image` to folder/name (with Pillow's save options), returning the path."""
+    def write(folder):
+        image.save(os.path.join(folder, name), **options)
+        return os.path.join(folder, name)
+    return write
+
+
+def in_memory(image):
+    return lambda folder: image
+
+
+def palette_image(transparent_index=None):
+    image = Image.fromarray(np.array([[0, 1, 2]], np.uint8), "P")
+    image.putpalette([10, 20, 30, 200, 0, 0, 0, 0, 255] + [0] * 759)
+    if transparent_index is not None:
+        image.info["transparency"] = transparent_index
+    return image
+
+
+def pa_image():
+    """Palette with alpha (Pillow makes PA from a palette image): index 0 opaque, 1 transparent."""
+    image = palette_image().crop((0, 0, 2, 1)).convert("PA")
+    image.putalpha(Image.fromarray(np.array([[255, 0]], np.uint8), "L"))
+    return image
+
+
+def pixels(values, mode=None):
+    return Image.fromarray(np.array(values, np.uint8), mode)
+
+
+GREY_16 = np.array([[0, 32768, 65535, 25700]], np.uint16)  # 25700 = 100 * 257
+WHITE = [255, 255, 255]
+MODES = {  # name: (writer, the modes Pillow may open it as, the pixels after eight_bit)
+    "1 (bilevel PNG)": (saved(Image.fromarray(np.array([[True, False]])), "a.png"), {"1"},
+                        [[255, 0]]),
+    "16-bit grey PNG": (saved(Image.fromarray(GREY_16), "a.png"), {"I;16", "I"},
+                        [[0, 128, 255, 100]]),
+    "16-bit grey TIFF": (saved(Image.fromarray(GREY_16), "a.tif"), {"I;16", "I;16B", "I"},
+                         [[0, 128, 255, 100]]),
+    "32-bit integer TIFF (I) of 16-bit values": (
+        saved(Image.fromarray(GREY_16.astype(np.int32)), "a.tif"), {"I"}, [[0, 128, 255, 100]]),
+    # this Pillow opens a 16-bit RGB PNG as 8-bit RGB (the high bytes) itself
+    "16-bit RGB PNG": (lambda folder: png_16bit_rgb(os.path.join(folder, "a.png"), np.array(
+        [[[65535, 0, 32768], [2570, 65535, 0]]])), {"RGB", "RGB;16B"},
+        [[[255, 0, 128], [10, 255, 0]]]),
+    "float TIFF in [0, 1]": (
+        saved(Image.fromarray(np.array([[0, 0.5, 1, 0.2]], np.float32)), "a.tif"), {"F"},
+        [[0, 128, 255, 51]]),
+    "float TIFF in [0, 255]": (
+        saved(Image.fromarray(np.array([[0, 127.5, 255, 51]], np.float32)), "a.tif"), {"F"},
+        [[0, 128, 255, 51]]),
+    "palette PNG": (saved(palette_image(), "a.png"), {"P"},
+                    [[[10, 20, 30], [200, 0, 0], [0, 0, 255]]]),
+    "palette PNG with a transparent index": (
+        saved(palette_image(1), "a.png", transparency=1), {"P", "PA"},
+        [[[10, 20, 30], WHITE, [0, 0, 255]]]),
+    "palette GIF with a transparent index": (
+        saved(palette_image(2), "a.gif", transparency=2), {"P", "RGBA"},
+        [[[10, 20, 30], [200, 0, 0], WHITE]]),
+    "grey PNG with a transparent value": (saved(pixels([[7, 9]]), "a.png", transparency=7),
+                                          {"L", "LA"}, [[255, 9]]),
+    "RGB PNG with a transparent colour": (
+        saved(pixels([[[1, 2, 3], [4, 5, 6]]]), "a.png", transparency=(1, 2, 3)), {"RGB", "RGBA"},
+        [[WHITE, [4, 5, 6]]]),
+    # 0 at alpha 51 (0.2) over white: 0.8 * 255 = 204
+    "LA PNG": (saved(pixels([[[100, 255], [100, 0], [0, 51]]], "LA"), "a.png"), {"LA"},
+               [[100, 255, 204]]),
+    "RGBA PNG": (saved(pixels([[[10, 20, 30, 255], [10, 20, 30, 0], [0, 0, 0, 51]]]), "a.png"),
+                 {"RGBA"}, [[[10, 20, 30], WHITE, [204, 204, 204]]]),
+    "CMYK TIFF": (saved(pixels([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255]]], "CMYK"), "a.tif"),
+                  {"CMYK"}, [[WHITE, [0, 255, 255], [0, 0, 0]]]),
+    "RGBX in memory": (in_memory(Image.new("RGBX", (1, 1), (1, 2, 3, 0))), {"RGBX"}, [[[1, 2, 3]]]),
+    "YCbCr in memory": (in_memory(Image.new("YCbCr", (1, 1), (255, 128, 128))), {"YCbCr"},
+                        [[WHITE]]),
+    "PA in memory": (lambda folder: pa_image(), {"PA"}, [[[10, 20, 30], WHITE]]),
+    "premultiplied RGBa in memory": (in_memory(pixels([[[50, 0, 0, 255], [0, 0, 0, 0]]], "RGBa")),
+                                     {"RGBa"}, [[[50, 0, 0], WHITE]]),
+    "HSV in memory": (in_memory(pixels([[[0, 255, 255], [0, 0, 255]]], "HSV")), {"HSV"},
+                      [[[255, 0, 0], WHITE]]),
+}
+
+
+@pytest.mark.parametrize("case", list(MODES))
+def test_every_image_mode_pillow_opens_becomes_8_bit_with_its_values(tmp_path, case):
+    write, opened_as, expected = MODES[case]
+    written = write(str(tmp_path))
+    image = Image.open(written) if isinstance(written, str) else written
+    assert image.mode in opened_as, f"{case}: Pillow {Image.__version__} opened mode {image.mode}"
+    converted = datasets.eight_bit(image, "x.png")
+    assert converted.mode == ("L" if np.ndim(expected) == 2 else "RGB")
+    assert np.asarray(converted).tolist() == expected, case
+
+
+def test_the_loader_reads_a_16_bit_png_without_saturating_it(tmp_path):
+    os.makedirs(tmp_path / "a")
+    Image.fromarray(np.full((4, 4), 32768, np.uint16)).save(tmp_path / "a" / "0.png")  # mid grey
+    assert datasets.read_image(str(tmp_path / "a" / "0.png"), 4).tolist() == \
+        np.full((3, 4, 4), 128).tolist()
+
+
+@pytest.mark.parametrize("values,problem", [
+    (np.array([[0, 300]], np.float32), r"float image with values from 0 to 300"),
+    (np.array([[0, np.nan]], np.float32), r"float image with NaN or inf"),
+    (np.array([[-1, 70000]], np.int32),
+     r"integer values from -1 to 70000, outside the 16-bit range"),
+])
+def test_an_image_without_a_faithful_8_bit_form_is_refused_naming_the_file(tmp_path, values,
+                                                                           problem):
+    Image.fromarray(values).save(tmp_path / "a.tif")
+    with pytest.raises(utils.UsageError, match=f"image .*a.tif .*{problem}.*convert it to 8-bit"):
+        datasets.read_image(str(tmp_path / "a.tif"), 4)
+
+
+def test_a_mode_without_a_conversion_here_is_refused_naming_the_file():
+    refused = r"image lab.tif has the pixel mode LAB.*convert it to 8-bit"
+    with pytest.raises(utils.UsageError, match=refused):
+        datasets.eight_bit(Image.new("LAB", (1, 1)), "lab.tif")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -186,6 +186,44 @@ def test_colour_images_are_center_cropped_then_resized(tmp_path):
     assert np.array_equal(np.asarray(image), np.broadcast_to([0, 255, 0], (32, 32, 3)))
 
 
+def write_deep_image_folder(root, bad=None):
+    """Class 'deep': 16-bit grey PNGs of 32768 (mid grey); 'float': float TIFFs of 0.5 in [0, 1];
+    'clear': RGBA PNGs, transparent black; bad: (file name, image) put into 'deep'."""
+    classes = {"deep": (Image.fromarray(np.full((8, 8), 32768, np.uint16)), "png"),
+               "float": (Image.fromarray(np.full((8, 8), 0.5, np.float32)), "tif"),
+               "clear": (Image.fromarray(np.zeros((8, 8, 4), np.uint8)), "png")}
+    for name, (image, extension) in classes.items():
+        os.makedirs(root / name)
+        for i in range(3):
+            image.save(root / name / f"{i}.{extension}")
+    if bad:
+        bad[1].save(root / "deep" / bad[0])
+
+
+def test_16_bit_float_and_transparent_images_are_prepared_with_their_values(tmp_path):
+    write_deep_image_folder(tmp_path / "images")
+    paths = prepare(tmp_path, "--new", "deep,float", "--shots", "2", "--reference_per_class", "1",
+                    source=["--image_folder", str(tmp_path / "images")])
+    for folder, name, value in ((paths["toy4_new"], "deep", 128), (paths["toy4_new"], "float", 128),
+                                (paths["toy4_old"], "clear", 255)):
+        for file in os.listdir(os.path.join(folder, name)):
+            with Image.open(os.path.join(folder, name, file)) as image:
+                expected = np.full((32, 32, 3), value).tolist()
+                assert np.asarray(image.convert("RGB")).tolist() == expected, name
+
+
+def test_an_image_that_has_no_8_bit_form_stops_the_preparation_naming_it(tmp_path, capsys):
+    hot = Image.fromarray(np.full((8, 8), 900, np.float32))
+    write_deep_image_folder(tmp_path / "images", bad=("hot.tif", hot))
+    code, lines = run_cli(["--image_folder", str(tmp_path / "images"), "--new", "deep",
+                           "--shots", "1", "--reference_per_class", "1", "--name", "x",
+                           "--data_root", str(tmp_path / "data")], capsys)
+    assert code == 2 and len(lines) == 1
+    assert ("hot.tif is a float image with values from 900 to 900, neither in [0, 1] nor in "
+            "[0, 255]" in lines[0])
+    assert not [name for name in os.listdir(tmp_path / "data") if not name.startswith(".")]
+
+
 def test_dataset_json_follows_the_label_order_of_the_sorted_folders(idx, tmp_path):
     paths = prepare(tmp_path, "--new", "bird", "--shots", "2", "--seed", "5")
     info = read_json(paths["toy4_old"])

@@ -39,6 +39,7 @@ SUFFIX = "best0"
 
 def save_experiment(base, flags, name, n_classes):
     """Weights as train.py lays them out: weights/<name>/{G,G_ema,state_dict}_best0.pth."""
+    os.makedirs(os.path.join(str(base), "weights", name))  # the experiment, no checkpoint yet
     config = sample.parse_config(["--base_dir", str(base), *flags, "--experiment_name", name,
                                   "--n_classes", str(n_classes), "--sample_random"])
     config["resolution"] = 32
@@ -374,8 +375,22 @@ def test_cli_missing_checkpoint_exits_with_one_error_line(base_dir):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    missing = os.path.join(str(base_dir), "weights", "nowhere", "G.pth")
+    folder = os.path.join(str(base_dir), "weights", "nowhere")
+    missing = f"experiment nowhere does not exist: there is no folder {folder};"
     assert len(errors) == 1 and missing in errors[0], result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["nope", "tiny_typo"])
+def test_a_missing_experiment_is_named_as_missing_not_as_a_config_problem(base_dir, capsys, name):
+    with pytest.raises(SystemExit) as exit_:
+        utils.run_main(lambda: sample.main(["--base_dir", str(base_dir), "--experiment_name", name,
+                                            "--device", "cpu", "--sample_random"]))
+    lines = capsys.readouterr().err.strip().splitlines()
+    folder = os.path.join(str(base_dir), "weights", name)
+    assert exit_.value.code == 2 and len(lines) == 1 and "number of classes" not in lines[0]
+    missing = f"error: experiment {name} does not exist: there is no folder {folder};"
+    assert lines[0].startswith(missing) and "--experiment_name" in lines[0]
+    assert "the experiments there: baseline, source, tiny" in lines[0]
 
 
 def test_sample_sh_without_a_trained_model_says_what_to_run(tmp_path):

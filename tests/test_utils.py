@@ -2,7 +2,9 @@
 clear error, and a failed write is one line that keeps what was there."""
 import ast
 import errno
+import json
 import os
+import re
 
 import matplotlib
 import numpy as np
@@ -44,6 +46,51 @@ def test_a_json_file_that_is_not_an_object_is_one_clear_error_and_an_absent_one_
     path.write_text(text)
     with pytest.raises(utils.UsageError, match=rf"config\.json is damaged \({reason}.*\); delete it$"):
         utils.read_json_object(str(path), "delete it")
+
+
+KEY_TYPES = {"resolution": int, "lr": float, "ema": bool, "names": list[str], "cap": int | None,
+             "split": dict[str, list[str]]}
+GOOD = {"resolution": 32, "lr": 1, "ema": False, "names": ["a"], "cap": None,
+        "split": {"new": ["a"]}}
+
+
+@pytest.mark.parametrize("key,value,named", [
+    ("resolution", "32", 'resolution must be an integer, got "32"'),
+    ("resolution", True, "resolution must be an integer, got true"),
+    ("resolution", 32.0, "resolution must be an integer, got 32.0"),
+    ("lr", "1e-3", "lr must be a number"), ("ema", 1, "ema must be true or false"),
+    ("names", 5, "names must be a list of strings, got 5"),
+    ("names", ["a", 3], "names must be a list of strings"),
+    ("cap", "7", "cap must be an integer or null"),
+    ("split", {"new": "a"}, "split must be an object whose values are each a list of strings"),
+])
+def test_a_json_key_of_another_type_is_one_line_naming_the_file_and_the_key(tmp_path, key, value,
+                                                                            named):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps(GOOD))
+    assert utils.read_json_object(str(path), "fix it", KEY_TYPES) == GOOD  # lr 1: ints are numbers
+    path.write_text(json.dumps({**GOOD, key: value}))
+    expected = re.escape(f"{path} is damaged: {named}") + ".*; fix it$"
+    with pytest.raises(utils.UsageError, match=expected):
+        utils.read_json_object(str(path), "fix it", KEY_TYPES)
+
+
+def test_a_json_file_lacking_a_key_or_naming_a_folder_outside_its_root_is_refused(tmp_path):
+    path = tmp_path / "data" / "mine" / "dataset.json"
+    os.makedirs(path.parent)
+    path.write_text('{"format": 1}')
+    with pytest.raises(utils.UsageError, match=r"dataset\.json is damaged: it has no resolution"):
+        utils.read_json_object(str(path), "fix it", required=("resolution",))
+    root = str(tmp_path / "data")
+    folders = {"reference": ("the data root", root)}
+    for name in ("mine_reference", "sub/inner", "a/../b"):
+        path.write_text(json.dumps({"reference": name}))
+        assert utils.read_json_object(str(path), "fix it", folders=folders)
+    for name in ("../../../etc", "/etc", "..", ".", "a/../../b", ""):
+        path.write_text(json.dumps({"reference": [name]}))
+        outside = re.escape(f"reference {name!r} points outside the data root {root}")
+        with pytest.raises(utils.UsageError, match=outside):
+            utils.read_json_object(str(path), "fix it", folders=folders)
 
 
 # --- Writing files: every failure one line, and the previous file kept

@@ -13,6 +13,7 @@ D.pth and its config.json, so no architecture flag needs repeating). Each step k
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -69,9 +70,36 @@ def transfer_flags(dataset: str, classifier: str, batch_size: int, *more: str) -
             "--G_eval_mode", *more)
 
 
+MACHINE_PATHS = ("base_dir", "base_root", "data_root", "weights_root", "logs_root", "samples_root")
+
+
+def publish_source(folder: str, out: str) -> None:
+    """A source experiment's latest G.pth and D.pth, with its config.json, as a source model folder
+    that works on any machine: the roots of the machine that trained it are blanked and
+    inception_weights is made relative to `out` (experiment.read_config resolves it there)."""
+    import experiment
+    os.makedirs(out, exist_ok=True)
+    for name in ("G.pth", "D.pth"):
+        shutil.copy(os.path.join(folder, name), os.path.join(out, name))
+    config = experiment.read_config(folder) or {}
+    config.update({key: "" for key in MACHINE_PATHS if key in config})
+    weights = config.get("inception_weights")
+    if weights:
+        config["inception_weights"] = os.path.relpath(os.path.abspath(weights), out)
+    write_config(os.path.join(out, "config.json"), config)
+    print(f"wrote {out}/{{G.pth, D.pth, config.json}}")
+
+
+def write_config(path: str, config: dict) -> None:
+    text = json.dumps(config, indent=1, sort_keys=True) + "\n"
+    utils.write_atomically(path, lambda f: f.write(text))
+
+
 def install_source(weights_root: str, source: str) -> None:
     """The source model's G.pth, D.pth and config.json copied from `source` to weights_root, where
-    train.py finds them; files already there are kept."""
+    train.py finds them; files already there are kept. The config's inception_weights, relative to
+    `source`, is written as the path it resolves to."""
+    import experiment
     os.makedirs(weights_root, exist_ok=True)
     for name in ("G.pth", "D.pth", "config.json"):
         origin, target = os.path.join(source, name), os.path.join(weights_root, name)
@@ -83,7 +111,10 @@ def install_source(weights_root: str, source: str) -> None:
             raise utils.UsageError(f"the source model folder {source} holds no {name}; give a folder with the "
                                    "source's G.pth and D.pth (and its config.json), or restore the shipped one with "
                                    "`git checkout assets/`")
-        shutil.copy(origin, target)
+        if name == "config.json":
+            write_config(target, experiment.read_config(source))
+        else:
+            shutil.copy(origin, target)
     print(f"source model: {source} in {weights_root}")
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ import torch
 from PIL import Image
 
 import utils
-from worlds import World, transfer_flags
+from worlds import World, publish_source, transfer_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
@@ -237,6 +238,17 @@ WORLD = world()
 # ---------------------------------------------------------------------------------------------
 # Building the shipped assets
 
+def ship_few_shot_folder(origin: str, target: str) -> None:
+    """The few-shot folder as shipped: its dataset.json names its source by name, not by the path of
+    the raw data on the machine that built it."""
+    import datasets
+    shutil.copytree(origin, target)
+    info = datasets.read_dataset_json(target)
+    info["source"] = {"kind": info["source"]["kind"], "name": "Fashion-MNIST"}
+    utils.write_atomically(os.path.join(target, datasets.DATASET_JSON),
+                           lambda f: json.dump(info, f, indent=1, ensure_ascii=False))
+
+
 def build(base: str, out: str, new: tuple[str, ...], source_iters: int, classifier_epochs: int) -> None:
     """Every asset from the raw data, each step kept when its output is there: the data (with the
     classifier's folders), the classifier, the reference statistics, the source model (pretrained with
@@ -261,12 +273,11 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int, classifi
              *ARCHITECTURE, *SOURCE_TRAINING, "--num_iters", str(source_iters), "--save_every", "500",
              "--test_every", "500", "--backbone", "classifier", "--inception_weights", paths["classifier"],
              "--num_inception_images", "2000", "--mfid", "--G_eval_mode", "--seed", "0"])
-        os.makedirs(paths["source"], exist_ok=True)
-        for name in ("G.pth", "D.pth", "config.json"):
-            shutil.copy(os.path.join(experiment.folder(config), name), os.path.join(paths["source"], name))
+        publish_source(experiment.folder(config), paths["source"])
     os.makedirs(paths["data"], exist_ok=True)
     if not os.path.isdir(os.path.join(paths["data"], NEW_DATASET)):
-        shutil.copytree(os.path.join(data_root, NEW_DATASET), os.path.join(paths["data"], NEW_DATASET))
+        ship_few_shot_folder(os.path.join(data_root, NEW_DATASET),
+                             os.path.join(paths["data"], NEW_DATASET))
     if not os.path.isfile(os.path.join(paths["data"], "new_reference.npz")):
         pack_reference(os.path.join(data_root, NEW_REFERENCE), os.path.join(paths["data"], "new_reference.npz"))
     for target, origin in shipped_files(data_root, paths["data"]):

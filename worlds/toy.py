@@ -37,7 +37,7 @@ from PIL import Image, ImageDraw
 
 import prepare_dataset
 import utils
-from worlds import World, transfer_flags
+from worlds import World, publish_source, transfer_flags
 
 RESOLUTION = 32
 SUPERSAMPLE = 4  # shapes are drawn 4x larger and shrunk, which gives them anti-aliased edges
@@ -304,14 +304,6 @@ def pretrain_source(base: str, iters: int, out: str = SOURCE) -> None:
                           "--num_workers", "0", "--seed", "0", "--threads", "1"])
     train.run(config)
     publish_source(experiment.folder(config), out)
-
-
-def publish_source(folder: str, out: str) -> None:
-    """A source experiment's latest G.pth and D.pth, with its config.json, as a source model folder."""
-    os.makedirs(out, exist_ok=True)
-    for name in ("G.pth", "D.pth", "config.json"):
-        shutil.copy(os.path.join(folder, name), os.path.join(out, name))
-    print(f"wrote {out}/{{G.pth, D.pth, config.json}}")
 
 
 # ----------------------------------------------------------------------------------------------
