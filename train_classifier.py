@@ -163,8 +163,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"toy training images per class (default: {TOY_IMAGES_PER_CLASS})")
     add("--held_out_per_class", type=utils.at_least(1), default=None,
         help=f"toy held-out images per class (default: {TOY_HELD_OUT_PER_CLASS})")
-    add("--epochs", type=utils.at_least(1), default=4)
-    add("--batch_size", type=utils.at_least(1), default=128)
+    add("--epochs", type=utils.at_least(1), default=4,
+        help="passes over the training images (default: %(default)s)")
+    add("--batch_size", type=utils.at_least(1), default=128, help="images per step (default: %(default)s)")
     add("--lr", type=utils.POSITIVE, default=3e-3, help="peak learning rate of the one-cycle schedule")
     add("--seed", type=utils.at_least(0), default=1,
         help="initialisation and batch order; toy: training images, held-out images use seed + 1")

@@ -24,9 +24,10 @@ def prepare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=50000, help="features per side (default: %(default)s)")
     p.add_argument("--dim", type=int, default=2048, help="feature dimension (default: Inception's 2048)")
-    p.add_argument("--block_size", type=int, default=inception_utils.KMMD_BLOCK_SIZE)
+    p.add_argument("--block_size", type=int, default=inception_utils.KMMD_BLOCK_SIZE,
+                   help="rows of the kernel matrix computed at once: memory against speed (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="of the random features (default: %(default)s)")
     return p
 
 
