@@ -239,12 +239,6 @@ class HelpFormatter(argparse.HelpFormatter):
         return help_text + " (default: %(default)s)"
 
 
-def prepare_parser(*args, **kwargs):
-    """train.py's parser, where BigGAN-PyTorch's scripts look for it (flags.prepare_parser)."""
-    import flags  # here: importing utils imports no module of the project
-    return flags.prepare_parser(*args, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading files the user points at, and logs.
 

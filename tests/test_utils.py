@@ -18,13 +18,14 @@ import utils  # noqa: E402
 from conftest import ROOT, inject_write_failure  # noqa: E402
 
 
-def test_importing_utils_imports_no_module_of_the_project():
-    # Only utils.prepare_parser (kept for BigGAN-PyTorch habits) imports flags, when it is called.
+def test_utils_imports_no_module_of_the_project():
+    """utils is the leaf every module may import: no import of the project's, at module level or
+    inside a function (BigGAN-PyTorch's utils.prepare_parser is flags.prepare_parser here)."""
     project = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")} | {"worlds", "experiments"}
     with open(os.path.join(ROOT, "utils.py")) as f:
-        module_level = ast.parse(f.read()).body
-    imported = {alias.name.split(".")[0] for node in module_level if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in module_level if isinstance(node, ast.ImportFrom) and node.module}
+        nodes = list(ast.walk(ast.parse(f.read())))
+    imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
     assert "torch" in imported and not imported & project, imported & project
 
 
