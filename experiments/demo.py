@@ -33,6 +33,7 @@ import flags
 import sampling
 import utils
 import worlds
+from worlds import registry
 from experiments import memorization, plots, runs
 
 MEMORIZATION_SAMPLES = 100  # per class, and as many fresh real images per class
@@ -108,7 +109,7 @@ def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", default="fashion", choices=worlds.NAMES, help="the world to transfer in")
+    parser.add_argument("--world", default="fashion", choices=registry.NAMES, help="the world to transfer in")
     parser.add_argument("--base_dir", default="base_dir", help="the folder of data, weights, logs and samples")
     parser.add_argument("--seed", type=utils.at_least(0), default=0, help="training seed (the data stays)")
     parser.add_argument("--shots", type=utils.at_least(1), default=0, help="images per new class (0: the world's)")
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--prepare_only", action="store_true", help="step 1 only (bash prepare_data.sh)")
     args, extra = parser.parse_known_args(argv)  # the rest goes to train.py, e.g. --amp none
     flags.prepare_parser("The default run's train.py flags").parse_args(extra)  # a typo stops us before any work
-    world = worlds.get(args.world)
+    world = registry.get(args.world)
     world.prepare(args.base_dir, args.shots or world.demo_shots)
     if args.prepare_only:
         return {}

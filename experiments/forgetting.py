@@ -26,6 +26,7 @@ import os
 import sample
 import utils
 import worlds
+from worlds import registry
 from experiments import runs, study
 
 SOURCE_EXPERIMENT = "source"
@@ -86,14 +87,14 @@ def markdown_table(rows: dict[tuple[str, str], list], iters: int, seeds: list[in
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", default="fashion", choices=worlds.NAMES, help="the world of old and new classes")
+    parser.add_argument("--world", default="fashion", choices=registry.NAMES, help="the world of old and new classes")
     parser.add_argument("--base_dir", default="forgetting_out", help="folder for data, runs and the table")
     parser.add_argument("--iters", type=utils.at_least(1), default=1000,
                         help="iterations of the BN stage, and again of FT (default: 1000)")
     parser.add_argument("--seeds", type=utils.at_least(0), nargs="+", default=[0, 1],
                         help="training seeds (default: 0 1)")
     args = parser.parse_args(argv)
-    world, base = worlds.get(args.world), args.base_dir
+    world, base = registry.get(args.world), args.base_dir
     old_reference = prepare(world, base)
     rows: dict[tuple[str, str], list] = {}
     for index, stats in enumerate(STATISTICS):

@@ -31,6 +31,7 @@ import datasets
 import explain
 import utils
 import worlds
+from worlds import registry
 from experiments import study
 
 KNOWLEDGE_PROPAGATION = ("BN", "BN+FT", "BN_lr1e-3", "BN_mean_init", "BN_mean_init_lr1e-3", "BN_no_l1",
@@ -130,11 +131,11 @@ def analyse(out: str, shots: int, world: worlds.World) -> tuple[str, dict]:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", default="fashion", choices=worlds.NAMES, help="the study's world")
+    parser.add_argument("--world", default="fashion", choices=registry.NAMES, help="the study's world")
     parser.add_argument("--study", required=True, help="the study's --out folder")
     parser.add_argument("--shots", type=utils.at_least(1), default=10, help="the shot count to analyse")
     args = parser.parse_args(argv)
-    table, numbers = analyse(args.study, args.shots, worlds.get(args.world))
+    table, numbers = analyse(args.study, args.shots, registry.get(args.world))
     utils.write_atomically(os.path.join(args.study, f"semantics_shots{args.shots}.md"), lambda f: f.write(table))
     utils.write_atomically(os.path.join(args.study, f"semantics_shots{args.shots}.json"),
                            lambda f: json.dump(numbers, f, indent=1))

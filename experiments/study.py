@@ -54,6 +54,7 @@ import sampling  # noqa: E402
 import stages  # noqa: E402
 import utils  # noqa: E402
 import worlds  # noqa: E402
+from worlds import registry  # noqa: E402
 from experiments import memorization, plots, runs  # noqa: E402
 
 METHODS = {
@@ -253,7 +254,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, utils.HelpFormatter):
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=HelpFormatter)
-    parser.add_argument("--world", default="fashion", choices=worlds.NAMES, help="the world of old and new classes")
+    parser.add_argument("--world", default="fashion", choices=registry.NAMES, help="the world of old and new classes")
     parser.add_argument("--out", default="study_out", help="folder for the runs, the table and the plot")
     parser.add_argument("--shots", type=utils.at_least(1), nargs="+", default=[1, 5, 10, 50],
                         help="images per new class, one study each")
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.new and args.world != "fashion":
         parser.error("argument --new: only the fashion world has other splits")
-    world = split_world(args.new.split(","), args.out, args.source_iters) if args.new else worlds.get(args.world)
+    world = split_world(args.new.split(","), args.out, args.source_iters) if args.new else registry.get(args.world)
     for shots in args.shots:
         base = os.path.join(args.out, f"shots{shots}")
         world.prepare(base, shots, seed=0, source=args.source)

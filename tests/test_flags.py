@@ -182,11 +182,11 @@ def test_the_setup_scripts_flags_parse(script):
 
 @pytest.mark.parametrize("world", ["toy", "fashion"])
 def test_the_worlds_flags_and_the_study_methods_parse(world):
-    import worlds
+    from worlds import registry
     from experiments import study
     parse = flags.prepare_parser().parse_args
-    training = worlds.get(world).training
-    for stage, _, stage_flags in worlds.get(world).demo_stages:
+    training = registry.get(world).training
+    for stage, _, stage_flags in registry.get(world).demo_stages:
         parse([*training, "--stage", stage, *stage_flags])
     for phases in study.ALL_METHODS.values():
         for phase in phases:

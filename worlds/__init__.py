@@ -10,6 +10,8 @@ A world lays out a base directory as a user's own transfer is laid out (README, 
 BASE/data/<new dataset>/ with `shots` images per new class and reference statistics of the new (and
 old) classes in the world's metric classifier's space, and the source model in BASE/weights/ (G.pth,
 D.pth and its config.json, so no architecture flag needs repeating). Each step keeps what is there.
+
+This package's own module holds what the worlds share; worlds.registry picks one by name.
 """
 from __future__ import annotations
 
@@ -22,9 +24,6 @@ from typing import Callable
 import torch
 
 import utils
-
-NAMES = ("fashion", "toy")
-
 
 @dataclass(frozen=True)
 class World:
@@ -116,13 +115,3 @@ def install_source(weights_root: str, source: str) -> None:
         else:
             shutil.copy(origin, target)
     print(f"source model: {source} in {weights_root}")
-
-
-def get(name: str) -> World:
-    if name == "toy":
-        from worlds import toy
-        return toy.WORLD
-    if name == "fashion":
-        from worlds import fashion
-        return fashion.WORLD
-    raise utils.UsageError(f"unknown world {name!r}; use one of {', '.join(NAMES)}")
