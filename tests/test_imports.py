@@ -16,8 +16,10 @@ def project_modules() -> dict[str, str]:
         subfolders[:] = [d for d in subfolders if d not in SKIP and not d.startswith(".")]
         for name in files:
             if name.endswith(".py"):
-                parts = os.path.relpath(os.path.join(folder, name), ROOT)[:-3].split(os.sep)
-                modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = os.path.join(folder, name)
+                path = os.path.join(folder, name)
+                parts = os.path.relpath(path, ROOT)[:-3].split(os.sep)
+                name_parts = parts[:-1] if parts[-1] == "__init__" else parts
+                modules[".".join(name_parts)] = path
     return modules
 
 
