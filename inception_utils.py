@@ -648,8 +648,3 @@ class Metrics:
             metrics.update(precision_recall(self.real_pool(pool.device, "precision and recall"), pool))
         metrics["class_acc"] = None if self.class_map is None else class_consistency(probs, labels, self.class_map)
         return metrics
-
-
-def prepare_inception_metrics(dataset: str, parallel: bool = False, no_fid: bool = False, **options) -> Metrics:
-    """BigGAN-PyTorch's name for building the metrics: Metrics(dataset, ...)."""
-    return Metrics(dataset, parallel=parallel, fid=not no_fid, **options)
