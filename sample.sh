@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Entry point: `bash sample.sh [flags]`; outputs in $BASE_DIR/samples/ (default ./base_dir).
-#   bash sample.sh                        the default run's FT model (WORLD=fashion or toy): class and
-#                                         interpolation sheets and metrics in the world's classifier space
+#   bash sample.sh                        the default run's FT model (WORLD=fashion or toy), the checkpoint
+#                                         and weights its report gave: class and interpolation sheets and
+#                                         metrics in the world's classifier space
 #   bash sample.sh --experiment_name NAME [--load_weights best] ...
 #                                         your own experiment: sheets, interpolations, metrics, and the
 #                                         sample.py flags you give (sizes: --num_inception_images,
@@ -28,9 +29,14 @@ if [ ! -f "$BASE/weights/$EXPERIMENT/G.pth" ]; then
   echo "that holds it, or sample your own experiment with --experiment_name NAME." >&2
   exit 1
 fi
-# The model flags come from the checkpoint's saved training config.
+# What the default run reported: its best set (by FID), with G_ema where the run sampled G_ema
+# (--use_ema in its saved config). The model flags come from that config too.
+USE_EMA=()
+if grep -q '"use_ema": true' "$BASE/weights/$EXPERIMENT/config.json" 2>/dev/null; then
+  USE_EMA=(--use_ema)
+fi
 exec "$PYTHON" sample.py \
-  --base_dir "$BASE" --experiment_name "$EXPERIMENT" --load_weights latest \
+  --base_dir "$BASE" --experiment_name "$EXPERIMENT" --load_weights best "${USE_EMA[@]}" \
   --G_batch_size 50 --G_eval_mode --backbone classifier --inception_weights "assets/${WORLD}_classifier.pth" \
   --sample_sheets --sample_interps --sample_inception_metrics --num_inception_images 1000 --kmmd --mfid \
   --precision_recall "$@"
