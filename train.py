@@ -8,8 +8,9 @@ classes by knowledge propagation (--stage BN), fine-tune it (--stage FT), or run
 Files: BASE/data/<dataset folder> (input), BASE/weights/{G,D}.pth (the pretrained source model),
 BASE/weights/<experiment>/ (checkpoints, config.json), BASE/logs/ (JSON lines), BASE/samples/<experiment>/.
 How a run starts (new, --start_from, --resume) is experiment.py's; what happens between iterations
-(saving, sheets, evaluation) train_fns.py's. training_loop reads top to bottom: set up, then per
-iteration train, log, save, evaluate.
+(saving, sheets, evaluation) train_fns.py's. training_loop reads top to bottom: set up (a resumed run
+first catches up with what its checkpoint's iteration still owes: catch_up), then per iteration train,
+log, save, evaluate.
 """
 from __future__ import annotations
 
@@ -132,7 +133,8 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
         last_metrics = catch_up(models, state, config, metrics, step.precision, device)
     if config["num_iters"] and start_itr >= config["num_iters"]:  # its evaluation was all a stage owed
         close_distributed(world_size)
-        print(f"Done: the evaluation of iteration {start_itr}, which the stopped run owed")
+        if is_main:
+            print(f"Done: the evaluation of iteration {start_itr}, which the stopped run owed")
         return {"state_dict": state, "metrics": last_metrics, "G": models.G, "D": models.D, "G_ema": models.G_ema}
     progress = tqdm(disable=not is_main, initial=start_itr, total=config["num_iters"] or None)
     final = False
@@ -249,7 +251,8 @@ def trim_log(path: str, itr: int) -> None:
     if not os.path.isfile(path):
         return
     with open(path) as f:
-        whole = f.read().endswith("\n")
+        text = f.read()
+    whole = not text or text.endswith("\n")
     records = utils.read_jsonl(path)
     kept = [record for record in records if record.get("itr", 0) <= itr]
     if len(kept) < len(records) or not whole:

@@ -59,6 +59,16 @@ def test_run_again_it_loads_finished_stages_and_keeps_what_the_user_has(tmp_path
     assert sorted(os.listdir(data / toy.NEW_CLASSES[0])) == before
 
 
+def test_without_in_loop_metrics_FT_starts_from_BN_s_latest_set_and_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(toy, "REFERENCE_IMAGES_PER_CLASS", 20)
+    monkeypatch.setattr(demo, "MEMORIZATION_SAMPLES", 10)
+    result = demo.main(["--base_dir", str(tmp_path), "--world", "toy", "--shots", "5", "--iters", "1", "1", "--no_fid"])
+    assert "toy_BN kept no best checkpoint (it ran without in-loop metrics): FT starts from its latest" in \
+        capsys.readouterr().out
+    assert json.loads((tmp_path / "weights" / "toy_FT" / "config.json").read_text())["start_from"] == "toy_BN"
+    assert not (tmp_path / "samples" / "toy_FT" / "metrics.png").exists() and result["NN_ratio"] > 0
+
+
 # BN and FT of 2 iterations, each saved (the latest set and copy0) and evaluated (best0) at 2 only;
 # smaller reference statistics and memorization samples than the world's: a run is about 3 s.
 KILLED = ["--world", "toy", "--shots", "5", "--iters", "2", "2", "--save_every", "2", "--test_every", "2",
