@@ -664,11 +664,12 @@ def saved_iteration(folder: str, suffix: str) -> int:
         return 0
 
 
-def next_slot(folder: str, prefix: str, count: int, protected: str | None = None, itr: int | None = None) -> str:
+def next_slot(folder: str, prefix: str, count: int, protected: str | None = None,
+              itr: int | None = None) -> str:
     """The suffix to save a rotating set to (copy0, copy1, ... or best0, ...): the slot holding
-    iteration `itr` already (a save of it made again after a kill: it replaces itself, as a run never
-    killed has one set per iteration), else a free slot, else the one of the oldest iteration; never
-    `protected` (the set this run resumed from) unless it is the only slot."""
+    iteration `itr` already (a save of it made again after a kill: it replaces itself, as a run
+    never killed has one set per iteration), else a free slot, else the one of the oldest
+    iteration; never `protected` (the set this run resumed from) unless it is the only slot."""
     if count < 1:
         raise ValueError(f"rotation over {count} slots")
     slots = [f"{prefix}{i}" for i in range(count)]

@@ -247,10 +247,11 @@ def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "")
 
 
 def rotating_slot(config: dict, prefix: str, count: int, itr: int | None = None) -> str:
-    """The copy or best slot to write: the one holding iteration itr already (a save made again after a
-    kill), else the oldest, never the set this run resumed from."""
+    """The copy or best slot to write: the one holding iteration itr already (a save made again
+    after a kill), else the oldest, never the set this run resumed from."""
     folder = os.path.join(config["weights_root"], config["experiment_name"])
-    return checkpoints.next_slot(folder, prefix, count, config["load_weights"] if config["resume"] else "", itr)
+    resumed_from = config["load_weights"] if config["resume"] else ""
+    return checkpoints.next_slot(folder, prefix, count, resumed_from, itr)
 
 
 def save_and_sample(models: Models, state: dict, config: dict, sheets: "sampling.Sheets") -> None:
@@ -279,9 +280,10 @@ def test(models: Models, state: dict, config: dict, metrics, precision: Precisio
     results = metrics(sampling.make_sample_fn(G, config, device, precision), config["num_inception_images"])
     if record_evaluation(state, results, config):
         slot = rotating_slot(config, "best", config["num_best_copies"], state["itr"])
-        print(f"{config['which_best']} improved to {results[METRIC_KEY[config['which_best']]]:.4g}, saving {slot}")
+        which = config["which_best"]
+        print(f"{which} improved to {results[METRIC_KEY[which]]:.4g}, saving {slot}")
         save_checkpoint(models, state, config, slot)
-        state["save_best_num"] = int(rotating_slot(config, "best", config["num_best_copies"])[len("best"):])
+        state["save_best_num"] = next_best_number(config)
     return results
 
 
@@ -301,11 +303,17 @@ def record_evaluation(state: dict, results: dict, config: dict) -> bool:
 
 
 def replay_evaluation(state: dict, record: dict, config: dict) -> None:
-    """The state an evaluation left, from its log record, for a run resumed from the set saved right
-    before it: the saved state predates it (a set is saved before its iteration is evaluated), and its
-    best set, if any, was saved before the record was written."""
-    if record_evaluation(state, {k: v for k, v in record.items() if k not in ("itr", "time")}, config):
-        state["save_best_num"] = int(rotating_slot(config, "best", config["num_best_copies"])[len("best"):])
+    """The state an evaluation left, from its log record, for a run resumed from the set saved
+    right before it: the saved state predates it (a set is saved before its iteration is
+    evaluated), and its best set, if any, was saved before the record was written."""
+    results = {k: v for k, v in record.items() if k not in ("itr", "time")}
+    if record_evaluation(state, results, config):
+        state["save_best_num"] = next_best_number(config)
+
+
+def next_best_number(config: dict) -> int:
+    """BigGAN-PyTorch's save_best_num: the best slot written next."""
+    return int(rotating_slot(config, "best", config["num_best_copies"])[len("best"):])
 
 
 def format_metrics(itr: int, metrics: dict) -> str:

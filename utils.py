@@ -192,7 +192,8 @@ def read_jsonl(path: str) -> list[dict]:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             if index < len(lines) - 1:  # a complete line that is no JSON: the log is damaged
-                raise UsageError(f"{path}, line {index + 1}: not a JSON record; repair or remove the log") from None
+                raise UsageError(f"{path}, line {index + 1}: not a JSON record; repair or remove "
+                                 "the log") from None
     return records
 
 

@@ -42,9 +42,9 @@ MEMORIZATION_SAMPLES = 100  # per class, and as many fresh real images per class
 def stage_argv(world: worlds.World, base: str, stage: str, iters: int, stage_flags: tuple[str, ...],
                seed: int, extra: list[str]) -> list[str]:
     """train.py's flags for one stage: the world's, the stage's, then the user's (later flags win). FT
-    starts from BN's best checkpoint; from its latest, and says so, when BN kept none (it ran without
-    in-loop metrics, --no_fid). Called once BN has finished (runs.train_or_load: its final evaluation,
-    which saves a best set when it is the first, is part of that)."""
+    starts from BN's best checkpoint; from its latest, and says so, when BN kept none (it ran
+    without in-loop metrics, --no_fid). Called once BN has finished (runs.train_or_load: its final
+    evaluation, which saves a best set when it is the first, is part of that)."""
     argv = ["--base_dir", base, "--experiment_name", experiment_name(world, stage), *world.training,
             "--stage", stage, *stage_flags, "--num_iters", str(iters), "--save_every", str(max(iters // 4, 1)),
             "--seed", str(seed), *extra]
@@ -53,8 +53,8 @@ def stage_argv(world: worlds.World, base: str, stage: str, iters: int, stage_fla
         if checkpoints.best_sets(os.path.join(base, "weights", previous)):
             argv += ["--start_from", f"{previous}:best"]
         else:
-            print(f"{previous} kept no best checkpoint (it ran without in-loop metrics): {stage} starts from its "
-                  "latest")
+            print(f"{previous} kept no best checkpoint (it ran without in-loop metrics): {stage} "
+                  "starts from its latest")
             argv += ["--start_from", previous]
     return argv
 
@@ -83,8 +83,8 @@ def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
     plot = os.path.join(samples, "metrics.png")
     logs = [(config["stage"], train.metrics_log(config)) for config, _ in stages]
     if all(os.path.isfile(path) for _, path in logs):
-        plots.plot_stages(logs, plot, title=f"{world.name}: " + " then ".join(config["stage"] for config, _ in stages),
-                          space="classifier")
+        title = f"{world.name}: " + " then ".join(config["stage"] for config, _ in stages)
+        plots.plot_stages(logs, plot, title=title, space="classifier")
     else:  # no in-loop metrics (--no_fid): no log to plot
         plot = "none (no in-loop metrics)"
     figure = os.path.join(samples, "training_images_and_samples.png")

@@ -1,9 +1,9 @@
 """train.py runs for the project's experiments (the default run, the study, forgetting): a run whose
 experiment has checkpoints continues (--resume), and one that finished is only loaded, so an
-experiment started again after a stop, or a kill at any moment, picks up where it was and keeps every
-finished run. Finished: at its iterations with its final evaluation logged; a run killed between its
-last save and the end of that evaluation resumes to make it up (train.py), so that its best set and
-log are those of a run never stopped."""
+experiment started again after a stop, or a kill at any moment, picks up where it was and keeps
+every finished run. Finished: at its iterations with its final evaluation logged; a run killed
+between its last save and the end of that evaluation resumes to make it up (train.py), so that its
+best set and log are those of a run never stopped."""
 from __future__ import annotations
 
 import os
@@ -36,7 +36,8 @@ def has_finished(config: dict, folder: str) -> bool:
         return False
     if saved > config["num_iters"]:
         return True
-    return not train.evaluation_owed(config, experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT))
+    latest = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
+    return not train.evaluation_owed(config, latest)
 
 
 def without_flag(argv: list[str], flag: str) -> list[str]:

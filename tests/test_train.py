@@ -364,26 +364,31 @@ def best_sets(base_dir, name):
     """{slot: (iteration, G)} of the experiment's best sets."""
     import checkpoints
     folder = str(base_dir / "weights" / name)
-    return {slot: (checkpoints.saved_iteration(folder, slot), saved(base_dir, name, slot, ["G"])["G"])
+    return {slot: (checkpoints.saved_iteration(folder, slot),
+                   saved(base_dir, name, slot, ["G"])["G"])
             for slot in checkpoints.best_sets(folder)}
 
 
 def assert_same_best_sets(base_dir, name, reference):
     ours, theirs = best_sets(base_dir, name), best_sets(base_dir, reference)
-    assert {slot: itr for slot, (itr, _) in ours.items()} == {slot: itr for slot, (itr, _) in theirs.items()}, name
+    iterations = lambda sets: {slot: itr for slot, (itr, _) in sets.items()}
+    assert iterations(ours) == iterations(theirs), name
     for slot, (_, G) in theirs.items():
         assert_identical({"G": ours[slot][1]}, {"G": G}, (name, slot), parts=("G",))
 
 
 @pytest.mark.parametrize("stage", ["BN", "pretrain"])
-def test_a_run_stopped_at_4_and_resumed_to_10_equals_an_uninterrupted_one_bit_for_bit(base_dir, stage):
+def test_a_run_stopped_at_4_and_resumed_to_10_equals_an_uninterrupted_one_bit_for_bit(base_dir,
+                                                                                      stage):
     """The acceptance check of exact resume: G, G_ema and D by torch.equal after 10 iterations (GAN
-    training amplifies a difference in the last bit: one in the prior matrices' layout grew to 1e-3).
+    training amplifies a difference in the last bit: one in the prior matrices' layout grew to
+    1e-3).
     pretrain runs with channels_last and fused resampling (as the Fashion-MNIST world's transfers):
     a resumed run converts the loaded models, an uninterrupted one the built ones."""
-    stage_flags = ["--stage", stage, *(["--n_pretrain_classes", "0", "--channels_last", "--fused_resampling"]
-                                       if stage == "pretrain" else [])]
-    train_10 = lambda name, itrs, *extra: run_train(base_dir, *EXACT, "--ema", *stage_flags, "--num_iters", str(itrs),
+    pretrain = ["--n_pretrain_classes", "0", "--channels_last", "--fused_resampling"]
+    stage_flags = ["--stage", stage, *(pretrain if stage == "pretrain" else [])]
+    train_10 = lambda name, itrs, *extra: run_train(base_dir, *EXACT, "--ema", *stage_flags,
+                                                     "--num_iters", str(itrs),
                                                      "--experiment_name", name, *extra)
     uninterrupted = train_10(f"straight_{stage}", 10)
     train_10(f"stopped_{stage}", 4)
@@ -392,8 +397,8 @@ def test_a_run_stopped_at_4_and_resumed_to_10_equals_an_uninterrupted_one_bit_fo
     assert_identical(resumed, uninterrupted, stage, parts=("G", "D", "G_ema"))
 
 
-@pytest.mark.parametrize("sampler", [[], ["--shuffle"], ["--use_multiepoch_sampler"], ["--shuffle", "--load_in_mem"],
-                                     ["--shuffle", "--hdf5"]])
+@pytest.mark.parametrize("sampler", [[], ["--shuffle"], ["--use_multiepoch_sampler"],
+                                     ["--shuffle", "--load_in_mem"], ["--shuffle", "--hdf5"]])
 def test_resume_is_exact_with_every_sampler_and_train_mode_sheets(base_dir, sampler):
     # 6 images per class, batches of 8: an epoch is one batch short of 2, so resuming at
     # iteration 2 lands mid-epoch. Sheets are drawn in train mode after every save (save_every 1),
@@ -404,9 +409,10 @@ def test_resume_is_exact_with_every_sampler_and_train_mode_sheets(base_dir, samp
     if "--hdf5" in sampler:
         write_hdf5(base_dir)
     tag = "".join(sampler) or "default"
-    uninterrupted = train.main(train_flags("--num_iters", "5", "--experiment_name", f"straight{tag}"))
+    uninterrupted = train.main(train_flags("--num_iters", "5", "--experiment_name", f"all{tag}"))
     train.main(train_flags("--num_iters", "3", "--experiment_name", f"split{tag}"))
-    resumed = train.main(train_flags("--num_iters", "5", "--experiment_name", f"split{tag}", "--resume"))
+    resumed = train.main(train_flags("--num_iters", "5", "--experiment_name", f"split{tag}",
+                                     "--resume"))
     assert resumed["state_dict"]["itr"] == 5
     assert_identical(resumed, uninterrupted, tag)
 
@@ -421,8 +427,10 @@ def write_hdf5(base_dir):
 
 def test_sheets_and_metrics_leave_training_untouched(base_dir):
     # Saving (and drawing sheets) every iteration or never gives the same run.
-    often = run_train(base_dir, "--num_iters", "3", "--experiment_name", "sheets_often", "--save_every", "1")
-    never = run_train(base_dir, "--num_iters", "3", "--experiment_name", "sheets_never", "--save_every", "1000")
+    often = run_train(base_dir, "--num_iters", "3", "--experiment_name", "sheets_often",
+                      "--save_every", "1")
+    never = run_train(base_dir, "--num_iters", "3", "--experiment_name", "sheets_never",
+                      "--save_every", "1000")
     for key, value in often["G"].state_dict().items():
         assert torch.equal(value, never["G"].state_dict()[key]), key
 
@@ -450,70 +458,84 @@ def forked():
 
 
 def killed_and_finished(forked, base_dir, argv, kill_at=None, kill_after=None):
-    """train.py killed at its kill_at-th checkpoint write (or after kill_after seconds), then run again
-    as the default run does (experiments/runs.py: --resume when a checkpoint exists, else a new start);
-    both in processes of their own (forked_runs.py). Returns the finished latest set."""
+    """train.py killed at its kill_at-th checkpoint write (or after kill_after seconds), then run
+    again as the default run does (experiments/runs.py: --resume when a checkpoint exists, else a
+    new start); both in processes of their own (forked_runs.py). Returns the finished latest set,
+    and the output of the run that finished it."""
     killed = forked.run(base_dir, "train:main", argv, kill_at=kill_at, kill_after=kill_after)
     assert killed.get("signal") == 9 or (kill_after and killed.get("exit") == 0), killed
     finished = forked.run(base_dir, "experiments.runs:train_or_load", argv)
-    assert finished.get("exit") == 0 and "Traceback" not in finished["output"], finished["output"][-2000:]
+    assert finished.get("exit") == 0, finished["output"][-2000:]
+    assert "Traceback" not in finished["output"], finished["output"][-2000:]
     name = argv[argv.index("--experiment_name") + 1]
     folder = base_dir / "weights" / name
     leftovers = [n for n in os.listdir(folder) if n.startswith((".staging", ".tmp_", ".link-", ".saving"))]
     leftovers += [n for n in os.listdir(folder / "sets") if n.startswith(".staging")]
     assert not leftovers, (name, leftovers)
-    final = saved(base_dir, name, parts=("G", "D", "state_dict", *(["G_ema"] if "--ema" in argv else [])))
+    parts = ("G", "D", "state_dict", *(["G_ema"] if "--ema" in argv else []))
+    final = saved(base_dir, name, parts=parts)
     return {**final, "output": finished["output"]}
 
 
 def test_killed_BN_runs_resume_to_the_uninterrupted_bits(base_dir, forked):
-    """10 iterations with --ema, saves (the latest set, one copy) at 4, 8 and 10, each 15 file-system
-    changes: killed before the first save's swap (nothing saved: started again), in the second save
-    before its swap (resumed from 4) and in its copy, after the final save's swap, and at a random
-    moment; each finishes with the bits of a run never killed (tests/test_checkpoints.py kills at
-    every change of a save)."""
+    """10 iterations with --ema, saves (the latest set, one copy) at 4, 8 and 10. The folder's
+    changes (6 parts): at 4 the latest set 1-15 (swap 9) and copy0 16-30; at 8 the latest 31-40
+    (swap 39) and the copy 41-50; at 10 the latest 51-60 and the copy 61-70 (swap 69). Killed
+    before the first save's naming (8: nothing saved, started again), in the second save before its
+    swap (35: resumed from 4) and in its copy (45), at the very end (70), and at a random moment,
+    each run finishes with the bits of a run never killed (tests/test_checkpoints.py kills at every
+    change of a save). 11 forked runs of about 0.5 s."""
     import random
-    argv = lambda name: ["--base_dir", str(base_dir), *SOURCE, *FAST, *EXACT, "--ema", "--num_iters", "10",
-                         "--save_every", "4", "--num_save_copies", "1", "--experiment_name", name]
+    argv = lambda name: ["--base_dir", str(base_dir), *SOURCE, *FAST, *EXACT, "--ema",
+                         "--num_iters", "10", "--save_every", "4", "--num_save_copies", "1",
+                         "--experiment_name", name]
     train.main(argv("bn_reference"))
     reference = saved(base_dir, "bn_reference", parts=("G", "D", "G_ema", "state_dict"))
-    for kill_at, kill_after in ((8, None), (35, None), (45, None), (70, None), (None, random.Random(0).uniform(0.5, 2))):
+    at_random = random.Random(0).uniform(0.5, 2)
+    for kill_at, kill_after in ((8, None), (35, None), (45, None), (70, None), (None, at_random)):
         name = f"bn_killed_at{kill_at or 'random'}"
         final = killed_and_finished(forked, base_dir, argv(name), kill_at, kill_after)
         assert final["state_dict"]["itr"] == 10, name
         assert_identical(final, reference, name, parts=("G", "D", "G_ema"))
-        # a resumed run logs the losses of the iterations after its checkpoint once (the killed run's
-        # records of them go); one started again (nothing saved) logs after the killed attempt's
-        log = [record["itr"] for record in utils.read_jsonl(str(base_dir / "logs" / name / "train_log.jsonl"))]
+        # a resumed run logs the losses of the iterations after its checkpoint once (the killed
+        # run's records of them go); one started again (nothing saved) logs after the killed one's
+        log = utils.read_jsonl(str(base_dir / "logs" / name / "train_log.jsonl"))
+        log = [record["itr"] for record in log]
         assert log[-10:] == list(range(1, 11)) and (kill_at == 8 or len(log) == 10), (name, log)
 
 
-def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_to_the_uninterrupted_bits(base_dir, forked):
-    """FT continues a BN checkpoint (iteration 2) to 10 with --ema, --hdf5 and in-loop metrics at 4, 8
-    and 10 that save best sets (at 4 and 8). Killed after the first best set's swap (its evaluation
-    owed: made up, into the same slot), in the second best set before its swap, after the final
-    latest set's swap (the final evaluation owed), at a random moment, or stopped cleanly at 8: the
-    latest set, the best sets (slots, iterations, bits) and the metrics log equal an uninterrupted
-    run's. The clean stop needs the resumed run to replay the evaluation of 8 from the log: the set
-    of 8 was saved before it, and without it the evaluation at 10 counted as an improvement."""
+def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_to_the_uninterrupted_bits(base_dir,
+                                                                                      forked):
+    """FT continues a BN checkpoint (iteration 2) to 10 with --ema, --hdf5 and in-loop metrics at
+    4, 8 and 10 that save best sets (at 4 and 8). Killed after the first best set's swap (its
+    evaluation owed: made up, into the same slot), in the second best set before its swap, after
+    the final latest set's swap (the final evaluation owed), at a random moment, or stopped cleanly
+    at 8: the latest set, the best sets (slots, iterations, bits) and the metrics log equal an
+    uninterrupted run's. The clean stop needs the resumed run to replay the evaluation of 8 from
+    the log: the set of 8 was saved before it, and without it the evaluation at 10 counted as an
+    improvement. 9 forked runs of about 1 s."""
     import random
     write_hdf5(base_dir)
-    common = ["--base_dir", str(base_dir), *SOURCE, *[f for f in FAST if f != "--no_fid"], *metric_flags(base_dir), *EXACT,
-              "--ema", "--ema_start", "0", "--ema_decay", "0.9", "--hdf5", "--num_save_copies", "1",
-              "--num_best_copies", "2", "--save_every", "4", "--test_every", "4"]
-    train.main([*common, "--experiment_name", "bn_start", "--num_iters", "2"])  # the checkpoint FT continues
+    common = ["--base_dir", str(base_dir), *SOURCE, *[f for f in FAST if f != "--no_fid"],
+              *metric_flags(base_dir), *EXACT, "--ema", "--ema_start", "0", "--ema_decay", "0.9",
+              "--hdf5", "--num_save_copies", "1", "--num_best_copies", "2", "--save_every", "4",
+              "--test_every", "4"]
+    train.main([*common, "--experiment_name", "bn_start", "--num_iters", "2"])  # what FT continues
 
     def ft_flags(name, itrs=10):
         if not (base_dir / "weights" / name).exists():
-            shutil.copytree(base_dir / "weights" / "bn_start", base_dir / "weights" / name, symlinks=True)
-        return [*common, "--experiment_name", name, "--num_iters", str(itrs), "--stage", "FT", "--resume"]
+            shutil.copytree(base_dir / "weights" / "bn_start", base_dir / "weights" / name,
+                            symlinks=True)
+        return [*common, "--experiment_name", name, "--num_iters", str(itrs), "--stage", "FT",
+                "--resume"]
     train.main(ft_flags("ft_reference"))
     reference = saved(base_dir, "ft_reference", parts=("G", "D", "G_ema", "state_dict"))
     assert [itr for itr, _ in metrics_records(base_dir, "ft_reference")] == [4, 8, 10]
     # The FT run's file-system changes (6 parts with G_ema): at 4 the latest set 1-10 (swap 9), its
     # copy 11-20, best1 21-36 (swap 29); at 8 the latest 37-45, the copy 46-55, best0 56-65 (swap
     # 64); at 10 the latest 67-75 (swap 74) and the copy 76-85.
-    for kill_at, kill_after in ((30, None), (60, None), (75, None), (None, random.Random(1).uniform(1, 3))):
+    at_random = random.Random(1).uniform(1, 3)
+    for kill_at, kill_after in ((30, None), (60, None), (75, None), (None, at_random)):
         name = f"ft_killed_at{kill_at or 'random'}"
         final = killed_and_finished(forked, base_dir, ft_flags(name), kill_at, kill_after)
         if kill_at:
@@ -528,15 +550,18 @@ def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_to_the_uninterrupted_
     assert metrics_records(base_dir, "ft_stopped") == metrics_records(base_dir, "ft_reference")
 
 
-def test_a_run_killed_anywhere_between_its_final_save_and_the_end_of_its_evaluation_makes_it_up(base_dir, forked):
-    """One iteration, saved (the latest set: 13 file-system changes, its swap the 8th), evaluated, and
-    saved as best0 (13 more): killed before every change from the latest set's first link (9) to the
-    best set's last (26), `train.py --resume` (the checkpoint is at --num_iters already) makes up the
-    evaluation: the best set (one, best0) and the metrics log (one record) are an uninterrupted run's,
-    and then the run is finished (--resume again: "already", exit code 2). 18 kills and reruns, each
-    about 0.5 s of training, saving and evaluating: one for each state a kill leaves here."""
-    argv = lambda name: ["--base_dir", str(base_dir), *SOURCE, *[f for f in FAST if f != "--no_fid"], *metric_flags(base_dir),
-                         *EXACT, "--num_iters", "1", "--save_every", "1", "--num_save_copies", "0",
+def test_a_run_killed_anywhere_between_its_final_save_and_its_evaluation_makes_it_up(base_dir,
+                                                                                      forked):
+    """One iteration, saved (the latest set: 13 file-system changes, its swap the 8th), evaluated,
+    and saved as best0 (13 more): killed before every change from the latest set's first link (9)
+    to the best set's last (26), `train.py --resume` (the checkpoint is at --num_iters already)
+    makes up the evaluation: the best set (one, best0) and the metrics log (one record) are an
+    uninterrupted run's, and then the run is finished (--resume again: "already", exit code 2).
+    18 kills and reruns, each about 0.5 s of training, saving and evaluating: one for each state a
+    kill leaves here."""
+    with_metrics = [*[f for f in FAST if f != "--no_fid"], *metric_flags(base_dir)]
+    argv = lambda name: ["--base_dir", str(base_dir), *SOURCE, *with_metrics, *EXACT,
+                         "--num_iters", "1", "--save_every", "1", "--num_save_copies", "0",
                          "--num_best_copies", "2", "--experiment_name", name]
     train.main(argv("window_reference"))
     reference = saved(base_dir, "window_reference")
@@ -544,15 +569,16 @@ def test_a_run_killed_anywhere_between_its_final_save_and_the_end_of_its_evaluat
         name = f"window_killed_at{kill_at}"
         killed = forked.run(base_dir, "train:main", argv(name), kill_at=kill_at)
         assert killed.get("signal") == 9, (kill_at, killed)
-        assert saved(base_dir, name)["state_dict"]["itr"] == 1 and not metrics_records(base_dir, name)
+        assert saved(base_dir, name)["state_dict"]["itr"] == 1
+        assert not metrics_records(base_dir, name)
         made_up = forked.run(base_dir, "train:main", [*argv(name), "--resume"])
         assert made_up.get("exit") == 0, (kill_at, made_up["output"][-2000:])
         assert "saved but not evaluated" in made_up["output"], kill_at
         assert_identical(saved(base_dir, name), reference, name)
         assert_same_best_sets(base_dir, name, "window_reference")
-        assert metrics_records(base_dir, name) == metrics_records(base_dir, "window_reference"), kill_at
+        assert metrics_records(base_dir, name) == metrics_records(base_dir, "window_reference")
     again = forked.run(base_dir, "train:main", [*argv("window_killed_at9"), "--resume"])
-    assert again.get("exit") == 2 and "iteration 1 already" in again["output"], again["output"][-2000:]
+    assert again.get("exit") == 2 and "iteration 1 already" in again["output"], again["output"]
 
 
 def test_killed_torchrun_runs_resume_exactly_with_ranks_identical(base_dir, tmp_path):
@@ -566,15 +592,18 @@ def test_killed_torchrun_runs_resume_exactly_with_ranks_identical(base_dir, tmp_
 
     def torchrun(script, *args, kill_at=None):
         env = {**os.environ, **({"CGT_KILL_AT_WRITE": str(kill_at)} if kill_at else {})}
-        return subprocess.run([*launcher, script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=300)
-    result = torchrun(os.path.join(ROOT, "tests", "helpers", "train_and_dump.py"), str(tmp_path), *argv("ddp_reference"))
+        return subprocess.run([*launcher, script, *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+    dump = os.path.join(ROOT, "tests", "helpers", "train_and_dump.py")
+    result = torchrun(dump, str(tmp_path), *argv("ddp_reference"))
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pth", weights_only=True) for r in (0, 1)]
     assert ranks[0]["itr"] == ranks[1]["itr"] == 10
     assert_identical(ranks[1], ranks[0], "rank 1")
-    killed = torchrun(os.path.join(ROOT, "train.py"), *argv("ddp_killed"), kill_at=20)  # saves: 1-13, 14-22 (swap 21)
-    assert killed.returncode != 0 and checkpoints.saved_iteration(str(base_dir / "weights" / "ddp_killed"), "") == 4
+    # rank 0's changes: the save at 4 1-13, the one at 8 14-22 (swap 21)
+    killed = torchrun(os.path.join(ROOT, "train.py"), *argv("ddp_killed"), kill_at=20)
+    folder = str(base_dir / "weights" / "ddp_killed")
+    assert killed.returncode != 0 and checkpoints.saved_iteration(folder, "") == 4
     result = torchrun(os.path.join(ROOT, "train.py"), *argv("ddp_killed"), "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
     assert_identical(saved(base_dir, "ddp_killed"), saved(base_dir, "ddp_reference"), "ddp_killed")

@@ -71,9 +71,10 @@ class Stopped(BaseException):
     """A stop (a kill, as far as the folder is concerned) where the test puts it."""
 
 
-def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_up(tmp_path, capsys):
-    """BN+FT stopped after the BN phase's final save, before its evaluation: the study run again makes
-    up that evaluation (train.py --resume), then trains FT; every evaluation is logged once.
+def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_up(tmp_path,
+                                                                                    capsys):
+    """BN+FT stopped after the BN phase's final save, before its evaluation: the study run again
+    makes up that evaluation (train.py --resume), then trains FT; every evaluation logged once.
     (Killed processes at every such moment: tests/test_train.py; the default run: test_demo.py.)"""
     import train
     real = train.evaluate
@@ -95,7 +96,8 @@ def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_
     capsys.readouterr()
     results = study.main(argv)
     assert "Iteration 2 was saved but not evaluated" in capsys.readouterr().out
-    assert [json.loads(line)["itr"] for line in open(logs / "BN+FT_seed0_log.jsonl")] == [1, 2, 3, 4]
+    logged = [json.loads(line)["itr"] for line in open(logs / "BN+FT_seed0_log.jsonl")]
+    assert logged == [1, 2, 3, 4]
     assert results[5]["BN+FT"][0]["metrics"]["FID"] > 0
 
 

@@ -9,7 +9,8 @@ stderr and exit code 2 (utils.run_main), any other exception a traceback and exi
 
 Protocol (`python forked_runs.py`): one JSON job per line on stdin,
     {"call": "module:function", "argv": [...], "kill_at": K or null, "kill_after": seconds or null,
-     "patches": [[module, attribute, value], ...] (set in the child), "output": file for its stdout+stderr}
+     "patches": [[module, attribute, value], ...] (set in the child),
+     "output": the file for its stdout and stderr}
 one JSON outcome per line on stdout: {"exit": code} or {"signal": number}, with "seconds".
 """
 import importlib
@@ -79,24 +80,26 @@ def serve() -> None:
         pid = os.fork()
         if pid == 0:
             run_child(job)
-        outcome = {**wait(pid, job.get("kill_after")), "seconds": round(time.monotonic() - start, 2)}
+        seconds = round(time.monotonic() - start, 2)
+        outcome = {**wait(pid, job.get("kill_after")), "seconds": seconds}
         print(json.dumps(outcome), flush=True)
 
 
 class ForkedRuns:
-    """The test side: run(folder, call, argv, ...) -> the outcome, with the run's output as "output"."""
+    """The test side: run(folder, call, argv, ...) -> the outcome, its output as "output"."""
 
     def __init__(self):
-        self.server = subprocess.Popen([sys.executable, os.path.abspath(__file__)], stdin=subprocess.PIPE,
-                                       stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(TESTS))
+        self.server = subprocess.Popen([sys.executable, os.path.abspath(__file__)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                       cwd=os.path.dirname(TESTS))
         self.count = 0
 
-    def run(self, folder, call: str, argv: list[str], kill_at: int | None = None, kill_after: float | None = None,
-            patches: list = ()) -> dict:
+    def run(self, folder, call: str, argv: list[str], kill_at: int | None = None,
+            kill_after: float | None = None, patches: list = ()) -> dict:
         self.count += 1
         output = os.path.join(str(folder), f"forked_run{self.count}.txt")
-        job = {"call": call, "argv": [str(a) for a in argv], "kill_at": kill_at, "kill_after": kill_after,
-               "patches": list(patches), "output": output}
+        job = {"call": call, "argv": [str(a) for a in argv], "kill_at": kill_at,
+               "kill_after": kill_after, "patches": list(patches), "output": output}
         self.server.stdin.write(json.dumps(job) + "\n")
         self.server.stdin.flush()
         line = self.server.stdout.readline()
