@@ -255,9 +255,11 @@ class Generator(nn.Module):
                 for old, prior, z_layer in ((module.gain, module.prev_knowledge_g, getattr(module, "z_layer_g", None)),
                                             (module.bias, module.prev_knowledge_b, getattr(module, "z_layer_b", None))):
                     class_part, z_part = self._split_pretrained_bn_weight(old.weight)
-                    prior.weight.data = class_part.clone()
+                    # Copied into the parameters, which keep their own (contiguous) layout:
+                    # a resumed run loads them so, and a transposed one rounds differently.
+                    prior.weight.copy_(class_part)
                     if z_layer is not None:
-                        z_layer.weight.data = z_part.clone()
+                        z_layer.weight.copy_(z_part)
                 if comb_init == "mean":
                     module.start_at_old_class_mean()
 

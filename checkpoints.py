@@ -684,15 +684,19 @@ def saved_iteration(folder: str, suffix: str) -> int:
         return 0
 
 
-def next_slot(folder: str, prefix: str, count: int, protected: str | None = None) -> str:
-    """The suffix to save a rotating set to (copy0, copy1, ... or best0, ...): a free slot, else the
-    one of the oldest iteration, never `protected` (the set this run resumed from) unless it is the
-    only slot."""
+def next_slot(folder: str, prefix: str, count: int, protected: str | None = None,
+              itr: int | None = None) -> str:
+    """The suffix to save a rotating set to (copy0, copy1, ... or best0, ...): the slot holding
+    iteration `itr` already (a save of it made again after a kill: it replaces itself, as a run
+    never killed has one set per iteration), else a free slot, else the one of the oldest
+    iteration; never `protected` (the set this run resumed from) unless it is the only slot."""
     if count < 1:
         raise ValueError(f"rotation over {count} slots")
     slots = [f"{prefix}{i}" for i in range(count)]
     candidates = [s for s in slots if s != protected] or slots
-    return min(candidates, key=lambda s: (saved_iteration(folder, s), slots.index(s)))
+    iterations = {s: saved_iteration(folder, s) for s in candidates}
+    same = [s for s in candidates if itr is not None and iterations[s] == itr]
+    return same[0] if same else min(candidates, key=lambda s: (iterations[s], slots.index(s)))
 
 
 def best_sets(folder: str) -> list[str]:

@@ -322,6 +322,7 @@ def resumed_state(saved_state: dict, config: dict) -> dict:
         fresh = new_run_state(config)
         for key in ("best_IS", "best_FID", "best_KMMD", "metrics"):
             state[key] = fresh[key]
+        state["evaluation_due"] = False  # the previous stage's evaluation, not this one's
         print(f"Stage {config['stage']} after {previous}: its best checkpoints are tracked anew")
     return state
 
@@ -442,12 +443,7 @@ def prepare_models(config: dict, device, is_main: bool, explicit: set[str] | Non
     if resumed is not None:
         load_into(models.named(), resumed, f"checkpoint of {config['experiment_name']}")
         apply_optimizer_flags(models, config)
-        state = resumed_state(resumed["state_dict"], config)
-        if config["num_iters"] and config["num_iters"] <= state["itr"]:
-            raise utils.UsageError(f"--num_iters {config['num_iters']}: the checkpoint is at iteration {state['itr']} "
-                                   "already; give a larger --num_iters to train further (it counts the experiment's "
-                                   "iterations)")
-        return models, state
+        return models, resumed_state(resumed["state_dict"], config)
     if start is not None and source is None:  # its optimizers and G_ema, where it has them
         load_into({part: obj for part, obj in models.named().items() if part not in ("G", "D")}, start, what)
         apply_optimizer_flags(models, config)

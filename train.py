@@ -8,12 +8,14 @@ classes by knowledge propagation (--stage BN), fine-tune it (--stage FT), or run
 Files: BASE/data/<dataset folder> (input), BASE/weights/{G,D}.pth (the pretrained source model),
 BASE/weights/<experiment>/ (checkpoints, config.json), BASE/logs/ (JSON lines), BASE/samples/<experiment>/.
 How a run starts (new, --start_from, --resume) is experiment.py's; what happens between iterations
-(saving, sheets, evaluation) train_fns.py's. training_loop reads top to bottom: set up, then per
-iteration train, log, save, evaluate.
+(saving, sheets, evaluation) train_fns.py's. training_loop reads top to bottom: set up (a resumed
+run first catches up with what its checkpoint's iteration still owes: catch_up), then per iteration
+train, log, save, evaluate.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 import time
@@ -100,6 +102,11 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
     utils.seed_rng(config["seed"])
     experiment.set_classes_and_resolution(config)
     models, state = experiment.prepare_models(config, device, is_main, explicit)
+    owed = config["resume"] and evaluation_owed(config, state)
+    if config["num_iters"] and state["itr"] >= config["num_iters"] and not owed:
+        raise utils.UsageError(f"--num_iters {config['num_iters']}: the checkpoint is at iteration "
+                               f"{state['itr']} already; give a larger --num_iters to train "
+                               "further (it counts the experiment's iterations)")
     step = train_fns.build_step(models, config, device)
     metrics = None
     if is_main:
@@ -112,8 +119,7 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
             metrics = inception_utils.Metrics.from_config(config, device)
         experiment.write_config(config)
     sheets = sampling.Sheets(config, models.G.dim_z, device)
-    test_log = os.path.join(config["logs_root"], f"{config['experiment_name']}_log.jsonl")
-    train_log = os.path.join(config["logs_root"], config["experiment_name"], "train_log.jsonl")
+    test_log, train_log = metrics_log(config), training_log(config)
     generators = [G for G in (models.G, models.G_ema) if G is not None]
     last_metrics: dict = {}
 
@@ -123,6 +129,14 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
     if config["resume"]:
         experiment.restore_rng_state(state, rank, world_size, device)  # after the loader drew its seed
     start_time, start_itr = time.time(), state["itr"]
+    if config["resume"] and is_main:
+        last_metrics = catch_up(models, state, config, metrics, step.precision, device)
+    if config["num_iters"] and start_itr >= config["num_iters"]:  # the evaluation was all it owed
+        close_distributed(world_size)
+        if is_main:
+            print(f"Done: the evaluation of iteration {start_itr}, which the stopped run owed")
+        return {"state_dict": state, "metrics": last_metrics, "G": models.G, "D": models.D,
+                "G_ema": models.G_ema}
     progress = tqdm(disable=not is_main, initial=start_itr, total=config["num_iters"] or None)
     final = False
     try:  # closed also on an error, whose one line then starts a line of its own
@@ -139,7 +153,8 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
             saving = itr % config["save_every"] == 0 or final
             evaluating = not config["no_fid"] and (itr % config["test_every"] == 0 or final)
             if saving or evaluating:  # every process takes part; a best set is a checkpoint to resume too
-                state.update(batches.position(), rng_states=experiment.rng_states(device))
+                state.update(batches.position(), rng_states=experiment.rng_states(device),
+                             evaluation_due=evaluating)
             progress.update(1)
             progress.set_postfix({"epoch": batches.epoch, **{k: f"{v:+.3f}" for k, v in losses.items()}})
             if not is_main:
@@ -158,10 +173,8 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
             # Evaluate (and keep the best checkpoints).
             if evaluating:
                 with sampling.outside_training(generators, config["G_eval_mode"], device):
-                    last_metrics = train_fns.test(models, state, config, metrics, step.precision, device)
-                utils.append_jsonl(test_log, {"itr": itr, "time": time.time() - start_time,
-                                              **{k: v for k, v in last_metrics.items() if v is not None}})
-                print(train_fns.format_metrics(itr, last_metrics))
+                    last_metrics = evaluate(models, state, config, metrics, step.precision, device,
+                                            test_log, start_time)
             if final:
                 break
     finally:
@@ -174,18 +187,109 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
                                f"(--num_epochs {config['num_epochs']} over {len(batches.loader.dataset)} images); "
                                "raise --num_epochs")
     if not final and itr % config["save_every"] != 0:
-        state.update(batches.position(), rng_states=experiment.rng_states(device))
+        state.update(batches.position(), rng_states=experiment.rng_states(device),
+                     evaluation_due=False)
         if is_main:
             with sampling.outside_training(generators, config["G_eval_mode"], device):
                 train_fns.save_and_sample(models, state, config, sheets)
-    if world_size > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    close_distributed(world_size)
     if is_main:
         print(f"Done: {itr - start_itr} iterations ({start_itr + 1}-{itr}) in {time.time() - start_time:.0f} s. "
               f"Checkpoints in {experiment.folder(config)}, samples in "
               f"{os.path.join(config['samples_root'], config['experiment_name'])}, logs in {config['logs_root']}")
     return {"state_dict": state, "metrics": last_metrics, "G": models.G, "D": models.D, "G_ema": models.G_ema}
+
+
+def close_distributed(world_size: int) -> None:
+    if world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def evaluate(models: train_fns.Models, state: dict, config: dict, metrics, precision, device,
+             test_log: str, start_time: float) -> dict:
+    """The in-loop metrics of this iteration (train_fns.test: a best set when improved), then its
+    log record, which marks the evaluation done (evaluation_owed)."""
+    results = train_fns.test(models, state, config, metrics, precision, device)
+    utils.append_jsonl(test_log, {"itr": state["itr"], "time": time.time() - start_time,
+                                  **{k: v for k, v in results.items() if v is not None}})
+    print(train_fns.format_metrics(state["itr"], results))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# The logs, and what a stopped run still owes
+
+def catch_up(models: train_fns.Models, state: dict, config: dict, metrics, precision,
+             device) -> dict:
+    """A resumed run's logs and state as an uninterrupted run has them after the saved iteration,
+    whose evaluation comes after its save: made up when owed, else replayed from its log record.
+    Returns the metrics made up ({} if none)."""
+    itr = state["itr"]
+    owed = evaluation_owed(config, state)
+    for log in (metrics_log(config), training_log(config)):
+        trim_log(log, itr)
+    if owed:
+        print(f"Iteration {itr} was saved but not evaluated (the run stopped in between): "
+              "evaluating it")
+        generators = [G for G in (models.G, models.G_ema) if G is not None]
+        with sampling.outside_training(generators, config["G_eval_mode"], device):
+            return evaluate(models, state, config, metrics, precision, device, metrics_log(config),
+                            time.time())
+    if evaluation_due(config, state):
+        train_fns.replay_evaluation(state, logged_evaluation(metrics_log(config), itr), config)
+    return {}
+
+
+def metrics_log(config: dict) -> str:
+    """The log of the in-loop metrics (BigGAN-PyTorch's logs/<experiment>_log), a JSON line each."""
+    return os.path.join(config["logs_root"], f"{config['experiment_name']}_log.jsonl")
+
+
+def training_log(config: dict) -> str:
+    """The log of the losses, one JSON line per iteration."""
+    return os.path.join(config["logs_root"], config["experiment_name"], "train_log.jsonl")
+
+
+def trim_log(path: str, itr: int) -> None:
+    """A resumed run's log as far as its checkpoint: the records of the iterations after it (the
+    stopped run logged them, the resumed one logs them again) and a line cut short go."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        text = f.read()
+    whole = not text or text.endswith("\n")
+    records = utils.read_jsonl(path)
+    kept = [record for record in records if record.get("itr", 0) <= itr]
+    if len(kept) < len(records) or not whole:
+        lines = [json.dumps(record) + "\n" for record in kept]
+        utils.write_atomically(path, lambda f: f.writelines(lines))
+
+
+def logged_evaluation(path: str, itr: int) -> dict | None:
+    """The log record of iteration itr's evaluation (the last, if several); None if not logged."""
+    records = utils.read_jsonl(path) if os.path.isfile(path) else []
+    return next((record for record in reversed(records) if record.get("itr") == itr), None)
+
+
+def evaluation_due(config: dict, state: dict) -> bool:
+    """Whether the saved iteration is evaluated after its save by the run that saved it (its state
+    says; earlier checkpoints: --test_every and --num_iters do), and this run can evaluate."""
+    itr = state.get("itr", 0)
+    if config["no_fid"] or itr <= 0:
+        return False
+    due = state.get("evaluation_due")
+    if due is None:  # saved before states recorded it
+        due = itr % config["test_every"] == 0 or 0 < config["num_iters"] <= itr
+    return bool(due)
+
+
+def evaluation_owed(config: dict, state: dict) -> bool:
+    """The saved iteration was to be evaluated, and the log has no record of it: the run stopped
+    between the save and the evaluation's end (killed, or a full disk). A resumed run makes it up
+    first, also when the checkpoint is at --num_iters already."""
+    logged = logged_evaluation(metrics_log(config), state["itr"])
+    return evaluation_due(config, state) and logged is None
 
 
 def main(argv: list[str] | None = None) -> dict:

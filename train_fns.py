@@ -246,10 +246,12 @@ def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "")
                                f"(--G_lr {config['G_lr']}, --D_lr {config['D_lr']}); lower them and --resume") from None
 
 
-def rotating_slot(config: dict, prefix: str, count: int) -> str:
-    """The copy or best slot to write: the oldest, never the set this run resumed from."""
+def rotating_slot(config: dict, prefix: str, count: int, itr: int | None = None) -> str:
+    """The copy or best slot to write: the one holding iteration itr already (a save made again
+    after a kill), else the oldest, never the set this run resumed from."""
     folder = os.path.join(config["weights_root"], config["experiment_name"])
-    return checkpoints.next_slot(folder, prefix, count, config["load_weights"] if config["resume"] else "")
+    resumed_from = config["load_weights"] if config["resume"] else ""
+    return checkpoints.next_slot(folder, prefix, count, resumed_from, itr)
 
 
 def save_and_sample(models: Models, state: dict, config: dict, sheets: "sampling.Sheets") -> None:
@@ -276,6 +278,18 @@ def test(models: Models, state: dict, config: dict, metrics, precision: Precisio
     if config["accumulate_stats"]:
         sampling.accumulate_standing_stats(G, config, device)
     results = metrics(sampling.make_sample_fn(G, config, device, precision), config["num_inception_images"])
+    if record_evaluation(state, results, config):
+        slot = rotating_slot(config, "best", config["num_best_copies"], state["itr"])
+        which = config["which_best"]
+        print(f"{which} improved to {results[METRIC_KEY[which]]:.4g}, saving {slot}")
+        save_checkpoint(models, state, config, slot)
+        state["save_best_num"] = next_best_number(config)
+    return results
+
+
+def record_evaluation(state: dict, results: dict, config: dict) -> bool:
+    """An evaluation's results into the run's state: its metrics and every best so far. Returns
+    whether --which_best improved (then a best set is saved)."""
     which = config["which_best"]
     value = results.get(METRIC_KEY[which])
     if value is None:
@@ -285,12 +299,21 @@ def test(models: Models, state: dict, config: dict, metrics, precision: Precisio
     for metric, key in METRIC_KEY.items():  # every best so far, as the official code keeps them
         if isinstance(results.get(key), float) and BETTER[metric](results[key], state[f"best_{metric}"]):
             state[f"best_{metric}"] = results[key]
-    if improved:
-        slot = rotating_slot(config, "best", config["num_best_copies"])
-        print(f"{which} improved to {value:.4g}, saving {slot}")
-        save_checkpoint(models, state, config, slot)
-        state["save_best_num"] = int(rotating_slot(config, "best", config["num_best_copies"])[len("best"):])
-    return results
+    return improved
+
+
+def replay_evaluation(state: dict, record: dict, config: dict) -> None:
+    """The state an evaluation left, from its log record, for a run resumed from the set saved
+    right before it: the saved state predates it (a set is saved before its iteration is
+    evaluated), and its best set, if any, was saved before the record was written."""
+    results = {k: v for k, v in record.items() if k not in ("itr", "time")}
+    if record_evaluation(state, results, config):
+        state["save_best_num"] = next_best_number(config)
+
+
+def next_best_number(config: dict) -> int:
+    """BigGAN-PyTorch's save_best_num: the best slot written next."""
+    return int(rotating_slot(config, "best", config["num_best_copies"])[len("best"):])
 
 
 def format_metrics(itr: int, metrics: dict) -> str:

@@ -181,6 +181,24 @@ def append_jsonl(path: str, record: dict) -> None:
         raise WriteError(f"{describe_write_error(err, path, 'append to the log')}; its earlier lines are intact") from None
 
 
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a JSON-lines log (append_jsonl's); a last line cut short (the writer lost
+    power mid-line) is left out."""
+    with open(path) as f:
+        lines = f.read().split("\n")
+    records = []
+    for index, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if index < len(lines) - 1:  # a complete line that is no JSON: the log is damaged
+                raise UsageError(f"{path}, line {index + 1}: not a JSON record; repair or remove "
+                                 "the log") from None
+    return records
+
+
 # ---------------------------------------------------------------------------------------------
 # Argument types for every script's flags (train.py's flags themselves: flags.py).
 

@@ -31,6 +31,7 @@ import experiment
 import explain
 import flags
 import sampling
+import train
 import utils
 import worlds
 from worlds import registry
@@ -42,14 +43,20 @@ MEMORIZATION_SAMPLES = 100  # per class, and as many fresh real images per class
 def stage_argv(world: worlds.World, base: str, stage: str, iters: int, stage_flags: tuple[str, ...],
                seed: int, extra: list[str]) -> list[str]:
     """train.py's flags for one stage: the world's, the stage's, then the user's (later flags win). FT
-    starts from BN's best checkpoint (its latest when it kept none)."""
+    starts from BN's best checkpoint; from its latest, and says so, when BN kept none (it ran
+    without in-loop metrics, --no_fid). Called once BN has finished (runs.train_or_load: its final
+    evaluation, which saves a best set when it is the first, is part of that)."""
     argv = ["--base_dir", base, "--experiment_name", experiment_name(world, stage), *world.training,
             "--stage", stage, *stage_flags, "--num_iters", str(iters), "--save_every", str(max(iters // 4, 1)),
             "--seed", str(seed), *extra]
     if stage != "BN":
-        previous = os.path.join(base, "weights", experiment_name(world, "BN"))
-        best = ":best" if checkpoints.best_sets(previous) else ""
-        argv += ["--start_from", f"{experiment_name(world, 'BN')}{best}"]
+        previous = experiment_name(world, "BN")
+        if checkpoints.best_sets(os.path.join(base, "weights", previous)):
+            argv += ["--start_from", f"{previous}:best"]
+        else:
+            print(f"{previous} kept no best checkpoint (it ran without in-loop metrics): {stage} "
+                  "starts from its latest")
+            argv += ["--start_from", previous]
     return argv
 
 
@@ -75,8 +82,12 @@ def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
     G = sampling.sampling_G(last["G"], last["G_ema"], last_config)
     samples = os.path.join(last_config["samples_root"], last_config["experiment_name"])
     plot = os.path.join(samples, "metrics.png")
-    plots.plot_stages([(config["stage"], runs.test_log(config)) for config, _ in stages], plot,
-                      title=f"{world.name}: " + " then ".join(config["stage"] for config, _ in stages), space="classifier")
+    logs = [(config["stage"], train.metrics_log(config)) for config, _ in stages]
+    if all(os.path.isfile(path) for _, path in logs):
+        title = f"{world.name}: " + " then ".join(config["stage"] for config, _ in stages)
+        plots.plot_stages(logs, plot, title=title, space="classifier")
+    else:  # no in-loop metrics (--no_fid): no log to plot
+        plot = "none (no in-loop metrics)"
     figure = os.path.join(samples, "training_images_and_samples.png")
     write_shots_and_samples(last_config, G, figure)
     fresh, fresh_labels = world.fresh_images(MEMORIZATION_SAMPLES)

@@ -1,8 +1,6 @@
 """Plots of the logged metrics (JSON lines written by train.py) as PNG files."""
 from __future__ import annotations
 
-import json
-
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI
@@ -13,9 +11,7 @@ import utils  # noqa: E402
 LABELS = {"FID": "FID", "mFID": "mFID", "KMMD": "KMMD", "IS_mean": "IS", "class_acc": "class-consistency accuracy"}
 
 
-def read_jsonl(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+read_jsonl = utils.read_jsonl  # train.py's logs
 
 
 def plot_metrics(log_path: str, png_path: str, title: str = "", space: str = "") -> list[str]:

@@ -1,6 +1,9 @@
 """train.py runs for the project's experiments (the default run, the study, forgetting): a run whose
-experiment has checkpoints continues (--resume), and one that reached its iterations is only loaded,
-so an experiment started again after a stop picks up where it was and keeps every finished run."""
+experiment has checkpoints continues (--resume), and one that finished is only loaded, so an
+experiment started again after a stop, or a kill at any moment, picks up where it was and keeps
+every finished run. Finished: at its iterations with its final evaluation logged; a run killed
+between its last save and the end of that evaluation resumes to make it up (train.py), so that its
+best set and log are those of a run never stopped."""
 from __future__ import annotations
 
 import os
@@ -18,11 +21,23 @@ def train_or_load(argv: list[str]) -> tuple[dict, dict]:
     config = flags.finalize_config(vars(parser.parse_args(argv)))
     folder = experiment.folder(config)
     if checkpoints.existing_sets(folder):
-        if checkpoints.saved_iteration(folder, "") >= config["num_iters"] > 0:
+        if has_finished(config, folder):
             return finished(config)
         argv = [*without_flag(argv, "--start_from"), "--resume"]  # stopped before: continue it
         config = flags.finalize_config(vars(parser.parse_args(argv)))
     return config, train.run(config, flags.explicit_flags(parser, argv))
+
+
+def has_finished(config: dict, folder: str) -> bool:
+    """The run's latest set is at its --num_iters, and nothing of that iteration is owed (its
+    evaluation); beyond them: a later phase of the experiment trained on (the study's BN+FT)."""
+    saved = checkpoints.saved_iteration(folder, "")
+    if config["num_iters"] <= 0 or saved < config["num_iters"]:
+        return False
+    if saved > config["num_iters"]:
+        return True
+    latest = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
+    return not train.evaluation_owed(config, latest)
 
 
 def without_flag(argv: list[str], flag: str) -> list[str]:
@@ -45,7 +60,8 @@ def finished(config: dict) -> tuple[dict, dict]:
     saved = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
     config = {**saved["config"], **{key: config[key] for key in ("experiment_name", "base_dir", "data_root",
                                                                   "weights_root", "logs_root", "samples_root")}}
-    records = plots.read_jsonl(test_log(config)) if os.path.isfile(test_log(config)) else []
+    log = train.metrics_log(config)
+    records = plots.read_jsonl(log) if os.path.isfile(log) else []
     print(f"{config['experiment_name']}: finished before, at iteration {saved.get('itr')}")
     return config, {**generators(config, folder, ""), "metrics": records[-1] if records else {}, "state_dict": saved}
 
@@ -69,8 +85,3 @@ def generators(config: dict, folder: str, suffix: str) -> dict:
         config, experiment.read_generator_weights(folder, suffix, use_ema, checkpoints.DEFAULT_HINT),
         config["experiment_name"]) if not use_ema or config["ema"] else None
         for name, use_ema in (("G", False), ("G_ema", True))}
-
-
-def test_log(config: dict) -> str:
-    """train.py's log of the in-loop metrics."""
-    return os.path.join(config["logs_root"], f"{config['experiment_name']}_log.jsonl")

@@ -493,6 +493,17 @@ def test_best_sets_rotate_alike(tmp_path):
     assert checkpoints.next_best_slot(folder, 2, protected_suffix="best0") == "best1"
 
 
+def test_a_save_made_again_for_its_iteration_replaces_the_set_of_that_iteration(tmp_path):
+    # A run killed after saving best1 at 20 evaluates 20 again when resumed: one best set of 20, as
+    # in a run never killed, not a second one in place of the older best0.
+    folder = str(tmp_path)
+    checkpoints.save_set(folder, a_set(10), 10, "best0")
+    checkpoints.save_set(folder, a_set(20), 20, "best1")
+    assert checkpoints.next_slot(folder, "best", 2, itr=20) == "best1"
+    assert checkpoints.next_slot(folder, "best", 2, itr=30) == "best0"
+    assert checkpoints.next_slot(folder, "best", 2, protected="best1", itr=20) == "best0"
+
+
 def test_a_damaged_slot_is_overwritten_first(tmp_path):
     folder = str(tmp_path)
     checkpoints.save_set(folder, a_set(10), 10, "copy0")

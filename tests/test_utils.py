@@ -131,3 +131,12 @@ def test_a_failed_log_line_is_one_line_and_keeps_the_earlier_lines(tmp_path, mon
                                                r"its earlier lines are intact"):
         utils.append_jsonl(str(log), {"itr": 2})
     assert log.read_text() == '{"itr": 1}\n'
+
+
+def test_a_log_reads_back_without_a_line_cut_short_and_a_damaged_line_is_one_error(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"itr": 1, "FID": 2.5}\n{"itr": 2, "FI')  # the writer lost power mid-line
+    assert utils.read_jsonl(str(log)) == [{"itr": 1, "FID": 2.5}]
+    log.write_text('{"itr": 1}\nnot json\n{"itr": 3}\n')
+    with pytest.raises(utils.UsageError, match=r"log.jsonl, line 2: not a JSON record"):
+        utils.read_jsonl(str(log))

@@ -67,6 +67,40 @@ def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
     assert [r["itr"] for r in log] == [3, 4]  # FT only: BN's iterations 1-2 ran in the stopped run
 
 
+class Stopped(BaseException):
+    """A stop (a kill, as far as the folder is concerned) where the test puts it."""
+
+
+def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_up(tmp_path,
+                                                                                    capsys):
+    """BN+FT stopped after the BN phase's final save, before its evaluation: the study run again
+    makes up that evaluation (train.py --resume), then trains FT; every evaluation logged once.
+    (Killed processes at every such moment: tests/test_train.py; the default run: test_demo.py.)"""
+    import train
+    real = train.evaluate
+
+    def stopped_before_BN_s_last(models, state, config, *args):
+        if config["stage"] == "BN" and state["itr"] == 2:
+            train.evaluate = real
+            raise Stopped()
+        return real(models, state, config, *args)
+    argv = ["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"]
+    train.evaluate = stopped_before_BN_s_last
+    try:
+        with pytest.raises(Stopped):
+            study.main(argv)
+    finally:
+        train.evaluate = real
+    logs = tmp_path / "shots5" / "logs"
+    assert [json.loads(line)["itr"] for line in open(logs / "BN+FT_seed0_log.jsonl")] == [1]
+    capsys.readouterr()
+    results = study.main(argv)
+    assert "Iteration 2 was saved but not evaluated" in capsys.readouterr().out
+    logged = [json.loads(line)["itr"] for line in open(logs / "BN+FT_seed0_log.jsonl")]
+    assert logged == [1, 2, 3, 4]
+    assert results[5]["BN+FT"][0]["metrics"]["FID"] > 0
+
+
 def test_diffaugment_runs_are_listed_apart(tmp_path):
     common = ["--out", str(tmp_path), *TINY, "--shots", "1", "--seeds", "0", "--test_every", "2",
               "--methods", "finetune"]
