@@ -161,10 +161,11 @@ def test_ignored_official_flags_are_accepted_and_warn_once_when_set(capsys, monk
 
 def official_flags(script: str, program: str) -> list[str]:
     """The flags a shell script passes to `"$PYTHON" program` (the last such command; variables given
-    their shell default, else a dummy value)."""
+    their shell default, else a dummy value; arrays of optional flags left out)."""
     text = open(os.path.join(ROOT, script)).read()
     start = text.rindex(f'"$PYTHON" {program}')
     command = text[start:text.index('"$@"', start)].replace("\\\n", " ")
+    command = re.sub(r'"\$\{\w+\[@\]\}"', "", command)  # an array of optional flags, maybe empty
     command = re.sub(r'"\$\{\w+:-([^}]*)\}"', r"\1", command)
     command = re.sub(r'"\$\{[^}]*\}"|"\$\w+"', "X", command)
     return shlex.split(command)[2:]
