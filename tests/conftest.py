@@ -1,7 +1,9 @@
 """Shared test helpers: the reference fixtures (see tests/fixtures/README.md) and small configs."""
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -35,6 +37,47 @@ def fixture_config(*parts: str) -> dict:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+class CommandLines:
+    """Runs `python SCRIPT ARGS` or `python -m MODULE ARGS` as subprocess.run(capture_output=True,
+    text=True) does, each in a child of one server that imported torch and the project once
+    (tests/helpers/cli_server.py: what a child shares with a fresh process and what not)."""
+
+    def __init__(self):
+        self.server = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "helpers", "cli_server.py")],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert json.loads(self.server.stdout.readline()) == {"ready": True}
+
+    def run(self, argv: list[str], env: dict | None = None, cwd: str = ROOT,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
+            for path in (out, err):
+                open(path, "w").close()
+            request = {"argv": argv, "env": dict(os.environ if env is None else env), "cwd": str(cwd),
+                       "timeout": timeout, "stdout": out, "stderr": err}
+            self.server.stdin.write(json.dumps(request) + "\n")
+            self.server.stdin.flush()
+            reply = json.loads(self.server.stdout.readline())
+            with open(out) as stdout, open(err) as stderr:
+                result = subprocess.CompletedProcess(["python", *argv], reply["returncode"], stdout.read(),
+                                                     stderr.read())
+        if reply["timed_out"]:
+            raise subprocess.TimeoutExpired(result.args, timeout, result.stdout, result.stderr)
+        return result
+
+    def close(self):
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def command_lines():
+    """The project's command lines, run without paying Python's and torch's imports each time."""
+    lines = CommandLines()
+    yield lines
+    lines.close()
 
 
 class TinyBackbone(nn.Module):
