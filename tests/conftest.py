@@ -45,8 +45,9 @@ class CommandLines:
     (tests/helpers/cli_server.py: what a child shares with a fresh process and what not)."""
 
     def __init__(self):
-        self.server = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "helpers", "cli_server.py")],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        server = os.path.join(ROOT, "tests", "helpers", "cli_server.py")
+        self.server = subprocess.Popen([sys.executable, server], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert json.loads(self.server.stdout.readline()) == {"ready": True}
 
     def run(self, argv: list[str], env: dict | None = None, cwd: str = ROOT,
@@ -55,14 +56,14 @@ class CommandLines:
             out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
             for path in (out, err):
                 open(path, "w").close()
-            request = {"argv": argv, "env": dict(os.environ if env is None else env), "cwd": str(cwd),
-                       "timeout": timeout, "stdout": out, "stderr": err}
+            request = {"argv": argv, "env": dict(os.environ if env is None else env),
+                       "cwd": str(cwd), "timeout": timeout, "stdout": out, "stderr": err}
             self.server.stdin.write(json.dumps(request) + "\n")
             self.server.stdin.flush()
             reply = json.loads(self.server.stdout.readline())
             with open(out) as stdout, open(err) as stderr:
-                result = subprocess.CompletedProcess(["python", *argv], reply["returncode"], stdout.read(),
-                                                     stderr.read())
+                result = subprocess.CompletedProcess(["python", *argv], reply["returncode"],
+                                                     stdout.read(), stderr.read())
         if reply["timed_out"]:
             raise subprocess.TimeoutExpired(result.args, timeout, result.stdout, result.stderr)
         return result

@@ -191,14 +191,16 @@ def test_a_reference_with_other_classes_is_refused(tmp_path):
         moments_script.run(config_for(str(tmp_path), dataset="mine_new"), net=TinyBackbone())
 
 
-@pytest.mark.slow  # a command line, forked from the server that imported torch once (conftest.CommandLines)
-def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root, tmp_path, command_lines):
+@pytest.mark.slow  # a command line, forked from a server that imported torch (conftest)
+def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root, tmp_path,
+                                                                       command_lines):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home"),
            # an unreachable proxy: even on a machine with internet the download must fail
            "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
            "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
-    result = command_lines.run(["calculate_inception_moments.py", "--dataset", "Toy32", "--data_root", data_root,
-                                "--num_workers", "0", "--device", "cpu"], env=env)
+    result = command_lines.run(["calculate_inception_moments.py", "--dataset", "Toy32",
+                                "--data_root", data_root, "--num_workers", "0", "--device", "cpu"],
+                               env=env)
     assert result.returncode == 2
     assert "error:" in result.stderr and "inception_v3_google-0cc3c7bd.pth" in result.stderr
     assert "--inception_weights" in result.stderr

@@ -254,7 +254,7 @@ def test_study_refuses_a_bad_value_naming_the_flag(args, flag, capsys, tmp_path)
                                     "make_hdf5.py", "worlds.toy", "experiments.demo", "prepare_dataset.py",
                                     "calculate_inception_moments.py", "explain.py", "train_classifier.py"])
 def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(script, tmp_path, command_lines):
-    """argparse's prefix matching took --num_iter for --num_iters: a typo of one flag ran as another.
+    """argparse's prefix matching took --num_iter for --num_iters: a typo of a flag ran as another.
     Each tool's command line as a user runs it (its __main__ block), forked from one server that
     imported torch once (conftest.CommandLines): ~0.2 s a tool instead of ~4.5 s of imports."""
     typo, required = {"train.py": ("--num_iter", []), "sample.py": ("--sample_num", []),

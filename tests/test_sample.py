@@ -228,10 +228,11 @@ def iw_data_root(base_dir, tiny_backbone, tmp_path):
 
 
 @pytest.mark.slow  # samples, scores with the classifier and trains a critic: ~2 s
-def test_iw_scores_a_transferred_G_against_the_held_out_images_of_its_classes(base_dir, iw_data_root, monkeypatch):
-    """The critic trains 60 steps here instead of its fixed 600 (~10 s on one thread): which images it
-    compares, how many, where the value goes and its sign need no more; the 600 steps run end to end
-    in the README route (tests/test_workflow.py), and the critic itself is tested in test_iw_critic.py."""
+def test_iw_scores_a_transferred_G_against_the_held_out_images_of_its_classes(
+        base_dir, iw_data_root, monkeypatch):
+    """The critic trains 60 steps here instead of its fixed 600 (~10 s on one thread): which images
+    it compares, how many, where the value goes and its sign need no more; the 600 steps run end to
+    end in the README route (tests/test_workflow.py), the critic itself in test_iw_critic.py."""
     monkeypatch.setattr(iw_critic, "independent_wasserstein",
                         functools.partial(iw_critic.independent_wasserstein, steps=60))
     result = run_sample(base_dir, "--data_root", str(iw_data_root), "--sample_inception_metrics", "--iw",
@@ -423,13 +424,14 @@ def test_a_failed_write_is_one_line_and_keeps_the_earlier_outputs(base_dir, tiny
 
 
 @pytest.mark.slow
-def test_a_killed_sample_run_leaves_no_partial_file_and_the_next_run_cleans_up(base_dir, command_lines):
-    """Three sample.py processes, two SIGKILLed: each forked from the server that imported torch once
-    (conftest.CommandLines, ~0.5 s each instead of ~5 s)."""
+def test_a_killed_sample_run_leaves_no_partial_file_and_the_next_run_cleans_up(
+        base_dir, command_lines):
+    """Three sample.py processes, two SIGKILLed: each forked from the server that imported torch
+    once (conftest.CommandLines, ~0.5 s each instead of ~5 s)."""
     folder = base_dir / "samples" / "tiny" / "31"
-    cmd = [os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), "--experiment_name", "tiny",
-           "--load_weights", SUFFIX, "--device", "cpu", "--sample_sheet_folder_num", "31", "--sample_sheets",
-           "--sample_interps", "--sample_num_interps", "2", "--sample_random"]
+    cmd = [os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), "--experiment_name",
+           "tiny", "--load_weights", SUFFIX, "--device", "cpu", "--sample_sheet_folder_num", "31",
+           "--sample_sheets", "--sample_interps", "--sample_num_interps", "2", "--sample_random"]
     for kill_at in (1, 3):  # the first sheet written but not yet renamed into place; the third
         result = command_lines.run(cmd, env={**os.environ, "CGT_KILL_AT_OUTPUT": str(kill_at)})
         assert result.returncode == -9, result.stderr[-2000:]

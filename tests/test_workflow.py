@@ -3,9 +3,9 @@ iterations): from IDX files to old/new class folders, a metric classifier, refer
 source model, stage BN, stage FT from BN's best checkpoint, sampling with metrics, and explain.py.
 
 Cost (~25 s on 2 cores): nine command lines, each forked from one server that imported torch once
-(conftest.CommandLines; ~4 s of imports each in a process of its own); each train.py command trains
-2 iterations with one evaluation, the fewest that leave a best checkpoint for FT to start from; the
-sampling command trains the IW critic its fixed 600 steps (sample.py --iw, as the README runs it)."""
+(conftest.CommandLines; ~4 s of imports each in a process of its own); each train.py command
+trains 2 iterations with one evaluation, the fewest that leave a best checkpoint for FT to start
+from; the sampling command trains the IW critic its fixed 600 steps (sample.py --iw, as written)."""
 import gzip
 import json
 import os
@@ -22,8 +22,8 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 16, 24
 # Appended to each command (later flags win): a few iterations and images instead of thousands.
 FEWER = {"train_classifier.py": ["--epochs", "1", "--batch_size", "16"],
          "calculate_inception_moments.py": ["--num_workers", "0"],
-         "train.py": ["--num_iters", "2", "--test_every", "2", "--save_every", "2", "--num_inception_images", "40",
-                      "--num_workers", "0"],
+         "train.py": ["--num_iters", "2", "--test_every", "2", "--save_every", "2",
+                      "--num_inception_images", "40", "--num_workers", "0"],
          "sample.py": ["--num_inception_images", "40"]}
 
 

@@ -18,7 +18,8 @@ def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old
     monkeypatch.setattr(toy, "REFERENCE_IMAGES_PER_CLASS", 20)
     monkeypatch.setattr(forgetting, "EVALUATION_IMAGES", 120)
     monkeypatch.setattr(forgetting, "STANDING_BATCHES", 2)
-    rows = forgetting.main(["--world", "toy", "--base_dir", str(tmp_path), "--iters", "1", "--seeds", "0"])
+    argv = ["--world", "toy", "--base_dir", str(tmp_path), "--iters", "1"]
+    rows = forgetting.main([*argv, "--seeds", "0"])
     models = ["source", "after BN (1 its)", "after BN + FT (2 its)"]
     assert list(rows) == [(model, stats) for model in models for stats in forgetting.STATISTICS]
     for (model, _), runs in rows.items():
@@ -33,7 +34,7 @@ def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old
     assert table.count("| after BN + FT (2 its) |") == 2 and "old FID" in table
     # Run again with one seed more: the first seed's G after BN is measured again, not its G after FT
     # (an earlier version had one experiment for both stages and measured FT's weights as "after BN").
-    again = forgetting.main(["--world", "toy", "--base_dir", str(tmp_path), "--iters", "1", "--seeds", "0", "1"])
+    again = forgetting.main([*argv, "--seeds", "0", "1"])
     for model in models[1:]:
         for stats in forgetting.STATISTICS:
             assert len(again[(model, stats)]) == 2

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow  # every test here runs a study
 
 # One iteration per stage, evaluated and saved once: every method trains, is measured and saved as
 # the full study does; what these tests check (tables, resuming, sources) needs no more.
-TINY = ["--world", "toy", "--shots", "5", "--iters", "1", "--test_every", "1", "--num_inception_images", "50"]
+TINY = ["--world", "toy", "--shots", "5", "--iters", "1", "--test_every", "1",
+        "--num_inception_images", "50"]
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +42,7 @@ def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
     assert " ± " in table  # mean ± std over the two seeds
     metrics = results[5]["BN+FT"][0]["metrics"]
     assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
-    assert metrics["IW"] < 0 and metrics["NN_ratio"] > 0  # the critic tells a barely trained G from real images
+    assert metrics["IW"] < 0 and metrics["NN_ratio"] > 0  # the critic tells this G from real images
 
 
 def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, monkeypatch):
@@ -58,7 +59,7 @@ def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, mon
 
 def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
     base = tmp_path / "shots5"
-    # A BN+FT run (1 iteration per stage) stopped after its BN phase: the study starts it again at FT.
+    # A BN+FT run (1 iteration per stage) stopped after its BN phase: the study starts it at FT.
     study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
     (base / "weights" / "BN_seed0").rename(base / "weights" / "BN+FT_seed0")
     results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"])
@@ -70,7 +71,8 @@ def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
 
 
 def test_diffaugment_runs_are_listed_apart(tmp_path):
-    common = ["--out", str(tmp_path), *TINY, "--shots", "1", "--seeds", "0", "--methods", "finetune"]
+    common = ["--out", str(tmp_path), *TINY, "--shots", "1", "--seeds", "0",
+              "--methods", "finetune"]
     study.main(common)
     results = study.main([*common, "--DiffAugment", "translation"])
     assert set(results[1]) == {"finetune", "finetune+DA"}
@@ -134,9 +136,10 @@ def test_one_command_reruns_the_study_on_another_fashion_split(tmp_path, monkeyp
     from worlds import fashion
     monkeypatch.setattr(fashion, "SOURCE_TRAINING", tuple(
         "8" if flag == "32" else flag for flag in fashion.SOURCE_TRAINING))  # a smaller pretraining batch
+    monkeypatch.setattr(fashion, "SOURCE_EVALUATION_IMAGES", 50)  # its one evaluation, at the end
     results = study.main(["--new", "Shirt,Sneaker,Bag", "--out", str(tmp_path / "out"), "--source_iters", "2",
-                          "--iters", "1", "--shots", "1", "--seeds", "0", "--methods", "BN", "--test_every", "1",
-                          "--num_inception_images", "50"])
+                          "--iters", "1", "--shots", "1", "--seeds", "0", "--methods", "BN",
+                          "--test_every", "1", "--num_inception_images", "50"])
     assert results[1]["BN"][0]["metrics"]["FID"] > 0
     source = json.loads((tmp_path / "out" / "assets" / "fashion_source" / "config.json").read_text())
     assert sorted(source["class_names"]) == sorted(set(fashion.CLASSES) - {"Shirt", "Sneaker", "Bag"})

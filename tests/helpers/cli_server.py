@@ -2,12 +2,12 @@
 imported torch and the project once: `python train.py ...` costs ~4 s of imports before it parses a
 flag, and the slow tests run some twenty command lines.
 
-A child is a command line's own process: the script runs as __main__ (its `if __name__` block, as
-`python SCRIPT` or `python -m MODULE` runs it) with its argv, environment, working directory, stdin
-from /dev/null and stdout/stderr into files; its exit code is Python's (SystemExit's code, 1 after an
-uncaught exception, -N when killed by signal N). What it shares with the parent is only what an
-import computes, done before the fork as in a fresh process; the parent runs no torch operation, so
-no thread pool exists to be lost in the fork.
+A child is a command line's own process: the script runs as __main__ (its `if __name__` block,
+as `python SCRIPT` or `python -m MODULE` runs it) with its argv, environment, working directory,
+stdin from /dev/null and stdout/stderr into files; its exit code is Python's (SystemExit's code, 1
+after an uncaught exception, -N when killed by signal N). What it shares with the parent is only
+what an import computes, done before the fork as in a fresh process; the parent runs no torch
+operation, so no thread pool exists to be lost in the fork (a child forked after OpenMP ran hangs).
 
 Protocol: one JSON request per stdin line {"argv", "env", "cwd", "timeout", "stdout", "stderr"}
 (argv[0] a script path, or "-m" and a module), one JSON reply per stdout line {"returncode",
@@ -25,9 +25,10 @@ import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SITE_PATH = sys.path[1:]  # without this helper's folder, which `python SCRIPT` would not have
-PRELOAD = ("torch", "torchvision", "numpy", "scipy.linalg", "PIL.Image", "matplotlib.pyplot", "train", "sample",
-           "calculate_inception_moments", "prepare_dataset", "train_classifier", "explain", "make_hdf5",
-           "worlds.toy", "experiments.study", "experiments.forgetting", "experiments.demo")
+PRELOAD = ("torch", "torchvision", "numpy", "scipy.linalg", "PIL.Image", "matplotlib.pyplot",
+           "train", "sample", "calculate_inception_moments", "prepare_dataset", "train_classifier",
+           "explain", "make_hdf5", "worlds.toy", "experiments.study", "experiments.forgetting",
+           "experiments.demo")
 
 
 def run_command(argv: list[str]) -> int:
@@ -36,7 +37,7 @@ def run_command(argv: list[str]) -> int:
         if argv[0] == "-m":
             sys.path[:] = [os.getcwd(), *SITE_PATH]
             sys.argv = [argv[1], *argv[2:]]
-            sys.modules.pop(argv[1], None)  # as in a fresh process, where running it is its first import
+            sys.modules.pop(argv[1], None)  # as in a fresh process: running it is its first import
             runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
         else:
             sys.path[:] = [os.path.dirname(os.path.abspath(argv[0])), *SITE_PATH]
