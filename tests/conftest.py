@@ -60,7 +60,9 @@ class CommandLines:
                        "cwd": str(cwd), "timeout": timeout, "stdout": out, "stderr": err}
             self.server.stdin.write(json.dumps(request) + "\n")
             self.server.stdin.flush()
-            reply = json.loads(self.server.stdout.readline())
+            line = self.server.stdout.readline()
+            assert line, "the command-line server stopped (tests/helpers/cli_server.py)"
+            reply = json.loads(line)
             with open(out) as stdout, open(err) as stderr:
                 result = subprocess.CompletedProcess(["python", *argv], reply["returncode"],
                                                      stdout.read(), stderr.read())

@@ -261,7 +261,7 @@ def loaded_itr_or_none(folder) -> int | None:
     return itr
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # one process (~3 s: one torch import) forks a child per kill point (SWEEP)
 def test_a_save_killed_at_any_change_leaves_exactly_the_old_set_or_the_new_one(killed_saves):
     # 6 staged parts + the manifest + naming the set + swapping the link, then 6 links on the first save
     assert len(killed_saves) >= 2 * (len(ALL_PARTS) + 3) + len(ALL_PARTS) and not killed_saves[-1][1]
@@ -297,7 +297,7 @@ def test_a_reader_beside_a_live_run_gets_a_whole_set_and_never_touches_the_folde
             assert sorted(os.listdir(folder)) == before, folder
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # a process of its own, killed for real (~2 s: its torch import)
 def test_a_killed_first_save_blocks_no_fresh_start(tmp_path):
     folder = str(tmp_path / "exp")
     code = ("import checkpoints\nfrom test_checkpoints import a_set\n"
@@ -597,7 +597,7 @@ with checkpoints.ExperimentLock({folder!r}):
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # another process holds the lock and is killed (~2.5 s: its torch import)
 def test_an_experiment_in_use_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
     folder = str(tmp_path / "exp")
     checkpoints.save_set(folder, a_set(10), 10)

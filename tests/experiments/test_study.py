@@ -15,7 +15,9 @@ from worlds import toy
 pytestmark = pytest.mark.slow  # every test here runs a study
 
 # One iteration per stage, evaluated and saved once: every method trains, is measured and saved as
-# the full study does; what these tests check (tables, resuming, sources) needs no more.
+# the full study does; what these tests check (tables, resuming, sources) needs no more. A run then
+# costs ~1 s on 2 cores (its evaluation, sheets, IW critic and memorization more than its training);
+# each test runs the fewest runs its property takes, said in its docstring.
 TINY = ["--world", "toy", "--shots", "5", "--iters", "1", "--test_every", "1",
         "--num_inception_images", "50"]
 
@@ -29,6 +31,8 @@ def small_budgets(monkeypatch):
 
 
 def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
+    """8 runs: the four methods whose trained parameters are compared, each with two seeds for a
+    mean ± std."""
     methods = ["scratch", "freezeD", "BN_only", "BN+FT"]
     results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "1", "--methods", *methods])
     table = (tmp_path / "study.md").read_text()
@@ -46,6 +50,7 @@ def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
 
 
 def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, monkeypatch):
+    """4 runs: one there before, one more seed of its method, and a method more."""
     study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
     ran = []
     real = study.run_method
@@ -58,6 +63,7 @@ def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, mon
 
 
 def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
+    """A BN run, then the FT phase of a BN+FT run."""
     base = tmp_path / "shots5"
     # A BN+FT run (1 iteration per stage) stopped after its BN phase: the study starts it at FT.
     study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
@@ -71,6 +77,7 @@ def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
 
 
 def test_diffaugment_runs_are_listed_apart(tmp_path):
+    """2 runs: a method without and with DiffAugment."""
     common = ["--out", str(tmp_path), *TINY, "--shots", "1", "--seeds", "0",
               "--methods", "finetune"]
     study.main(common)
@@ -91,6 +98,7 @@ def test_a_policy_that_does_not_exist_is_refused_before_any_run(tmp_path, capsys
 
 
 def test_an_unconditional_source_transfers_with_finetune(tmp_path):
+    """1 run, from an untrained unconditional source."""
     argv = [*toy.ARCHITECTURE, "--dataset", "Toy32", "--n_classes", "1", "--stage", "pretrain",
             "--base_dir", str(tmp_path / "source_run")]
     config = flags.finalize_config(vars(flags.prepare_parser().parse_args(argv)))
@@ -131,6 +139,8 @@ def write_fashion_like_idx(folder, train_per_class=12, test_per_class=16):
 
 
 def test_one_command_reruns_the_study_on_another_fashion_split(tmp_path, monkeypatch):
+    """The split's assets (the shipped classifier serves it: no classifier training; a source of 2
+    iterations evaluated once on 50 images, the reference statistics) and 1 run."""
     write_fashion_like_idx(tmp_path / "raw")
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "raw"))
     from worlds import fashion
