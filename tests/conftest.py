@@ -50,14 +50,16 @@ class CommandLines:
                                        stdout=subprocess.PIPE, text=True, cwd=ROOT)
         assert json.loads(self.server.stdout.readline()) == {"ready": True}
 
-    def run(self, argv: list[str], env: dict | None = None, cwd: str = ROOT,
-            timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], env: dict | None = None, cwd: str = ROOT, timeout: float = 120,
+            patches: tuple = ()) -> subprocess.CompletedProcess:
+        """`patches`: (module, attribute, value) set in the child before the command runs."""
         with tempfile.TemporaryDirectory() as folder:
             out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
             for path in (out, err):
                 open(path, "w").close()
             request = {"argv": argv, "env": dict(os.environ if env is None else env),
-                       "cwd": str(cwd), "timeout": timeout, "stdout": out, "stderr": err}
+                       "cwd": str(cwd), "timeout": timeout, "stdout": out, "stderr": err,
+                       "patches": list(patches)}
             self.server.stdin.write(json.dumps(request) + "\n")
             self.server.stdin.flush()
             line = self.server.stdout.readline()

@@ -2,7 +2,6 @@
 and clear errors for missing or mismatching checkpoints."""
 import csv
 import errno
-import functools
 import json
 import math
 import os
@@ -231,10 +230,9 @@ def iw_data_root(base_dir, tiny_backbone, tmp_path):
 def test_iw_scores_a_transferred_G_against_the_held_out_images_of_its_classes(
         base_dir, iw_data_root, monkeypatch):
     """The critic trains 60 steps here instead of its fixed 600 (~10 s on one thread): which images
-    it compares, how many, where the value goes and its sign need no more; the 600 steps run end to
-    end in the README route (tests/test_workflow.py), the critic itself in test_iw_critic.py."""
-    monkeypatch.setattr(iw_critic, "independent_wasserstein",
-                        functools.partial(iw_critic.independent_wasserstein, steps=60))
+    it compares, how many, where the value goes and its sign need no more (the critic itself is
+    tested in test_iw_critic.py)."""
+    monkeypatch.setattr(iw_critic, "STEPS", 60)
     result = run_sample(base_dir, "--data_root", str(iw_data_root), "--sample_inception_metrics", "--iw",
                         "--backbone", "classifier", "--num_inception_images", "16", "--G_batch_size", "8",
                         "--sample_sheet_folder_num", "20")

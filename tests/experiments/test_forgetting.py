@@ -12,12 +12,13 @@ from worlds import toy
 
 @pytest.mark.slow
 def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old_classes(tmp_path, monkeypatch):
-    """Costs what a forgetting study costs, at its smallest: two runs of it, 4 trainings of one
-    iteration, 28 sample.py measurements of 120 images (10 per old class, the same z for the source
-    and every G: the comparisons below are of one set of samples, not of noise between sets)."""
+    """Costs what a forgetting study costs, at its smallest (~20 s): two runs of it, 4 trainings of
+    one iteration, 28 sample.py measurements (each with its sheets and a FID per class) of 60
+    images, 5 per old class: the source and every G draw the same z and classes, so the comparisons
+    below are of one set of samples, not of noise between sets."""
     monkeypatch.setattr(toy, "REFERENCE_IMAGES_PER_CLASS", 20)
-    monkeypatch.setattr(forgetting, "EVALUATION_IMAGES", 120)
-    monkeypatch.setattr(forgetting, "STANDING_BATCHES", 2)
+    monkeypatch.setattr(forgetting, "EVALUATION_IMAGES", 60)
+    monkeypatch.setattr(forgetting, "STANDING_BATCHES", 1)
     argv = ["--world", "toy", "--base_dir", str(tmp_path), "--iters", "1"]
     rows = forgetting.main([*argv, "--seeds", "0"])
     models = ["source", "after BN (1 its)", "after BN + FT (2 its)"]

@@ -9,9 +9,10 @@ after an uncaught exception, -N when killed by signal N). What it shares with th
 what an import computes, done before the fork as in a fresh process; the parent runs no torch
 operation, so no thread pool exists to be lost in the fork (a child forked after OpenMP ran hangs).
 
-Protocol: one JSON request per stdin line {"argv", "env", "cwd", "timeout", "stdout", "stderr"}
-(argv[0] a script path, or "-m" and a module), one JSON reply per stdout line {"returncode",
-"timed_out"}. A child still running at its timeout is killed with its process group.
+Protocol: one JSON request per stdin line {"argv", "env", "cwd", "timeout", "stdout", "stderr",
+"patches"} (argv[0] a script path, or "-m" and a module; patches: [module, attribute, value] set in
+the child before the command runs, e.g. a shorter budget), one JSON reply per stdout line
+{"returncode", "timed_out"}. A child still running at its timeout is killed with its process group.
 """
 import atexit
 import importlib
@@ -65,6 +66,8 @@ def child(request: dict) -> None:
         target = os.open(path, mode)
         os.dup2(target, fd)
         os.close(target)
+    for module, attribute, value in request["patches"]:
+        setattr(importlib.import_module(module), attribute, value)
     code = run_command(request["argv"])
     atexit._run_exitfuncs()
     sys.stdout.flush()
