@@ -40,9 +40,10 @@ def _deterministic():
 
 
 class CommandLines:
-    """Runs `python SCRIPT ARGS` or `python -m MODULE ARGS` as subprocess.run(capture_output=True,
-    text=True) does, each in a child of one server that imported torch and the project once
-    (tests/helpers/cli_server.py: what a child shares with a fresh process and what not)."""
+    """Runs `python SCRIPT ARGS`, `python -m MODULE ARGS` or `python -c PROGRAM` as
+    subprocess.run(capture_output=True, text=True) does, each in a child of one server that
+    imported torch and the project once (tests/helpers/cli_server.py: what a child shares with a
+    fresh process and what not)."""
 
     def __init__(self):
         server = os.path.join(ROOT, "tests", "helpers", "cli_server.py")

@@ -10,9 +10,10 @@ what an import computes, done before the fork as in a fresh process; the parent 
 operation, so no thread pool exists to be lost in the fork (a child forked after OpenMP ran hangs).
 
 Protocol: one JSON request per stdin line {"argv", "env", "cwd", "timeout", "stdout", "stderr",
-"patches"} (argv[0] a script path, or "-m" and a module; patches: [module, attribute, value] set in
-the child before the command runs, e.g. a shorter budget), one JSON reply per stdout line
-{"returncode", "timed_out"}. A child still running at its timeout is killed with its process group.
+"patches"} (argv[0] a script path, "-m" and a module, or "-c" and a program; patches: [module,
+attribute, value] set in the child before the command runs, e.g. a shorter budget), one JSON reply
+per stdout line {"returncode", "timed_out"}. A child still running at its timeout is killed with
+its process group.
 """
 import atexit
 import importlib
@@ -33,9 +34,14 @@ PRELOAD = ("torch", "torchvision", "numpy", "scipy.linalg", "PIL.Image", "matplo
 
 
 def run_command(argv: list[str]) -> int:
-    """The exit code Python gives `python *argv` (argv[0]: a script, or "-m" and a module)."""
+    """The exit code Python gives `python *argv` (argv[0]: a script, "-m" and a module, or "-c" and
+    a program)."""
     try:
-        if argv[0] == "-m":
+        if argv[0] == "-c":
+            sys.path[:] = ["", *SITE_PATH]
+            sys.argv = ["-c", *argv[2:]]
+            exec(compile(argv[1], "<string>", "exec"), {"__name__": "__main__"})
+        elif argv[0] == "-m":
             sys.path[:] = [os.getcwd(), *SITE_PATH]
             sys.argv = [argv[1], *argv[2:]]
             sys.modules.pop(argv[1], None)  # as in a fresh process: running it is its first import
