@@ -146,9 +146,11 @@ def mean_score(critic: nn.Module, images: torch.Tensor) -> float:
     return float(total) / images.shape[0]
 
 
-def independent_wasserstein(real: torch.Tensor, fake: torch.Tensor, seed: int = 0, steps: int = STEPS,
+def independent_wasserstein(real: torch.Tensor, fake: torch.Tensor, seed: int = 0,
+                            steps: int | None = None,
                             device: str | torch.device | None = None) -> dict:
-    """IW between real and generated images [N, 3, H, W] in [-1, 1] (see the module docstring).
+    """IW between real and generated images [N, 3, H, W] in [-1, 1] (see the module docstring), the
+    critic trained `steps` updates (default: STEPS, read at each call).
 
     Returns IW (on the evaluation halves: the number to report), IW_train (on the training halves),
     critic_steps, n_eval (held-out images in all), n_eval_real and n_eval_fake."""
@@ -157,6 +159,7 @@ def independent_wasserstein(real: torch.Tensor, fake: torch.Tensor, seed: int = 
     if real.shape[1:] != fake.shape[1:]:
         raise utils.UsageError(f"IW: real images are {tuple(real.shape[1:])} but generated ones are "
                                f"{tuple(fake.shape[1:])}; compare images of the same size")
+    steps = STEPS if steps is None else steps
     if steps < 1:
         raise utils.UsageError(f"IW: steps must be at least 1, got {steps}")
     device = torch.device(device) if device is not None else real.device

@@ -48,9 +48,11 @@ def prepare(world: worlds.World, base: str) -> str:
 
 def train_stage(world: worlds.World, base: str, name: str, stage: str, iters: int, seed: int,
                 start_from: list[str]) -> None:
+    # Its one in-loop evaluation, at the end, takes as many images as the measurements below.
     runs.train_or_load(["--base_dir", base, "--experiment_name", name, *world.training, "--stage", stage,
                         "--seed", str(seed), "--num_iters", str(iters), "--save_every", str(iters),
-                        "--test_every", str(iters), *start_from])
+                        "--test_every", str(iters),
+                        "--num_inception_images", str(EVALUATION_IMAGES), *start_from])
 
 
 def statistics_flags(statistics: str) -> list[str]:

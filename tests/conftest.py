@@ -1,7 +1,9 @@
 """Shared test helpers: the reference fixtures (see tests/fixtures/README.md) and small configs."""
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -35,6 +37,53 @@ def fixture_config(*parts: str) -> dict:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+class CommandLines:
+    """Runs `python SCRIPT ARGS`, `python -m MODULE ARGS` or `python -c PROGRAM` as
+    subprocess.run(capture_output=True, text=True) does, each in a child of one server that
+    imported torch and the project once (tests/helpers/cli_server.py: what a child shares with a
+    fresh process and what not)."""
+
+    def __init__(self):
+        server = os.path.join(ROOT, "tests", "helpers", "cli_server.py")
+        self.server = subprocess.Popen([sys.executable, server], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert json.loads(self.server.stdout.readline()) == {"ready": True}
+
+    def run(self, argv: list[str], env: dict | None = None, cwd: str = ROOT, timeout: float = 120,
+            patches: tuple = ()) -> subprocess.CompletedProcess:
+        """`patches`: (module, attribute, value) set in the child before the command runs."""
+        with tempfile.TemporaryDirectory() as folder:
+            out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
+            for path in (out, err):
+                open(path, "w").close()
+            request = {"argv": argv, "env": dict(os.environ if env is None else env),
+                       "cwd": str(cwd), "timeout": timeout, "stdout": out, "stderr": err,
+                       "patches": list(patches)}
+            self.server.stdin.write(json.dumps(request) + "\n")
+            self.server.stdin.flush()
+            line = self.server.stdout.readline()
+            assert line, "the command-line server stopped (tests/helpers/cli_server.py)"
+            reply = json.loads(line)
+            with open(out) as stdout, open(err) as stderr:
+                result = subprocess.CompletedProcess(["python", *argv], reply["returncode"],
+                                                     stdout.read(), stderr.read())
+        if reply["timed_out"]:
+            raise subprocess.TimeoutExpired(result.args, timeout, result.stdout, result.stderr)
+        return result
+
+    def close(self):
+        self.server.stdin.close()
+        self.server.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def command_lines():
+    """The project's command lines, run without paying Python's and torch's imports each time."""
+    lines = CommandLines()
+    yield lines
+    lines.close()
 
 
 class TinyBackbone(nn.Module):

@@ -2,8 +2,6 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -208,15 +206,16 @@ def test_a_reference_outside_the_data_root_is_refused_in_one_line(tmp_path, monk
     assert not [name for name in os.listdir(data_root) if name.endswith(".npz")]
 
 
-@pytest.mark.slow
-def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root, tmp_path):
+@pytest.mark.slow  # a command line, forked from a server that imported torch (conftest)
+def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root, tmp_path,
+                                                                       command_lines):
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home"),
            # an unreachable proxy: even on a machine with internet the download must fail
            "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
            "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
-    result = subprocess.run([sys.executable, "calculate_inception_moments.py", "--dataset", "Toy32",
-                             "--data_root", data_root, "--num_workers", "0", "--device", "cpu"],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = command_lines.run(["calculate_inception_moments.py", "--dataset", "Toy32",
+                                "--data_root", data_root, "--num_workers", "0", "--device", "cpu"],
+                               env=env)
     assert result.returncode == 2
     assert "error:" in result.stderr and "inception_v3_google-0cc3c7bd.pth" in result.stderr
     assert "--inception_weights" in result.stderr

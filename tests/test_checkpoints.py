@@ -104,10 +104,10 @@ class HeldByAnotherRun:
         self.file.close()
 
 
-def run_python(code: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run_python(command_lines, code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -c code`, forked from the server that imported torch once (conftest.CommandLines)."""
     prelude = f"import sys; sys.path[:0] = [{ROOT!r}, {TESTS!r}]\n"
-    return subprocess.run([sys.executable, "-c", prelude + code], env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=120, **kwargs)
+    return command_lines.run(["-c", prelude + code], env={**os.environ, **(env or {})})
 
 
 def set_folder_of(folder, slot: str = "latest") -> str:
@@ -236,9 +236,9 @@ print(json.dumps(outcomes))
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
+def sweep(tmp_path_factory, command_lines):
     base = tmp_path_factory.mktemp("sweep")
-    result = run_python(SWEEP.format(base=str(base)))
+    result = run_python(command_lines, SWEEP.format(base=str(base)))
     assert result.returncode == 0, result.stderr[-3000:]
     return base, json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -261,7 +261,7 @@ def loaded_itr_or_none(folder) -> int | None:
     return itr
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # one process forks a child per kill point (SWEEP): ~0.5 s
 def test_a_save_killed_at_any_change_leaves_exactly_the_old_set_or_the_new_one(killed_saves):
     # 6 staged parts + the manifest + naming the set + swapping the link, then 6 links on the first save
     assert len(killed_saves) >= 2 * (len(ALL_PARTS) + 3) + len(ALL_PARTS) and not killed_saves[-1][1]
@@ -297,12 +297,13 @@ def test_a_reader_beside_a_live_run_gets_a_whole_set_and_never_touches_the_folde
             assert sorted(os.listdir(folder)) == before, folder
 
 
-@pytest.mark.slow
-def test_a_killed_first_save_blocks_no_fresh_start(tmp_path):
+@pytest.mark.slow  # a process of its own, killed for real (forked from the command-line server)
+def test_a_killed_first_save_blocks_no_fresh_start(tmp_path, command_lines):
     folder = str(tmp_path / "exp")
     code = ("import checkpoints\nfrom test_checkpoints import a_set\n"
             f"checkpoints.save_set({folder!r}, a_set(10), 10)")
-    result = run_python(code, env={"CGT_KILL_AT_WRITE": "2"})  # right before writing the second staged part
+    # killed right before writing the second staged part
+    result = run_python(command_lines, code, env={"CGT_KILL_AT_WRITE": "2"})
     assert result.returncode == -9, result.stderr[-3000:]
     assert leftovers(folder) != []  # the kill did leave a half save
     assert not checkpoints.has_checkpoint(folder) and checkpoints.existing_sets(folder) == []
@@ -609,7 +610,7 @@ with checkpoints.ExperimentLock({folder!r}):
 """
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # another process holds the lock and is killed (~2.5 s: its torch import)
 def test_an_experiment_in_use_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
     folder = str(tmp_path / "exp")
     checkpoints.save_set(folder, a_set(10), 10)

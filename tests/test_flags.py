@@ -133,6 +133,9 @@ def test_the_help_says_each_default_that_means_something():
 
 @pytest.mark.slow
 def test_on_the_command_line_a_bad_value_is_one_line_and_exit_2():
+    """The one check of a tool in a process of its own, as a user starts it (`python train.py`, ~4 s
+    of imports): the exit code and the last line reach the shell; the other command-line tests run
+    their tools forked from one server (conftest.CommandLines)."""
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--save_every", "0"],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -251,8 +254,10 @@ def test_study_refuses_a_bad_value_naming_the_flag(args, flag, capsys, tmp_path)
 @pytest.mark.parametrize("script", ["train.py", "sample.py", "experiments.study", "experiments.forgetting",
                                     "make_hdf5.py", "worlds.toy", "experiments.demo", "prepare_dataset.py",
                                     "calculate_inception_moments.py", "explain.py", "train_classifier.py"])
-def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(script, tmp_path):
-    # argparse's prefix matching took --num_iter for --num_iters: a typo of one flag ran as another
+def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(script, tmp_path, command_lines):
+    """argparse's prefix matching took --num_iter for --num_iters: a typo of a flag ran as another.
+    Each tool's command line as a user runs it (its __main__ block), forked from one server that
+    imported torch once (conftest.CommandLines): ~0.2 s a tool instead of ~4.5 s of imports."""
     typo, required = {"train.py": ("--num_iter", []), "sample.py": ("--sample_num", []),
                       "experiments.study": ("--shot", []), "experiments.forgetting": ("--iter", []),
                       "make_hdf5.py": ("--data", ["--dataset", "Toy32"]), "worlds.toy": ("--source_images", ["data"]),
@@ -260,8 +265,7 @@ def test_a_prefix_of_a_flag_is_not_taken_for_the_flag(script, tmp_path):
                       "calculate_inception_moments.py": ("--batch", []), "explain.py": ("--top", ["--experiment_name", "e"]),
                       "train_classifier.py": ("--epoch", [])}[script]
     program = ["-m", script] if "." not in script[-3:] else [os.path.join(ROOT, script)]
-    result = subprocess.run([sys.executable, *program, *required, typo, "10", "--base_dir", str(tmp_path)],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = command_lines.run([*program, *required, typo, "10", "--base_dir", str(tmp_path)])
     assert result.returncode == 2, (result.stdout[-500:], result.stderr[-1000:])
     assert f"unrecognized arguments: {typo}" in result.stderr or f"ambiguous option: {typo}" in result.stderr \
         or f"error: unrecognized arguments: {typo} 10" in result.stderr, result.stderr[-1000:]

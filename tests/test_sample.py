@@ -21,6 +21,7 @@ import BigGAN
 import checkpoints
 import experiment
 import inception_utils
+import iw_critic
 import layers
 import sample
 import sampling
@@ -226,8 +227,13 @@ def iw_data_root(base_dir, tiny_backbone, tmp_path):
     return root
 
 
-@pytest.mark.slow  # trains the critic its fixed 600 steps
-def test_iw_scores_a_transferred_G_against_the_held_out_images_of_its_classes(base_dir, iw_data_root):
+@pytest.mark.slow  # samples, scores with the classifier and trains a critic: ~2 s
+def test_iw_scores_a_transferred_G_against_the_held_out_images_of_its_classes(
+        base_dir, iw_data_root, monkeypatch):
+    """The critic trains 60 steps here instead of its fixed 600 (~10 s on one thread): which images
+    it compares, how many, where the value goes and its sign need no more (the critic itself is
+    tested in test_iw_critic.py)."""
+    monkeypatch.setattr(iw_critic, "STEPS", 60)
     result = run_sample(base_dir, "--data_root", str(iw_data_root), "--sample_inception_metrics", "--iw",
                         "--backbone", "classifier", "--num_inception_images", "16", "--G_batch_size", "8",
                         "--sample_sheet_folder_num", "20")
@@ -367,11 +373,11 @@ def test_weights_without_a_saved_config_fall_back_to_the_flags(base_dir, tmp_pat
         sample.main([*flags, "--G_ch", "8", "--overwrite"])
 
 
-@pytest.mark.slow
-def test_cli_missing_checkpoint_exits_with_one_error_line(base_dir):
-    cmd = [sys.executable, os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), *TRANSFER,
+@pytest.mark.slow  # a command line, forked from the server that imported torch once (~0.3 s)
+def test_cli_missing_checkpoint_exits_with_one_error_line(base_dir, command_lines):
+    cmd = [os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), *TRANSFER,
            "--n_classes", "2", "--experiment_name", "nowhere", "--sample_random"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = command_lines.run(cmd)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -431,14 +437,16 @@ def test_a_failed_write_is_one_line_and_keeps_the_earlier_outputs(base_dir, tiny
 
 
 @pytest.mark.slow
-def test_a_killed_sample_run_leaves_no_partial_file_and_the_next_run_cleans_up(base_dir):
+def test_a_killed_sample_run_leaves_no_partial_file_and_the_next_run_cleans_up(
+        base_dir, command_lines):
+    """Three sample.py processes, two SIGKILLed: each forked from the server that imported torch
+    once (conftest.CommandLines, ~0.5 s each instead of ~5 s)."""
     folder = base_dir / "samples" / "tiny" / "31"
-    cmd = [sys.executable, os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), "--experiment_name", "tiny",
-           "--load_weights", SUFFIX, "--device", "cpu", "--sample_sheet_folder_num", "31", "--sample_sheets",
-           "--sample_interps", "--sample_num_interps", "2", "--sample_random"]
+    cmd = [os.path.join(ROOT, "sample.py"), "--base_dir", str(base_dir), "--experiment_name",
+           "tiny", "--load_weights", SUFFIX, "--device", "cpu", "--sample_sheet_folder_num", "31",
+           "--sample_sheets", "--sample_interps", "--sample_num_interps", "2", "--sample_random"]
     for kill_at in (1, 3):  # the first sheet written but not yet renamed into place; the third
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT,
-                                env={**os.environ, "CGT_KILL_AT_OUTPUT": str(kill_at)})
+        result = command_lines.run(cmd, env={**os.environ, "CGT_KILL_AT_OUTPUT": str(kill_at)})
         assert result.returncode == -9, result.stderr[-2000:]
         final = [p for p in folder.iterdir() if not p.name.startswith(".")]
         assert len(final) == kill_at - 1 and len([p for p in folder.iterdir() if p.name.startswith(".tmp_")]) >= 1
@@ -446,7 +454,7 @@ def test_a_killed_sample_run_leaves_no_partial_file_and_the_next_run_cleans_up(b
             with Image.open(path) as image:
                 image.load()
         cmd_again = cmd + ["--overwrite"]
-    result = subprocess.run(cmd_again, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = command_lines.run(cmd_again)
     assert result.returncode == 0, result.stderr[-2000:]
     names = sorted(p.name for p in folder.iterdir())
     assert "samples0.png" in names and "random_samples.png" in names and not [n for n in names if n.startswith(".")]

@@ -1,13 +1,17 @@
 """The README's "Your own dataset" commands, run as written on a tiny IDX dataset (with a few
 iterations): from IDX files to old/new class folders, a metric classifier, reference statistics, a
-source model, stage BN, stage FT from BN's best checkpoint, sampling with metrics, and explain.py."""
+source model, stage BN, stage FT from BN's best checkpoint, sampling with metrics, and explain.py.
+
+Cost: nine command lines, each forked from one server that imported torch once
+(conftest.CommandLines; ~4 s of imports each in a process of its own); each train.py command
+trains 2 iterations with one evaluation, the fewest that leave a best checkpoint for FT to start
+from; the IW critic of `sample.py --iw` trains 60 steps instead of its fixed 600 (~10 s on one
+thread; iw_critic.STEPS set in the child): the route is the same, and the critic is tested apart."""
 import gzip
 import json
 import os
 import re
 import shlex
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,9 +23,10 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 16, 24
 # Appended to each command (later flags win): a few iterations and images instead of thousands.
 FEWER = {"train_classifier.py": ["--epochs", "1", "--batch_size", "16"],
          "calculate_inception_moments.py": ["--num_workers", "0"],
-         "train.py": ["--num_iters", "4", "--test_every", "2", "--save_every", "2", "--num_inception_images", "40",
-                      "--num_workers", "0"],
+         "train.py": ["--num_iters", "2", "--test_every", "2", "--save_every", "2",
+                      "--num_inception_images", "40", "--num_workers", "0"],
          "sample.py": ["--num_inception_images", "40"]}
+IW_STEPS = 60  # of the IW critic (iw_critic.STEPS: 600)
 
 
 def write_idx(folder) -> None:
@@ -48,7 +53,7 @@ def readme_commands() -> list[list[str]]:
 
 
 @pytest.mark.slow
-def test_the_readme_route_from_a_dataset_to_BN_FT_sampling_and_explanation(tmp_path):
+def test_the_readme_route_from_a_dataset_to_BN_FT_sampling_and_explanation(tmp_path, command_lines):
     idx, base = tmp_path / "idx", tmp_path / "base_dir"
     idx.mkdir()
     write_idx(idx)
@@ -62,8 +67,8 @@ def test_the_readme_route_from_a_dataset_to_BN_FT_sampling_and_explanation(tmp_p
         argv = [str(idx) if arg == "DIR" else arg for arg in argv]
         if command[1] == "prepare_dataset.py":
             argv += ["--base_dir", str(base)]  # the default base_dir is relative to where it runs
-        result = subprocess.run([sys.executable, command[1], *argv, *FEWER.get(command[1], [])], cwd=ROOT,
-                                capture_output=True, text=True, timeout=600)
+        result = command_lines.run([command[1], *argv, *FEWER.get(command[1], [])], timeout=600,
+                                   patches=[("iw_critic", "STEPS", IW_STEPS)])
         assert result.returncode == 0, (command[1], result.stderr[-3000:])
         outputs.append(result.stdout)
     ft = json.loads((base / "weights" / "mydata_FT" / "config.json").read_text())

@@ -50,6 +50,7 @@ ARCHITECTURE = ("--G_ch", "16", "--D_ch", "16", "--G_attn", "0", "--D_attn", "0"
 SOURCE_TRAINING = ("--batch_size", "32", "--num_D_steps", "2", "--num_D_accumulations", "1", "--G_lr", "2e-4",
                    "--D_lr", "2e-4", "--ema", "--ema_start", "1000", "--ema_decay", "0.999", "--which_best", "FID",
                    "--load_in_mem", "--use_multiepoch_sampler", "--num_epochs", "1000", "--num_workers", "0")
+SOURCE_EVALUATION_IMAGES = 2000  # samples per in-loop evaluation of the source's pretraining
 
 # The default run (experiments.demo; the trials behind it: docs/results.md, "The default run"). Few-shot
 # GAN training oscillates from one evaluation to the next, so G is sampled as an EMA over ~100
@@ -272,7 +273,8 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int, classifi
             ["--base_dir", base, "--dataset", OLD_DATASET, "--stage", "pretrain", "--experiment_name", "fashion_source",
              *ARCHITECTURE, *SOURCE_TRAINING, "--num_iters", str(source_iters), "--save_every", "500",
              "--test_every", "500", "--backbone", "classifier", "--inception_weights", paths["classifier"],
-             "--num_inception_images", "2000", "--mfid", "--G_eval_mode", "--seed", "0"])
+             "--num_inception_images", str(SOURCE_EVALUATION_IMAGES), "--mfid", "--G_eval_mode",
+             "--seed", "0"])
         publish_source(experiment.folder(config), paths["source"])
     os.makedirs(paths["data"], exist_ok=True)
     if not os.path.isdir(os.path.join(paths["data"], NEW_DATASET)):

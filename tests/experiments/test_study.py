@@ -14,7 +14,12 @@ from worlds import toy
 
 pytestmark = pytest.mark.slow  # every test here runs a study
 
-TINY = ["--world", "toy", "--shots", "5", "--iters", "2", "--test_every", "1", "--num_inception_images", "50"]
+# One iteration per stage, evaluated and saved once: every method trains, is measured and saved as
+# the full study does; what these tests check (tables, resuming, sources) needs no more. A run then
+# costs ~1 s on 2 cores (its evaluation, sheets, IW critic and memorization more than its training);
+# each test runs the fewest runs its property takes, said in its docstring.
+TINY = ["--world", "toy", "--shots", "5", "--iters", "1", "--test_every", "1",
+        "--num_inception_images", "50"]
 
 
 @pytest.fixture(autouse=True)
@@ -26,6 +31,8 @@ def small_budgets(monkeypatch):
 
 
 def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
+    """8 runs: the four methods whose trained parameters are compared, each with two seeds for a
+    mean ± std."""
     methods = ["scratch", "freezeD", "BN_only", "BN+FT"]
     results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "1", "--methods", *methods])
     table = (tmp_path / "study.md").read_text()
@@ -39,10 +46,11 @@ def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
     assert " ± " in table  # mean ± std over the two seeds
     metrics = results[5]["BN+FT"][0]["metrics"]
     assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
-    assert metrics["IW"] < 0 and metrics["NN_ratio"] > 0  # the critic tells a 2-iteration G from real images
+    assert metrics["IW"] < 0 and metrics["NN_ratio"] > 0  # the critic tells this G from real images
 
 
 def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, monkeypatch):
+    """4 runs: one there before, one more seed of its method, and a method more."""
     study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
     ran = []
     real = study.run_method
@@ -55,16 +63,17 @@ def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, mon
 
 
 def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
+    """A BN run, then the FT phase of a BN+FT run."""
     base = tmp_path / "shots5"
-    # A BN+FT run (2 iterations per stage) stopped after its BN phase: the study starts it again at FT.
-    study.main(["--out", str(tmp_path), *TINY, "--iters", "2", "--seeds", "0", "--methods", "BN"])
+    # A BN+FT run (1 iteration per stage) stopped after its BN phase: the study starts it at FT.
+    study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
     (base / "weights" / "BN_seed0").rename(base / "weights" / "BN+FT_seed0")
-    results = study.main(["--out", str(tmp_path), *TINY, "--iters", "2", "--seeds", "0", "--methods", "BN+FT"])
+    results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"])
     config = json.loads((base / "weights" / "BN+FT_seed0" / "config.json").read_text())
-    assert config["stage"] == "FT" and config["resume"] and config["num_iters"] == 4
+    assert config["stage"] == "FT" and config["resume"] and config["num_iters"] == 2
     assert results[5]["BN+FT"][0]["metrics"]["FID"] > 0
     log = [json.loads(line) for line in open(base / "logs" / "BN+FT_seed0" / "train_log.jsonl")]
-    assert [r["itr"] for r in log] == [3, 4]  # FT only: BN's iterations 1-2 ran in the stopped run
+    assert [r["itr"] for r in log] == [2]  # FT only: BN's iteration 1 ran in the stopped run
 
 
 class Stopped(BaseException):
@@ -102,7 +111,8 @@ def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_
 
 
 def test_diffaugment_runs_are_listed_apart(tmp_path):
-    common = ["--out", str(tmp_path), *TINY, "--shots", "1", "--seeds", "0", "--test_every", "2",
+    """2 runs: a method without and with DiffAugment."""
+    common = ["--out", str(tmp_path), *TINY, "--shots", "1", "--seeds", "0",
               "--methods", "finetune"]
     study.main(common)
     results = study.main([*common, "--DiffAugment", "translation"])
@@ -122,6 +132,7 @@ def test_a_policy_that_does_not_exist_is_refused_before_any_run(tmp_path, capsys
 
 
 def test_an_unconditional_source_transfers_with_finetune(tmp_path):
+    """1 run, from an untrained unconditional source."""
     argv = [*toy.ARCHITECTURE, "--dataset", "Toy32", "--n_classes", "1", "--stage", "pretrain",
             "--base_dir", str(tmp_path / "source_run")]
     config = flags.finalize_config(vars(flags.prepare_parser().parse_args(argv)))
@@ -132,7 +143,7 @@ def test_an_unconditional_source_transfers_with_finetune(tmp_path):
     torch.save(G.state_dict(), source / "G.pth")
     torch.save(D.state_dict(), source / "D.pth")
     results = study.main(["--out", str(tmp_path / "out"), *TINY, "--source", str(source), "--source_classes", "1",
-                          "--shots", "1", "--seeds", "0", "--test_every", "2", "--methods", "finetune"])
+                          "--shots", "1", "--seeds", "0", "--methods", "finetune"])
     assert math.isfinite(results[1]["finetune"][0]["metrics"]["FID"])
     installed = torch.load(tmp_path / "out" / "shots1" / "weights" / "G.pth", weights_only=True)
     assert all(torch.equal(installed[k], v) for k, v in G.state_dict().items())
@@ -162,14 +173,17 @@ def write_fashion_like_idx(folder, train_per_class=12, test_per_class=16):
 
 
 def test_one_command_reruns_the_study_on_another_fashion_split(tmp_path, monkeypatch):
+    """The split's assets (the shipped classifier serves it: no classifier training; a source of 2
+    iterations evaluated once on 50 images, the reference statistics) and 1 run."""
     write_fashion_like_idx(tmp_path / "raw")
     monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "raw"))
     from worlds import fashion
     monkeypatch.setattr(fashion, "SOURCE_TRAINING", tuple(
         "8" if flag == "32" else flag for flag in fashion.SOURCE_TRAINING))  # a smaller pretraining batch
+    monkeypatch.setattr(fashion, "SOURCE_EVALUATION_IMAGES", 50)  # its one evaluation, at the end
     results = study.main(["--new", "Shirt,Sneaker,Bag", "--out", str(tmp_path / "out"), "--source_iters", "2",
-                          "--iters", "2", "--shots", "1", "--seeds", "0", "--methods", "BN", "--test_every", "2",
-                          "--num_inception_images", "50"])
+                          "--iters", "1", "--shots", "1", "--seeds", "0", "--methods", "BN",
+                          "--test_every", "1", "--num_inception_images", "50"])
     assert results[1]["BN"][0]["metrics"]["FID"] > 0
     source = json.loads((tmp_path / "out" / "assets" / "fashion_source" / "config.json").read_text())
     assert sorted(source["class_names"]) == sorted(set(fashion.CLASSES) - {"Shirt", "Sneaker", "Bag"})
