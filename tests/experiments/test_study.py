@@ -93,7 +93,8 @@ def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_
             train.evaluate = real
             raise Stopped()
         return real(models, state, config, *args)
-    argv = ["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"]
+    # 2 iterations a phase: the BN phase's last evaluation comes after another one.
+    argv = ["--out", str(tmp_path), *TINY, "--iters", "2", "--seeds", "0", "--methods", "BN+FT"]
     train.evaluate = stopped_before_BN_s_last
     try:
         with pytest.raises(Stopped):
