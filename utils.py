@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -155,6 +156,24 @@ def remove_stale_temporaries(paths: list[str]) -> None:
             for entry in os.listdir(folder):
                 if entry.startswith(TEMP_PREFIX) and entry.endswith(name) and len(entry) > len(TEMP_PREFIX) + len(name):
                     os.remove(os.path.join(folder, entry))
+
+
+def copy_atomically(origin: str, target: str) -> None:
+    """A copy of the file or folder origin at target, whole or not at all: a file through
+    replace_atomically, a folder copied under a hidden temporary name beside target and renamed into
+    place, so a kill never leaves a partial copy that a later run would take for the whole."""
+    if not os.path.isdir(origin):
+        replace_atomically(target, lambda tmp: shutil.copyfile(origin, tmp))
+        return
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(dir=parent, prefix=TEMP_PREFIX)
+    try:
+        shutil.copytree(origin, staging, dirs_exist_ok=True)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_atomically(path: str, write: Callable, binary: bool = False) -> None:

@@ -165,12 +165,12 @@ def prepare_new(data_root: str, shots: int, seed: int, new: tuple[str, ...] = NE
     shipped = os.path.join(paths["data"], NEW_DATASET)
     if os.path.isdir(shipped) and prepared_as(shipped) == wanted:
         if not os.path.isdir(folder):
-            shutil.copytree(shipped, folder)
+            utils.copy_atomically(shipped, folder)
         if not os.path.isdir(reference):
             unpack_reference(os.path.join(paths["data"], "new_reference.npz"), reference)
         for origin, target in shipped_files(data_root, paths["data"]):
             if not os.path.isfile(target):
-                shutil.copy(origin, target)
+                utils.copy_atomically(origin, target)
     elif not os.path.isdir(folder):
         os.makedirs(data_root, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=data_root) as tmp:

@@ -46,3 +46,27 @@ def test_a_damaged_dataset_json_is_one_error_naming_the_file(data_root):
     path.write_text('{"resolution": 32, "split": ')
     with pytest.raises(utils.UsageError, match="dataset.json"):
         fashion.prepare_new(str(data_root), 10, 0)
+
+
+def test_a_copy_of_the_shipped_data_cut_short_is_never_taken_for_the_whole(tmp_path, monkeypatch):
+    """The default run copies the shipped few-shot folder into its data root: a run killed during
+    the copy leaves no partial folder that the next run would take for the data (it would train on
+    the images that made it), and the next run copies it whole."""
+    real_copyfile, copied = shutil.copyfile, []
+
+    def killed_after_five_files(origin, target, **kwargs):
+        if len(copied) == 5:
+            raise KeyboardInterrupt  # what a kill is to the copy: it stops there
+        copied.append(origin)
+        return real_copyfile(origin, target, **kwargs)
+
+    monkeypatch.setattr(fashion, "reference_statistics", lambda *args: None)
+    monkeypatch.setattr(shutil, "copyfile", killed_after_five_files)
+    with pytest.raises(KeyboardInterrupt):
+        fashion.prepare_new(str(tmp_path), 10, 0)
+    assert not (tmp_path / fashion.NEW_DATASET).exists()
+    monkeypatch.setattr(shutil, "copyfile", real_copyfile)
+    fashion.prepare_new(str(tmp_path), 10, 0)
+    shipped = sorted(os.path.relpath(os.path.join(d, f), SHIPPED) for d, _, fs in os.walk(SHIPPED) for f in fs)
+    folder = tmp_path / fashion.NEW_DATASET
+    assert sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs) == shipped
