@@ -67,6 +67,8 @@ def test_a_copy_of_the_shipped_data_cut_short_is_never_taken_for_the_whole(tmp_p
     assert not (tmp_path / fashion.NEW_DATASET).exists()
     monkeypatch.setattr(shutil, "copyfile", real_copyfile)
     fashion.prepare_new(str(tmp_path), 10, 0)
-    shipped = sorted(os.path.relpath(os.path.join(d, f), SHIPPED) for d, _, fs in os.walk(SHIPPED) for f in fs)
-    folder = tmp_path / fashion.NEW_DATASET
-    assert sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs) == shipped
+    assert files_in(tmp_path / fashion.NEW_DATASET) == files_in(SHIPPED)
+
+
+def files_in(folder) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
