@@ -52,15 +52,19 @@ class CommandLines:
         assert json.loads(self.server.stdout.readline()) == {"ready": True}
 
     def run(self, argv: list[str], env: dict | None = None, cwd: str = ROOT, timeout: float = 120,
-            patches: tuple = ()) -> subprocess.CompletedProcess:
-        """`patches`: (module, attribute, value) set in the child before the command runs."""
+            patches: tuple = (), kill_after: float | None = None) -> subprocess.CompletedProcess:
+        """`patches`: (module, attribute, value) set in the child before the command runs.
+        `kill_after`: the child is SIGKILLed after that many seconds, as a user kills a run at a
+        random moment: its returncode -9 comes back (0 if it finished first), no TimeoutExpired."""
+        argv = [str(arg) for arg in argv]
         with tempfile.TemporaryDirectory() as folder:
             out, err = os.path.join(folder, "stdout"), os.path.join(folder, "stderr")
             for path in (out, err):
                 open(path, "w").close()
-            request = {"argv": argv, "env": dict(os.environ if env is None else env),
-                       "cwd": str(cwd), "timeout": timeout, "stdout": out, "stderr": err,
-                       "patches": list(patches)}
+            request = {"argv": argv,
+                       "env": dict(os.environ if env is None else env), "cwd": str(cwd),
+                       "timeout": timeout if kill_after is None else kill_after,
+                       "stdout": out, "stderr": err, "patches": list(patches)}
             self.server.stdin.write(json.dumps(request) + "\n")
             self.server.stdin.flush()
             line = self.server.stdout.readline()
@@ -69,13 +73,23 @@ class CommandLines:
             with open(out) as stdout, open(err) as stderr:
                 result = subprocess.CompletedProcess(["python", *argv], reply["returncode"],
                                                      stdout.read(), stderr.read())
-        if reply["timed_out"]:
+        if reply["timed_out"] and kill_after is None:
             raise subprocess.TimeoutExpired(result.args, timeout, result.stdout, result.stderr)
         return result
 
     def close(self):
         self.server.stdin.close()
         self.server.wait(timeout=60)
+
+
+def calling(entry: str) -> list[str]:
+    """The head of a command line (`python -c ...`) that calls "module:function" with the rest of
+    its argv as a script's __main__ block does (utils.run_main: a UsageError one line, exit code 2):
+    an entry point without a script of its own, or one whose module the test patches (`-m MODULE`
+    runs a second copy of the module, which the patches miss)."""
+    module, function = entry.split(":")
+    return ["-c", f"import sys, utils, {module}\n"
+                  f"utils.run_main(lambda: {module}.{function}(sys.argv[1:]))"]
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,7 @@ import experiment
 import flags
 import train
 import utils
-from conftest import ROOT, fixture_path, inject_write_failure
-from helpers.forked_runs import ForkedRuns
+from conftest import ROOT, calling, fixture_path, inject_write_failure
 from test_stages import OFFICIAL_BN_SET, OFFICIAL_FT_SET
 from worlds import toy
 
@@ -449,24 +448,27 @@ def metric_flags(base_dir) -> list[str]:
             "--which_best", "FID"]
 
 
-@pytest.fixture(scope="module")
-def forked():
-    """Runs in processes of their own, forked from one that imported the project once."""
-    runs = ForkedRuns()
-    yield runs
-    runs.close()
+def train_process(command_lines, argv, kill_at=None, kill_after=None):
+    """`python train.py *argv` in a process of its own, forked from the server that imported torch
+    once (conftest.CommandLines); killed for real at its kill_at-th checkpoint write
+    (CGT_KILL_AT_WRITE, checkpoints.py) or after kill_after seconds, if it runs that long. Returns
+    its returncode (-9 when killed) and its output (stdout, then stderr)."""
+    env = {**os.environ, **({"CGT_KILL_AT_WRITE": str(kill_at)} if kill_at else {})}
+    result = command_lines.run(["train.py", *argv], env=env, kill_after=kill_after)
+    return result.returncode, result.stdout + result.stderr
 
 
-def killed_and_finished(forked, base_dir, argv, kill_at=None, kill_after=None):
+def killed_and_finished(command_lines, base_dir, argv, kill_at=None, kill_after=None):
     """train.py killed at its kill_at-th checkpoint write (or after kill_after seconds), then run
     again as the default run does (experiments/runs.py: --resume when a checkpoint exists, else a
-    new start); both in processes of their own (forked_runs.py). Returns the finished latest set,
-    and the output of the run that finished it."""
-    killed = forked.run(base_dir, "train:main", argv, kill_at=kill_at, kill_after=kill_after)
-    assert killed.get("signal") == 9 or (kill_after and killed.get("exit") == 0), killed
-    finished = forked.run(base_dir, "experiments.runs:train_or_load", argv)
-    assert finished.get("exit") == 0, finished["output"][-2000:]
-    assert "Traceback" not in finished["output"], finished["output"][-2000:]
+    new start); both in processes of their own. Returns the finished latest set, and the output of
+    the run that finished it."""
+    code, output = train_process(command_lines, argv, kill_at, kill_after)
+    assert code == -9 or (kill_after and code == 0), (code, output[-2000:])
+    finished = command_lines.run([*calling("experiments.runs:train_or_load"), *argv])
+    output = finished.stdout + finished.stderr
+    assert finished.returncode == 0, output[-2000:]
+    assert "Traceback" not in output, output[-2000:]
     name = argv[argv.index("--experiment_name") + 1]
     folder = base_dir / "weights" / name
     leftovers = [n for n in os.listdir(folder) if n.startswith((".staging", ".tmp_", ".link-", ".saving"))]
@@ -474,10 +476,10 @@ def killed_and_finished(forked, base_dir, argv, kill_at=None, kill_after=None):
     assert not leftovers, (name, leftovers)
     parts = ("G", "D", "state_dict", *(["G_ema"] if "--ema" in argv else []))
     final = saved(base_dir, name, parts=parts)
-    return {**final, "output": finished["output"]}
+    return {**final, "output": output}
 
 
-def test_killed_BN_runs_resume_to_the_uninterrupted_bits(base_dir, forked):
+def test_killed_BN_runs_resume_to_the_uninterrupted_bits(base_dir, command_lines):
     """10 iterations with --ema, saves (the latest set, one copy) at 4, 8 and 10. The folder's
     changes (6 parts): at 4 the latest set 1-15 (swap 9) and copy0 16-30; at 8 the latest 31-40
     (swap 39) and the copy 41-50; at 10 the latest 51-60 and the copy 61-70 (swap 69). Killed
@@ -494,7 +496,7 @@ def test_killed_BN_runs_resume_to_the_uninterrupted_bits(base_dir, forked):
     at_random = random.Random(0).uniform(0.5, 2)
     for kill_at, kill_after in ((8, None), (35, None), (45, None), (70, None), (None, at_random)):
         name = f"bn_killed_at{kill_at or 'random'}"
-        final = killed_and_finished(forked, base_dir, argv(name), kill_at, kill_after)
+        final = killed_and_finished(command_lines, base_dir, argv(name), kill_at, kill_after)
         assert final["state_dict"]["itr"] == 10, name
         assert_identical(final, reference, name, parts=("G", "D", "G_ema"))
         # a resumed run logs the losses of the iterations after its checkpoint once (the killed
@@ -504,8 +506,8 @@ def test_killed_BN_runs_resume_to_the_uninterrupted_bits(base_dir, forked):
         assert log[-10:] == list(range(1, 11)) and (kill_at == 8 or len(log) == 10), (name, log)
 
 
-def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_to_the_uninterrupted_bits(base_dir,
-                                                                                      forked):
+def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_to_the_uninterrupted_bits(
+        base_dir, command_lines):
     """FT continues a BN checkpoint (iteration 2) to 10 with --ema, --hdf5 and in-loop metrics at
     4, 8 and 10 that save best sets (at 4 and 8). Killed after the first best set's swap (its
     evaluation owed: made up, into the same slot), in the second best set before its swap, after
@@ -537,7 +539,8 @@ def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_to_the_uninterrupted_
     at_random = random.Random(1).uniform(1, 3)
     for kill_at, kill_after in ((30, None), (60, None), (75, None), (None, at_random)):
         name = f"ft_killed_at{kill_at or 'random'}"
-        final = killed_and_finished(forked, base_dir, ft_flags(name), kill_at, kill_after)
+        final = killed_and_finished(command_lines, base_dir, ft_flags(name), kill_at,
+                                    kill_after)
         if kill_at:
             assert "saved but not evaluated" in final["output"], name
         assert_identical(final, reference, name, parts=("G", "D", "G_ema"))
@@ -550,8 +553,8 @@ def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_to_the_uninterrupted_
     assert metrics_records(base_dir, "ft_stopped") == metrics_records(base_dir, "ft_reference")
 
 
-def test_a_run_killed_anywhere_between_its_final_save_and_its_evaluation_makes_it_up(base_dir,
-                                                                                      forked):
+def test_a_run_killed_anywhere_between_its_final_save_and_its_evaluation_makes_it_up(
+        base_dir, command_lines):
     """One iteration, saved (the latest set: 13 file-system changes, its swap the 8th), evaluated,
     and saved as best0 (13 more): killed before every change from the latest set's first link (9)
     to the best set's last (26), `train.py --resume` (the checkpoint is at --num_iters already)
@@ -567,18 +570,18 @@ def test_a_run_killed_anywhere_between_its_final_save_and_its_evaluation_makes_i
     reference = saved(base_dir, "window_reference")
     for kill_at in range(9, 27):
         name = f"window_killed_at{kill_at}"
-        killed = forked.run(base_dir, "train:main", argv(name), kill_at=kill_at)
-        assert killed.get("signal") == 9, (kill_at, killed)
+        code, output = train_process(command_lines, argv(name), kill_at=kill_at)
+        assert code == -9, (kill_at, code, output[-2000:])
         assert saved(base_dir, name)["state_dict"]["itr"] == 1
         assert not metrics_records(base_dir, name)
-        made_up = forked.run(base_dir, "train:main", [*argv(name), "--resume"])
-        assert made_up.get("exit") == 0, (kill_at, made_up["output"][-2000:])
-        assert "saved but not evaluated" in made_up["output"], kill_at
+        code, output = train_process(command_lines, [*argv(name), "--resume"])
+        assert code == 0, (kill_at, output[-2000:])
+        assert "saved but not evaluated" in output, kill_at
         assert_identical(saved(base_dir, name), reference, name)
         assert_same_best_sets(base_dir, name, "window_reference")
         assert metrics_records(base_dir, name) == metrics_records(base_dir, "window_reference")
-    again = forked.run(base_dir, "train:main", [*argv("window_killed_at9"), "--resume"])
-    assert again.get("exit") == 2 and "iteration 1 already" in again["output"], again["output"]
+    code, output = train_process(command_lines, [*argv("window_killed_at9"), "--resume"])
+    assert code == 2 and "iteration 1 already" in output, output
 
 
 def test_killed_torchrun_runs_resume_exactly_with_ranks_identical(base_dir, tmp_path):

@@ -8,8 +8,8 @@ import torch
 
 import checkpoints
 import utils
+from conftest import calling
 from experiments import demo
-from helpers.forked_runs import ForkedRuns
 from worlds import toy
 
 pytestmark = pytest.mark.slow  # every test here runs the default run
@@ -80,45 +80,46 @@ SMALLER = [["worlds.toy", "REFERENCE_IMAGES_PER_CLASS", 20],
            ["experiments.demo", "MEMORIZATION_SAMPLES", 10]]
 
 
-def test_the_default_run_killed_after_a_stage_s_final_save_reruns_to_the_same_end(tmp_path):
+def test_the_default_run_killed_after_a_stage_s_final_save_reruns_to_the_same_end(tmp_path,
+                                                                                   command_lines):
     """Killed right after BN's final save, before its final evaluation (the evaluation that keeps
     its best set and logs it), `python -m experiments.demo` (what `bash train.sh` runs) reruns
     twice with exit code 0: the first makes up BN's evaluation and trains FT from BN's best set,
     the second finds both stages finished. Killed right after FT's final save, the rerun makes up
     FT's. Each ends with the weights, best set and logs of a run never killed. Real kills
-    (CGT_KILL_AT_WRITE) of forked processes: 7 runs of about 1-3 s; every kill point of that window
-    is covered at the level of train.py (tests/test_train.py), every write of a save by
+    (CGT_KILL_AT_WRITE) of processes forked from the server that imported torch once
+    (conftest.CommandLines): 7 runs of about 1-3 s; every kill point of that window is covered at
+    the level of train.py (tests/test_train.py), every write of a save by
     tests/test_checkpoints.py."""
-    forked = ForkedRuns()
-    try:
-        def demo(base, kill_at=None):
-            argv = ["--base_dir", tmp_path / base, *KILLED]
-            return forked.run(tmp_path, "experiments.demo:main", argv, kill_at=kill_at,
-                              patches=SMALLER)
-        started = [demo("reference")]
-        assert started[0]["exit"] == 0
-        # Changes to the checkpoint folders, counted over the run: BN's latest set 1-13 (its swap
-        # the 8th), copy0 14-26, best0 27-39; FT's latest set 40-52 (swap 47), copy0 53-65, best0
-        # 66-78.
-        for base, kill_at in (("killed_after_BN_save", 9), ("killed_after_FT_save", 48)):
-            killed = demo(base, kill_at)
-            assert killed.get("signal") == 9, base
-            runs = [killed]
-            for rerun in range(2):
-                runs.append(demo(base))
-                output = runs[-1]["output"]
-                assert runs[-1].get("exit") == 0 and "Traceback" not in output, output[-3000:]
-                assert ("saved but not evaluated" in output) == (rerun == 0), (base, rerun)
-            assert runs[-1]["output"].count("finished before") == 2, base
-            assert_same_runs(tmp_path / base, tmp_path / "reference")
-            started += runs
-        # FT started once per base folder, each time from BN's best set
-        starts = [line for run in started for line in run["output"].splitlines()
-                  if line.startswith("Starting from")]
-        assert len(starts) == 3, starts
-        assert all(line.startswith("Starting from checkpoint best0 in ") for line in starts), starts
-    finally:
-        forked.close()
+    def demo(base, kill_at=None):
+        """demo.main as `python -m experiments.demo` runs it, with SMALLER patched in: (its
+        returncode, its output: stdout, then stderr)."""
+        env = {**os.environ, **({"CGT_KILL_AT_WRITE": str(kill_at)} if kill_at else {})}
+        argv = [*calling("experiments.demo:main"), "--base_dir", tmp_path / base, *KILLED]
+        result = command_lines.run(argv, env=env, patches=SMALLER)
+        return result.returncode, result.stdout + result.stderr
+    code, output = demo("reference")
+    assert code == 0, output[-3000:]
+    outputs = [output]
+    # Changes to the checkpoint folders, counted over the run: BN's latest set 1-13 (its swap
+    # the 8th), copy0 14-26, best0 27-39; FT's latest set 40-52 (swap 47), copy0 53-65, best0
+    # 66-78.
+    for base, kill_at in (("killed_after_BN_save", 9), ("killed_after_FT_save", 48)):
+        code, output = demo(base, kill_at)
+        assert code == -9, (base, code, output[-3000:])
+        outputs.append(output)
+        for rerun in range(2):
+            code, output = demo(base)
+            assert code == 0 and "Traceback" not in output, output[-3000:]
+            assert ("saved but not evaluated" in output) == (rerun == 0), (base, rerun)
+            outputs.append(output)
+        assert output.count("finished before") == 2, base
+        assert_same_runs(tmp_path / base, tmp_path / "reference")
+    # FT started once per base folder, each time from BN's best set
+    starts = [line for output in outputs for line in output.splitlines()
+              if line.startswith("Starting from")]
+    assert len(starts) == 3, starts
+    assert all(line.startswith("Starting from checkpoint best0 in ") for line in starts), starts
 
 
 def assert_same_runs(base, reference):
