@@ -739,13 +739,3 @@ def resolve_suffix(folder: str, suffix: str, hint: str = DEFAULT_HINT) -> str:
     if suffix == "best":
         return best_slot(folder, hint)
     return suffix
-
-
-def next_copy_slot(folder: str, num_copies: int, protected_suffix: str | None = None) -> str:
-    """The copy (copy0 ... copy<num_copies-1>) to save next; see next_slot."""
-    return next_slot(folder, "copy", num_copies, protected_suffix)
-
-
-def next_best_slot(folder: str, num_best: int, protected_suffix: str | None = None) -> str:
-    """The best set (best0 ...) to save next: the oldest best is the worst one; see next_slot."""
-    return next_slot(folder, "best", num_best, protected_suffix)

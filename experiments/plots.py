@@ -14,11 +14,6 @@ LABELS = {"FID": "FID", "mFID": "mFID", "KMMD": "KMMD", "IS_mean": "IS", "class_
 read_jsonl = utils.read_jsonl  # train.py's logs
 
 
-def plot_metrics(log_path: str, png_path: str, title: str = "", space: str = "") -> list[str]:
-    """One panel per metric present in the log, against iterations. Returns the metrics drawn."""
-    return plot_stages([("", log_path)], png_path, title, space)
-
-
 def plot_stages(logs: list[tuple[str, str]], png_path: str, title: str = "", space: str = "") -> list[str]:
     """One panel per metric over the stages of a run one after another: logs = [(label, log path)];
     each stage's iterations continue where the previous one ended (FT after BN). Returns the metrics."""

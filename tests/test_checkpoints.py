@@ -476,22 +476,23 @@ def test_existing_sets_lists_every_slot_in_every_format(tmp_path):
 
 def test_rotation_fills_free_slots_then_the_oldest_but_never_the_resumed_set(tmp_path):
     folder = str(tmp_path)
-    assert checkpoints.next_copy_slot(folder, 3) == "copy0"
+    assert checkpoints.next_slot(folder, "copy", 3) == "copy0"
     checkpoints.save_set(folder, a_set(30), 30, "copy0")
-    assert checkpoints.next_copy_slot(folder, 3) == "copy1"
+    assert checkpoints.next_slot(folder, "copy", 3) == "copy1"
     checkpoints.save_set(folder, a_set(20), 20, "copy1")
     write_legacy(folder, 10, "copy2")  # a legacy set, aged by its state_dict
-    assert checkpoints.next_copy_slot(folder, 3) == "copy2"
-    assert checkpoints.next_copy_slot(folder, 3, protected_suffix="copy2") == "copy1"
-    assert checkpoints.next_copy_slot(folder, 1, protected_suffix="copy0") == "copy0"  # the only slot
+    assert checkpoints.next_slot(folder, "copy", 3) == "copy2"
+    assert checkpoints.next_slot(folder, "copy", 3, "copy2") == "copy1"
+    assert checkpoints.next_slot(folder, "copy", 1, "copy0") == "copy0"  # the only slot
 
 
 def test_best_sets_rotate_alike(tmp_path):
+    """The oldest best set is the worst one: it goes first."""
     folder = str(tmp_path)
     checkpoints.save_set(folder, a_set(10), 10, "best0")
     checkpoints.save_set(folder, a_set(20), 20, "best1")
-    assert checkpoints.next_best_slot(folder, 2) == "best0"
-    assert checkpoints.next_best_slot(folder, 2, protected_suffix="best0") == "best1"
+    assert checkpoints.next_slot(folder, "best", 2) == "best0"
+    assert checkpoints.next_slot(folder, "best", 2, "best0") == "best1"
 
 
 def test_a_save_made_again_for_its_iteration_replaces_the_set_of_that_iteration(tmp_path):
@@ -511,7 +512,7 @@ def test_a_damaged_slot_is_overwritten_first(tmp_path):
     checkpoints.save_set(folder, a_set(20), 20, "copy1")
     with open(os.path.join(set_folder_of(tmp_path, "copy1"), "manifest.json"), "w") as f:
         f.write("{")
-    assert checkpoints.next_copy_slot(folder, 2) == "copy1"
+    assert checkpoints.next_slot(folder, "copy", 2) == "copy1"
 
 
 def best_set(itr: int, metric: str, value: float) -> dict:
