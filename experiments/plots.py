@@ -11,13 +11,11 @@ import utils  # noqa: E402
 LABELS = {"FID": "FID", "mFID": "mFID", "KMMD": "KMMD", "IS_mean": "IS", "class_acc": "class-consistency accuracy"}
 
 
-read_jsonl = utils.read_jsonl  # train.py's logs
-
 
 def plot_stages(logs: list[tuple[str, str]], png_path: str, title: str = "", space: str = "") -> list[str]:
     """One panel per metric over the stages of a run one after another: logs = [(label, log path)];
     each stage's iterations continue where the previous one ended (FT after BN). Returns the metrics."""
-    stages = [(label, read_jsonl(path)) for label, path in logs]
+    stages = [(label, utils.read_jsonl(path)) for label, path in logs]
     names = [m for m in LABELS if any(isinstance(r.get(m), (int, float)) for _, records in stages for r in records)]
     if not names:
         raise ValueError(f"{', '.join(path for _, path in logs)} hold no metrics to plot")

@@ -12,7 +12,7 @@ import checkpoints
 import experiment
 import flags
 import train
-from experiments import plots
+import utils
 
 
 def train_or_load(argv: list[str]) -> tuple[dict, dict]:
@@ -61,7 +61,7 @@ def finished(config: dict) -> tuple[dict, dict]:
     config = {**saved["config"], **{key: config[key] for key in ("experiment_name", "base_dir", "data_root",
                                                                   "weights_root", "logs_root", "samples_root")}}
     log = train.metrics_log(config)
-    records = plots.read_jsonl(log) if os.path.isfile(log) else []
+    records = utils.read_jsonl(log) if os.path.isfile(log) else []
     print(f"{config['experiment_name']}: finished before, at iteration {saved.get('itr')}")
     return config, {**generators(config, folder, ""), "metrics": records[-1] if records else {}, "state_dict": saved}
 

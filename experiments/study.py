@@ -55,7 +55,7 @@ import stages  # noqa: E402
 import utils  # noqa: E402
 import worlds  # noqa: E402
 from worlds import registry  # noqa: E402
-from experiments import memorization, plots, runs  # noqa: E402
+from experiments import memorization, runs  # noqa: E402
 
 METHODS = {
     "scratch": [["--stage", "pretrain", "--n_pretrain_classes", "0"]],
@@ -182,7 +182,7 @@ def plot_fid_curves(results: dict, png: str, space: str) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
     for ax, (shots, by_method) in zip(axes[0], results.items()):
         for method, method_runs in in_method_order(by_method):
-            curves = [[(r["itr"], r["FID"]) for r in plots.read_jsonl(run["log"]) if "FID" in r] for run in method_runs]
+            curves = [[(r["itr"], r["FID"]) for r in utils.read_jsonl(run["log"]) if "FID" in r] for run in method_runs]
             length = min(len(c) for c in curves)
             itrs = [p[0] for p in curves[0][:length]]
             ax.plot(itrs, [statistics.mean(c[i][1] for c in curves) for i in range(length)], marker="o",
