@@ -219,9 +219,9 @@ def test_bf16_autocast_trains_what_the_official_fp32_iteration_trains_the_same_w
     wrongly or not at all has cosine 0. Buffers (BN statistics, SN estimates) are computed in bf16,
     not trained: not compared."""
     ours = run_official_iterations("BN", monkeypatch, official_numerics=False, amp="bf16")[0]
-    start, official = start_state(), OFFICIAL["BN"]["after"][1]
+    start, official, parameters = start_state(), OFFICIAL["BN"]["after"][1], parameter_names()
     for model, state in zip(("G", "D"), ours[1:]):
-        for key in parameter_names()[model]:
+        for key in parameters[model]:
             before, expected = start[model][key], official[model][key]
             if torch.equal(expected, before):
                 assert torch.equal(state[key], before), (model, key)
