@@ -11,7 +11,9 @@ options (channels_last, fused, compile), each off unless named; 'default' is wha
 without speed flags (--amp auto, --channels_last auto, --fused_resampling auto), and options named
 after it are switched on. Rounds interleave the configurations, so that a machine that gets busier
 part way through affects them alike. Medians over all timed iterations are given in wall time and in
-this process's CPU time (steadier where other processes share the cores).
+this process's CPU time (steadier where other processes share the cores). With --limit each
+configuration's step is also set against the machine's conv limit (experiments/conv_limit.py): its
+counted FLOPs, its convolutions replayed alone, and the share of that limit the step reaches.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import flags
 import stages
 import train_fns
 import utils
+from experiments import conv_limit
 
 PRECISIONS = {"fp32": "none", "bf16": "bf16", "fp16": "fp16", "default": "auto"}
 OPTIONS = ("channels_last", "fused", "compile")
@@ -69,6 +72,9 @@ def parse(argv=None) -> dict:
     g.add_argument("--rounds", type=utils.at_least(1), default=3, help="interleaved rounds")
     g.add_argument("--warmup", type=utils.at_least(0), default=2, help="untimed iterations per configuration first")
     g.add_argument("--timed", type=utils.at_least(1), default=3, help="timed iterations per configuration and round")
+    g.add_argument("--limit", action="store_true",
+                   help="also measure each configuration against the machine's conv limit: the step's FLOPs, "
+                        "its convolutions replayed alone, the fastest conv throughput (experiments/conv_limit.py)")
     config = vars(parser.parse_args(argv))
     if not config["resolution"]:
         raise utils.UsageError("give --resolution (the benchmark uses random images, not a dataset)")
@@ -146,12 +152,22 @@ def main(argv=None) -> dict:
         print(f"  {name:36s} {medians[name]:8.4f} s/itr {1 / medians[name]:7.3f} itr/s x{medians[first] / medians[name]:5.2f}"
               f"   CPU {cpu_medians[name]:8.4f} s/itr x{cpu_medians[first] / cpu_medians[name]:5.2f}"
               f"   (warmup {warmup_seconds[name]:.1f} s{', compilation included' if setting.compile else ''})")
+    limits = {}
+    if config["limit"]:
+        itr = config["warmup"] + config["timed"] + 1
+        for setting in settings:
+            limit = conv_limit.measure(lambda: steps[setting.name](x, y, itr), device)
+            step_seconds = (medians if device.type == "cuda" else cpu_medians)[setting.name]
+            limits[setting.name] = {"TFLOP": limit.flops / 1e12, "conv_seconds": limit.conv_seconds,
+                                    "peak_GFLOPs": limit.peak_gflops, "limit_seconds": limit.limit_seconds,
+                                    "of_limit": limit.limit_seconds / step_seconds}
+            print(f"  {setting.name}: {limit.describe(step_seconds)}")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
     return {"device": str(device), "stage": config["stage"], "s_per_itr": medians,
             "speedup": {name: medians[first] / m for name, m in medians.items()},
             "cpu_s_per_itr": cpu_medians,
             "cpu_speedup": {name: cpu_medians[first] / m for name, m in cpu_medians.items()},
-            "peak_memory_MB": peak_memory_mb(device)}
+            "limits": limits, "peak_memory_MB": peak_memory_mb(device)}
 
 
 if __name__ == "__main__":
