@@ -10,6 +10,7 @@ import experiment
 import flags
 import utils
 from experiments import study
+from fashion_split import split_study  # noqa: F401 (a fixture)
 from worlds import toy
 
 pytestmark = pytest.mark.slow  # every test here runs a study

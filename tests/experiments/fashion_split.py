@@ -1,6 +1,7 @@
-"""A study of another Fashion-MNIST split (`--new Shirt,Sneaker,Bag`), built once for the tests of
-every tool that reads a study folder: on fake raw data (no /usr/share/datasets needed), its source
-pretrained for 2 iterations, one BN run of 1 iteration."""
+"""A study of another Fashion-MNIST split (`--new Shirt,Sneaker,Bag`), built once a session for the
+tests of every tool that reads a study folder (`from fashion_split import split_study`): on fake
+raw data (no /usr/share/datasets needed), its source pretrained for 2 iterations, one BN run of 1
+iteration."""
 import gzip
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,17 @@ class SplitStudy:
     results: dict  # what study.main returned
 
 
+_BUILT: list[SplitStudy] = []  # the one split study of the session, for every module importing the fixture
+
+
 @pytest.fixture(scope="session")
 def split_study(tmp_path_factory) -> SplitStudy:
+    if not _BUILT:
+        _BUILT.append(build_split_study(tmp_path_factory))
+    return _BUILT[0]
+
+
+def build_split_study(tmp_path_factory) -> SplitStudy:
     """The split's assets (the shipped classifier serves it: no classifier training; a source of 2
     iterations evaluated once on 50 images, the reference statistics) and 1 BN run at 1 shot."""
     from experiments import study
