@@ -171,3 +171,23 @@ def test_one_command_reruns_the_study_on_another_fashion_split(split_study):
     assert described == {"world": "fashion", "new_classes": ["Shirt", "Sneaker", "Bag"],
                          "old_classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                                          "Ankle boot"], "assets": "assets"}
+
+
+def test_an_out_of_another_split_is_refused_before_anything_is_built(tmp_path):
+    """No raw data needed: the refusal comes before the split's assets are built."""
+    from worlds import registry
+    study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN_only"])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(utils.UsageError, match="--world toy") as err:
+        study.main(["--new", "Shirt,Sneaker,Bag", "--out", str(tmp_path), "--shots", "5"])
+    assert "--new Shirt,Sneaker,Bag" in str(err.value) and "another --out" in str(err.value)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert registry.study_world(str(tmp_path)) is registry.get("toy")
+
+
+def test_a_split_study_continued_as_another_world_is_refused(split_study):
+    before = (split_study.out / "world.json").read_text()
+    with pytest.raises(utils.UsageError, match="continue it with --new Shirt,Sneaker,Bag"):
+        study.main(["--out", str(split_study.out), *TINY, "--seeds", "0", "--methods", "BN"])
+    assert (split_study.out / "world.json").read_text() == before
+    assert not (split_study.out / "shots5").exists()
