@@ -7,7 +7,7 @@ the same G:
 
     python -m experiments.forgetting --base_dir forgetting_fashion --iters 1000 --seeds 0 1 2
     python -m experiments.forgetting --world toy --base_dir forgetting_toy
-    python -m experiments.forgetting --study study_split2 --base_dir forgetting_split2   # a study's split
+    python -m experiments.forgetting --study study_split2 --base_dir forgetting_split2
 
 Training takes the world's transfer flags (worlds.transfer_flags: the official rates) and the default
 run's shots per new class; FT, started from the BN run's last checkpoint, trains as many iterations
@@ -93,8 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--world", default="", choices=("", *registry.NAMES),
                         help="the world of old and new classes (default: fashion)")
     parser.add_argument("--study", default="", metavar="DIR",
-                        help="measure in the world of this study folder (experiments.study's --out, its "
-                             "world.json: e.g. a split made with --new) instead of --world")
+                        help="measure in the world of this study folder (experiments.study's "
+                             "--out, its world.json: e.g. a split made with --new) instead of "
+                             "--world")
     parser.add_argument("--base_dir", default="forgetting_out", help="folder for data, runs and the table")
     parser.add_argument("--iters", type=utils.at_least(1), default=1000,
                         help="iterations of the BN stage, and again of FT (default: 1000)")
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.study and args.world:
         parser.error("give --study (its world) or --world, not both")
-    world = registry.study_world(args.study) if args.study else registry.get(args.world or "fashion")
+    if args.study:
+        world = registry.study_world(args.study)  # its split, e.g. one made with the study's --new
+    else:
+        world = registry.get(args.world or "fashion")
     base = args.base_dir
     old_reference = prepare(world, base)
     rows: dict[tuple[str, str], list] = {}

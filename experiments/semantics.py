@@ -10,7 +10,9 @@ by Spearman's rank correlation rho (over the old classes; a random ranking of 7 
 0, standard deviation 1/sqrt(6) = 0.41), with how much of the class's offset is its own residual and
 how sparse the combination is (the effective number of old classes, exp of the shares' entropy:
 1 = one old class, n_old = all alike). Results per method: mean ± std over seeds and new classes,
-beside the study's FID and class accuracy of the same runs.
+beside the study's FID and class accuracy of the same runs. The study's world and split (its old
+and new classes) are those its folder records (world.json, experiments.study), and classes are
+matched by name: a study of another split (`--new`) is analysed against its own old classes.
 
     python -m experiments.semantics --study study_fashion --shots 10
 """
@@ -63,19 +65,22 @@ class Similarity:
     old_classes: list[str]
 
     def aligned(self, new_classes: list[str], old_classes: list[str]) -> np.ndarray:
-        """The similarities with rows and columns in the order of these names (a run's label orders),
-        matched by name; refused: classes the similarity does not hold (a run of another split)."""
-        if sorted(new_classes) != sorted(self.new_classes) or sorted(old_classes) != sorted(self.old_classes):
+        """The similarities with rows and columns in the order of these names (a run's label
+        orders), matched by name; refused: classes it does not hold (a run of another split)."""
+        if sorted(new_classes) != sorted(self.new_classes) or \
+                sorted(old_classes) != sorted(self.old_classes):
             raise utils.UsageError(
-                f"a run's classes (new: {', '.join(new_classes)}; old: {', '.join(old_classes)}) are not those of "
-                f"the study's split (new: {', '.join(self.new_classes)}; old: {', '.join(self.old_classes)}): "
-                "the run was made for another split; give --study the folder of its own study")
+                f"a run's classes (new: {', '.join(new_classes)}; old: {', '.join(old_classes)}) "
+                f"are not those of the study's split (new: {', '.join(self.new_classes)}; old: "
+                f"{', '.join(self.old_classes)}): the run was made for another split; give --study "
+                "the folder of its own study")
         rows = [self.new_classes.index(name) for name in new_classes]
         columns = [self.old_classes.index(name) for name in old_classes]
         return self.values[np.ix_(rows, columns)]
 
 
-def class_similarity(classifier_path: str, data_root: str, new_reference: str, old_reference: str) -> Similarity:
+def class_similarity(classifier_path: str, data_root: str, new_reference: str,
+                     old_reference: str) -> Similarity:
     """Cosine similarity of the new and old classes' mean classifier features (held-out images)."""
     net = classifier.load_classifier(classifier_path)
     new = class_means(net, datasets.load_dataset(new_reference, data_root))
@@ -114,20 +119,21 @@ def mean_std(values: list[float]) -> str:
 
 
 def analyse(out: str, shots: int, world: worlds.World) -> tuple[str, dict]:
-    """The table of every knowledge-propagation method the study ran at these shots, and the numbers;
-    classes are matched by name with the study's split (its world)."""
+    """The table of every knowledge-propagation method the study ran at these shots, and the
+    numbers; classes are matched by name with the study's split (its world)."""
     base = os.path.join(out, f"shots{shots}")
     data_root = os.path.join(base, "data")
     if not os.path.isfile(study.results_path(out, shots)):
-        raise utils.UsageError(f"--shots {shots}: the study {out} has no results at {shots} images per new class "
-                               f"({study.results_path(out, shots)}); give a shot count it ran")
+        raise utils.UsageError(f"--shots {shots}: the study {out} has no results at {shots} images "
+                               f"per new class ({study.results_path(out, shots)}); give a shot "
+                               "count it ran")
     world.prepare_old(data_root)  # the old classes' held-out images
     reference = datasets.reference_dataset_name(world.new_dataset, data_root)
     old_reference = datasets.reference_dataset_name(world.old_dataset, data_root)
     if not (reference and old_reference):
-        raise utils.UsageError(f"the {world.name} world keeps no folders of held-out images of its classes (their "
-                               "dataset.json names none), which the similarity needs: semantics analyses studies "
-                               "of the fashion world")
+        raise utils.UsageError(f"the {world.name} world keeps no folders of held-out images of its "
+                               "classes (their dataset.json names none), which the similarity "
+                               "needs: semantics analyses studies of the fashion world")
     similarity = class_similarity(world.classifier, data_root, reference, old_reference)
     # The data folder's classes must be the study's split's (not another split's prepared there).
     similarity.aligned(list(world.new_classes), list(world.old_classes))
@@ -148,10 +154,11 @@ def analyse(out: str, shots: int, world: worlds.World) -> tuple[str, dict]:
     nearest = [f"{name}: {', '.join(similarity.old_classes[j] for j in np.argsort(-values[i])[:3])}"
                for i, name in enumerate(similarity.new_classes)]
     table = "\n".join([
-        f"Knowledge-propagation runs at {shots} images per new class ({world.summary}); rho = Spearman correlation "
-        "between a new class's combination shares over the old classes and their feature similarity to it (per "
-        "new class; a random ranking: 0 ± 0.41); residual = its own share of its offset; effective old classes = "
-        f"exp(entropy of the shares) of {values.shape[1]}. Most similar old classes: " + "; ".join(nearest) + ".\n",
+        f"Knowledge-propagation runs at {shots} images per new class ({world.summary}); rho = "
+        "Spearman correlation between a new class's combination shares over the old classes and "
+        "their feature similarity to it (per new class; a random ranking: 0 ± 0.41); residual = "
+        "its own share of its offset; effective old classes = exp(entropy of the shares) of "
+        f"{values.shape[1]}. Most similar old classes: " + "; ".join(nearest) + ".\n",
         "| method | seeds | rho | residual share | effective old classes | top old class (any seed) | FID | class acc |",
         "|---|---|---|---|---|---|---|---|", *lines]) + "\n"
     return table, {"similarity": values.tolist(), "new_classes": similarity.new_classes,
@@ -162,15 +169,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default="", choices=("", *registry.NAMES),
-                        help="the study's world; it is read from the study folder (its world.json), and "
-                             "a --world given must be that one")
+                        help="the study's world; it is read from the study folder (its "
+                             "world.json), and a --world given must be that one")
     parser.add_argument("--study", required=True, help="the study's --out folder")
     parser.add_argument("--shots", type=utils.at_least(1), default=10, help="the shot count to analyse")
     args = parser.parse_args(argv)
     world = registry.study_world(args.study)
     if args.world and args.world != world.name:
-        raise utils.UsageError(f"--world {args.world}: the study {args.study} is of the {world.name} world "
-                               f"({registry.STUDY_WORLD}); leave --world out")
+        raise utils.UsageError(f"--world {args.world}: the study {args.study} is of the "
+                               f"{world.name} world ({registry.STUDY_WORLD}); leave --world out")
     table, numbers = analyse(args.study, args.shots, world)
     utils.write_atomically(os.path.join(args.study, f"semantics_shots{args.shots}.md"), lambda f: f.write(table))
     utils.write_atomically(os.path.join(args.study, f"semantics_shots{args.shots}.json"),

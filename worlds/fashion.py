@@ -200,9 +200,10 @@ def prepare_old(data_root: str, new: tuple[str, ...] = NEW_CLASSES, out: str = A
     if os.path.isdir(folder):
         held = sorted(prepared_as(folder)[2])
         if held != sorted(new):
-            raise utils.UsageError(f"{folder} holds the old classes of the split whose new classes are "
-                                   f"{', '.join(held)}, not {', '.join(sorted(new))}: move it (and "
-                                   f"{OLD_DATASET}_classifier_*.npz beside it) away, or use another base folder")
+            raise utils.UsageError(
+                f"{folder} holds the old classes of the split whose new classes are "
+                f"{', '.join(held)}, not {', '.join(sorted(new))}: move it (and "
+                f"{OLD_DATASET}_classifier_*.npz beside it) away, or use another base folder")
     else:
         os.makedirs(data_root, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=data_root) as tmp:
@@ -229,8 +230,9 @@ def old_classes_of(new: tuple[str, ...]) -> tuple[str, ...]:
     not a Fashion-MNIST class, a class named twice, every class new."""
     unknown = [name for name in new if name not in CLASSES]
     if unknown or len(set(new)) != len(new) or len(new) >= len(CLASSES) or not new:
-        raise utils.UsageError(f"--new {','.join(new)!r}: give distinct Fashion-MNIST classes, comma-separated, "
-                               f"and keep some old; the classes are {', '.join(CLASSES)}")
+        raise utils.UsageError(f"--new {','.join(new)!r}: give distinct Fashion-MNIST classes, "
+                               f"comma-separated, and keep some old; the classes are "
+                               f"{', '.join(CLASSES)}")
     return tuple(name for name in CLASSES if name not in new)
 
 
@@ -248,7 +250,8 @@ def world(new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> World:
         demo_stages=(("BN", 700, ("--G_lr", "1e-3", *DEMO_EMA)), ("FT", 200, ("--G_lr", "5e-5", *DEMO_EMA))),
         prepare_new=functools.partial(prepare_new, new=new, out=out),
         prepare_old=functools.partial(prepare_old, new=new, out=out),
-        fresh_images=functools.partial(fresh_images, out=out), new_classes=tuple(new), old_classes=old,
+        fresh_images=functools.partial(fresh_images, out=out),
+        new_classes=tuple(new), old_classes=old,
         assets="" if os.path.abspath(out) == ASSETS else os.path.abspath(out))
 
 

@@ -29,14 +29,14 @@ def get(name: str) -> World:
 
 
 def description(world: World, folder: str) -> dict:
-    """What a study folder records of its world: its name, the new and old classes, and the folder of
-    the split's own assets (relative to `folder` when inside it; None: the project's assets/)."""
+    """What a study folder records of its world: its name, the new and old classes, and the folder
+    of the split's own assets (relative to `folder` when inside it; None: the project's assets/)."""
     assets = None
     if world.assets:
-        inside = not os.path.relpath(os.path.abspath(world.assets), os.path.abspath(folder)).startswith("..")
-        assets = os.path.relpath(world.assets, folder) if inside else os.path.abspath(world.assets)
-    return {"world": world.name, "new_classes": list(world.new_classes), "old_classes": list(world.old_classes),
-            "assets": assets}
+        relative = os.path.relpath(os.path.abspath(world.assets), os.path.abspath(folder))
+        assets = os.path.abspath(world.assets) if relative.startswith("..") else relative
+    return {"world": world.name, "new_classes": list(world.new_classes),
+            "old_classes": list(world.old_classes), "assets": assets}
 
 
 def study_flags(described: dict) -> str:
@@ -59,13 +59,15 @@ def world_of(described: dict, folder: str) -> World:
     """The World a study folder's description describes; refused when no world has that split."""
     name, assets = described.get("world"), described.get("assets")
     if name == "fashion" and assets:
-        world = fashion.world(tuple(described.get("new_classes") or ()), os.path.join(folder, assets))
+        new = tuple(described.get("new_classes") or ())
+        world = fashion.world(new, os.path.join(folder, assets))
     else:
         world = get(name)
     if not same_split(description(world, folder), described, folder):
-        raise utils.UsageError(f"{os.path.join(folder, STUDY_WORLD)} describes classes the {name} world does not "
-                               f"have ({described}); it was edited or written by another version: run the study "
-                               "again into a new --out")
+        raise utils.UsageError(
+            f"{os.path.join(folder, STUDY_WORLD)} describes classes the {name} world does not have "
+            f"({described}); it was edited or written by another version: run the study again into "
+            "a new --out")
     return world
 
 
@@ -82,14 +84,16 @@ def study_world(folder: str) -> World:
     described = read_study_world(folder)
     if described is None:
         if not os.path.isdir(folder):
-            raise utils.UsageError(f"--study {folder}: no such folder; give the --out of an experiments.study run")
+            raise utils.UsageError(f"--study {folder}: no such folder; give the --out of an "
+                                   "experiments.study run")
         raise utils.UsageError(
-            f"--study {folder} holds no {STUDY_WORLD}, the description of its world and split (old and new classes) "
-            "that experiments.study writes into its --out before any run. A study folder made before studies "
-            "wrote one: run its study command once more on it, with the --world or --new it was made with and "
-            "a shot count, seed and method it holds (e.g. `python -m experiments.study --out "
-            f"{folder} --world fashion --shots 10 --seeds 0 --methods BN` for the default Fashion-MNIST split): "
-            "it records the world and runs nothing it holds")
+            f"--study {folder} holds no {STUDY_WORLD}, the description of its world and split (old "
+            "and new classes) that experiments.study writes into its --out before any run. A study "
+            "folder made before studies wrote one: run its study command once more on it, with the "
+            "--world or --new it was made with and a shot count, seed and method it holds (e.g. "
+            f"`python -m experiments.study --out {folder} --world fashion --shots 10 --seeds 0 "
+            "--methods BN` for the default Fashion-MNIST split): it records the world and runs "
+            "nothing it holds")
     return world_of(described, folder)
 
 
@@ -100,9 +104,10 @@ def check_study_world(folder: str, world: World) -> None:
         wanted = description(world, folder)
         raise utils.UsageError(
             f"--out {folder} holds a study of the {described.get('world')} world with new classes "
-            f"{', '.join(described.get('new_classes') or [])} ({study_flags(described)}), not of the "
-            f"{world.name} world with new classes {', '.join(world.new_classes)} ({study_flags(wanted)}): "
-            f"continue it with {study_flags(described)}, or give this study another --out")
+            f"{', '.join(described.get('new_classes') or [])} ({study_flags(described)}), not of "
+            f"the {world.name} world with new classes {', '.join(world.new_classes)} "
+            f"({study_flags(wanted)}): continue it with {study_flags(described)}, or give this "
+            "study another --out")
 
 
 def record_study_world(folder: str, world: World) -> None:

@@ -12,7 +12,8 @@ import pytest
 SPLIT_NEW = ("Shirt", "Sneaker", "Bag")
 
 
-def write_fashion_like_idx(folder: Path, train_per_class: int = 12, test_per_class: int = 16) -> None:
+def write_fashion_like_idx(folder: Path, train_per_class: int = 12,
+                           test_per_class: int = 16) -> None:
     """Ten classes of 28 px noise with a class-placed square, as Fashion-MNIST's four IDX files."""
     rng = np.random.default_rng(0)
     folder.mkdir()
@@ -21,8 +22,10 @@ def write_fashion_like_idx(folder: Path, train_per_class: int = 12, test_per_cla
         images = rng.integers(0, 40, size=(len(labels), 28, 28))
         for i, label in enumerate(labels):
             images[i, 2 * label:2 * label + 8, 4:12] = 220
-        for kind, array, magic in (("images-idx3", images, 0x00000803), ("labels-idx1", labels, 0x00000801)):
-            header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in array.shape)
+        for kind, array, magic in (("images-idx3", images, 0x00000803),
+                                   ("labels-idx1", labels, 0x00000801)):
+            sizes = b"".join(size.to_bytes(4, "big") for size in array.shape)
+            header = magic.to_bytes(4, "big") + sizes
             with gzip.open(folder / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
                 f.write(header + array.astype(np.uint8).tobytes())
 
@@ -34,7 +37,7 @@ class SplitStudy:
     results: dict  # what study.main returned
 
 
-_BUILT: list[SplitStudy] = []  # the one split study of the session, for every module importing the fixture
+_BUILT: list[SplitStudy] = []  # the session's one split study, for every module importing it
 
 
 @pytest.fixture(scope="session")
@@ -53,12 +56,13 @@ def build_split_study(tmp_path_factory) -> SplitStudy:
     write_fashion_like_idx(folder / "raw")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("FASHION_MNIST_DIR", str(folder / "raw"))
-        patch.setattr(fashion, "SOURCE_TRAINING", tuple(
-            "8" if flag == "32" else flag for flag in fashion.SOURCE_TRAINING))  # a smaller pretraining batch
+        patch.setattr(fashion, "SOURCE_TRAINING", tuple(  # a smaller pretraining batch
+            "8" if flag == "32" else flag for flag in fashion.SOURCE_TRAINING))
         patch.setattr(fashion, "SOURCE_EVALUATION_IMAGES", 50)  # its one evaluation, at the end
         for name, value in (("IW_IMAGES", 25), ("IW_STEPS", 30), ("MEMORIZATION_SAMPLES", 10)):
             patch.setattr(study, name, value)
-        results = study.main(["--new", ",".join(SPLIT_NEW), "--out", str(folder / "out"), "--source_iters", "2",
-                              "--iters", "1", "--shots", "1", "--seeds", "0", "--methods", "BN",
-                              "--test_every", "1", "--num_inception_images", "50"])
+        results = study.main(["--new", ",".join(SPLIT_NEW), "--out", str(folder / "out"),
+                              "--source_iters", "2", "--iters", "1", "--shots", "1", "--seeds", "0",
+                              "--methods", "BN", "--test_every", "1",
+                              "--num_inception_images", "50"])
     return SplitStudy(folder / "out", folder / "raw", results)

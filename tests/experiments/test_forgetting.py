@@ -53,17 +53,19 @@ def test_a_study_of_another_split_is_measured_in_its_split(split_study, tmp_path
     monkeypatch.setenv("FASHION_MNIST_DIR", str(split_study.raw))
     monkeypatch.setattr(forgetting, "EVALUATION_IMAGES", 70)
     monkeypatch.setattr(forgetting, "STANDING_BATCHES", 1)
-    rows = forgetting.main(["--study", str(split_study.out), "--base_dir", str(tmp_path), "--iters", "1",
-                            "--seeds", "0"])
+    rows = forgetting.main(["--study", str(split_study.out), "--base_dir", str(tmp_path),
+                            "--iters", "1", "--seeds", "0"])
     assert math.isfinite(rows[("after BN + FT (2 its)", forgetting.STATISTICS[0])][0]["old"]["FID"])
     old = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Ankle boot"]
-    source = json.loads((tmp_path / "weights" / forgetting.SOURCE_EXPERIMENT / "config.json").read_text())
+    weights = tmp_path / "weights"
+    source = json.loads((weights / forgetting.SOURCE_EXPERIMENT / "config.json").read_text())
     assert sorted(source["class_names"]) == sorted(old)
     for name in ("BN_seed0", "BN_then_FT_seed0"):
-        run = json.loads((tmp_path / "weights" / name / "config.json").read_text())
+        run = json.loads((weights / name / "config.json").read_text())
         assert sorted(run["class_names"]) == ["Bag", "Shirt", "Sneaker"]
         assert sorted(run["old_class_names"]) == sorted(old)
-    reference = json.loads((tmp_path / "data" / f"{fashion.OLD_DATASET}_reference" / "dataset.json").read_text())
+    reference_folder = tmp_path / "data" / f"{fashion.OLD_DATASET}_reference"
+    reference = json.loads((reference_folder / "dataset.json").read_text())
     assert sorted(reference["class_names"]) == sorted(old)
     assert "new ones (Shirt, Sneaker, Bag)" in (tmp_path / "forgetting.md").read_text()
 
@@ -76,5 +78,6 @@ def test_a_study_folder_without_its_world_description_is_refused(tmp_path):
 
 def test_a_study_and_a_world_at_once_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        forgetting.main(["--study", str(tmp_path), "--world", "toy", "--base_dir", str(tmp_path / "forgetting")])
+        forgetting.main(["--study", str(tmp_path), "--world", "toy",
+                         "--base_dir", str(tmp_path / "forgetting")])
     assert "--study" in capsys.readouterr().err

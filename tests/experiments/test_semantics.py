@@ -27,7 +27,8 @@ def test_a_class_drawing_on_its_most_similar_old_class_has_positive_rho_and_on_i
                            [0.1, 0.2, 0.3, 0.9, 0.4],    # old class 0 the least similar to new class 1
                            [0.5, 0.4, 0.3, 0.2, 0.1]])   # old class 4 the least similar to new class 2
     assert similarity.shape == (N_NEW, N_OLD)
-    rows = semantics.analyse_run(str(tmp_path / "weights" / "kp"), semantics.Similarity(similarity, NEW, OLD))
+    rows = semantics.analyse_run(str(tmp_path / "weights" / "kp"),
+                                 semantics.Similarity(similarity, NEW, OLD))
     # Ranks of a one-hot share vector: the chosen class 5, the others tied at 2.5; centred, (2, -0.5 x 4).
     # Centred similarity ranks of row 0: (-2, -1, 0, 2, 1). rho = 5 / sqrt(5 * 10) = 1/sqrt(2).
     assert [row["class"] for row in rows] == NEW
@@ -38,9 +39,10 @@ def test_a_class_drawing_on_its_most_similar_old_class_has_positive_rho_and_on_i
 
 
 def test_old_classes_are_matched_by_name_not_by_label(tmp_path):
-    """The similarity's old classes in another order (another data folder's labels): the same rho."""
+    """The similarity's classes in another order (another data folder's labels): the same rho."""
     save_experiment(tmp_path, "kp", suffix="", class_names=NEW, old_class_names=OLD)
-    similarity = np.array([[0.1, 0.2, 0.3, 0.9, 0.4], [0.1, 0.2, 0.3, 0.9, 0.4], [0.5, 0.4, 0.3, 0.2, 0.1]])
+    similarity = np.array([[0.1, 0.2, 0.3, 0.9, 0.4], [0.1, 0.2, 0.3, 0.9, 0.4],
+                           [0.5, 0.4, 0.3, 0.2, 0.1]])
     order = [4, 2, 0, 3, 1]
     shuffled = semantics.Similarity(similarity[::-1][:, order], NEW[::-1], [OLD[j] for j in order])
     folder = str(tmp_path / "weights" / "kp")
@@ -70,13 +72,14 @@ def test_a_world_other_than_the_study_s_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_a_study_of_another_split_is_analysed_against_its_own_classes(split_study, monkeypatch):
-    """The split study (conftest.py): its old classes' reference folder is prepared from the raw data
-    into its data folder, of its split; the analysis names the split's classes."""
+    """The split study (fashion_split.py): its old classes' reference folder is prepared from the
+    raw data into its data folder, of its split; the analysis names the split's classes."""
     monkeypatch.setenv("FASHION_MNIST_DIR", str(split_study.raw))
     numbers = semantics.main(["--study", str(split_study.out), "--shots", "1"])
     # Label order: the class folders' sorted names (T-shirt/top's folder is T-shirt_top).
     assert numbers["new_classes"] == ["Bag", "Shirt", "Sneaker"]
-    assert numbers["old_classes"] == ["Ankle boot", "Coat", "Dress", "Pullover", "Sandal", "T-shirt/top", "Trouser"]
+    assert numbers["old_classes"] == ["Ankle boot", "Coat", "Dress", "Pullover", "Sandal",
+                                      "T-shirt/top", "Trouser"]
     rows = numbers["methods"]["BN"]["classes"]
     assert [row["class"] for row in rows] == ["Bag", "Shirt", "Sneaker"]
     assert all(math.isfinite(row["rho"]) and row["top"] in numbers["old_classes"] for row in rows)

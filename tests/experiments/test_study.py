@@ -158,19 +158,21 @@ def test_a_source_folder_without_weights_is_refused(tmp_path):
 
 
 def test_one_command_reruns_the_study_on_another_fashion_split(split_study):
-    """The split study of tests/experiments/conftest.py: its source is of the split's old classes,
+    """The split study of fashion_split.py: its source is of the split's old classes,
     its runs of its new ones, and its folder describes its world for the tools that read it."""
     from worlds import fashion
     assert split_study.results[1]["BN"][0]["metrics"]["FID"] > 0
     old = sorted(set(fashion.CLASSES) - {"Shirt", "Sneaker", "Bag"})
     source = json.loads((split_study.out / "assets" / "fashion_source" / "config.json").read_text())
     assert sorted(source["class_names"]) == old
-    run = json.loads((split_study.out / "shots1" / "weights" / "BN_seed0" / "config.json").read_text())
-    assert sorted(run["class_names"]) == ["Bag", "Shirt", "Sneaker"] and run["n_pretrain_classes"] == 7
+    run = json.loads((split_study.out / "shots1" / "weights" / "BN_seed0" / "config.json")
+                     .read_text())
+    assert sorted(run["class_names"]) == ["Bag", "Shirt", "Sneaker"]
+    assert run["n_pretrain_classes"] == 7
     described = json.loads((split_study.out / "world.json").read_text())
     assert described == {"world": "fashion", "new_classes": ["Shirt", "Sneaker", "Bag"],
-                         "old_classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                                         "Ankle boot"], "assets": "assets"}
+                         "old_classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                         "Sandal", "Ankle boot"], "assets": "assets"}
 
 
 def test_an_out_of_another_split_is_refused_before_anything_is_built(tmp_path):

@@ -91,7 +91,7 @@ def test_the_old_classes_of_another_split_are_refused_and_kept(tmp_path):
     folder = tmp_path / f"{fashion.OLD_DATASET}_reference"
     shutil.copytree(SHIPPED, folder)  # its dataset.json: the default split
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    with pytest.raises(utils.UsageError, match="holds the old classes of the split whose new classes are "
-                                               "Ankle boot, Coat, Pullover, not Bag, Shirt, Sneaker"):
+    with pytest.raises(utils.UsageError, match="holds the old classes of the split whose new "
+                       "classes are Ankle boot, Coat, Pullover, not Bag, Shirt, Sneaker"):
         fashion.prepare_old(str(tmp_path), new=("Shirt", "Sneaker", "Bag"))
     assert sorted(p.name for p in tmp_path.rglob("*")) == before

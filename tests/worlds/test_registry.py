@@ -23,9 +23,11 @@ def test_a_split_is_described_by_its_classes_and_its_assets_inside_the_study_fol
 
 
 def test_a_moved_study_folder_keeps_its_assets(tmp_path):
-    registry.record_study_world(str(tmp_path / "study"), fashion.world(SPLIT, str(tmp_path / "study" / "assets")))
-    (tmp_path / "study").rename(tmp_path / "moved")
-    assert registry.study_world(str(tmp_path / "moved")).source == str(tmp_path / "moved" / "assets" / "fashion_source")
+    study = tmp_path / "study"
+    registry.record_study_world(str(study), fashion.world(SPLIT, str(study / "assets")))
+    study.rename(tmp_path / "moved")
+    moved = registry.study_world(str(tmp_path / "moved"))
+    assert moved.source == str(tmp_path / "moved" / "assets" / "fashion_source")
 
 
 @pytest.mark.parametrize("name", registry.NAMES)
@@ -38,7 +40,8 @@ def test_a_shipped_world_is_described_without_a_path_and_read_back_as_itself(tmp
 def test_the_default_split_is_pullover_coat_and_ankle_boot(tmp_path):
     described = registry.description(registry.get("fashion"), str(tmp_path))
     assert described["new_classes"] == ["Pullover", "Coat", "Ankle boot"]
-    assert described["old_classes"] == ["T-shirt/top", "Trouser", "Dress", "Sandal", "Shirt", "Sneaker", "Bag"]
+    assert described["old_classes"] == ["T-shirt/top", "Trouser", "Dress", "Sandal", "Shirt",
+                                        "Sneaker", "Bag"]
 
 
 def test_a_study_folder_of_another_split_is_refused_naming_the_flags_of_both(tmp_path):
@@ -47,7 +50,8 @@ def test_a_study_folder_of_another_split_is_refused_naming_the_flags_of_both(tmp
     with pytest.raises(utils.UsageError) as err:
         registry.record_study_world(str(tmp_path), fashion.world(SPLIT, str(tmp_path / "assets")))
     message = str(err.value)
-    assert "--world fashion" in message and "--new Shirt,Sneaker,Bag" in message and "--out" in message
+    assert "--world fashion" in message and "--new Shirt,Sneaker,Bag" in message
+    assert "--out" in message
     assert (tmp_path / "world.json").read_text() == before
 
 
