@@ -7,6 +7,7 @@ the same G:
 
     python -m experiments.forgetting --base_dir forgetting_fashion --iters 1000 --seeds 0 1 2
     python -m experiments.forgetting --world toy --base_dir forgetting_toy
+    python -m experiments.forgetting --study study_split2 --base_dir forgetting_split2
 
 Training takes the world's transfer flags (worlds.transfer_flags: the official rates) and the default
 run's shots per new class; FT, started from the BN run's last checkpoint, trains as many iterations
@@ -76,7 +77,7 @@ def evaluate(world: worlds.World, base: str, name: str, old_reference: str, stat
 
 
 def markdown_table(rows: dict[tuple[str, str], list], iters: int, seeds: list[int], world: str) -> str:
-    lines = [f"Old (source) and new classes of one G in the {world} world: the source, after {iters} BN-stage "
+    lines = [f"Old (source) and new classes of one G ({world}): the source, after {iters} BN-stage "
              f"iterations, and after {iters} more of FT; seeds {seeds}; classifier feature space, eval mode.\n",
              "| model | BN statistics | " + " | ".join(c[2] for c in COLUMNS) + " |",
              "|---|---|" + "---|" * len(COLUMNS)]
@@ -89,14 +90,25 @@ def markdown_table(rows: dict[tuple[str, str], list], iters: int, seeds: list[in
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", default="fashion", choices=registry.NAMES, help="the world of old and new classes")
+    parser.add_argument("--world", default="", choices=("", *registry.NAMES),
+                        help="the world of old and new classes (default: fashion)")
+    parser.add_argument("--study", default="", metavar="DIR",
+                        help="measure in the world of this study folder (experiments.study's "
+                             "--out, its world.json: e.g. a split made with --new) instead of "
+                             "--world")
     parser.add_argument("--base_dir", default="forgetting_out", help="folder for data, runs and the table")
     parser.add_argument("--iters", type=utils.at_least(1), default=1000,
                         help="iterations of the BN stage, and again of FT (default: 1000)")
     parser.add_argument("--seeds", type=utils.at_least(0), nargs="+", default=[0, 1],
                         help="training seeds (default: 0 1)")
     args = parser.parse_args(argv)
-    world, base = registry.get(args.world), args.base_dir
+    if args.study and args.world:
+        parser.error("give --study (its world) or --world, not both")
+    if args.study:
+        world = registry.study_world(args.study)  # its split, e.g. one made with the study's --new
+    else:
+        world = registry.get(args.world or "fashion")
+    base = args.base_dir
     old_reference = prepare(world, base)
     rows: dict[tuple[str, str], list] = {}
     for index, stats in enumerate(STATISTICS):
@@ -111,7 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
             for index, stats in enumerate(STATISTICS):
                 folder = 10 * (1 + int(stage == "FT")) + index
                 rows.setdefault((label, stats), []).append(evaluate(world, base, name, old_reference, stats, folder))
-    table = markdown_table(rows, args.iters, args.seeds, world.name)
+    table = markdown_table(rows, args.iters, args.seeds, world.summary)
     utils.write_atomically(os.path.join(base, "forgetting.md"), lambda f: f.write(table))
     utils.write_atomically(os.path.join(base, "forgetting.json"), lambda f: json.dump(
         [{"model": m, "statistics": s, "runs": measured} for (m, s), measured in rows.items()], f, indent=1))

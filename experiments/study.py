@@ -241,11 +241,14 @@ def write_report(out: str, world: worlds.World, iters: int) -> str:
 
 def split_world(new: list[str], out: str, source_iters: int) -> worlds.World:
     """The Fashion-MNIST world of another split: its assets (the source model of its old classes, its
-    shots and reference statistics) built into OUT/assets from the raw data, unless there."""
+    shots and reference statistics) built into OUT/assets from the raw data, unless there. Refused
+    before any of it: an OUT of another world or split."""
     from worlds import fashion
     assets = os.path.join(out, "assets")
+    world = fashion.world(tuple(new), assets)
+    registry.check_study_world(out, world)
     fashion.build(os.path.join(out, "build"), assets, tuple(new), source_iters, classifier_epochs=6)
-    return fashion.world(tuple(new), assets)
+    return world
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, utils.HelpFormatter):
@@ -289,7 +292,9 @@ def main(argv: list[str] | None = None) -> dict:
     world = split_world(args.new.split(","), args.out, args.source_iters) if args.new else registry.get(args.world)
     for shots in args.shots:
         base = os.path.join(args.out, f"shots{shots}")
+        registry.check_study_world(args.out, world)  # before anything is written for another world
         world.prepare(base, shots, seed=0, source=args.source)
+        registry.record_study_world(args.out, world)  # its data is of this world: analyses read it
         for method in args.methods:
             name = run_name(method, args.DiffAugment)
             done = {r.get("seed") for r in load_results(results_path(args.out, shots)).get(name, [])}

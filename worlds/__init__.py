@@ -41,6 +41,9 @@ class World:
     prepare_old: Callable[[str], str]                # (data_root) -> the old classes' reference moments
     fresh_images: Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # (per class) -> real new-class images
     #                                                  no training set of the world holds, in [-1, 1], labels
+    new_classes: tuple[str, ...] = ()  # the split: the new classes' names (a study records them)
+    old_classes: tuple[str, ...] = ()  # the old classes' names, the source model's
+    assets: str = ""  # the folder of the split's own assets ('': the project's assets/)
 
     def prepare(self, base: str, shots: int, seed: int = 0, source: str = "") -> None:
         """BASE/data: `shots` images per new class (chosen by seed) and their reference statistics;

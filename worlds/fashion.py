@@ -194,8 +194,17 @@ def prepared_as(folder: str) -> tuple[int, int, tuple[str, ...]]:
 
 
 def prepare_old(data_root: str, new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> str:
-    """The old classes' reference statistics (their test images), for their metrics after transfer."""
-    if not os.path.isdir(os.path.join(data_root, f"{OLD_DATASET}_reference")):
+    """The old classes' reference statistics (their test images), for their metrics after transfer;
+    refused where data_root holds the old classes of another split."""
+    folder = os.path.join(data_root, f"{OLD_DATASET}_reference")
+    if os.path.isdir(folder):
+        held = sorted(prepared_as(folder)[2])
+        if held != sorted(new):
+            raise utils.UsageError(
+                f"{folder} holds the old classes of the split whose new classes are "
+                f"{', '.join(held)}, not {', '.join(sorted(new))}: move it (and "
+                f"{OLD_DATASET}_classifier_*.npz beside it) away, or use another base folder")
+    else:
         os.makedirs(data_root, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=data_root) as tmp:
             prepare_from_raw(tmp, SHIPPED_SHOTS, SHIPPED_SEED, new)
@@ -216,9 +225,20 @@ def fresh_images(per_class: int, out: str = ASSETS) -> tuple[torch.Tensor, torch
     return (pixels - 0.5) / 0.5, torch.from_numpy(labels[chosen])
 
 
+def old_classes_of(new: tuple[str, ...]) -> tuple[str, ...]:
+    """The old classes of a split whose new classes are `new` (label order); refused: a name that is
+    not a Fashion-MNIST class, a class named twice, every class new."""
+    unknown = [name for name in new if name not in CLASSES]
+    if unknown or len(set(new)) != len(new) or len(new) >= len(CLASSES) or not new:
+        raise utils.UsageError(f"--new {','.join(new)!r}: give distinct Fashion-MNIST classes, "
+                               f"comma-separated, and keep some old; the classes are "
+                               f"{', '.join(CLASSES)}")
+    return tuple(name for name in CLASSES if name not in new)
+
+
 def world(new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> World:
     """The world of a split: `new` are the new classes, the others old; its assets under `out`."""
-    paths = assets(out)
+    paths, old = assets(out), old_classes_of(new)
     # A transfer takes worlds.transfer_flags at batch 8 (the architecture comes from the source's
     # config.json) and the default speed options (acceleration.py).
     training = transfer_flags(NEW_DATASET, paths["classifier"], 8)
@@ -230,7 +250,9 @@ def world(new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> World:
         demo_stages=(("BN", 700, ("--G_lr", "1e-3", *DEMO_EMA)), ("FT", 200, ("--G_lr", "5e-5", *DEMO_EMA))),
         prepare_new=functools.partial(prepare_new, new=new, out=out),
         prepare_old=functools.partial(prepare_old, new=new, out=out),
-        fresh_images=functools.partial(fresh_images, out=out))
+        fresh_images=functools.partial(fresh_images, out=out),
+        new_classes=tuple(new), old_classes=old,
+        assets="" if os.path.abspath(out) == ASSETS else os.path.abspath(out))
 
 
 WORLD = world()

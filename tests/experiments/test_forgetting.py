@@ -2,12 +2,15 @@
 BN-statistics modes. The BN stage trains no weight the old classes use: with standing statistics of
 their own, the old classes after it are measured as the source is (the same samples but for the
 spectral-norm vectors, which every train-mode forward pass moves); FT trains the shared convolutions."""
+import json
 import math
 
 import pytest
 
+import utils
 from experiments import forgetting
-from worlds import toy
+from fashion_split import split_study  # noqa: F401 (a fixture)
+from worlds import fashion, toy
 
 
 @pytest.mark.slow
@@ -41,3 +44,40 @@ def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old
             assert len(again[(model, stats)]) == 2
             assert again[(model, stats)][0] == rows[(model, stats)][0], (model, stats)
     assert again[(models[1], standing)][0]["old"] != again[(models[2], standing)][0]["old"]
+
+
+@pytest.mark.slow
+def test_a_study_of_another_split_is_measured_in_its_split(split_study, tmp_path, monkeypatch):
+    """--study: the split study's world (fashion_split.py): its source, its new
+    classes' shots and its old classes' reference images; 2 trainings of one iteration."""
+    monkeypatch.setenv("FASHION_MNIST_DIR", str(split_study.raw))
+    monkeypatch.setattr(forgetting, "EVALUATION_IMAGES", 70)
+    monkeypatch.setattr(forgetting, "STANDING_BATCHES", 1)
+    rows = forgetting.main(["--study", str(split_study.out), "--base_dir", str(tmp_path),
+                            "--iters", "1", "--seeds", "0"])
+    assert math.isfinite(rows[("after BN + FT (2 its)", forgetting.STATISTICS[0])][0]["old"]["FID"])
+    old = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Ankle boot"]
+    weights = tmp_path / "weights"
+    source = json.loads((weights / forgetting.SOURCE_EXPERIMENT / "config.json").read_text())
+    assert sorted(source["class_names"]) == sorted(old)
+    for name in ("BN_seed0", "BN_then_FT_seed0"):
+        run = json.loads((weights / name / "config.json").read_text())
+        assert sorted(run["class_names"]) == ["Bag", "Shirt", "Sneaker"]
+        assert sorted(run["old_class_names"]) == sorted(old)
+    reference_folder = tmp_path / "data" / f"{fashion.OLD_DATASET}_reference"
+    reference = json.loads((reference_folder / "dataset.json").read_text())
+    assert sorted(reference["class_names"]) == sorted(old)
+    assert "new ones (Shirt, Sneaker, Bag)" in (tmp_path / "forgetting.md").read_text()
+
+
+def test_a_study_folder_without_its_world_description_is_refused(tmp_path):
+    with pytest.raises(utils.UsageError, match="holds no world.json"):
+        forgetting.main(["--study", str(tmp_path), "--base_dir", str(tmp_path / "forgetting")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_study_and_a_world_at_once_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        forgetting.main(["--study", str(tmp_path), "--world", "toy",
+                         "--base_dir", str(tmp_path / "forgetting")])
+    assert "--study" in capsys.readouterr().err

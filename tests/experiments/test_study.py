@@ -10,6 +10,7 @@ import experiment
 import flags
 import utils
 from experiments import study
+from fashion_split import split_study  # noqa: F401 (a fixture)
 from worlds import toy
 
 pytestmark = pytest.mark.slow  # every test here runs a study
@@ -156,37 +157,39 @@ def test_a_source_folder_without_weights_is_refused(tmp_path):
                     "--methods", "finetune"])
 
 
-def write_fashion_like_idx(folder, train_per_class=12, test_per_class=16):
-    """Ten classes of 28 px noise with a class-placed square, as Fashion-MNIST's four IDX files."""
-    import gzip
-    import numpy as np
-    rng = np.random.default_rng(0)
-    folder.mkdir()
-    for prefix, per_class in (("train", train_per_class), ("t10k", test_per_class)):
-        labels = np.arange(per_class * 10) % 10
-        images = rng.integers(0, 40, size=(len(labels), 28, 28))
-        for i, label in enumerate(labels):
-            images[i, 2 * label:2 * label + 8, 4:12] = 220
-        for kind, array, magic in (("images-idx3", images, 0x00000803), ("labels-idx1", labels, 0x00000801)):
-            header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in array.shape)
-            with gzip.open(folder / f"{prefix}-{kind}-ubyte.gz", "wb") as f:
-                f.write(header + array.astype(np.uint8).tobytes())
-
-
-def test_one_command_reruns_the_study_on_another_fashion_split(tmp_path, monkeypatch):
-    """The split's assets (the shipped classifier serves it: no classifier training; a source of 2
-    iterations evaluated once on 50 images, the reference statistics) and 1 run."""
-    write_fashion_like_idx(tmp_path / "raw")
-    monkeypatch.setenv("FASHION_MNIST_DIR", str(tmp_path / "raw"))
+def test_one_command_reruns_the_study_on_another_fashion_split(split_study):
+    """The split study of fashion_split.py: its source is of the split's old classes,
+    its runs of its new ones, and its folder describes its world for the tools that read it."""
     from worlds import fashion
-    monkeypatch.setattr(fashion, "SOURCE_TRAINING", tuple(
-        "8" if flag == "32" else flag for flag in fashion.SOURCE_TRAINING))  # a smaller pretraining batch
-    monkeypatch.setattr(fashion, "SOURCE_EVALUATION_IMAGES", 50)  # its one evaluation, at the end
-    results = study.main(["--new", "Shirt,Sneaker,Bag", "--out", str(tmp_path / "out"), "--source_iters", "2",
-                          "--iters", "1", "--shots", "1", "--seeds", "0", "--methods", "BN",
-                          "--test_every", "1", "--num_inception_images", "50"])
-    assert results[1]["BN"][0]["metrics"]["FID"] > 0
-    source = json.loads((tmp_path / "out" / "assets" / "fashion_source" / "config.json").read_text())
-    assert sorted(source["class_names"]) == sorted(set(fashion.CLASSES) - {"Shirt", "Sneaker", "Bag"})
-    run = json.loads((tmp_path / "out" / "shots1" / "weights" / "BN_seed0" / "config.json").read_text())
-    assert sorted(run["class_names"]) == ["Bag", "Shirt", "Sneaker"] and run["n_pretrain_classes"] == 7
+    assert split_study.results[1]["BN"][0]["metrics"]["FID"] > 0
+    old = sorted(set(fashion.CLASSES) - {"Shirt", "Sneaker", "Bag"})
+    source = json.loads((split_study.out / "assets" / "fashion_source" / "config.json").read_text())
+    assert sorted(source["class_names"]) == old
+    run = json.loads((split_study.out / "shots1" / "weights" / "BN_seed0" / "config.json")
+                     .read_text())
+    assert sorted(run["class_names"]) == ["Bag", "Shirt", "Sneaker"]
+    assert run["n_pretrain_classes"] == 7
+    described = json.loads((split_study.out / "world.json").read_text())
+    assert described == {"world": "fashion", "new_classes": ["Shirt", "Sneaker", "Bag"],
+                         "old_classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                         "Sandal", "Ankle boot"], "assets": "assets"}
+
+
+def test_an_out_of_another_split_is_refused_before_anything_is_built(tmp_path):
+    """No raw data needed: the refusal comes before the split's assets are built."""
+    from worlds import registry
+    study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN_only"])
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(utils.UsageError, match="--world toy") as err:
+        study.main(["--new", "Shirt,Sneaker,Bag", "--out", str(tmp_path), "--shots", "5"])
+    assert "--new Shirt,Sneaker,Bag" in str(err.value) and "another --out" in str(err.value)
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert registry.study_world(str(tmp_path)) is registry.get("toy")
+
+
+def test_a_split_study_continued_as_another_world_is_refused(split_study):
+    before = (split_study.out / "world.json").read_text()
+    with pytest.raises(utils.UsageError, match="continue it with --new Shirt,Sneaker,Bag"):
+        study.main(["--out", str(split_study.out), *TINY, "--seeds", "0", "--methods", "BN"])
+    assert (split_study.out / "world.json").read_text() == before
+    assert not (split_study.out / "shots5").exists()

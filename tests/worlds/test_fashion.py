@@ -72,3 +72,26 @@ def test_a_copy_of_the_shipped_data_cut_short_is_never_taken_for_the_whole(tmp_p
 
 def files_in(folder) -> list[str]:
     return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+
+
+def test_a_split_s_old_classes_are_the_other_classes_in_label_order():
+    assert fashion.world(("Shirt", "Sneaker", "Bag")).old_classes == (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Ankle boot")
+
+
+@pytest.mark.parametrize("new", [("Shrt",), ("Coat", "Coat"), fashion.CLASSES])
+def test_a_split_that_is_not_one_is_refused_naming_new(new):
+    with pytest.raises(utils.UsageError, match="--new"):
+        fashion.world(new)
+
+
+def test_the_old_classes_of_another_split_are_refused_and_kept(tmp_path):
+    """A data folder holding the default split's old-class reference images (what an analysis that
+    did not follow its study's split left there) is not taken for another split's."""
+    folder = tmp_path / f"{fashion.OLD_DATASET}_reference"
+    shutil.copytree(SHIPPED, folder)  # its dataset.json: the default split
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(utils.UsageError, match="holds the old classes of the split whose new "
+                       "classes are Ankle boot, Coat, Pullover, not Bag, Shirt, Sneaker"):
+        fashion.prepare_old(str(tmp_path), new=("Shirt", "Sneaker", "Bag"))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
