@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+import acceleration
 import BigGAN
 import checkpoints
 import DiffAugment
@@ -207,6 +208,7 @@ def build_step(models: Models, config: dict, device) -> Step:
     --ema. train.py, experiments/bench.py and the official-iteration test all build it here."""
     device = torch.device(device)
     precision = Precision.from_config(config, device)
+    acceleration.keep_freed_memory(device)
     speed = StepOptions.choose(config)
     speed.apply(models.G, models.D, models.G_ema)
     GD = BigGAN.G_D(models.G, models.D, augment=DiffAugment.make_augment(config["DiffAugment"]))
