@@ -67,7 +67,7 @@ check() {
   echo "== $name: $*"
   if ! "$@" > "$OUT/$name.log" 2>&1; then
     tail -n 20 "$OUT/$name.log"
-    echo "gpu_check FAILED: $name (exit status above; full output in $OUT/$name.log)" >&2
+    echo "gpu_check FAILED: $name (its last lines above; all in $OUT/$name.log)" >&2
     exit 1
   fi
   printf '%-28s ok  %6d s\n' "$name" $((SECONDS - start)) >> "$SUMMARY"
@@ -76,9 +76,11 @@ check() {
 # 1. The ImageNet-128 transfer step (stage BN, 5 new of 1000 classes) on one GPU, then DataParallel.
 BN=(--stage BN --n_classes 5 --n_pretrain_classes 1000 --kp_variant imagenet --device "$DEVICE")
 check imagenet_bench "$PYTHON" -m experiments.bench "${IMAGENET[@]}" "${BN[@]}" \
-  --resolution "$RES" --batch_size "$BATCH" --configs "$CONFIGS" "${SHORT[@]}"
+  --resolution "$RES" --batch_size "$BATCH" --configs "$CONFIGS" "${SHORT[@]}" \
+  --json "$OUT/imagenet_bench.json"
 check imagenet_bench_parallel "$PYTHON" -m experiments.bench "${IMAGENET[@]}" "${BN[@]}" \
-  --parallel --resolution "$RES" --batch_size $((BATCH * PROCS)) --configs "$CONFIGS" "${SHORT[@]}"
+  --parallel --resolution "$RES" --batch_size $((BATCH * PROCS)) --configs "$CONFIGS" \
+  "${SHORT[@]}" --json "$OUT/imagenet_bench_parallel.json"
 
 # 2. torchrun train.py on a generated image folder: 3 classes of noise with a class-coloured square.
 write_images() {
@@ -118,13 +120,18 @@ check sample "$PYTHON" sample.py --base_dir "$BASE" --experiment_name gpucheck_b
 
 echo "== summary ($OUT)"
 cat "$SUMMARY"
-# The step's achieved TFLOP/s (counted FLOPs / wall seconds per iteration) per configuration, and
-# as a share of the GPU's bf16 dense peak when PEAK_BF16_TFLOPS is given.
-"$PYTHON" - "$OUT/cifar_bench.json" "${PEAK_BF16_TFLOPS:-}" <<'EOF' | tee -a "$SUMMARY"
-import json, sys
-result, peak = json.load(open(sys.argv[1])), sys.argv[2]
-for name, seconds in result["s_per_itr"].items():
-    tflops = result["limits"][name]["TFLOP"] / seconds
-    share = f", {tflops / float(peak):.1%} of the {peak} TFLOP/s bf16 peak" if peak else ""
-    print(f"cifar {name}: {seconds:.4f} s/itr, {tflops:.3f} TFLOP/s{share}")
+# Each benchmark's seconds per iteration; for the CIFAR step its achieved TFLOP/s (counted FLOPs /
+# wall seconds) and, when PEAK_BF16_TFLOPS is given, their share of the GPU's bf16 dense peak.
+"$PYTHON" - "$OUT" "${PEAK_BF16_TFLOPS:-}" <<'EOF' | tee -a "$SUMMARY"
+import json, os, sys
+out, peak = sys.argv[1], sys.argv[2]
+for bench in ("imagenet_bench", "imagenet_bench_parallel", "cifar_bench"):
+    result = json.load(open(os.path.join(out, bench + ".json")))
+    for name, seconds in result["s_per_itr"].items():
+        line = f"{bench} {name}: {seconds:.4f} s/itr"
+        if name in result["limits"]:
+            tflops = result["limits"][name]["TFLOP"] / seconds
+            share = f", {tflops / float(peak):.1%} of the {peak} TFLOP/s bf16 peak" if peak else ""
+            line += f", {tflops:.3f} TFLOP/s{share}"
+        print(line + f" (peak memory {result['peak_memory_MB']:.0f} MB)")
 EOF

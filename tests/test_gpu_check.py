@@ -32,9 +32,12 @@ def test_the_tiny_configuration_runs_every_check_trains_with_torchrun_and_sample
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = (out / "summary.txt").read_text().splitlines()
     assert [line.split()[:2] for line in summary[:len(CHECKS)]] == [[name, "ok"] for name in CHECKS]
-    cifar = summary[len(CHECKS):]
-    assert [line.split(":")[0] for line in cifar] == ["cifar fp32", "cifar default", "cifar bf16"]
-    assert all("TFLOP/s" in line and "of the 2 TFLOP/s bf16 peak" in line for line in cifar)
+    benches = [line.split(":")[0] for line in summary[len(CHECKS):]]
+    assert benches == ["imagenet_bench fp32", "imagenet_bench bf16", "imagenet_bench_parallel fp32",
+                       "imagenet_bench_parallel bf16", "cifar_bench fp32", "cifar_bench default",
+                       "cifar_bench bf16"]
+    cifar = summary[-3:]
+    assert all("TFLOP/s, " in line and "of the 2 TFLOP/s bf16 peak" in line for line in cifar)
     folder = str(out / "base" / "weights" / "gpucheck_bf16")
     assert checkpoints.saved_iteration(folder, "") == TINY_ITERS
     assert list((out / "base" / "samples" / "gpucheck_bf16").glob("*/samples0.png"))
