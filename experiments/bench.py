@@ -18,6 +18,7 @@ counted FLOPs, its convolutions replayed alone, and the share of that limit the 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import time
@@ -75,6 +76,8 @@ def parse(argv=None) -> dict:
     g.add_argument("--limit", action="store_true",
                    help="also measure each configuration against the machine's conv limit: the step's FLOPs, "
                         "its convolutions replayed alone, the fastest conv throughput (experiments/conv_limit.py)")
+    g.add_argument("--json", default="", metavar="FILE",
+                   help="also write the results (seconds per iteration, speed-ups, limits) to FILE as JSON")
     config = vars(parser.parse_args(argv))
     if not config["resolution"]:
         raise utils.UsageError("give --resolution (the benchmark uses random images, not a dataset)")
@@ -163,11 +166,15 @@ def main(argv=None) -> dict:
                                     "of_limit": limit.limit_seconds / step_seconds}
             print(f"  {setting.name}: {limit.describe(step_seconds)}")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
-    return {"device": str(device), "stage": config["stage"], "s_per_itr": medians,
-            "speedup": {name: medians[first] / m for name, m in medians.items()},
-            "cpu_s_per_itr": cpu_medians,
-            "cpu_speedup": {name: cpu_medians[first] / m for name, m in cpu_medians.items()},
-            "limits": limits, "peak_memory_MB": peak_memory_mb(device)}
+    result = {"device": str(device), "stage": config["stage"], "s_per_itr": medians,
+              "speedup": {name: medians[first] / m for name, m in medians.items()},
+              "cpu_s_per_itr": cpu_medians,
+              "cpu_speedup": {name: cpu_medians[first] / m for name, m in cpu_medians.items()},
+              "limits": limits, "peak_memory_MB": peak_memory_mb(device)}
+    if config["json"]:
+        with open(config["json"], "w") as f:
+            json.dump(result, f, indent=1)
+    return result
 
 
 if __name__ == "__main__":
