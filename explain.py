@@ -40,11 +40,12 @@ import torch.nn as nn  # noqa: E402
 import BigGAN  # noqa: E402
 import checkpoints  # noqa: E402
 import datasets  # noqa: E402
-import experiment
-import flags
+import experiment  # noqa: E402
+import flags  # noqa: E402
 import layers  # noqa: E402
 import sampling  # noqa: E402
 import stages  # noqa: E402
+import trained_generator  # noqa: E402
 import utils  # noqa: E402
 
 PARTS = ("gain", "bias")
@@ -286,7 +287,7 @@ def load_generator(folder: str, suffix: str, data_root: str | None = None) -> tu
     in eval mode; and that config."""
     hint = "check --experiment_name, --load_weights and --base_dir / --weights_root"
     what = checkpoints.describe(folder, suffix)
-    config = experiment.read_run_state(folder, suffix, hint).get("config") or {}
+    config = trained_generator.read_run_state(folder, suffix, hint).get("config") or {}
     missing = [key for key in ("stage", "n_classes", "n_pretrain_classes") if key not in config]
     if missing:
         raise utils.UsageError(f"{what} has no saved training config (no state_dict.pth or config.json, or it lacks "
@@ -295,10 +296,10 @@ def load_generator(folder: str, suffix: str, data_root: str | None = None) -> tu
         raise utils.UsageError(f"{what} is a --stage {config['stage']} model, a plain G of its own classes without "
                                f"knowledge propagation: it has no combination weights to explain; only the stages "
                                f"{', '.join(knowledge_propagation_stages())} build a knowledge-propagation G")
-    weights = experiment.read_generator_weights(folder, suffix, use_ema=False, hint=hint)
+    weights = trained_generator.read_generator_weights(folder, suffix, use_ema=False, hint=hint)
     if not config.get("resolution"):
         config = {**config, "resolution": datasets.dataset_spec(config.get("dataset", ""), data_root).resolution}
-    G = experiment.build_trained_generator(config, weights, f"G of {what}")  # every weight is loaded
+    G = trained_generator.build_trained_generator(config, weights, f"G of {what}")  # every weight is loaded
     return G.eval(), config
 
 
@@ -365,11 +366,14 @@ def main(argv: list[str] | None = None) -> CombinationReport:
     args = prepare_parser().parse_args(argv)
     roots = flags.resolve_roots({key: getattr(args, key) for key in
                                  ("base_dir", "data_root", "weights_root", "samples_root")})
-    folder = os.path.join(roots["weights_root"], args.experiment_name)
-    G, config = load_generator(folder, checkpoints.resolve_suffix(folder, args.load_weights), roots["data_root"])
-    report = combination_report(G, new_class_names(config, roots["data_root"]), old_class_names(config))
+    run_folder = experiment.RunFolder.of({**roots, "experiment_name": args.experiment_name})
+    folder = run_folder.weights
+    G, config = load_generator(folder, checkpoints.resolve_suffix(folder, args.load_weights),
+                               roots["data_root"])
+    report = combination_report(G, new_class_names(config, roots["data_root"]),
+                                old_class_names(config))
     print(format_report(report, args.top_k))
-    heatmap = args.heatmap or os.path.join(roots["samples_root"], args.experiment_name, HEATMAP_NAME)
+    heatmap = args.heatmap or os.path.join(run_folder.samples, HEATMAP_NAME)
     write_heatmap(report, heatmap, per_layer=args.per_layer)
     print(f"\nSaved the heatmap of the shares to {heatmap}")
     if args.json:

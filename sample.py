@@ -47,8 +47,9 @@ import io
 import json
 import math
 import os
+import types
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -61,8 +62,10 @@ import datasets
 import experiment
 import flags
 import iw_critic
+import run_spec
 import sampling
 import stages
+import trained_generator
 import utils
 from acceleration import Precision
 
@@ -113,22 +116,30 @@ def prepare_parser():
 # ---------------------------------------------------------------------------------------------
 # The config: the flags given, the model flags from the checkpoint
 
-def parse_config(argv: list[str] | None = None) -> dict:
-    """The flags given, and the model flags left out taken from the checkpoint's saved training
-    config (a given model flag that differs from it is an error)."""
+def parse_config(argv: list[str] | None = None) -> Mapping[str, Any]:
+    """The sampling run settled once, read-only: the flags given, the model flags left out taken
+    from the checkpoint's saved training config (a given model flag that differs from it is an
+    error), and the resolution from the data where the checkpoint does not say."""
     parser = prepare_parser()
-    config = flags.resolve_roots(vars(parser.parse_args(argv)))
-    check_experiment_exists(config)
-    config["load_weights"] = checkpoint_suffix(config)
-    adopt_training_config(config, run_state(config).get("config") or {}, flags.explicit_flags(parser, argv))
-    config = flags.finalize_config(config)
+    given = flags.resolve_roots(vars(parser.parse_args(argv)))
+    check_experiment_exists(given)
+    draft = {**given, "load_weights": checkpoint_suffix(given)}
+    trained = run_state(draft).get("config") or {}
+    draft.update(training_flags_of(draft, trained, flags.explicit_flags(parser, argv)))
+    config = flags.finalize_config(draft)
     wanted = [output.flag for output in OUTPUTS]
     if not any(config[flag] for flag in wanted):
-        raise utils.UsageError("nothing to sample; give at least one of " + ", ".join(f"--{flag}" for flag in wanted))
+        raise utils.UsageError("nothing to sample; give at least one of "
+                               + ", ".join(f"--{flag}" for flag in wanted))
     if config["iw"] and not (config["sample_inception_metrics"] or config["sample_trunc_curves"]):
         raise utils.UsageError("--iw is a metric: give --sample_inception_metrics with it")
     check_class_sets(config)
-    return config
+    if not config["n_classes"]:
+        raise utils.UsageError("the number of classes is unknown: the checkpoint has no saved "
+                               "training config; give --n_classes")
+    config["resolution"] = (config["resolution"]
+                            or datasets.dataset_spec(config["dataset"], config["data_root"]).resolution)
+    return types.MappingProxyType(config)
 
 
 def check_experiment_exists(config: dict) -> None:
@@ -162,28 +173,32 @@ def checkpoint_suffix(config: dict) -> str:
 
 
 def run_state(config: dict) -> dict:
-    return experiment.read_run_state(experiment.folder(config), config["load_weights"], checkpoint_hint(config))
+    return trained_generator.read_run_state(experiment.folder(config), config["load_weights"], checkpoint_hint(config))
 
 
-def adopt_training_config(config: dict, trained: dict, explicit: set[str]) -> None:
-    """The model flags (and dataset, stage) of the run that wrote the checkpoint, where not given."""
-    what = f"{experiment.weights_name(config['use_ema'], config['load_weights'])} of {config['experiment_name']}"
-    adopted = experiment.adopt_saved_config(config, trained, explicit,
-                                            BigGAN.weight_defining_flags() + ("dataset",), what)
-    if adopted:
-        print("Model flags from the checkpoint: " + ", ".join(f"--{flag} {config[flag]}" for flag in adopted))
-    experiment.adopt_evaluation(config, trained, explicit)
-    for key in ("class_names", "old_class_names"):
-        config[key] = trained.get(key)
+def training_flags_of(config: Mapping[str, Any], trained: Mapping[str, Any],
+                      explicit: set[str]) -> dict:
+    """The model flags (and dataset, stage), the metric space and the class names of the run that
+    wrote the checkpoint, where not given."""
+    what = (f"{trained_generator.weights_name(config['use_ema'], config['load_weights'])} of "
+            f"{config['experiment_name']}")
+    taken = run_spec.adopted_flags(config, trained, explicit,
+                                   BigGAN.weight_defining_flags() + ("dataset",), what)
+    if taken:
+        print("Model flags from the checkpoint: "
+              + ", ".join(f"--{flag} {value}" for flag, value in taken.items()))
+    taken.update(run_spec.evaluation_of(trained, explicit))
+    taken.update({key: trained.get(key) for key in ("class_names", "old_class_names")})
     if "stage" not in trained:
         if config["n_pretrain_classes"] == 0:
-            config["stage"] = "pretrain"  # no saved config: a source model is a plain BigGAN
+            taken["stage"] = "pretrain"  # no saved config: a source model is a plain BigGAN
     elif "stage" not in explicit:
-        config["stage"] = trained["stage"]
+        taken["stage"] = trained["stage"]
     elif has_old_classes(trained["stage"]) != has_old_classes(config["stage"]):
-        raise utils.UsageError(f"{what} was trained with --stage {trained['stage']}, a "
-                               f"{'knowledge-propagation' if has_old_classes(trained['stage']) else 'plain'} G; "
+        kind = "knowledge-propagation" if has_old_classes(trained["stage"]) else "plain"
+        raise utils.UsageError(f"{what} was trained with --stage {trained['stage']}, a {kind} G; "
                                f"you gave --stage {config['stage']}: leave --stage out")
+    return taken
 
 
 def has_old_classes(stage: str) -> bool:
@@ -205,17 +220,12 @@ def check_class_sets(config: dict) -> None:
                                f"--backbone {config['backbone']})")
 
 
-def load_generator(config: dict) -> BigGAN.Generator:
-    """G (or G_ema) of the checkpoint, built from the config; n_classes must be known."""
-    if not config["n_classes"]:
-        raise utils.UsageError("the number of classes is unknown: the checkpoint has no saved training config; "
-                               "give --n_classes")
-    config["resolution"] = (config["resolution"]
-                            or datasets.dataset_spec(config["dataset"], config["data_root"]).resolution)
-    weights = experiment.read_generator_weights(experiment.folder(config), config["load_weights"],
-                                                config["use_ema"], checkpoint_hint(config))
-    return experiment.build_trained_generator(config, weights,
-                                              experiment.weights_name(config["use_ema"], config["load_weights"]))
+def load_generator(config: Mapping[str, Any]) -> BigGAN.Generator:
+    """G (or G_ema) of the checkpoint, built from the config."""
+    weights = trained_generator.read_generator_weights(
+        experiment.folder(config), config["load_weights"], config["use_ema"], checkpoint_hint(config))
+    what = trained_generator.weights_name(config["use_ema"], config["load_weights"])
+    return trained_generator.build_trained_generator(config, weights, what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,7 +390,8 @@ class Round:
 
     @property
     def npz_path(self) -> str:
-        return os.path.join(self.config["samples_root"], self.config["experiment_name"], f"samples{self.classes.tag}.npz")
+        return os.path.join(experiment.RunFolder.of(self.config).samples,
+                            f"samples{self.classes.tag}.npz")
 
     def sampler(self, truncation: float) -> Callable:
         return sampling.make_sample_fn(self.G, self.config, self.device, self.precision, truncation,
@@ -533,12 +544,12 @@ def run(config: dict) -> dict:
                                        and torch.cuda.device_count() > 1) else G
     precision = Precision.from_config(config, device)
     folder_name = (str(config["sample_sheet_folder_num"]) if config["sample_sheet_folder_num"] >= 0
-                   else experiment.weights_name(config["use_ema"], config["load_weights"]))
-    folder = os.path.join(config["samples_root"], config["experiment_name"], folder_name)
+                   else trained_generator.weights_name(config["use_ema"], config["load_weights"]))
+    folder = os.path.join(experiment.RunFolder.of(config).samples, folder_name)
     wanted = [output for output in OUTPUTS if config[output.flag]]
     if config["sample_trunc_curves"]:
         trunc_curve_values(config["sample_trunc_curves"])  # a bad spec stops us before any sampling
-    setting = {"weights": experiment.weights_name(config["use_ema"], config["load_weights"]), "itr": itr,
+    setting = {"weights": trained_generator.weights_name(config["use_ema"], config["load_weights"]), "itr": itr,
                "use_ema": config["use_ema"], "G_eval_mode": config["G_eval_mode"], "z_var": config["z_var"],
                "num_inception_images": config["num_inception_images"]}
     result = {"folder": folder, "itr": itr, "G": G}

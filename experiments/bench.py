@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-import experiment
+import run_start
 import flags
 import stages
 import train_fns
@@ -83,7 +83,7 @@ def make_step(config: dict, setting: Setting, device) -> train_fns.Step:
     utils.seed_rng(config["seed"])
     config = {**config, "amp": setting.amp, "channels_last": setting.channels_last,
               "fused_resampling": setting.fused_resampling, "compile": setting.compile}
-    G, D = experiment.build_models(config, device)
+    G, D = run_start.build_models(config, device)
     if stages.get(config["stage"]).start == stages.FROM_KNOWLEDGE:
         G.load_previous_knowledge(config["comb_init"])  # from the random "source" weights
     return train_fns.build_step(train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config)), config, device)

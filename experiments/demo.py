@@ -31,7 +31,6 @@ import experiment
 import explain
 import flags
 import sampling
-import train
 import utils
 import worlds
 from worlds import registry
@@ -80,9 +79,9 @@ def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
     stages = [(config, runs.best_or_last(config, result)) for config, result in stages]
     last_config, last = stages[-1]
     G = sampling.sampling_G(last["G"], last["G_ema"], last_config)
-    samples = os.path.join(last_config["samples_root"], last_config["experiment_name"])
+    samples = experiment.RunFolder.of(last_config).samples
     plot = os.path.join(samples, "metrics.png")
-    logs = [(config["stage"], train.metrics_log(config)) for config, _ in stages]
+    logs = [(config["stage"], experiment.RunFolder.of(config).metrics_log) for config, _ in stages]
     if all(os.path.isfile(path) for _, path in logs):
         title = f"{world.name}: " + " then ".join(config["stage"] for config, _ in stages)
         plots.plot_stages(logs, plot, title=title, space="classifier")

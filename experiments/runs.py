@@ -10,22 +10,23 @@ import os
 
 import checkpoints
 import experiment
-import flags
+import run_spec
 import train
+import trained_generator
 import utils
 
 
 def train_or_load(argv: list[str]) -> tuple[dict, dict]:
-    """(config, what train.run returns) of the run train.py's flags `argv` describe."""
-    parser = flags.prepare_parser()
-    config = flags.finalize_config(vars(parser.parse_args(argv)))
+    """(the run's settled config, what train.run returns) of the run train.py's flags `argv`
+    describe: a stopped run continues (the resume start plan, whatever argv says of --resume and
+    --start_from)."""
+    config, explicit = run_spec.parse_flags(argv)
     folder = experiment.folder(config)
-    if checkpoints.existing_sets(folder):
-        if has_finished(config, folder):
-            return finished(config)
-        argv = [*without_flag(argv, "--start_from"), "--resume"]  # stopped before: continue it
-        config = flags.finalize_config(vars(parser.parse_args(argv)))
-    return config, train.run(config, flags.explicit_flags(parser, argv))
+    stopped = bool(checkpoints.existing_sets(folder))
+    if stopped and has_finished(config, folder):
+        return finished(config)
+    result = train.run(config, explicit, resume=stopped)
+    return result["state_dict"]["config"], result
 
 
 def has_finished(config: dict, folder: str) -> bool:
@@ -36,31 +37,18 @@ def has_finished(config: dict, folder: str) -> bool:
         return False
     if saved > config["num_iters"]:
         return True
-    latest = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
+    latest = trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
     return not train.evaluation_owed(config, latest)
-
-
-def without_flag(argv: list[str], flag: str) -> list[str]:
-    """argv without `flag` and its value."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == flag:
-            skip = True
-        elif not arg.startswith(flag + "="):
-            kept.append(arg)
-    return kept
 
 
 def finished(config: dict) -> tuple[dict, dict]:
     """The saved config and what train.run returns of a run that had finished: its G and G_ema (the
     latest set's) and its last logged metrics."""
     folder = experiment.folder(config)
-    saved = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
+    saved = trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
     config = {**saved["config"], **{key: config[key] for key in ("experiment_name", "base_dir", "data_root",
                                                                   "weights_root", "logs_root", "samples_root")}}
-    log = train.metrics_log(config)
+    log = experiment.RunFolder.of(config).metrics_log
     records = utils.read_jsonl(log) if os.path.isfile(log) else []
     print(f"{config['experiment_name']}: finished before, at iteration {saved.get('itr')}")
     return config, {**generators(config, folder, ""), "metrics": records[-1] if records else {}, "state_dict": saved}
@@ -74,14 +62,14 @@ def best_or_last(config: dict, result: dict) -> dict:
     if not checkpoints.best_sets(folder):
         return result
     suffix = checkpoints.best_slot(folder)
-    saved = experiment.read_run_state(folder, suffix, checkpoints.DEFAULT_HINT)
+    saved = trained_generator.read_run_state(folder, suffix, checkpoints.DEFAULT_HINT)
     return {**generators(config, folder, suffix), "metrics": saved.get("metrics", {}), "state_dict": saved}
 
 
 def generators(config: dict, folder: str, suffix: str) -> dict:
     """G and G_ema (None without --ema) of a saved set in `folder` (not the folder the saved config
     names: an experiment folder may have been renamed or copied since)."""
-    return {name: experiment.build_trained_generator(
-        config, experiment.read_generator_weights(folder, suffix, use_ema, checkpoints.DEFAULT_HINT),
+    return {name: trained_generator.build_trained_generator(
+        config, trained_generator.read_generator_weights(folder, suffix, use_ema, checkpoints.DEFAULT_HINT),
         config["experiment_name"]) if not use_ema or config["ema"] else None
         for name, use_ema in (("G", False), ("G_ema", True))}
