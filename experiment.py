@@ -2,13 +2,14 @@
 config.json, the run's settled flags (StyleGAN2-ADA's training_options.json, BigGAN-PyTorch's
 metadata).
 
-    weights/G.pth, D.pth [, config.json]     the pretrained source model (BigGAN-PyTorch's layout); its
-                                             config.json, when there, says how it was built
-    weights/<experiment>/                    checkpoint sets (checkpoints.py) and config.json, written
-                                             when a run starts
-    logs/<experiment>_log.jsonl              the in-loop metrics (BigGAN-PyTorch's logs/<experiment>_log)
-    logs/<experiment>/train_log.jsonl        the losses, a JSON line per iteration
-    samples/<experiment>/                    sample sheets (sample.py: npz, sheets, metrics)
+    weights/G.pth, D.pth [, config.json]   the pretrained source model (BigGAN-PyTorch's layout);
+                                           its config.json, when there, says how it was built
+    weights/<experiment>/                  checkpoint sets (checkpoints.py) and config.json,
+                                           written when a run starts
+    logs/<experiment>_log.jsonl            the in-loop metrics (BigGAN-PyTorch's
+                                           logs/<experiment>_log)
+    logs/<experiment>/train_log.jsonl      the losses, a JSON line per iteration
+    samples/<experiment>/                  sample sheets (sample.py: npz, sheets, metrics)
 """
 from __future__ import annotations
 

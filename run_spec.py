@@ -22,6 +22,7 @@ import datasets
 import experiment
 import flags
 import stages
+import trained_generator
 import utils
 
 # The flags a source model is built with that a transfer model of it shares (its class count
@@ -193,7 +194,8 @@ def plan_start_from(config: dict, explicit: set[str] | None) -> StartPlan:
     this stage's kind to continue as a new experiment."""
     start = read_start_from(config)
     what = f"--start_from {config['start_from']}"
-    if stages.get(config["stage"]).needs_source_model and start["config"].get("stage") == "pretrain":
+    from_source = start["config"].get("stage") == "pretrain"
+    if stages.get(config["stage"]).needs_source_model and from_source:
         config.update(source_flags_of(config, start["config"], explicit, what))
         return StartPlan(what, source=start)
     config.update(model_flags_of(config, start["config"], explicit,
@@ -297,3 +299,54 @@ def read_source_model(config: Mapping[str, Any]) -> dict:
                                    f"{hint}")
         source[part] = state
     return source
+
+
+# ---------------------------------------------------------------------------------------------
+# A sampling run (sample.py): its model flags from the checkpoint it reads
+
+def settle_sampling(given: Mapping[str, Any], explicit: set[str]) -> Mapping[str, Any]:
+    """sample.py's flags `given`, read-only: the checkpoint --load_weights names (resolved), the
+    model flags left out taken from its saved training config (a given model flag that differs
+    from it is an error), and the resolution from the data where the checkpoint does not say."""
+    config = flags.resolve_roots(dict(given))
+    trained_generator.check_experiment_exists(config)
+    config["load_weights"] = trained_generator.checkpoint_suffix(config)
+    trained = trained_generator.read_checkpoint_state(config).get("config") or {}
+    config.update(sampling_flags_of(config, trained, explicit))
+    config = flags.finalize_config(config)
+    if not config["n_classes"]:
+        raise utils.UsageError("the number of classes is unknown: the checkpoint has no saved "
+                               "training config; give --n_classes")
+    config["resolution"] = (config["resolution"] or
+                            datasets.dataset_spec(config["dataset"], config["data_root"]).resolution)
+    return types.MappingProxyType(config)
+
+
+def sampling_flags_of(config: Mapping[str, Any], trained: Mapping[str, Any],
+                      explicit: set[str]) -> dict:
+    """The model flags (and dataset, stage), the metric space and the class names of the run that
+    wrote the checkpoint, where not given."""
+    what = (f"{trained_generator.weights_name(config['use_ema'], config['load_weights'])} of "
+            f"{config['experiment_name']}")
+    taken = adopted_flags(config, trained, explicit,
+                          BigGAN.weight_defining_flags() + ("dataset",), what)
+    if taken:
+        print("Model flags from the checkpoint: "
+              + ", ".join(f"--{flag} {value}" for flag, value in taken.items()))
+    taken.update(evaluation_of(trained, explicit))
+    taken.update({key: trained.get(key) for key in ("class_names", "old_class_names")})
+    if "stage" not in trained:
+        if config["n_pretrain_classes"] == 0:
+            taken["stage"] = "pretrain"  # no saved config: a source model is a plain BigGAN
+    elif "stage" not in explicit:
+        taken["stage"] = trained["stage"]
+    elif has_old_classes(trained["stage"]) != has_old_classes(config["stage"]):
+        kind = "knowledge-propagation" if has_old_classes(trained["stage"]) else "plain"
+        raise utils.UsageError(f"{what} was trained with --stage {trained['stage']}, a {kind} G; "
+                               f"you gave --stage {config['stage']}: leave --stage out")
+    return taken
+
+
+def has_old_classes(stage: str) -> bool:
+    """A knowledge-propagation G keeps the source's class path: it can draw the old classes."""
+    return stages.get(stage).knowledge_propagation

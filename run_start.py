@@ -142,7 +142,8 @@ def rng_states(device) -> list[dict]:
     """Every process's random state (CPU, and CUDA where it draws the noise), gathered on all
     ranks: each rank draws its own noise, so an exact resume needs each one's."""
     own = {"cpu": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state(device) if torch.device(device).type == "cuda" else None}
+           "cuda": (torch.cuda.get_rng_state(device) if torch.device(device).type == "cuda"
+                    else None)}
     if not (dist.is_available() and dist.is_initialized()):
         return [own]
     gathered = [None] * dist.get_world_size()

@@ -47,7 +47,6 @@ import io
 import json
 import math
 import os
-import types
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -57,7 +56,6 @@ import torch.nn as nn
 from tqdm import trange
 
 import BigGAN
-import checkpoints
 import datasets
 import experiment
 import flags
@@ -114,116 +112,45 @@ def prepare_parser():
 
 
 # ---------------------------------------------------------------------------------------------
-# The config: the flags given, the model flags from the checkpoint
+# The config: the flags given, the model flags from the checkpoint (run_spec.settle_sampling)
 
 def parse_config(argv: list[str] | None = None) -> Mapping[str, Any]:
-    """The sampling run settled once, read-only: the flags given, the model flags left out taken
-    from the checkpoint's saved training config (a given model flag that differs from it is an
-    error), and the resolution from the data where the checkpoint does not say."""
+    """The sampling run settled once, read-only (run_spec.settle_sampling), after the checks of
+    what the flags ask for."""
     parser = prepare_parser()
-    given = flags.resolve_roots(vars(parser.parse_args(argv)))
-    check_experiment_exists(given)
-    draft = {**given, "load_weights": checkpoint_suffix(given)}
-    trained = run_state(draft).get("config") or {}
-    draft.update(training_flags_of(draft, trained, flags.explicit_flags(parser, argv)))
-    config = flags.finalize_config(draft)
+    given = vars(parser.parse_args(argv))
     wanted = [output.flag for output in OUTPUTS]
-    if not any(config[flag] for flag in wanted):
+    if not any(given[flag] for flag in wanted):
         raise utils.UsageError("nothing to sample; give at least one of "
                                + ", ".join(f"--{flag}" for flag in wanted))
-    if config["iw"] and not (config["sample_inception_metrics"] or config["sample_trunc_curves"]):
+    if given["iw"] and not (given["sample_inception_metrics"] or given["sample_trunc_curves"]):
         raise utils.UsageError("--iw is a metric: give --sample_inception_metrics with it")
+    config = run_spec.settle_sampling(given, flags.explicit_flags(parser, argv))
     check_class_sets(config)
-    if not config["n_classes"]:
-        raise utils.UsageError("the number of classes is unknown: the checkpoint has no saved "
-                               "training config; give --n_classes")
-    config["resolution"] = (config["resolution"]
-                            or datasets.dataset_spec(config["dataset"], config["data_root"]).resolution)
-    return types.MappingProxyType(config)
+    return config
 
 
-def check_experiment_exists(config: dict) -> None:
-    """The experiment named is a folder under weights_root (else whatever is said about its
-    checkpoint, e.g. that the number of classes is unknown, is beside the point)."""
-    path, root = experiment.folder(config), config["weights_root"]
-    if os.path.isdir(path):
-        return
-    if not os.path.isdir(root):
-        found = f"{root} does not exist"
-    else:
-        there = sorted(entry.name for entry in os.scandir(root)
-                       if entry.is_dir() and not entry.name.startswith("."))
-        more = ", ..." if len(there) > 20 else ""
-        found = (f"the experiments there: {', '.join(there[:20])}{more}" if there
-                 else f"{root} holds no experiment")
-    raise utils.UsageError(f"experiment {config['experiment_name']} does not exist: there is no "
-                           f"folder {path}; check --experiment_name and --base_dir / "
-                           f"--weights_root ({found})")
-
-
-def checkpoint_hint(config: dict) -> str:
-    hint = (f"check --experiment_name ({config['experiment_name']}), --load_weights "
-            f"({config['load_weights'] or 'none'}) and --base_dir / --weights_root")
-    return hint + ("; --use_ema needs a run trained with --ema" if config["use_ema"] else "")
-
-
-def checkpoint_suffix(config: dict) -> str:
-    """--load_weights resolved: 'best' is the best of the best sets, 'latest' the latest set."""
-    return checkpoints.resolve_suffix(experiment.folder(config), config["load_weights"], checkpoint_hint(config))
-
-
-def run_state(config: dict) -> dict:
-    return trained_generator.read_run_state(experiment.folder(config), config["load_weights"], checkpoint_hint(config))
-
-
-def training_flags_of(config: Mapping[str, Any], trained: Mapping[str, Any],
-                      explicit: set[str]) -> dict:
-    """The model flags (and dataset, stage), the metric space and the class names of the run that
-    wrote the checkpoint, where not given."""
-    what = (f"{trained_generator.weights_name(config['use_ema'], config['load_weights'])} of "
-            f"{config['experiment_name']}")
-    taken = run_spec.adopted_flags(config, trained, explicit,
-                                   BigGAN.weight_defining_flags() + ("dataset",), what)
-    if taken:
-        print("Model flags from the checkpoint: "
-              + ", ".join(f"--{flag} {value}" for flag, value in taken.items()))
-    taken.update(run_spec.evaluation_of(trained, explicit))
-    taken.update({key: trained.get(key) for key in ("class_names", "old_class_names")})
-    if "stage" not in trained:
-        if config["n_pretrain_classes"] == 0:
-            taken["stage"] = "pretrain"  # no saved config: a source model is a plain BigGAN
-    elif "stage" not in explicit:
-        taken["stage"] = trained["stage"]
-    elif has_old_classes(trained["stage"]) != has_old_classes(config["stage"]):
-        kind = "knowledge-propagation" if has_old_classes(trained["stage"]) else "plain"
-        raise utils.UsageError(f"{what} was trained with --stage {trained['stage']}, a {kind} G; "
-                               f"you gave --stage {config['stage']}: leave --stage out")
-    return taken
-
-
-def has_old_classes(stage: str) -> bool:
-    """A knowledge-propagation G keeps the source's class path: it can draw the old classes."""
-    return stages.get(stage).knowledge_propagation
-
-
-def check_class_sets(config: dict) -> None:
+def check_class_sets(config: Mapping[str, Any]) -> None:
     if config["classes"] == "new":
         return
-    if not has_old_classes(config["stage"]):
-        raise utils.UsageError(f"--classes {config['classes']} needs a knowledge-propagation G (stages BN/FT), "
-                               f"which keeps the source's class path; {config['experiment_name']} is a "
-                               f"--stage {config['stage']} model, whose G has only its own classes: use --classes new")
+    if not stages.get(config["stage"]).knowledge_propagation:
+        raise utils.UsageError(f"--classes {config['classes']} needs a knowledge-propagation G "
+                               "(stages BN/FT), which keeps the source's class path; "
+                               f"{config['experiment_name']} is a --stage {config['stage']} model, "
+                               "whose G has only its own classes: use --classes new")
     wants_metrics = config["sample_inception_metrics"] or config["sample_trunc_curves"]
     if wants_metrics and not config["old_reference"]:
-        raise utils.UsageError("metrics of the old classes need the source data's reference statistics: give "
-                               "--old_reference PATH (calculate_inception_moments.py on the source dataset, "
+        raise utils.UsageError("metrics of the old classes need the source data's reference "
+                               "statistics: give --old_reference PATH "
+                               "(calculate_inception_moments.py on the source dataset, "
                                f"--backbone {config['backbone']})")
 
 
 def load_generator(config: Mapping[str, Any]) -> BigGAN.Generator:
     """G (or G_ema) of the checkpoint, built from the config."""
     weights = trained_generator.read_generator_weights(
-        experiment.folder(config), config["load_weights"], config["use_ema"], checkpoint_hint(config))
+        experiment.folder(config), config["load_weights"], config["use_ema"],
+        trained_generator.checkpoint_hint(config))
     what = trained_generator.weights_name(config["use_ema"], config["load_weights"])
     return trained_generator.build_trained_generator(config, weights, what)
 
@@ -536,7 +463,7 @@ def run(config: dict) -> dict:
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     utils.seed_rng(config["seed"])
-    state = run_state(config)
+    state = trained_generator.read_checkpoint_state(config)
     G = load_generator(config).to(device)
     G.train(not config["G_eval_mode"])
     itr = state.get("itr", "unknown")

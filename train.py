@@ -41,7 +41,7 @@ import train_fns
 import utils
 
 
-def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
+def setup_distributed(config: Mapping[str, Any]) -> tuple[int, int, torch.device]:
     """(rank, world_size, device): torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; else one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = utils.pick_device(config["device"] or None)
@@ -54,36 +54,43 @@ def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     elif config["cross_replica"]:
-        raise utils.UsageError("--cross_replica synchronizes BN statistics across GPUs; it needs CUDA")
+        raise utils.UsageError("--cross_replica synchronizes BN statistics across GPUs; it needs "
+                               "CUDA")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
 
 
-def make_batches(config: dict, state: dict, rank: int, world_size: int, device) -> datasets.ResumableBatches:
-    """The run's batches from where its state stands: batch_size x num_D_steps x num_D_accumulations
-    images per iteration, this process's share of the data."""
+def make_batches(config: Mapping[str, Any], state: dict, rank: int, world_size: int,
+                 device) -> datasets.ResumableBatches:
+    """The run's batches from where its state stands: batch_size x num_D_steps x
+    num_D_accumulations images per iteration, this process's share of the data."""
     D_batch = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
     workers = min(config["num_workers"], datasets.available_cores())
     if rank == 0 and workers < config["num_workers"]:
         print(f"--num_workers {config['num_workers']}: {workers}, the CPU cores available")
-    loader = datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state["itr"],
-                                          "num_workers": workers, "rank": rank, "world_size": world_size,
-                                          "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
+    loader = datasets.get_data_loaders(**{
+        **config, "batch_size": D_batch, "start_itr": state["itr"], "num_workers": workers,
+        "rank": rank, "world_size": world_size,
+        "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
     images = len(loader.dataset) // world_size
     if rank == 0 and config["batch_size"] > images:
-        print(f"warning: --batch_size {config['batch_size']} is larger than the {images} training images"
-              f"{' per process' if world_size > 1 else ''}: every D batch holds each image about "
-              f"{config['batch_size'] / images:.1f} times; lower --batch_size if that is not intended", file=sys.stderr)
-    return datasets.ResumableBatches(loader, config["num_epochs"], state["epoch"], state["epoch_batches"])
+        print(f"warning: --batch_size {config['batch_size']} is larger than the {images} training "
+              f"images{' per process' if world_size > 1 else ''}: every D batch holds each image "
+              f"about {config['batch_size'] / images:.1f} times; lower --batch_size if that is not "
+              "intended", file=sys.stderr)
+    return datasets.ResumableBatches(loader, config["num_epochs"], state["epoch"],
+                                     state["epoch_batches"])
 
 
-def describe_run(config: dict, device, world_size: int, models: train_fns.Models) -> None:
+def describe_run(config: Mapping[str, Any], device, world_size: int,
+                 models: train_fns.Models) -> None:
     count = lambda params: sum(p.numel() for p in params)
     stage = stages.get(config["stage"])
+    D_trained = count(stages.D_parameters(models.D, config['freezeD_layer']))
     print(f"Experiment {config['experiment_name']} on {device} ({world_size} process(es)); stage "
-          f"{stage.name} ({stage.summary}) trains {count(stages.G_parameters(models.G, stage)):,} of "
-          f"{count(models.G.parameters()):,} G parameters, and "
-          f"{count(stages.D_parameters(models.D, config['freezeD_layer'])):,} of {count(models.D.parameters()):,} of D")
+          f"{stage.name} ({stage.summary}) trains {count(stages.G_parameters(models.G, stage)):,} "
+          f"of {count(models.G.parameters()):,} G parameters, and {D_trained:,} of "
+          f"{count(models.D.parameters()):,} of D")
 
 
 def run(config: Mapping[str, Any], explicit: set[str] | None = None,

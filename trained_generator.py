@@ -1,8 +1,10 @@
 """A trained generator read back from an experiment's checkpoint (sample.py, explain.py,
-experiments/): its run state, its weights, checked, and G built from the flags with them loaded,
-in either layout of the BN running statistics (with or without --mybn)."""
+experiments/): the experiment and its set, found or refused in one line naming the flags, its run
+state, its weights, checked, and G built from the flags with them loaded, in either layout of the
+BN running statistics (with or without --mybn)."""
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import BigGAN
@@ -15,6 +17,43 @@ import utils
 def weights_name(use_ema: bool, suffix: str) -> str:
     part = "G_ema" if use_ema else "G"
     return f"{part}_{suffix}" if suffix else part
+
+
+def check_experiment_exists(config: Mapping[str, Any]) -> None:
+    """The experiment named is a folder under weights_root (else whatever is said about its
+    checkpoint, e.g. that the number of classes is unknown, is beside the point)."""
+    path, root = experiment.folder(config), config["weights_root"]
+    if os.path.isdir(path):
+        return
+    if not os.path.isdir(root):
+        found = f"{root} does not exist"
+    else:
+        there = sorted(entry.name for entry in os.scandir(root)
+                       if entry.is_dir() and not entry.name.startswith("."))
+        more = ", ..." if len(there) > 20 else ""
+        found = (f"the experiments there: {', '.join(there[:20])}{more}" if there
+                 else f"{root} holds no experiment")
+    raise utils.UsageError(f"experiment {config['experiment_name']} does not exist: there is no "
+                           f"folder {path}; check --experiment_name and --base_dir / "
+                           f"--weights_root ({found})")
+
+
+def checkpoint_hint(config: Mapping[str, Any]) -> str:
+    hint = (f"check --experiment_name ({config['experiment_name']}), --load_weights "
+            f"({config['load_weights'] or 'none'}) and --base_dir / --weights_root")
+    return hint + ("; --use_ema needs a run trained with --ema" if config["use_ema"] else "")
+
+
+def checkpoint_suffix(config: Mapping[str, Any]) -> str:
+    """--load_weights resolved: 'best' is the best of the best sets, 'latest' the latest set."""
+    return checkpoints.resolve_suffix(experiment.folder(config), config["load_weights"],
+                                      checkpoint_hint(config))
+
+
+def read_checkpoint_state(config: Mapping[str, Any]) -> dict:
+    """The run state of the set --load_weights names in the experiment's folder."""
+    return read_run_state(experiment.folder(config), config["load_weights"],
+                          checkpoint_hint(config))
 
 
 def read_run_state(folder_path: str, suffix: str, hint: str) -> dict:
