@@ -154,8 +154,8 @@ def combination_report(G: nn.Module, new_class_names: list[str], old_class_names
     PartExplanation and NewClassExplanation for the definitions)."""
     ccbns = knowledge_propagation_ccbns(G)
     if not ccbns:
-        raise ValueError("G has no knowledge-propagation ccbn (n_pretrain_classes > 0, stages BN/FT): "
-                         "a plain G has no combination weights to explain")
+        raise ValueError("G has no knowledge-propagation ccbn (n_pretrain_classes > 0, stages "
+                         "BN/FT): a plain G has no combination weights to explain")
     first = next(iter(ccbns.values()))
     for names, count, which in ((new_class_names, first.n_classes, "new"),
                                 (old_class_names, first.n_pretrain_classes, "old")):
@@ -200,18 +200,21 @@ def format_report(report: CombinationReport, k: int = 3) -> str:
     parts = [p for new in report.new_classes for layer in new.layers.values() for p in layer.values()]
     lines = [f"What each new class learned from the old ones ({report.kp_variant} variant; "
              f"{n_layers} ccbns x gain, bias = {2 * n_layers} layer parts).",
-             "Weight of old class k: its share |a_k|*||P[:,k]|| of the propagated offset P a, a = W e_c + b;",
+             "Weight of old class k: its share |a_k|*||P[:,k]|| of the propagated offset P a, a = "
+             "W e_c + b;",
              "residual: ||R e_c|| / (||P a|| + ||R e_c||). Both are means over the layer parts."]
     prior_bias = _mean([p.prior_bias_norm for p in parts])
     if prior_bias > 0:
-        lines.append(f"The prior's bias adds the same offset to every class (mean norm {prior_bias:.3g}, against a "
-                     f"mean ||P a|| of {_mean([p.propagated_norm for p in parts]):.3g});\nit is no old class "
-                     "and not counted.")
+        lines.append("The prior's bias adds the same offset to every class (mean norm "
+                     f"{prior_bias:.3g}, against a mean ||P a|| of "
+                     f"{_mean([p.propagated_norm for p in parts]):.3g});\nit is no old class and "
+                     "not counted.")
     width = max([len(name) for name in report.old_class_names] + [len("residual")])
     for c, (new, top) in enumerate(zip(report.new_classes, top_old_classes(report, k))):
         lines += ["", f"{new.name} (new class {c})"]
         lines += [f"  {rank}. {name:<{width}}  {share:.3f}" for rank, (name, share) in enumerate(top, 1)]
-        lines.append(f"  {'residual':<{width + 3}}  {new.residual_share:.3f} of the class's own offset")
+        lines.append(f"  {'residual':<{width + 3}}  {new.residual_share:.3f} of the class's own "
+                     "offset")
     return "\n".join(lines)
 
 
@@ -290,12 +293,15 @@ def load_generator(folder: str, suffix: str, data_root: str | None = None) -> tu
     config = trained_generator.read_run_state(folder, suffix, hint).get("config") or {}
     missing = [key for key in ("stage", "n_classes", "n_pretrain_classes") if key not in config]
     if missing:
-        raise utils.UsageError(f"{what} has no saved training config (no state_dict.pth or config.json, or it lacks "
-                               f"{', '.join(missing)}): G cannot be rebuilt; explain a checkpoint written by train.py")
+        raise utils.UsageError(f"{what} has no saved training config (no state_dict.pth or "
+                               f"config.json, or it lacks {', '.join(missing)}): G cannot be "
+                               "rebuilt; explain a checkpoint written by train.py")
     if config["stage"] not in stages.STAGES or not stages.get(config["stage"]).knowledge_propagation:
-        raise utils.UsageError(f"{what} is a --stage {config['stage']} model, a plain G of its own classes without "
-                               f"knowledge propagation: it has no combination weights to explain; only the stages "
-                               f"{', '.join(knowledge_propagation_stages())} build a knowledge-propagation G")
+        raise utils.UsageError(f"{what} is a --stage {config['stage']} model, a plain G of its own "
+                               "classes without knowledge propagation: it has no combination "
+                               "weights to explain; only the stages "
+                               f"{', '.join(knowledge_propagation_stages())} build a "
+                               "knowledge-propagation G")
     weights = trained_generator.read_generator_weights(folder, suffix, use_ema=False, hint=hint)
     if not config.get("resolution"):
         config = {**config, "resolution": datasets.dataset_spec(config.get("dataset", ""), data_root).resolution}
@@ -343,22 +349,26 @@ def _checked_names(names: list[str], count: int, prefix: str, where: str) -> lis
 # The command line
 
 def prepare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Explain a transferred G's new classes through its combination "
-                                            "weights: which old classes each one is made of",
+    p = argparse.ArgumentParser(description="Explain a transferred G's new classes through its "
+                                            "combination weights: which old classes each one is "
+                                            "made of",
                                 allow_abbrev=False, formatter_class=utils.HelpFormatter)
     add = p.add_argument
-    add("--base_dir", default="", help="root holding data/ weights/ samples/ (default: the current folder)")
+    add("--base_dir", default="", help="root holding data/ weights/ samples/ (default: the "
+                                       "current folder)")
     add("--data_root", default="", help="datasets, for the class names (default: BASE/data)")
     add("--weights_root", default="", help="experiment checkpoints (default: BASE/weights)")
     add("--samples_root", default="", help="where the heatmap goes (default: BASE/samples)")
-    add("--experiment_name", required=True, help="the experiment's folder name under the weights root")
+    add("--experiment_name", required=True, help="the experiment's folder name under the weights "
+                                                 "root")
     add("--load_weights", default="", type=checkpoints.set_name,
         help="suffix of the checkpoint, e.g. best0, copy1 (default: the latest)")
     add("--top_k", type=utils.at_least(1), default=3, help="old classes listed per new class")
     add("--heatmap", default="", metavar="PATH",
         help=f"the PNG of the shares (default: SAMPLES/NAME/{HEATMAP_NAME})")
     add("--per_layer", action="store_true", help="add one heatmap panel per ccbn")
-    add("--json", default="", metavar="PATH", help="also write the whole report (every layer and part) as JSON")
+    add("--json", default="", metavar="PATH", help="also write the whole report (every layer and "
+                                                   "part) as JSON")
     return p
 
 

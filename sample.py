@@ -1,14 +1,16 @@
-"""Sample a trained (transfer) BigGAN: an npz of images, class and interpolation sheets, and metrics,
-optionally over a range of truncation thresholds.
+"""Sample a trained (transfer) BigGAN: an npz of images, class and interpolation sheets, and
+metrics, optionally over a range of truncation thresholds.
 
     python sample.py --base_dir BASE --experiment_name NAME --load_weights best [model flags] \
         --sample_npz --sample_sheets --sample_interps --sample_random \
-        --sample_inception_metrics --sample_trunc_curves 0.05_0.05_1.0 [--kmmd --mfid --precision_recall --iw]
+        --sample_inception_metrics --sample_trunc_curves 0.05_0.05_1.0 \
+        [--kmmd --mfid --precision_recall --iw]
 
-The model flags (and --dataset, --stage) are read from the training config saved with the checkpoint
-(its state_dict, else the experiment's config.json): leave them out. A flag given that differs from it
-is an error. For weights without a saved config (e.g. a bare official G.pth) give the flags the model
-was trained with; --n_pretrain_classes 0 then means a source (plain BigGAN) model.
+The model flags (and --dataset, --stage) are read from the training config saved with the
+checkpoint (its state_dict, else the experiment's config.json): leave them out. A flag given that
+differs from it is an error. For weights without a saved config (e.g. a bare official G.pth) give
+the flags the model was trained with; --n_pretrain_classes 0 then means a source (plain BigGAN)
+model. The run is settled once (run_spec.settle_sampling) and read-only from then on.
 
 Reads BASE/weights/NAME/G[_ema][_SUFFIX].pth and state_dict[_SUFFIX].pth. Writes, never replacing
 an existing file unless --overwrite is given (OUTPUTS lists them):
@@ -71,9 +73,11 @@ SAMPLES_PER_CLASS = 10   # columns of a class sheet (BigGAN-PyTorch)
 CLASSES_PER_SHEET = 20   # rows of a class sheet
 INTERP_STEPS = 10        # an interpolation row: its two endpoints and 8 midpoints
 NUM_SPLITS = 10          # of the Inception Score
-IW_IMAGES_PER_CLASS = 500  # held-out real images per class the IW critic uses at most (and as many samples)
+# held-out real images per class the IW critic uses at most (and as many samples)
+IW_IMAGES_PER_CLASS = 500
 CLASS_SETS = ("new", "old", "all")
-INTERPOLATIONS = {"ZY": (False, False), "Z": (False, True), "Y": (True, False)}  # file tag -> (fix_z, fix_y)
+# file tag -> (fix_z, fix_y)
+INTERPOLATIONS = {"ZY": (False, False), "Z": (False, True), "Y": (True, False)}
 
 
 def prepare_parser():
@@ -83,30 +87,33 @@ def prepare_parser():
     add("--sample_num_npz", type=utils.at_least(1), default=50000, help="samples in samples.npz")
     add("--sample_sheets", action="store_true", help="class-conditional sample sheets")
     add("--sample_interps", action="store_true", help="z and class interpolation sheets")
-    add("--sample_num_interps", type=utils.at_least(1), default=16, help="rows of an interpolation sheet")
+    add("--sample_num_interps", type=utils.at_least(1), default=16,
+        help="rows of an interpolation sheet")
     add("--sample_sheet_folder_num", type=utils.at_least(-1), default=-1,
         help="write sheets and metrics to samples/<experiment>/<this number>/ "
              "(default -1: to a folder named after the weights, e.g. G_ema_best2)")
     add("--sample_random", action="store_true", help="one sheet of random samples")
     add("--sample_inception_metrics", action="store_true",
-        help="IS/FID (KMMD with --kmmd, mFID with --mfid, precision/recall with --precision_recall, the IW "
-             "critic with --iw) in the --backbone feature space, at --truncation")
+        help="IS/FID (KMMD with --kmmd, mFID with --mfid, precision/recall with "
+             "--precision_recall, the IW critic with --iw) in the --backbone feature space, at "
+             "--truncation")
     add("--sample_trunc_curves", default="",
         help="metrics at each truncation threshold start_step_end, e.g. 0.05_0.05_1.0")
     add("--truncation", type=utils.NON_NEGATIVE, default=0.0,
         help="truncation threshold of z for all sampling but the curves (0: off)")
     add("--iw", action="store_true",
-        help="with --sample_inception_metrics: TransferGAN's independent Wasserstein critic against held-out "
-             "real images (negative, closer to 0 is better; iw_critic.py)")
+        help="with --sample_inception_metrics: TransferGAN's independent Wasserstein critic "
+             "against held-out real images (negative, closer to 0 is better; iw_critic.py)")
     add("--iw_reference", default="", metavar="DATASET",
-        help="the held-out real images of the classes for --iw (default: the dataset's reference folder, "
-             "named in its dataset.json by prepare_dataset.py)")
+        help="the held-out real images of the classes for --iw (default: the dataset's reference "
+             "folder, named in its dataset.json by prepare_dataset.py)")
     add("--classes", choices=CLASS_SETS, default="new",
-        help="new: the classes G was trained for; old: a knowledge-propagation G's source classes, drawn "
-             "through the pretrained class path (files end in _old); all: both, each to its own files")
+        help="new: the classes G was trained for; old: a knowledge-propagation G's source "
+             "classes, drawn through the pretrained class path (files end in _old); all: both, "
+             "each to its own files")
     add("--old_reference", default="", metavar="PATH",
-        help="reference moments of the source data (calculate_inception_moments.py on it), for metrics of "
-             "the old classes; KMMD reads the *_features.npz beside it")
+        help="reference moments of the source data (calculate_inception_moments.py on it), for "
+             "metrics of the old classes; KMMD reads the *_features.npz beside it")
     add("--overwrite", action="store_true", help="replace outputs of an earlier run")
     return p
 
@@ -161,7 +168,8 @@ def load_generator(config: Mapping[str, Any]) -> BigGAN.Generator:
 @dataclass
 class ClassSet:
     """The classes one round of outputs draws: G's new classes (the official file names), or a
-    knowledge-propagation G's old classes through the source's class path (file names end in _old)."""
+    knowledge-propagation G's old classes through the source's class path (file names end in
+    _old)."""
     name: str
     n_classes: int
     old_classes: bool
@@ -177,7 +185,8 @@ def class_sets(config: dict) -> list[ClassSet]:
 # ---------------------------------------------------------------------------------------------
 # Metrics
 
-SPACE_LABELS = {"inception": "Inception", "tf_inception": "TF-Inception", "classifier": "classifier"}
+SPACE_LABELS = {"inception": "Inception", "tf_inception": "TF-Inception",
+                "classifier": "classifier"}
 
 
 def trunc_curve_values(spec: str) -> list[float]:
@@ -188,7 +197,8 @@ def trunc_curve_values(spec: str) -> list[float]:
         raise utils.UsageError(f"--sample_trunc_curves {spec!r} is not start_step_end, "
                                "e.g. 0.05_0.05_1.0") from None
     if not (0 < start <= end and step > 0):
-        raise utils.UsageError(f"--sample_trunc_curves {spec!r}: need 0 < start <= end and step > 0")
+        raise utils.UsageError(f"--sample_trunc_curves {spec!r}: need 0 < start <= end and "
+                               "step > 0")
     count = math.floor((end - start) / step + 1e-9) + 1
     return [round(start + i * step, 10) for i in range(count)]
 
@@ -201,60 +211,67 @@ def prepare_metrics(config: dict, device, classes: ClassSet):
     if classes.old_classes:
         moments = config["old_reference"]
         check_old_reference(config)
-        reference = {"moments_path": moments,
-                     "features_path": moments[:-len("_moments.npz")] + "_features.npz"
-                     if moments.endswith("_moments.npz") else os.path.splitext(moments)[0] + "_features.npz"}
+        stem = (moments[:-len("_moments.npz")] if moments.endswith("_moments.npz")
+                else os.path.splitext(moments)[0])
+        reference = {"moments_path": moments, "features_path": stem + "_features.npz"}
     return inception_utils.Metrics.from_config(config, device, **reference)
 
 
 def check_old_reference(config: dict) -> None:
     """--old_reference must describe the old classes, not (say) the target data."""
     if not os.path.isfile(config["old_reference"]):
-        raise utils.UsageError(f"--old_reference {config['old_reference']} does not exist; compute the source "
-                               "data's moments with calculate_inception_moments.py")
+        raise utils.UsageError(f"--old_reference {config['old_reference']} does not exist; compute "
+                               "the source data's moments with calculate_inception_moments.py")
     with np.load(config["old_reference"], allow_pickle=False) as f:
         counts = f["class_counts"] if "class_counts" in f.files else None
     if counts is not None and len(counts) != config["n_pretrain_classes"]:
-        raise utils.UsageError(f"--old_reference {config['old_reference']} holds statistics of {len(counts)} "
-                               f"classes, but G has {config['n_pretrain_classes']} old classes; give the moments "
-                               "of the source dataset")
+        raise utils.UsageError(f"--old_reference {config['old_reference']} holds statistics of "
+                               f"{len(counts)} classes, but G has {config['n_pretrain_classes']} "
+                               "old classes; give the moments of the source dataset")
 
 
 def iw_reference_images(config: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Held-out real images of the new classes for the IW critic (at most IW_IMAGES_PER_CLASS per
     class, the same ones every time) and their labels."""
-    reference = config["iw_reference"] or datasets.reference_dataset_name(config["dataset"], config["data_root"])
+    reference = (config["iw_reference"]
+                 or datasets.reference_dataset_name(config["dataset"], config["data_root"]))
     if not reference:
-        raise utils.UsageError(f"--iw needs held-out real images of the classes: {config['dataset']} names no "
-                               "reference folder (prepare_dataset.py writes one); give --iw_reference DATASET")
+        raise utils.UsageError("--iw needs held-out real images of the classes: "
+                               f"{config['dataset']} names no reference folder (prepare_dataset.py "
+                               "writes one); give --iw_reference DATASET")
     data = datasets.load_dataset(reference, config["data_root"], resolution=config["resolution"])
     if data.classes != datasets.class_names(config["dataset"], config["data_root"]):
-        raise utils.UsageError(f"--iw_reference {reference} holds the classes {', '.join(data.classes)}, not those of "
-                               f"{config['dataset']}; give the reference folder of these classes")
+        raise utils.UsageError(f"--iw_reference {reference} holds the classes "
+                               f"{', '.join(data.classes)}, not those of {config['dataset']}; give "
+                               "the reference folder of these classes")
     per_class: dict[int, list[int]] = {}
     for index, (_, label) in enumerate(data.samples):
         per_class.setdefault(label, []).append(index)
     chosen = [i for indices in per_class.values() for i in indices[:IW_IMAGES_PER_CLASS]]
     if len(chosen) < iw_critic.MIN_IMAGES:
-        raise utils.UsageError(f"--iw: the reference folder {reference} holds {len(chosen)} images, and the critic "
-                               f"needs at least {iw_critic.MIN_IMAGES} (half to train it, half to evaluate it); "
-                               "hold out more real images of the classes, or give another --iw_reference")
+        raise utils.UsageError(f"--iw: the reference folder {reference} holds {len(chosen)} "
+                               f"images, and the critic needs at least {iw_critic.MIN_IMAGES} "
+                               "(half to train it, half to evaluate it); hold out more real "
+                               "images of the classes, or give another --iw_reference")
     images, labels = zip(*(data[i] for i in chosen))
     return torch.stack(images), torch.tensor(labels)
 
 
 def measure_iw(G, G_forward, config: dict, device, precision, truncation: float) -> dict:
-    """The IW critic: the held-out real images against as many samples with the same class counts."""
+    """The IW critic: the held-out real images against as many samples with the same class
+    counts."""
     real, labels = iw_reference_images(config)
     z = sampling.truncate(torch.randn(len(labels), G.dim_z, device=device) * config["z_var"] ** 0.5,
                           truncation, config["z_var"])
-    fake = sampling.generate(G_forward, z, G.class_input(labels.to(device)), config["G_batch_size"], precision)
+    fake = sampling.generate(G_forward, z, G.class_input(labels.to(device)),
+                             config["G_batch_size"], precision)
     result = iw_critic.independent_wasserstein(real, fake, seed=config["seed"])
     return {"IW": result["IW"], "IW_train": result["IW_train"], "IW_images": len(labels)}
 
 
 def describe_metrics(metrics: dict) -> str:
-    """Every number named with its feature space: a classifier-space FID never reads as Inception's."""
+    """Every number named with its feature space: a classifier-space FID never reads as
+    Inception's."""
     space = metrics["metric_space"]
     label = SPACE_LABELS.get(space, space)
     parts = [f"{label} IS {metrics['IS_mean']:.3f} +/- {metrics['IS_std']:.3f}",
@@ -267,7 +284,8 @@ def describe_metrics(metrics: dict) -> str:
     if metrics.get("IW") is not None:
         parts.append(f"IW {metrics['IW']:.4f} (pixel critic)")
     if space == "classifier":
-        note = " (feature space of the project classifier: not comparable with published Inception numbers)"
+        note = (" (feature space of the project classifier: not comparable with published "
+                "Inception numbers)")
     elif space == "inception":
         note = " (PyTorch Inception: unofficial, close to but not TF Inception's)"
     else:
@@ -338,13 +356,15 @@ def interpolations(G: BigGAN.Generator, device) -> dict[str, tuple[bool, bool]]:
 
 
 def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], rounded: the inverse of the data loader's map."""
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], rounded: the inverse of the data loader's
+    map."""
     pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def write_npz(r: Round) -> None:
-    num, batch_size, resolution = r.config["sample_num_npz"], r.config["G_batch_size"], r.config["resolution"]
+    num, batch_size = r.config["sample_num_npz"], r.config["G_batch_size"]
+    resolution = r.config["resolution"]
     sample = r.sampler(r.config["truncation"])
     x = np.empty((num, resolution, resolution, 3), dtype=np.uint8)  # 50k at 128 px: 2.5 GB
     y = np.empty((num,), dtype=np.int64)
@@ -358,16 +378,18 @@ def write_npz(r: Round) -> None:
 
 
 def sheet_paths(r: Round) -> list[str]:
-    return [r.path(f"samples{i}", "png") for i in range(math.ceil(r.classes.n_classes / CLASSES_PER_SHEET))]
+    sheets = math.ceil(r.classes.n_classes / CLASSES_PER_SHEET)
+    return [r.path(f"samples{i}", "png") for i in range(sheets)]
 
 
 def write_sheets(r: Round) -> None:
-    z, _ = sampling.sample_z_y(SAMPLES_PER_CLASS, r.G.dim_z, r.classes.n_classes, r.device, r.config["z_var"],
-                               truncation=r.config["truncation"])
-    for i, (path, first) in enumerate(zip(sheet_paths(r), range(0, r.classes.n_classes, CLASSES_PER_SHEET))):
-        rows = list(range(first, min(first + CLASSES_PER_SHEET, r.classes.n_classes)))
-        sheet = sampling.class_sheet(r.G, rows, z, r.config["G_batch_size"], r.precision, r.G_forward,
-                                     r.classes.old_classes)
+    n_classes = r.classes.n_classes
+    z, _ = sampling.sample_z_y(SAMPLES_PER_CLASS, r.G.dim_z, n_classes, r.device,
+                               r.config["z_var"], truncation=r.config["truncation"])
+    for path, first in zip(sheet_paths(r), range(0, n_classes, CLASSES_PER_SHEET)):
+        rows = list(range(first, min(first + CLASSES_PER_SHEET, n_classes)))
+        sheet = sampling.class_sheet(r.G, rows, z, r.config["G_batch_size"], r.precision,
+                                     r.G_forward, r.classes.old_classes)
         sampling.save_image_grid(sheet, path, nrow=SAMPLES_PER_CLASS)
     print(f"Saved class sheets of the {r.label} to {r.folder}")
 
@@ -378,21 +400,24 @@ def interp_paths(r: Round) -> list[str]:
 
 def write_interps(r: Round) -> None:
     for path, (fix_z, fix_y) in zip(interp_paths(r), interpolations(r.G, r.device).values()):
-        sheet = sampling.interp_sheet(r.G, r.config["sample_num_interps"], INTERP_STEPS, r.config, r.device,
-                                      fix_z, fix_y, r.config["truncation"], r.classes.old_classes, r.precision,
-                                      r.G_forward)
+        sheet = sampling.interp_sheet(r.G, r.config["sample_num_interps"], INTERP_STEPS,
+                                      r.config, r.device, fix_z, fix_y, r.config["truncation"],
+                                      r.classes.old_classes, r.precision, r.G_forward)
         sampling.save_image_grid(sheet, path, nrow=INTERP_STEPS)
-    print(f"Saved interpolation sheets of the {r.label} ({', '.join(map(os.path.basename, interp_paths(r)))})")
+    print(f"Saved interpolation sheets of the {r.label} "
+          f"({', '.join(map(os.path.basename, interp_paths(r)))})")
 
 
 def write_random(r: Round) -> None:
     images, _ = r.sampler(r.config["truncation"])()
-    sampling.save_image_grid(images.cpu(), r.path("random_samples", "png"), nrow=int(images.shape[0] ** 0.5))
+    sampling.save_image_grid(images.cpu(), r.path("random_samples", "png"),
+                             nrow=int(images.shape[0] ** 0.5))
     print(f"Saved a random sheet of the {r.label} to {r.folder}")
 
 
 def measure(r: Round, truncation: float) -> dict:
-    metrics = r.metrics(r.sampler(truncation), r.config["num_inception_images"], num_splits=NUM_SPLITS)
+    metrics = r.metrics(r.sampler(truncation), r.config["num_inception_images"],
+                        num_splits=NUM_SPLITS)
     if r.config["iw"] and not r.classes.old_classes:
         metrics.update(measure_iw(r.G, r.G_forward, r.config, r.device, r.precision, truncation))
     print(f"{evaluation_setting(r.config, truncation, r.itr)}: {describe_metrics(metrics)}")
@@ -415,14 +440,16 @@ def write_csv(path: str, rows: list[dict]) -> None:
 def write_metrics(r: Round) -> None:
     print(f"Calculating metrics of the {r.label}...")
     r.result["metrics" + r.classes.tag] = measure(r, r.config["truncation"])
-    write_json(r.path("metrics", "json"), {**r.setting, "classes": r.classes.name, **r.result["metrics" + r.classes.tag]})
+    write_json(r.path("metrics", "json"), {**r.setting, "classes": r.classes.name,
+                                           **r.result["metrics" + r.classes.tag]})
 
 
 def write_trunc_curves(r: Round) -> None:
     values = trunc_curve_values(r.config["sample_trunc_curves"])
     print(f"Metrics of the {r.label} at truncation thresholds {values}...")
     rows = [measure(r, t) for t in values]
-    write_json(r.path("trunc_curves", "json"), {**r.setting, "classes": r.classes.name, "rows": rows})
+    write_json(r.path("trunc_curves", "json"),
+               {**r.setting, "classes": r.classes.name, "rows": rows})
     write_csv(r.path("trunc_curves", "csv"), rows)
     print(f"Saved the truncation curve of the {r.label} to {r.path('trunc_curves', '{json,csv}')}")
     r.result["trunc_curve" + r.classes.tag] = rows
@@ -441,7 +468,8 @@ OUTPUTS = (
     Output("sample_interps", interp_paths, write_interps),
     Output("sample_random", lambda r: [r.path("random_samples", "png")], write_random),
     Output("sample_inception_metrics", lambda r: [r.path("metrics", "json")], write_metrics),
-    Output("sample_trunc_curves", lambda r: [r.path("trunc_curves", "json"), r.path("trunc_curves", "csv")],
+    Output("sample_trunc_curves",
+           lambda r: [r.path("trunc_curves", "json"), r.path("trunc_curves", "csv")],
            write_trunc_curves),
 )
 
@@ -450,8 +478,9 @@ def refuse_to_overwrite(paths: list[str], config: dict) -> None:
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not config["overwrite"]:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-        raise utils.UsageError(f"earlier outputs would be replaced: {', '.join(existing[:3])}{more}; pass "
-                               "--overwrite to replace them, or --sample_sheet_folder_num N to write elsewhere")
+        raise utils.UsageError("earlier outputs would be replaced: "
+                               f"{', '.join(existing[:3])}{more}; pass --overwrite to replace "
+                               "them, or --sample_sheet_folder_num N to write elsewhere")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -476,14 +505,16 @@ def run(config: dict) -> dict:
     wanted = [output for output in OUTPUTS if config[output.flag]]
     if config["sample_trunc_curves"]:
         trunc_curve_values(config["sample_trunc_curves"])  # a bad spec stops us before any sampling
-    setting = {"weights": trained_generator.weights_name(config["use_ema"], config["load_weights"]), "itr": itr,
-               "use_ema": config["use_ema"], "G_eval_mode": config["G_eval_mode"], "z_var": config["z_var"],
-               "num_inception_images": config["num_inception_images"]}
+    setting = {"weights": trained_generator.weights_name(config["use_ema"], config["load_weights"]),
+               "itr": itr, "use_ema": config["use_ema"], "G_eval_mode": config["G_eval_mode"],
+               "z_var": config["z_var"], "num_inception_images": config["num_inception_images"]}
     result = {"folder": folder, "itr": itr, "G": G}
-    # The metrics first (backbone, reference statistics): a missing file should stop us before hours of sampling.
+    # The metrics first (backbone, reference statistics): a missing file should stop us before
+    # hours of sampling.
     wants_metrics = config["sample_inception_metrics"] or config["sample_trunc_curves"]
     rounds = [Round(config, G, G_forward, device, precision, classes, folder, itr,
-                    prepare_metrics(config, device, classes) if wants_metrics else None, result, setting)
+                    prepare_metrics(config, device, classes) if wants_metrics else None, result,
+                    setting)
               for classes in class_sets(config)]
     if config["iw"]:
         iw_reference_images(config)  # and the IW critic's real images
@@ -494,18 +525,21 @@ def run(config: dict) -> dict:
     print(f"Sampling {setting['weights']} of {config['experiment_name']} (itr {itr}) on {device}: "
           f"{' and '.join(f'{r.classes.n_classes} {r.label}' for r in rounds)}, "
           f"G in {'eval' if config['G_eval_mode'] else 'training'} mode")
-    if config["G_eval_mode"] and not config["accumulate_stats"] and any(r.classes.old_classes for r in rounds):
-        print("Note: in eval mode the old classes use BN running statistics gathered on new-class batches "
-              "during training; --mybn --accumulate_stats gathers each class set's own")
+    old_in_eval_mode = config["G_eval_mode"] and not config["accumulate_stats"]
+    if old_in_eval_mode and any(r.classes.old_classes for r in rounds):
+        print("Note: in eval mode the old classes use BN running statistics gathered on new-class "
+              "batches during training; --mybn --accumulate_stats gathers each class set's own")
     for r in rounds:
-        # Each class set draws from --seed alone, not from how much random init building G took: the old
-        # classes of a transferred G get the very z and classes its source gets.
+        # Each class set draws from --seed alone, not from how much random init building G took:
+        # the old classes of a transferred G get the very z and classes its source gets.
         utils.seed_rng(config["seed"])
         result.setdefault("metrics" + r.classes.tag, None)
         result.setdefault("trunc_curve" + r.classes.tag, None)
         if config["accumulate_stats"]:
-            # Old and new classes share the BN statistics: each set gets standing statistics of its own.
-            print(f"Accumulating standing stats of the {r.label} over {config['num_standing_accumulations']} batches...")
+            # Old and new classes share the BN statistics: each set gets standing statistics of
+            # its own.
+            print(f"Accumulating standing stats of the {r.label} over "
+                  f"{config['num_standing_accumulations']} batches...")
             sampling.accumulate_standing_stats(G, config, device, old_classes=r.classes.old_classes)
         for output in wanted:
             output.write(r)

@@ -46,8 +46,9 @@ class Setting:
 def parse_setting(name: str) -> Setting:
     precision, *options = name.split("+")
     if precision not in PRECISIONS or any(option not in OPTIONS for option in options):
-        raise argparse.ArgumentTypeError(f"{name!r}: give a precision ({', '.join(PRECISIONS)}) joined by '+' "
-                                         f"with options ({', '.join(OPTIONS)}), e.g. bf16+channels_last+fused")
+        raise argparse.ArgumentTypeError(f"{name!r}: give a precision ({', '.join(PRECISIONS)}) "
+                                         f"joined by '+' with options ({', '.join(OPTIONS)}), e.g. "
+                                         "bf16+channels_last+fused")
     unnamed = "auto" if precision == "default" else "off"  # 'default': train.py's defaults for the rest
 
     def switch(option: str) -> str:
@@ -64,14 +65,16 @@ def parse(argv=None) -> dict:
     parser = flags.prepare_parser("Benchmark training-step configurations side by side")
     g = parser.add_argument_group("benchmark")
     g.add_argument("--configs", type=parse_settings, default=parse_settings("fp32,default"),
-                   help="comma-separated configurations, e.g. fp32,default,bf16+channels_last+fused+compile; "
-                        "ratios are relative to the first")
+                   help="comma-separated configurations, e.g. "
+                        "fp32,default,bf16+channels_last+fused+compile; ratios are relative to "
+                        "the first")
     g.add_argument("--rounds", type=utils.at_least(1), default=3, help="interleaved rounds")
     g.add_argument("--warmup", type=utils.at_least(0), default=2, help="untimed iterations per configuration first")
     g.add_argument("--timed", type=utils.at_least(1), default=3, help="timed iterations per configuration and round")
     config = vars(parser.parse_args(argv))
     if not config["resolution"]:
-        raise utils.UsageError("give --resolution (the benchmark uses random images, not a dataset)")
+        raise utils.UsageError("give --resolution (the benchmark uses random images, not a "
+                               "dataset)")
     if not config["n_classes"]:
         raise utils.UsageError("give --n_classes")
     return flags.finalize_config(config)
@@ -138,14 +141,16 @@ def main(argv=None) -> dict:
     medians = {name: statistics.median(t) for name, t in wall.items()}
     cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
     first = settings[0].name
-    print(f"{config['stage']} stage on {device} ({torch.get_num_threads()} threads), G_ch {config['G_ch']}, "
-          f"batch {config['batch_size']} x {config['num_D_steps']} D steps x {config['num_D_accumulations']} "
-          f"accumulations, {config['rounds']} rounds x {config['timed']} timed iterations (medians; ratios to {first}):")
+    print(f"{config['stage']} stage on {device} ({torch.get_num_threads()} threads), G_ch "
+          f"{config['G_ch']}, batch {config['batch_size']} x {config['num_D_steps']} D steps x "
+          f"{config['num_D_accumulations']} accumulations, {config['rounds']} rounds x "
+          f"{config['timed']} timed iterations (medians; ratios to {first}):")
     for setting in settings:
         name = setting.name
-        print(f"  {name:36s} {medians[name]:8.4f} s/itr {1 / medians[name]:7.3f} itr/s x{medians[first] / medians[name]:5.2f}"
-              f"   CPU {cpu_medians[name]:8.4f} s/itr x{cpu_medians[first] / cpu_medians[name]:5.2f}"
-              f"   (warmup {warmup_seconds[name]:.1f} s{', compilation included' if setting.compile else ''})")
+        print(f"  {name:36s} {medians[name]:8.4f} s/itr {1 / medians[name]:7.3f} itr/s "
+              f"x{medians[first] / medians[name]:5.2f}   CPU {cpu_medians[name]:8.4f} s/itr "
+              f"x{cpu_medians[first] / cpu_medians[name]:5.2f}   (warmup "
+              f"{warmup_seconds[name]:.1f} s{', compilation included' if setting.compile else ''})")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
     return {"device": str(device), "stage": config["stage"], "s_per_itr": medians,
             "speedup": {name: medians[first] / m for name, m in medians.items()},

@@ -97,8 +97,9 @@ def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
     heatmap = os.path.join(samples, explain.HEATMAP_NAME)
     explain.write_heatmap(explanation, heatmap)
 
-    print(f"\nMetrics of each stage's best checkpoint by {last_config['which_best']} (the one FT starts from, "
-          f"and `--load_weights best`; {world.name} classifier's feature space, not Inception):")
+    print(f"\nMetrics of each stage's best checkpoint by {last_config['which_best']} (the one FT "
+          f"starts from, and `--load_weights best`; {world.name} classifier's feature space, not "
+          "Inception):")
     print(f"  {'':12s}" + "".join(f"{config['stage']:>10s}" for config, _ in stages))
     print(f"  {'iteration':12s}" + "".join(f"{result['state_dict'].get('itr', '-'):>10}" for _, result in stages))
     for key in ("FID", "mFID", "KMMD", "IS_mean", "class_acc", "precision", "recall"):
@@ -109,10 +110,10 @@ def report(world: worlds.World, stages: list[tuple[dict, dict]]) -> dict:
           "(distance to the nearest training image, relative to fresh real images'; 1: no copying)")
     print("\nWhat each new class draws on (explain.py):")
     print(explain.format_report(explanation, 3))
-    print(f"\nTraining images (left) beside samples (right), per class:\n  {figure}\n"
-          f"Metrics over both stages: {plot}\nCombination weights:      {heatmap}\n"
-          f"Checkpoints:              {', '.join(experiment.folder(config) for config, _ in stages)}\n"
-          f"Sample sheets:            {samples}")
+    print(f"\nTraining images (left) beside samples (right), per class:\n  {figure}\nMetrics over "
+          f"both stages: {plot}\nCombination weights:      {heatmap}\nCheckpoints:              "
+          f"{', '.join(experiment.folder(config) for config, _ in stages)}\nSample sheets:         "
+          f"   {samples}")
     return {**{k: v for k, v in last["metrics"].items() if isinstance(v, float)}, **memorized}
 
 
