@@ -317,8 +317,9 @@ def settle_sampling(given: Mapping[str, Any], explicit: set[str]) -> Mapping[str
     if not config["n_classes"]:
         raise utils.UsageError("the number of classes is unknown: the checkpoint has no saved "
                                "training config; give --n_classes")
-    config["resolution"] = (config["resolution"] or
-                            datasets.dataset_spec(config["dataset"], config["data_root"]).resolution)
+    if not config["resolution"]:
+        data = datasets.dataset_spec(config["dataset"], config["data_root"])
+        config["resolution"] = data.resolution
     return types.MappingProxyType(config)
 
 

@@ -1,8 +1,9 @@
 """Benchmark the training step: several configurations side by side, in interleaved rounds, with
 each one's median time per iteration and its speed relative to the first.
 
-    python -m experiments.bench --stage BN --G_ch 64 --D_ch 64 --batch_size 50 --num_D_steps 1 --num_D_accumulations 4 \
-        --resolution 32 --n_classes 20 --n_pretrain_classes 80 --kp_variant cifar --G_attn 0 --D_attn 0 \
+    python -m experiments.bench --stage BN --G_ch 64 --D_ch 64 --batch_size 50 \
+        --num_D_steps 1 --num_D_accumulations 4 --resolution 32 --n_classes 20 \
+        --n_pretrain_classes 80 --kp_variant cifar --G_attn 0 --D_attn 0 \
         --configs fp32,default,bf16+channels_last+fused+compile
 
 Takes train.py's flags (the model, the stage, batches, optimizer); random weights and random images,
@@ -49,12 +50,14 @@ def parse_setting(name: str) -> Setting:
         raise argparse.ArgumentTypeError(f"{name!r}: give a precision ({', '.join(PRECISIONS)}) "
                                          f"joined by '+' with options ({', '.join(OPTIONS)}), e.g. "
                                          "bf16+channels_last+fused")
-    unnamed = "auto" if precision == "default" else "off"  # 'default': train.py's defaults for the rest
+    # 'default': train.py's defaults for the rest
+    unnamed = "auto" if precision == "default" else "off"
 
     def switch(option: str) -> str:
         return "on" if option in options else unnamed
 
-    return Setting(name, PRECISIONS[precision], switch("channels_last"), switch("fused"), "compile" in options)
+    return Setting(name, PRECISIONS[precision], switch("channels_last"), switch("fused"),
+                   "compile" in options)
 
 
 def parse_settings(text: str) -> list[Setting]:
@@ -69,8 +72,10 @@ def parse(argv=None) -> dict:
                         "fp32,default,bf16+channels_last+fused+compile; ratios are relative to "
                         "the first")
     g.add_argument("--rounds", type=utils.at_least(1), default=3, help="interleaved rounds")
-    g.add_argument("--warmup", type=utils.at_least(0), default=2, help="untimed iterations per configuration first")
-    g.add_argument("--timed", type=utils.at_least(1), default=3, help="timed iterations per configuration and round")
+    g.add_argument("--warmup", type=utils.at_least(0), default=2,
+                   help="untimed iterations per configuration first")
+    g.add_argument("--timed", type=utils.at_least(1), default=3,
+                   help="timed iterations per configuration and round")
     config = vars(parser.parse_args(argv))
     if not config["resolution"]:
         raise utils.UsageError("give --resolution (the benchmark uses random images, not a "
@@ -89,7 +94,8 @@ def make_step(config: dict, setting: Setting, device) -> train_fns.Step:
     G, D = run_start.build_models(config, device)
     if stages.get(config["stage"]).start == stages.FROM_KNOWLEDGE:
         G.load_previous_knowledge(config["comb_init"])  # from the random "source" weights
-    return train_fns.build_step(train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config)), config, device)
+    models = train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config))
+    return train_fns.build_step(models, config, device)
 
 
 def synchronized_time(device) -> float:
@@ -135,7 +141,8 @@ def main(argv=None) -> dict:
     for _ in range(config["rounds"]):
         for setting in settings:
             for i in range(config["timed"]):
-                seconds, cpu_seconds = timed(steps[setting.name], x, y, config["warmup"] + i + 1, device)
+                seconds, cpu_seconds = timed(steps[setting.name], x, y, config["warmup"] + i + 1,
+                                             device)
                 wall[setting.name].append(seconds)
                 cpu[setting.name].append(cpu_seconds)
     medians = {name: statistics.median(t) for name, t in wall.items()}
