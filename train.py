@@ -169,7 +169,7 @@ def set_up(spec: run_spec.RunSpec, rank: int, world_size: int, device) -> Traini
             import inception_utils  # heavy (torchvision models); only when metrics run
             metrics = inception_utils.Metrics.from_config(config, device)
         experiment.write_config(spec.folder, config)
-    sheets = sampling.Sheets(config, models.G.dim_z, device)
+    sheets = sampling.Sheets(config, models.G.dim_z, device, spec.folder.samples)
     # Same models on every rank (same seed above), different noise per rank from here on.
     torch.manual_seed(config["seed"] + rank)
     batches = make_batches(config, state, rank, world_size, device)

@@ -25,7 +25,6 @@ import argparse
 import os
 from typing import Any, Mapping
 
-import torch
 
 import checkpoints
 import datasets
@@ -70,8 +69,7 @@ def write_shots_and_samples(config: Mapping[str, Any], G, path: str) -> None:
     data = datasets.load_dataset(config["dataset"], config["data_root"],
                                  resolution=config["resolution"])
     real = datasets.first_images_per_class(data, config["n_classes"], 5)
-    seeded = torch.Generator().manual_seed(config["seed"])
-    z = torch.randn(8, G.dim_z, generator=seeded) * config["z_var"] ** 0.5
+    z = sampling.seeded_z(8, G.dim_z, config["seed"], config["z_var"])
     with sampling.sampling_mode(G, config["G_eval_mode"]):
         images, per_row = sampling.training_images_and_samples(real, G,
                                                                z.to(next(G.parameters()).device))
