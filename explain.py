@@ -1,23 +1,24 @@
 """What each new class of a transferred G learned from the old classes: its combination weights.
 
-In every knowledge-propagation ccbn (layers.ccbn) the BN gain and bias of new class c (one-hot e_c) are
+In every knowledge-propagation ccbn (layers.ccbn) the BN gain and bias of new class c (one-hot
+e_c) are
 
     gain_c = 1 + P_g a_g + p_g + R_g e_c (+ z term),   a_g = W_g e_c + b_g
     bias_c =     P_b a_b + p_b + R_b e_c (+ z term),   a_b = W_b e_c + b_b
 
 P (prev_knowledge_*, [channels, n_old]) holds the old classes' gains/biases as columns, W and b
 (comb_layer_*) the learned combination, R (res_*) the residual, p the prior's bias (the 'cifar'
-variant only; 0 in 'imagenet'). This script reads a, P and R off G and says, per new class, which old
-classes its gains and biases are made of, and how much is its own residual instead.
+variant only; 0 in 'imagenet'). This script reads a, P and R off G and says, per new class, which
+old classes its gains and biases are made of, and how much is its own residual instead.
 
     python explain.py --base_dir BASE --experiment_name NAME [--load_weights best0] [--top_k 3] \
         [--heatmap PATH] [--json PATH] [--per_layer]
 
 The weights are the ones the forward pass multiplies by: in the 'imagenet' variant comb_layer and
 prev_knowledge are spectrally normalized, so W and P are W/sigma as G computes them in eval mode
-(sigma estimated from the stored power-iteration vector, which is not updated). What is left out: the
-z term, which depends on z and not on the class, and p, which is the same for every class (its norm is
-reported, not counted as an old class).
+(sigma estimated from the stored power-iteration vector, which is not updated). What is left out:
+the z term, which depends on z and not on the class, and p, which is the same for every class (its
+norm is reported, not counted as an old class).
 
 Writes BASE/samples/NAME/combination_weights.png (or --heatmap) and, with --json, the whole report.
 """
@@ -40,16 +41,18 @@ import torch.nn as nn  # noqa: E402
 import BigGAN  # noqa: E402
 import checkpoints  # noqa: E402
 import datasets  # noqa: E402
-import experiment
-import flags
+import experiment  # noqa: E402
+import flags  # noqa: E402
 import layers  # noqa: E402
 import sampling  # noqa: E402
 import stages  # noqa: E402
+import trained_generator  # noqa: E402
 import utils  # noqa: E402
 
 PARTS = ("gain", "bias")
 HEATMAP_NAME = "combination_weights.png"
-MAX_HEATMAP_COLUMNS = 40  # beyond this (ImageNet's 1000 old classes) only the top old classes are drawn
+# Beyond this (ImageNet's 1000 old classes) only the top old classes are drawn.
+MAX_HEATMAP_COLUMNS = 40
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +69,8 @@ class PartExplanation:
     propagated_norm   ||P a||, residual_norm ||R e_c||
     residual_share    residual_norm / (propagated_norm + residual_norm): 1 exactly for a zero
                       combination with a residual, 0 exactly without residual (0 when both vanish)
-    prior_bias_norm   ||p||, the prior's bias (cifar variant): the same for every class, no old class
+    prior_bias_norm   ||p||, the prior's bias (cifar variant): the same for every class, no old
+                      class
     """
     coefficients: list[float]
     contributions: list[float]
@@ -117,7 +121,8 @@ def effective_weight(layer: nn.Module) -> torch.Tensor:
 def knowledge_layers(ccbn: layers.ccbn, part: str) -> tuple[nn.Module, nn.Module, nn.Module]:
     """(combination, prior, residual) of the gain or the bias."""
     s = part[0]  # the official names: comb_layer_g, prev_knowledge_g, res_g; ..._b
-    return getattr(ccbn, f"comb_layer_{s}"), getattr(ccbn, f"prev_knowledge_{s}"), getattr(ccbn, f"res_{s}")
+    return (getattr(ccbn, f"comb_layer_{s}"), getattr(ccbn, f"prev_knowledge_{s}"),
+            getattr(ccbn, f"res_{s}"))
 
 
 def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -128,18 +133,19 @@ def _safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Te
 @torch.no_grad()
 def explain_part(comb: nn.Module, prior: nn.Module, res: nn.Module) -> list[PartExplanation]:
     """One PartExplanation per new class (all classes at once: column c of W is W e_c)."""
-    A = effective_weight(comb).float()                                            # [n_old, n_new]
+    A = effective_weight(comb).float()                                  # [n_old, n_new]
     if comb.bias is not None:
         A = A + comb.bias.float()[:, None]
-    P = effective_weight(prior).float()                                           # [channels, n_old]
-    R = effective_weight(res).float()                                             # [channels, n_new]
+    P = effective_weight(prior).float()                                 # [channels, n_old]
+    R = effective_weight(res).float()                                   # [channels, n_new]
     contributions = A.abs() * P.norm(dim=0)[:, None]
     shares = _safe_divide(contributions, contributions.sum(0))
     propagated, residual = (P @ A).norm(dim=0), R.norm(dim=0)
     residual_shares = _safe_divide(residual, propagated + residual)
     prior_bias = float(prior.bias.float().norm()) if prior.bias is not None else 0.0
     return [PartExplanation(A[:, c].tolist(), contributions[:, c].tolist(), shares[:, c].tolist(),
-                            float(propagated[c]), float(residual[c]), float(residual_shares[c]), prior_bias)
+                            float(propagated[c]), float(residual[c]), float(residual_shares[c]),
+                            prior_bias)
             for c in range(A.shape[1])]
 
 
@@ -148,13 +154,14 @@ def knowledge_propagation_ccbns(G: nn.Module) -> dict[str, layers.ccbn]:
             if isinstance(m, layers.ccbn) and m.has_knowledge_propagation}
 
 
-def combination_report(G: nn.Module, new_class_names: list[str], old_class_names: list[str]) -> CombinationReport:
+def combination_report(G: nn.Module, new_class_names: list[str],
+                       old_class_names: list[str]) -> CombinationReport:
     """Explain every new class of a knowledge-propagation G through its combination weights (see
     PartExplanation and NewClassExplanation for the definitions)."""
     ccbns = knowledge_propagation_ccbns(G)
     if not ccbns:
-        raise ValueError("G has no knowledge-propagation ccbn (n_pretrain_classes > 0, stages BN/FT): "
-                         "a plain G has no combination weights to explain")
+        raise ValueError("G has no knowledge-propagation ccbn (n_pretrain_classes > 0, stages "
+                         "BN/FT): a plain G has no combination weights to explain")
     first = next(iter(ccbns.values()))
     for names, count, which in ((new_class_names, first.n_classes, "new"),
                                 (old_class_names, first.n_pretrain_classes, "old")):
@@ -164,7 +171,8 @@ def combination_report(G: nn.Module, new_class_names: list[str], old_class_names
                  for name, ccbn in ccbns.items()}
     new_classes = []
     for c, name in enumerate(new_class_names):
-        own = {layer: {part: parts[part][c] for part in PARTS} for layer, parts in per_layer.items()}
+        own = {layer: {part: parts[part][c] for part in PARTS}
+               for layer, parts in per_layer.items()}
         explained = [part for parts in own.values() for part in parts.values()]
         shares = torch.tensor([part.shares for part in explained], dtype=torch.float64).mean(0)
         residual = sum(part.residual_share for part in explained) / len(explained)
@@ -181,7 +189,8 @@ def ranked_old_classes(new: NewClassExplanation) -> list[int]:
 def top_old_classes(report: CombinationReport, k: int) -> list[list[tuple[str, float]]]:
     """Per new class (in report order), its k old classes of largest aggregated share with that
     share, largest first."""
-    return [[(report.old_class_names[j], new.old_class_shares[j]) for j in ranked_old_classes(new)[:k]]
+    return [[(report.old_class_names[j], new.old_class_shares[j])
+             for j in ranked_old_classes(new)[:k]]
             for new in report.new_classes]
 
 
@@ -196,21 +205,26 @@ def format_report(report: CombinationReport, k: int = 3) -> str:
     """One block per new class: its top-k old classes with their aggregated shares, and the
     residual's share."""
     n_layers = len(report.layer_names)
-    parts = [p for new in report.new_classes for layer in new.layers.values() for p in layer.values()]
+    parts = [p for new in report.new_classes for layer in new.layers.values()
+             for p in layer.values()]
     lines = [f"What each new class learned from the old ones ({report.kp_variant} variant; "
              f"{n_layers} ccbns x gain, bias = {2 * n_layers} layer parts).",
-             "Weight of old class k: its share |a_k|*||P[:,k]|| of the propagated offset P a, a = W e_c + b;",
+             "Weight of old class k: its share |a_k|*||P[:,k]|| of the propagated offset P a, a = "
+             "W e_c + b;",
              "residual: ||R e_c|| / (||P a|| + ||R e_c||). Both are means over the layer parts."]
     prior_bias = _mean([p.prior_bias_norm for p in parts])
     if prior_bias > 0:
-        lines.append(f"The prior's bias adds the same offset to every class (mean norm {prior_bias:.3g}, against a "
-                     f"mean ||P a|| of {_mean([p.propagated_norm for p in parts]):.3g});\nit is no old class "
-                     "and not counted.")
+        lines.append("The prior's bias adds the same offset to every class (mean norm "
+                     f"{prior_bias:.3g}, against a mean ||P a|| of "
+                     f"{_mean([p.propagated_norm for p in parts]):.3g});\nit is no old class and "
+                     "not counted.")
     width = max([len(name) for name in report.old_class_names] + [len("residual")])
     for c, (new, top) in enumerate(zip(report.new_classes, top_old_classes(report, k))):
         lines += ["", f"{new.name} (new class {c})"]
-        lines += [f"  {rank}. {name:<{width}}  {share:.3f}" for rank, (name, share) in enumerate(top, 1)]
-        lines.append(f"  {'residual':<{width + 3}}  {new.residual_share:.3f} of the class's own offset")
+        lines += [f"  {rank}. {name:<{width}}  {share:.3f}"
+                  for rank, (name, share) in enumerate(top, 1)]
+        lines.append(f"  {'residual':<{width + 3}}  {new.residual_share:.3f} of the class's own "
+                     "offset")
     return "\n".join(lines)
 
 
@@ -247,7 +261,8 @@ def write_heatmap(report: CombinationReport, path: str, per_layer: bool = False)
                [[new.old_class_shares[j] for j in columns] for new in report.new_classes])]
     if per_layer:
         for layer in report.layer_names:
-            panels.append((layer, [[_mean([new.layers[layer][part].shares[j] for part in PARTS]) for j in columns]
+            panels.append((layer, [[_mean([new.layers[layer][part].shares[j] for part in PARTS])
+                                    for j in columns]
                                    for new in report.new_classes]))
     n_cols = min(len(panels), 3)
     n_rows = math.ceil(len(panels) / n_cols)
@@ -255,7 +270,8 @@ def write_heatmap(report: CombinationReport, path: str, per_layer: bool = False)
     label_h = 0.06 * max(len(name) for name in column_names)
     label_w = 0.06 * max(len(row) for row in rows)
     panel_w, panel_h = 0.5 + 0.45 * len(columns), 0.6 + 0.45 * len(rows) + label_h
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(label_w + panel_w * n_cols + 1.0, panel_h * n_rows + 0.4),
+    fig, axes = plt.subplots(n_rows, n_cols,
+                             figsize=(label_w + panel_w * n_cols + 1.0, panel_h * n_rows + 0.4),
                              squeeze=False, layout="constrained")
     for i, (ax, (title, shares)) in enumerate(zip(axes.flat, panels)):
         image = _draw_shares(ax, shares, rows if i % n_cols == 0 else [], column_names, title)
@@ -281,24 +297,31 @@ def knowledge_propagation_stages() -> list[str]:
     return [name for name, stage in stages.STAGES.items() if stage.knowledge_propagation]
 
 
-def load_generator(folder: str, suffix: str, data_root: str | None = None) -> tuple[BigGAN.Generator, dict]:
+def load_generator(folder: str, suffix: str,
+                   data_root: str | None = None) -> tuple[BigGAN.Generator, dict]:
     """G of a checkpoint set, rebuilt from the training config saved with it (as sample.py does),
     in eval mode; and that config."""
     hint = "check --experiment_name, --load_weights and --base_dir / --weights_root"
     what = checkpoints.describe(folder, suffix)
-    config = experiment.read_run_state(folder, suffix, hint).get("config") or {}
+    config = trained_generator.read_run_state(folder, suffix, hint).get("config") or {}
     missing = [key for key in ("stage", "n_classes", "n_pretrain_classes") if key not in config]
     if missing:
-        raise utils.UsageError(f"{what} has no saved training config (no state_dict.pth or config.json, or it lacks "
-                               f"{', '.join(missing)}): G cannot be rebuilt; explain a checkpoint written by train.py")
-    if config["stage"] not in stages.STAGES or not stages.get(config["stage"]).knowledge_propagation:
-        raise utils.UsageError(f"{what} is a --stage {config['stage']} model, a plain G of its own classes without "
-                               f"knowledge propagation: it has no combination weights to explain; only the stages "
-                               f"{', '.join(knowledge_propagation_stages())} build a knowledge-propagation G")
-    weights = experiment.read_generator_weights(folder, suffix, use_ema=False, hint=hint)
+        raise utils.UsageError(f"{what} has no saved training config (no state_dict.pth or "
+                               f"config.json, or it lacks {', '.join(missing)}): G cannot be "
+                               "rebuilt; explain a checkpoint written by train.py")
+    known = config["stage"] in stages.STAGES
+    if not known or not stages.get(config["stage"]).knowledge_propagation:
+        raise utils.UsageError(f"{what} is a --stage {config['stage']} model, a plain G of its own "
+                               "classes without knowledge propagation: it has no combination "
+                               "weights to explain; only the stages "
+                               f"{', '.join(knowledge_propagation_stages())} build a "
+                               "knowledge-propagation G")
+    weights = trained_generator.read_generator_weights(folder, suffix, use_ema=False, hint=hint)
     if not config.get("resolution"):
-        config = {**config, "resolution": datasets.dataset_spec(config.get("dataset", ""), data_root).resolution}
-    G = experiment.build_trained_generator(config, weights, f"G of {what}")  # every weight is loaded
+        spec = datasets.dataset_spec(config.get("dataset", ""), data_root)
+        config = {**config, "resolution": spec.resolution}
+    # every weight is loaded
+    G = trained_generator.build_trained_generator(config, weights, f"G of {what}")
     return G.eval(), config
 
 
@@ -342,22 +365,26 @@ def _checked_names(names: list[str], count: int, prefix: str, where: str) -> lis
 # The command line
 
 def prepare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Explain a transferred G's new classes through its combination "
-                                            "weights: which old classes each one is made of",
+    p = argparse.ArgumentParser(description="Explain a transferred G's new classes through its "
+                                            "combination weights: which old classes each one is "
+                                            "made of",
                                 allow_abbrev=False, formatter_class=utils.HelpFormatter)
     add = p.add_argument
-    add("--base_dir", default="", help="root holding data/ weights/ samples/ (default: the current folder)")
+    add("--base_dir", default="",
+        help="root holding data/ weights/ samples/ (default: the current folder)")
     add("--data_root", default="", help="datasets, for the class names (default: BASE/data)")
     add("--weights_root", default="", help="experiment checkpoints (default: BASE/weights)")
     add("--samples_root", default="", help="where the heatmap goes (default: BASE/samples)")
-    add("--experiment_name", required=True, help="the experiment's folder name under the weights root")
+    add("--experiment_name", required=True,
+        help="the experiment's folder name under the weights root")
     add("--load_weights", default="", type=checkpoints.set_name,
         help="suffix of the checkpoint, e.g. best0, copy1 (default: the latest)")
     add("--top_k", type=utils.at_least(1), default=3, help="old classes listed per new class")
     add("--heatmap", default="", metavar="PATH",
         help=f"the PNG of the shares (default: SAMPLES/NAME/{HEATMAP_NAME})")
     add("--per_layer", action="store_true", help="add one heatmap panel per ccbn")
-    add("--json", default="", metavar="PATH", help="also write the whole report (every layer and part) as JSON")
+    add("--json", default="", metavar="PATH",
+        help="also write the whole report (every layer and part) as JSON")
     return p
 
 
@@ -365,11 +392,14 @@ def main(argv: list[str] | None = None) -> CombinationReport:
     args = prepare_parser().parse_args(argv)
     roots = flags.resolve_roots({key: getattr(args, key) for key in
                                  ("base_dir", "data_root", "weights_root", "samples_root")})
-    folder = os.path.join(roots["weights_root"], args.experiment_name)
-    G, config = load_generator(folder, checkpoints.resolve_suffix(folder, args.load_weights), roots["data_root"])
-    report = combination_report(G, new_class_names(config, roots["data_root"]), old_class_names(config))
+    run_folder = experiment.RunFolder.of({**roots, "experiment_name": args.experiment_name})
+    folder = run_folder.weights
+    G, config = load_generator(folder, checkpoints.resolve_suffix(folder, args.load_weights),
+                               roots["data_root"])
+    report = combination_report(G, new_class_names(config, roots["data_root"]),
+                                old_class_names(config))
     print(format_report(report, args.top_k))
-    heatmap = args.heatmap or os.path.join(roots["samples_root"], args.experiment_name, HEATMAP_NAME)
+    heatmap = args.heatmap or os.path.join(run_folder.samples, HEATMAP_NAME)
     write_heatmap(report, heatmap, per_layer=args.per_layer)
     print(f"\nSaved the heatmap of the shares to {heatmap}")
     if args.json:

@@ -1,14 +1,16 @@
-"""Sample a trained (transfer) BigGAN: an npz of images, class and interpolation sheets, and metrics,
-optionally over a range of truncation thresholds.
+"""Sample a trained (transfer) BigGAN: an npz of images, class and interpolation sheets, and
+metrics, optionally over a range of truncation thresholds.
 
     python sample.py --base_dir BASE --experiment_name NAME --load_weights best [model flags] \
         --sample_npz --sample_sheets --sample_interps --sample_random \
-        --sample_inception_metrics --sample_trunc_curves 0.05_0.05_1.0 [--kmmd --mfid --precision_recall --iw]
+        --sample_inception_metrics --sample_trunc_curves 0.05_0.05_1.0 \
+        [--kmmd --mfid --precision_recall --iw]
 
-The model flags (and --dataset, --stage) are read from the training config saved with the checkpoint
-(its state_dict, else the experiment's config.json): leave them out. A flag given that differs from it
-is an error. For weights without a saved config (e.g. a bare official G.pth) give the flags the model
-was trained with; --n_pretrain_classes 0 then means a source (plain BigGAN) model.
+The model flags (and --dataset, --stage) are read from the training config saved with the
+checkpoint (its state_dict, else the experiment's config.json): leave them out. A flag given that
+differs from it is an error. For weights without a saved config (e.g. a bare official G.pth) give
+the flags the model was trained with; --n_pretrain_classes 0 then means a source (plain BigGAN)
+model. The run is settled once (run_spec.settle_sampling) and read-only from then on.
 
 Reads BASE/weights/NAME/G[_ema][_SUFFIX].pth and state_dict[_SUFFIX].pth. Writes, never replacing
 an existing file unless --overwrite is given (OUTPUTS lists them):
@@ -48,7 +50,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -56,13 +58,14 @@ import torch.nn as nn
 from tqdm import trange
 
 import BigGAN
-import checkpoints
 import datasets
 import experiment
 import flags
 import iw_critic
+import run_spec
 import sampling
 import stages
+import trained_generator
 import utils
 from acceleration import Precision
 
@@ -70,9 +73,11 @@ SAMPLES_PER_CLASS = 10   # columns of a class sheet (BigGAN-PyTorch)
 CLASSES_PER_SHEET = 20   # rows of a class sheet
 INTERP_STEPS = 10        # an interpolation row: its two endpoints and 8 midpoints
 NUM_SPLITS = 10          # of the Inception Score
-IW_IMAGES_PER_CLASS = 500  # held-out real images per class the IW critic uses at most (and as many samples)
+# held-out real images per class the IW critic uses at most (and as many samples)
+IW_IMAGES_PER_CLASS = 500
 CLASS_SETS = ("new", "old", "all")
-INTERPOLATIONS = {"ZY": (False, False), "Z": (False, True), "Y": (True, False)}  # file tag -> (fix_z, fix_y)
+# file tag -> (fix_z, fix_y)
+INTERPOLATIONS = {"ZY": (False, False), "Z": (False, True), "Y": (True, False)}
 
 
 def prepare_parser():
@@ -82,140 +87,79 @@ def prepare_parser():
     add("--sample_num_npz", type=utils.at_least(1), default=50000, help="samples in samples.npz")
     add("--sample_sheets", action="store_true", help="class-conditional sample sheets")
     add("--sample_interps", action="store_true", help="z and class interpolation sheets")
-    add("--sample_num_interps", type=utils.at_least(1), default=16, help="rows of an interpolation sheet")
+    add("--sample_num_interps", type=utils.at_least(1), default=16,
+        help="rows of an interpolation sheet")
     add("--sample_sheet_folder_num", type=utils.at_least(-1), default=-1,
         help="write sheets and metrics to samples/<experiment>/<this number>/ "
              "(default -1: to a folder named after the weights, e.g. G_ema_best2)")
     add("--sample_random", action="store_true", help="one sheet of random samples")
     add("--sample_inception_metrics", action="store_true",
-        help="IS/FID (KMMD with --kmmd, mFID with --mfid, precision/recall with --precision_recall, the IW "
-             "critic with --iw) in the --backbone feature space, at --truncation")
+        help="IS/FID (KMMD with --kmmd, mFID with --mfid, precision/recall with "
+             "--precision_recall, the IW critic with --iw) in the --backbone feature space, at "
+             "--truncation")
     add("--sample_trunc_curves", default="",
         help="metrics at each truncation threshold start_step_end, e.g. 0.05_0.05_1.0")
     add("--truncation", type=utils.NON_NEGATIVE, default=0.0,
         help="truncation threshold of z for all sampling but the curves (0: off)")
     add("--iw", action="store_true",
-        help="with --sample_inception_metrics: TransferGAN's independent Wasserstein critic against held-out "
-             "real images (negative, closer to 0 is better; iw_critic.py)")
+        help="with --sample_inception_metrics: TransferGAN's independent Wasserstein critic "
+             "against held-out real images (negative, closer to 0 is better; iw_critic.py)")
     add("--iw_reference", default="", metavar="DATASET",
-        help="the held-out real images of the classes for --iw (default: the dataset's reference folder, "
-             "named in its dataset.json by prepare_dataset.py)")
+        help="the held-out real images of the classes for --iw (default: the dataset's reference "
+             "folder, named in its dataset.json by prepare_dataset.py)")
     add("--classes", choices=CLASS_SETS, default="new",
-        help="new: the classes G was trained for; old: a knowledge-propagation G's source classes, drawn "
-             "through the pretrained class path (files end in _old); all: both, each to its own files")
+        help="new: the classes G was trained for; old: a knowledge-propagation G's source "
+             "classes, drawn through the pretrained class path (files end in _old); all: both, "
+             "each to its own files")
     add("--old_reference", default="", metavar="PATH",
-        help="reference moments of the source data (calculate_inception_moments.py on it), for metrics of "
-             "the old classes; KMMD reads the *_features.npz beside it")
+        help="reference moments of the source data (calculate_inception_moments.py on it), for "
+             "metrics of the old classes; KMMD reads the *_features.npz beside it")
     add("--overwrite", action="store_true", help="replace outputs of an earlier run")
     return p
 
 
 # ---------------------------------------------------------------------------------------------
-# The config: the flags given, the model flags from the checkpoint
+# The config: the flags given, the model flags from the checkpoint (run_spec.settle_sampling)
 
-def parse_config(argv: list[str] | None = None) -> dict:
-    """The flags given, and the model flags left out taken from the checkpoint's saved training
-    config (a given model flag that differs from it is an error)."""
+def parse_config(argv: list[str] | None = None) -> Mapping[str, Any]:
+    """The sampling run settled once, read-only (run_spec.settle_sampling), after the checks of
+    what the flags ask for."""
     parser = prepare_parser()
-    config = flags.resolve_roots(vars(parser.parse_args(argv)))
-    check_experiment_exists(config)
-    config["load_weights"] = checkpoint_suffix(config)
-    adopt_training_config(config, run_state(config).get("config") or {}, flags.explicit_flags(parser, argv))
-    config = flags.finalize_config(config)
+    given = vars(parser.parse_args(argv))
     wanted = [output.flag for output in OUTPUTS]
-    if not any(config[flag] for flag in wanted):
-        raise utils.UsageError("nothing to sample; give at least one of " + ", ".join(f"--{flag}" for flag in wanted))
-    if config["iw"] and not (config["sample_inception_metrics"] or config["sample_trunc_curves"]):
+    if not any(given[flag] for flag in wanted):
+        raise utils.UsageError("nothing to sample; give at least one of "
+                               + ", ".join(f"--{flag}" for flag in wanted))
+    if given["iw"] and not (given["sample_inception_metrics"] or given["sample_trunc_curves"]):
         raise utils.UsageError("--iw is a metric: give --sample_inception_metrics with it")
+    config = run_spec.settle_sampling(given, flags.explicit_flags(parser, argv))
     check_class_sets(config)
     return config
 
 
-def check_experiment_exists(config: dict) -> None:
-    """The experiment named is a folder under weights_root (else whatever is said about its
-    checkpoint, e.g. that the number of classes is unknown, is beside the point)."""
-    path, root = experiment.folder(config), config["weights_root"]
-    if os.path.isdir(path):
-        return
-    if not os.path.isdir(root):
-        found = f"{root} does not exist"
-    else:
-        there = sorted(entry.name for entry in os.scandir(root)
-                       if entry.is_dir() and not entry.name.startswith("."))
-        more = ", ..." if len(there) > 20 else ""
-        found = (f"the experiments there: {', '.join(there[:20])}{more}" if there
-                 else f"{root} holds no experiment")
-    raise utils.UsageError(f"experiment {config['experiment_name']} does not exist: there is no "
-                           f"folder {path}; check --experiment_name and --base_dir / "
-                           f"--weights_root ({found})")
-
-
-def checkpoint_hint(config: dict) -> str:
-    hint = (f"check --experiment_name ({config['experiment_name']}), --load_weights "
-            f"({config['load_weights'] or 'none'}) and --base_dir / --weights_root")
-    return hint + ("; --use_ema needs a run trained with --ema" if config["use_ema"] else "")
-
-
-def checkpoint_suffix(config: dict) -> str:
-    """--load_weights resolved: 'best' is the best of the best sets, 'latest' the latest set."""
-    return checkpoints.resolve_suffix(experiment.folder(config), config["load_weights"], checkpoint_hint(config))
-
-
-def run_state(config: dict) -> dict:
-    return experiment.read_run_state(experiment.folder(config), config["load_weights"], checkpoint_hint(config))
-
-
-def adopt_training_config(config: dict, trained: dict, explicit: set[str]) -> None:
-    """The model flags (and dataset, stage) of the run that wrote the checkpoint, where not given."""
-    what = f"{experiment.weights_name(config['use_ema'], config['load_weights'])} of {config['experiment_name']}"
-    adopted = experiment.adopt_saved_config(config, trained, explicit,
-                                            BigGAN.weight_defining_flags() + ("dataset",), what)
-    if adopted:
-        print("Model flags from the checkpoint: " + ", ".join(f"--{flag} {config[flag]}" for flag in adopted))
-    experiment.adopt_evaluation(config, trained, explicit)
-    for key in ("class_names", "old_class_names"):
-        config[key] = trained.get(key)
-    if "stage" not in trained:
-        if config["n_pretrain_classes"] == 0:
-            config["stage"] = "pretrain"  # no saved config: a source model is a plain BigGAN
-    elif "stage" not in explicit:
-        config["stage"] = trained["stage"]
-    elif has_old_classes(trained["stage"]) != has_old_classes(config["stage"]):
-        raise utils.UsageError(f"{what} was trained with --stage {trained['stage']}, a "
-                               f"{'knowledge-propagation' if has_old_classes(trained['stage']) else 'plain'} G; "
-                               f"you gave --stage {config['stage']}: leave --stage out")
-
-
-def has_old_classes(stage: str) -> bool:
-    """A knowledge-propagation G keeps the source's class path: it can draw the old classes."""
-    return stages.get(stage).knowledge_propagation
-
-
-def check_class_sets(config: dict) -> None:
+def check_class_sets(config: Mapping[str, Any]) -> None:
     if config["classes"] == "new":
         return
-    if not has_old_classes(config["stage"]):
-        raise utils.UsageError(f"--classes {config['classes']} needs a knowledge-propagation G (stages BN/FT), "
-                               f"which keeps the source's class path; {config['experiment_name']} is a "
-                               f"--stage {config['stage']} model, whose G has only its own classes: use --classes new")
+    if not stages.get(config["stage"]).knowledge_propagation:
+        raise utils.UsageError(f"--classes {config['classes']} needs a knowledge-propagation G "
+                               "(stages BN/FT), which keeps the source's class path; "
+                               f"{config['experiment_name']} is a --stage {config['stage']} model, "
+                               "whose G has only its own classes: use --classes new")
     wants_metrics = config["sample_inception_metrics"] or config["sample_trunc_curves"]
     if wants_metrics and not config["old_reference"]:
-        raise utils.UsageError("metrics of the old classes need the source data's reference statistics: give "
-                               "--old_reference PATH (calculate_inception_moments.py on the source dataset, "
+        raise utils.UsageError("metrics of the old classes need the source data's reference "
+                               "statistics: give --old_reference PATH "
+                               "(calculate_inception_moments.py on the source dataset, "
                                f"--backbone {config['backbone']})")
 
 
-def load_generator(config: dict) -> BigGAN.Generator:
-    """G (or G_ema) of the checkpoint, built from the config; n_classes must be known."""
-    if not config["n_classes"]:
-        raise utils.UsageError("the number of classes is unknown: the checkpoint has no saved training config; "
-                               "give --n_classes")
-    config["resolution"] = (config["resolution"]
-                            or datasets.dataset_spec(config["dataset"], config["data_root"]).resolution)
-    weights = experiment.read_generator_weights(experiment.folder(config), config["load_weights"],
-                                                config["use_ema"], checkpoint_hint(config))
-    return experiment.build_trained_generator(config, weights,
-                                              experiment.weights_name(config["use_ema"], config["load_weights"]))
+def load_generator(config: Mapping[str, Any]) -> BigGAN.Generator:
+    """G (or G_ema) of the checkpoint, built from the config."""
+    weights = trained_generator.read_generator_weights(
+        experiment.folder(config), config["load_weights"], config["use_ema"],
+        trained_generator.checkpoint_hint(config))
+    what = trained_generator.weights_name(config["use_ema"], config["load_weights"])
+    return trained_generator.build_trained_generator(config, weights, what)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +168,8 @@ def load_generator(config: dict) -> BigGAN.Generator:
 @dataclass
 class ClassSet:
     """The classes one round of outputs draws: G's new classes (the official file names), or a
-    knowledge-propagation G's old classes through the source's class path (file names end in _old)."""
+    knowledge-propagation G's old classes through the source's class path (file names end in
+    _old)."""
     name: str
     n_classes: int
     old_classes: bool
@@ -240,7 +185,8 @@ def class_sets(config: dict) -> list[ClassSet]:
 # ---------------------------------------------------------------------------------------------
 # Metrics
 
-SPACE_LABELS = {"inception": "Inception", "tf_inception": "TF-Inception", "classifier": "classifier"}
+SPACE_LABELS = {"inception": "Inception", "tf_inception": "TF-Inception",
+                "classifier": "classifier"}
 
 
 def trunc_curve_values(spec: str) -> list[float]:
@@ -251,7 +197,8 @@ def trunc_curve_values(spec: str) -> list[float]:
         raise utils.UsageError(f"--sample_trunc_curves {spec!r} is not start_step_end, "
                                "e.g. 0.05_0.05_1.0") from None
     if not (0 < start <= end and step > 0):
-        raise utils.UsageError(f"--sample_trunc_curves {spec!r}: need 0 < start <= end and step > 0")
+        raise utils.UsageError(f"--sample_trunc_curves {spec!r}: need 0 < start <= end and "
+                               "step > 0")
     count = math.floor((end - start) / step + 1e-9) + 1
     return [round(start + i * step, 10) for i in range(count)]
 
@@ -264,60 +211,67 @@ def prepare_metrics(config: dict, device, classes: ClassSet):
     if classes.old_classes:
         moments = config["old_reference"]
         check_old_reference(config)
-        reference = {"moments_path": moments,
-                     "features_path": moments[:-len("_moments.npz")] + "_features.npz"
-                     if moments.endswith("_moments.npz") else os.path.splitext(moments)[0] + "_features.npz"}
+        stem = (moments[:-len("_moments.npz")] if moments.endswith("_moments.npz")
+                else os.path.splitext(moments)[0])
+        reference = {"moments_path": moments, "features_path": stem + "_features.npz"}
     return inception_utils.Metrics.from_config(config, device, **reference)
 
 
 def check_old_reference(config: dict) -> None:
     """--old_reference must describe the old classes, not (say) the target data."""
     if not os.path.isfile(config["old_reference"]):
-        raise utils.UsageError(f"--old_reference {config['old_reference']} does not exist; compute the source "
-                               "data's moments with calculate_inception_moments.py")
+        raise utils.UsageError(f"--old_reference {config['old_reference']} does not exist; compute "
+                               "the source data's moments with calculate_inception_moments.py")
     with np.load(config["old_reference"], allow_pickle=False) as f:
         counts = f["class_counts"] if "class_counts" in f.files else None
     if counts is not None and len(counts) != config["n_pretrain_classes"]:
-        raise utils.UsageError(f"--old_reference {config['old_reference']} holds statistics of {len(counts)} "
-                               f"classes, but G has {config['n_pretrain_classes']} old classes; give the moments "
-                               "of the source dataset")
+        raise utils.UsageError(f"--old_reference {config['old_reference']} holds statistics of "
+                               f"{len(counts)} classes, but G has {config['n_pretrain_classes']} "
+                               "old classes; give the moments of the source dataset")
 
 
 def iw_reference_images(config: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Held-out real images of the new classes for the IW critic (at most IW_IMAGES_PER_CLASS per
     class, the same ones every time) and their labels."""
-    reference = config["iw_reference"] or datasets.reference_dataset_name(config["dataset"], config["data_root"])
+    reference = (config["iw_reference"]
+                 or datasets.reference_dataset_name(config["dataset"], config["data_root"]))
     if not reference:
-        raise utils.UsageError(f"--iw needs held-out real images of the classes: {config['dataset']} names no "
-                               "reference folder (prepare_dataset.py writes one); give --iw_reference DATASET")
+        raise utils.UsageError("--iw needs held-out real images of the classes: "
+                               f"{config['dataset']} names no reference folder (prepare_dataset.py "
+                               "writes one); give --iw_reference DATASET")
     data = datasets.load_dataset(reference, config["data_root"], resolution=config["resolution"])
     if data.classes != datasets.class_names(config["dataset"], config["data_root"]):
-        raise utils.UsageError(f"--iw_reference {reference} holds the classes {', '.join(data.classes)}, not those of "
-                               f"{config['dataset']}; give the reference folder of these classes")
+        raise utils.UsageError(f"--iw_reference {reference} holds the classes "
+                               f"{', '.join(data.classes)}, not those of {config['dataset']}; give "
+                               "the reference folder of these classes")
     per_class: dict[int, list[int]] = {}
     for index, (_, label) in enumerate(data.samples):
         per_class.setdefault(label, []).append(index)
     chosen = [i for indices in per_class.values() for i in indices[:IW_IMAGES_PER_CLASS]]
     if len(chosen) < iw_critic.MIN_IMAGES:
-        raise utils.UsageError(f"--iw: the reference folder {reference} holds {len(chosen)} images, and the critic "
-                               f"needs at least {iw_critic.MIN_IMAGES} (half to train it, half to evaluate it); "
-                               "hold out more real images of the classes, or give another --iw_reference")
+        raise utils.UsageError(f"--iw: the reference folder {reference} holds {len(chosen)} "
+                               f"images, and the critic needs at least {iw_critic.MIN_IMAGES} "
+                               "(half to train it, half to evaluate it); hold out more real "
+                               "images of the classes, or give another --iw_reference")
     images, labels = zip(*(data[i] for i in chosen))
     return torch.stack(images), torch.tensor(labels)
 
 
 def measure_iw(G, G_forward, config: dict, device, precision, truncation: float) -> dict:
-    """The IW critic: the held-out real images against as many samples with the same class counts."""
+    """The IW critic: the held-out real images against as many samples with the same class
+    counts."""
     real, labels = iw_reference_images(config)
     z = sampling.truncate(torch.randn(len(labels), G.dim_z, device=device) * config["z_var"] ** 0.5,
                           truncation, config["z_var"])
-    fake = sampling.generate(G_forward, z, G.class_input(labels.to(device)), config["G_batch_size"], precision)
+    fake = sampling.generate(G_forward, z, G.class_input(labels.to(device)),
+                             config["G_batch_size"], precision)
     result = iw_critic.independent_wasserstein(real, fake, seed=config["seed"])
     return {"IW": result["IW"], "IW_train": result["IW_train"], "IW_images": len(labels)}
 
 
 def describe_metrics(metrics: dict) -> str:
-    """Every number named with its feature space: a classifier-space FID never reads as Inception's."""
+    """Every number named with its feature space: a classifier-space FID never reads as
+    Inception's."""
     space = metrics["metric_space"]
     label = SPACE_LABELS.get(space, space)
     parts = [f"{label} IS {metrics['IS_mean']:.3f} +/- {metrics['IS_std']:.3f}",
@@ -330,7 +284,8 @@ def describe_metrics(metrics: dict) -> str:
     if metrics.get("IW") is not None:
         parts.append(f"IW {metrics['IW']:.4f} (pixel critic)")
     if space == "classifier":
-        note = " (feature space of the project classifier: not comparable with published Inception numbers)"
+        note = (" (feature space of the project classifier: not comparable with published "
+                "Inception numbers)")
     elif space == "inception":
         note = " (PyTorch Inception: unofficial, close to but not TF Inception's)"
     else:
@@ -380,7 +335,8 @@ class Round:
 
     @property
     def npz_path(self) -> str:
-        return os.path.join(self.config["samples_root"], self.config["experiment_name"], f"samples{self.classes.tag}.npz")
+        return os.path.join(experiment.RunFolder.of(self.config).samples,
+                            f"samples{self.classes.tag}.npz")
 
     def sampler(self, truncation: float) -> Callable:
         return sampling.make_sample_fn(self.G, self.config, self.device, self.precision, truncation,
@@ -400,13 +356,15 @@ def interpolations(G: BigGAN.Generator, device) -> dict[str, tuple[bool, bool]]:
 
 
 def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], rounded: the inverse of the data loader's map."""
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], rounded: the inverse of the data loader's
+    map."""
     pixels = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
 def write_npz(r: Round) -> None:
-    num, batch_size, resolution = r.config["sample_num_npz"], r.config["G_batch_size"], r.config["resolution"]
+    num, batch_size = r.config["sample_num_npz"], r.config["G_batch_size"]
+    resolution = r.config["resolution"]
     sample = r.sampler(r.config["truncation"])
     x = np.empty((num, resolution, resolution, 3), dtype=np.uint8)  # 50k at 128 px: 2.5 GB
     y = np.empty((num,), dtype=np.int64)
@@ -420,16 +378,18 @@ def write_npz(r: Round) -> None:
 
 
 def sheet_paths(r: Round) -> list[str]:
-    return [r.path(f"samples{i}", "png") for i in range(math.ceil(r.classes.n_classes / CLASSES_PER_SHEET))]
+    sheets = math.ceil(r.classes.n_classes / CLASSES_PER_SHEET)
+    return [r.path(f"samples{i}", "png") for i in range(sheets)]
 
 
 def write_sheets(r: Round) -> None:
-    z, _ = sampling.sample_z_y(SAMPLES_PER_CLASS, r.G.dim_z, r.classes.n_classes, r.device, r.config["z_var"],
-                               truncation=r.config["truncation"])
-    for i, (path, first) in enumerate(zip(sheet_paths(r), range(0, r.classes.n_classes, CLASSES_PER_SHEET))):
-        rows = list(range(first, min(first + CLASSES_PER_SHEET, r.classes.n_classes)))
-        sheet = sampling.class_sheet(r.G, rows, z, r.config["G_batch_size"], r.precision, r.G_forward,
-                                     r.classes.old_classes)
+    n_classes = r.classes.n_classes
+    z, _ = sampling.sample_z_y(SAMPLES_PER_CLASS, r.G.dim_z, n_classes, r.device,
+                               r.config["z_var"], truncation=r.config["truncation"])
+    for path, first in zip(sheet_paths(r), range(0, n_classes, CLASSES_PER_SHEET)):
+        rows = list(range(first, min(first + CLASSES_PER_SHEET, n_classes)))
+        sheet = sampling.class_sheet(r.G, rows, z, r.config["G_batch_size"], r.precision,
+                                     r.G_forward, r.classes.old_classes)
         sampling.save_image_grid(sheet, path, nrow=SAMPLES_PER_CLASS)
     print(f"Saved class sheets of the {r.label} to {r.folder}")
 
@@ -440,21 +400,24 @@ def interp_paths(r: Round) -> list[str]:
 
 def write_interps(r: Round) -> None:
     for path, (fix_z, fix_y) in zip(interp_paths(r), interpolations(r.G, r.device).values()):
-        sheet = sampling.interp_sheet(r.G, r.config["sample_num_interps"], INTERP_STEPS, r.config, r.device,
-                                      fix_z, fix_y, r.config["truncation"], r.classes.old_classes, r.precision,
-                                      r.G_forward)
+        sheet = sampling.interp_sheet(r.G, r.config["sample_num_interps"], INTERP_STEPS,
+                                      r.config, r.device, fix_z, fix_y, r.config["truncation"],
+                                      r.classes.old_classes, r.precision, r.G_forward)
         sampling.save_image_grid(sheet, path, nrow=INTERP_STEPS)
-    print(f"Saved interpolation sheets of the {r.label} ({', '.join(map(os.path.basename, interp_paths(r)))})")
+    print(f"Saved interpolation sheets of the {r.label} "
+          f"({', '.join(map(os.path.basename, interp_paths(r)))})")
 
 
 def write_random(r: Round) -> None:
     images, _ = r.sampler(r.config["truncation"])()
-    sampling.save_image_grid(images.cpu(), r.path("random_samples", "png"), nrow=int(images.shape[0] ** 0.5))
+    sampling.save_image_grid(images.cpu(), r.path("random_samples", "png"),
+                             nrow=int(images.shape[0] ** 0.5))
     print(f"Saved a random sheet of the {r.label} to {r.folder}")
 
 
 def measure(r: Round, truncation: float) -> dict:
-    metrics = r.metrics(r.sampler(truncation), r.config["num_inception_images"], num_splits=NUM_SPLITS)
+    metrics = r.metrics(r.sampler(truncation), r.config["num_inception_images"],
+                        num_splits=NUM_SPLITS)
     if r.config["iw"] and not r.classes.old_classes:
         metrics.update(measure_iw(r.G, r.G_forward, r.config, r.device, r.precision, truncation))
     print(f"{evaluation_setting(r.config, truncation, r.itr)}: {describe_metrics(metrics)}")
@@ -477,14 +440,16 @@ def write_csv(path: str, rows: list[dict]) -> None:
 def write_metrics(r: Round) -> None:
     print(f"Calculating metrics of the {r.label}...")
     r.result["metrics" + r.classes.tag] = measure(r, r.config["truncation"])
-    write_json(r.path("metrics", "json"), {**r.setting, "classes": r.classes.name, **r.result["metrics" + r.classes.tag]})
+    write_json(r.path("metrics", "json"), {**r.setting, "classes": r.classes.name,
+                                           **r.result["metrics" + r.classes.tag]})
 
 
 def write_trunc_curves(r: Round) -> None:
     values = trunc_curve_values(r.config["sample_trunc_curves"])
     print(f"Metrics of the {r.label} at truncation thresholds {values}...")
     rows = [measure(r, t) for t in values]
-    write_json(r.path("trunc_curves", "json"), {**r.setting, "classes": r.classes.name, "rows": rows})
+    write_json(r.path("trunc_curves", "json"),
+               {**r.setting, "classes": r.classes.name, "rows": rows})
     write_csv(r.path("trunc_curves", "csv"), rows)
     print(f"Saved the truncation curve of the {r.label} to {r.path('trunc_curves', '{json,csv}')}")
     r.result["trunc_curve" + r.classes.tag] = rows
@@ -503,7 +468,8 @@ OUTPUTS = (
     Output("sample_interps", interp_paths, write_interps),
     Output("sample_random", lambda r: [r.path("random_samples", "png")], write_random),
     Output("sample_inception_metrics", lambda r: [r.path("metrics", "json")], write_metrics),
-    Output("sample_trunc_curves", lambda r: [r.path("trunc_curves", "json"), r.path("trunc_curves", "csv")],
+    Output("sample_trunc_curves",
+           lambda r: [r.path("trunc_curves", "json"), r.path("trunc_curves", "csv")],
            write_trunc_curves),
 )
 
@@ -512,8 +478,9 @@ def refuse_to_overwrite(paths: list[str], config: dict) -> None:
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not config["overwrite"]:
         more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
-        raise utils.UsageError(f"earlier outputs would be replaced: {', '.join(existing[:3])}{more}; pass "
-                               "--overwrite to replace them, or --sample_sheet_folder_num N to write elsewhere")
+        raise utils.UsageError("earlier outputs would be replaced: "
+                               f"{', '.join(existing[:3])}{more}; pass --overwrite to replace "
+                               "them, or --sample_sheet_folder_num N to write elsewhere")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,7 +492,7 @@ def run(config: dict) -> dict:
     if config["threads"]:
         torch.set_num_threads(config["threads"])
     utils.seed_rng(config["seed"])
-    state = run_state(config)
+    state = trained_generator.read_checkpoint_state(config)
     G = load_generator(config).to(device)
     G.train(not config["G_eval_mode"])
     itr = state.get("itr", "unknown")
@@ -533,19 +500,21 @@ def run(config: dict) -> dict:
                                        and torch.cuda.device_count() > 1) else G
     precision = Precision.from_config(config, device)
     folder_name = (str(config["sample_sheet_folder_num"]) if config["sample_sheet_folder_num"] >= 0
-                   else experiment.weights_name(config["use_ema"], config["load_weights"]))
-    folder = os.path.join(config["samples_root"], config["experiment_name"], folder_name)
+                   else trained_generator.weights_name(config["use_ema"], config["load_weights"]))
+    folder = os.path.join(experiment.RunFolder.of(config).samples, folder_name)
     wanted = [output for output in OUTPUTS if config[output.flag]]
     if config["sample_trunc_curves"]:
         trunc_curve_values(config["sample_trunc_curves"])  # a bad spec stops us before any sampling
-    setting = {"weights": experiment.weights_name(config["use_ema"], config["load_weights"]), "itr": itr,
-               "use_ema": config["use_ema"], "G_eval_mode": config["G_eval_mode"], "z_var": config["z_var"],
-               "num_inception_images": config["num_inception_images"]}
+    setting = {"weights": trained_generator.weights_name(config["use_ema"], config["load_weights"]),
+               "itr": itr, "use_ema": config["use_ema"], "G_eval_mode": config["G_eval_mode"],
+               "z_var": config["z_var"], "num_inception_images": config["num_inception_images"]}
     result = {"folder": folder, "itr": itr, "G": G}
-    # The metrics first (backbone, reference statistics): a missing file should stop us before hours of sampling.
+    # The metrics first (backbone, reference statistics): a missing file should stop us before
+    # hours of sampling.
     wants_metrics = config["sample_inception_metrics"] or config["sample_trunc_curves"]
     rounds = [Round(config, G, G_forward, device, precision, classes, folder, itr,
-                    prepare_metrics(config, device, classes) if wants_metrics else None, result, setting)
+                    prepare_metrics(config, device, classes) if wants_metrics else None, result,
+                    setting)
               for classes in class_sets(config)]
     if config["iw"]:
         iw_reference_images(config)  # and the IW critic's real images
@@ -556,18 +525,21 @@ def run(config: dict) -> dict:
     print(f"Sampling {setting['weights']} of {config['experiment_name']} (itr {itr}) on {device}: "
           f"{' and '.join(f'{r.classes.n_classes} {r.label}' for r in rounds)}, "
           f"G in {'eval' if config['G_eval_mode'] else 'training'} mode")
-    if config["G_eval_mode"] and not config["accumulate_stats"] and any(r.classes.old_classes for r in rounds):
-        print("Note: in eval mode the old classes use BN running statistics gathered on new-class batches "
-              "during training; --mybn --accumulate_stats gathers each class set's own")
+    old_in_eval_mode = config["G_eval_mode"] and not config["accumulate_stats"]
+    if old_in_eval_mode and any(r.classes.old_classes for r in rounds):
+        print("Note: in eval mode the old classes use BN running statistics gathered on new-class "
+              "batches during training; --mybn --accumulate_stats gathers each class set's own")
     for r in rounds:
-        # Each class set draws from --seed alone, not from how much random init building G took: the old
-        # classes of a transferred G get the very z and classes its source gets.
+        # Each class set draws from --seed alone, not from how much random init building G took:
+        # the old classes of a transferred G get the very z and classes its source gets.
         utils.seed_rng(config["seed"])
         result.setdefault("metrics" + r.classes.tag, None)
         result.setdefault("trunc_curve" + r.classes.tag, None)
         if config["accumulate_stats"]:
-            # Old and new classes share the BN statistics: each set gets standing statistics of its own.
-            print(f"Accumulating standing stats of the {r.label} over {config['num_standing_accumulations']} batches...")
+            # Old and new classes share the BN statistics: each set gets standing statistics of
+            # its own.
+            print(f"Accumulating standing stats of the {r.label} over "
+                  f"{config['num_standing_accumulations']} batches...")
             sampling.accumulate_standing_stats(G, config, device, old_classes=r.classes.old_classes)
         for output in wanted:
             output.write(r)

@@ -40,6 +40,12 @@ def sample_z_y(batch_size: int, dim_z: int, n_classes: int, device, z_var: float
     return truncate(z, truncation, z_var), y
 
 
+def seeded_z(count: int, dim_z: int, seed: int, z_var: float = 1.0) -> torch.Tensor:
+    """count z's ~ N(0, z_var) drawn on the CPU from `seed` alone, the same on every device and
+    run: the fixed z's of sheets and figures."""
+    return torch.randn(count, dim_z, generator=torch.Generator().manual_seed(seed)) * z_var ** 0.5
+
+
 def sampling_G(G: nn.Module, G_ema: nn.Module | None, config: dict) -> nn.Module:
     """The generator that samples and metrics use: G_ema with --use_ema, else G."""
     return G_ema if (G_ema is not None and config["use_ema"]) else G
@@ -228,13 +234,12 @@ class Sheets:
 
     MAX_ROWS = 50
 
-    def __init__(self, config: dict, dim_z: int, device):
-        self.folder = os.path.join(config["samples_root"], config["experiment_name"])
+    def __init__(self, config: dict, dim_z: int, device, folder: str):
+        self.folder = folder  # the experiment's samples folder (experiment.RunFolder.samples)
         z, y = sample_z_y(config["G_batch_size"], dim_z, config["n_classes"], "cpu", config["z_var"],
                           torch.Generator().manual_seed(config["seed"] + 1))
         self.fixed_z, self.fixed_y = z.to(device), y.to(device)
-        sheet_z = torch.randn(10, dim_z, generator=torch.Generator().manual_seed(config["seed"]))
-        self.sheet_z = sheet_z.to(device) * config["z_var"] ** 0.5
+        self.sheet_z = seeded_z(10, dim_z, config["seed"], config["z_var"]).to(device)
         self.classes = list(range(min(config["n_classes"], self.MAX_ROWS)))
 
     @torch.no_grad()

@@ -1,16 +1,20 @@
 """Train a BigGAN: pretrain a source model (--stage pretrain), transfer a pretrained one to new
 classes by knowledge propagation (--stage BN), fine-tune it (--stage FT), or run a baseline.
 
-    python train.py --base_dir BASE --dataset C100 --stage BN --n_classes 20 --n_pretrain_classes 80 ...
-    python train.py --dataset mydata_new --stage FT --start_from mydata_BN:best --experiment_name mydata_FT
-    torchrun --nproc_per_node 2 train.py ...      (data parallel, one process per GPU; gloo on CPU)
+    python train.py --base_dir BASE --dataset C100 --stage BN --n_classes 20 \
+        --n_pretrain_classes 80 ...
+    python train.py --dataset mydata_new --stage FT --start_from mydata_BN:best \
+        --experiment_name mydata_FT
+    torchrun --nproc_per_node 2 train.py ...   (data parallel, one process per GPU; gloo on CPU)
 
 Files: BASE/data/<dataset folder> (input), BASE/weights/{G,D}.pth (the pretrained source model),
-BASE/weights/<experiment>/ (checkpoints, config.json), BASE/logs/ (JSON lines), BASE/samples/<experiment>/.
-How a run starts (new, --start_from, --resume) is experiment.py's; what happens between iterations
-(saving, sheets, evaluation) train_fns.py's. training_loop reads top to bottom: set up (a resumed
-run first catches up with what its checkpoint's iteration still owes: catch_up), then per iteration
-train, log, save, evaluate.
+BASE/weights/<experiment>/ (checkpoints, config.json), BASE/logs/ (JSON lines),
+BASE/samples/<experiment>/ (experiment.RunFolder names them all). The run is settled once
+(run_spec.settle: flags, adopted saved configs, the data's classes, the start plan), then started
+(run_start.py: models, optimizers, state); what happens between iterations (saving, sheets,
+evaluation) is train_fns.py's. training_loop reads top to bottom: set up (a resumed run first
+catches up with what its checkpoint's iteration still owes: catch_up), then per iteration train,
+log, save, evaluate.
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 import torch.distributed as dist
@@ -27,14 +33,15 @@ from tqdm import tqdm
 import checkpoints
 import datasets
 import experiment
-import flags
+import run_spec
+import run_start
 import sampling
 import stages
 import train_fns
 import utils
 
 
-def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
+def setup_distributed(config: Mapping[str, Any]) -> tuple[int, int, torch.device]:
     """(rank, world_size, device): torchrun sets WORLD_SIZE/RANK/LOCAL_RANK; else one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = utils.pick_device(config["device"] or None)
@@ -47,61 +54,105 @@ def setup_distributed(config: dict) -> tuple[int, int, torch.device]:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     elif config["cross_replica"]:
-        raise utils.UsageError("--cross_replica synchronizes BN statistics across GPUs; it needs CUDA")
+        raise utils.UsageError("--cross_replica synchronizes BN statistics across GPUs; it needs "
+                               "CUDA")
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world_size, device
 
 
-def make_batches(config: dict, state: dict, rank: int, world_size: int, device) -> datasets.ResumableBatches:
-    """The run's batches from where its state stands: batch_size x num_D_steps x num_D_accumulations
-    images per iteration, this process's share of the data."""
+def make_batches(config: Mapping[str, Any], state: dict, rank: int, world_size: int,
+                 device) -> datasets.ResumableBatches:
+    """The run's batches from where its state stands: batch_size x num_D_steps x
+    num_D_accumulations images per iteration, this process's share of the data."""
     D_batch = config["batch_size"] * config["num_D_steps"] * config["num_D_accumulations"]
     workers = min(config["num_workers"], datasets.available_cores())
     if rank == 0 and workers < config["num_workers"]:
         print(f"--num_workers {config['num_workers']}: {workers}, the CPU cores available")
-    loader = datasets.get_data_loaders(**{**config, "batch_size": D_batch, "start_itr": state["itr"],
-                                          "num_workers": workers, "rank": rank, "world_size": world_size,
-                                          "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
+    loader = datasets.get_data_loaders(**{
+        **config, "batch_size": D_batch, "start_itr": state["itr"], "num_workers": workers,
+        "rank": rank, "world_size": world_size,
+        "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
     images = len(loader.dataset) // world_size
     if rank == 0 and config["batch_size"] > images:
-        print(f"warning: --batch_size {config['batch_size']} is larger than the {images} training images"
-              f"{' per process' if world_size > 1 else ''}: every D batch holds each image about "
-              f"{config['batch_size'] / images:.1f} times; lower --batch_size if that is not intended", file=sys.stderr)
-    return datasets.ResumableBatches(loader, config["num_epochs"], state["epoch"], state["epoch_batches"])
+        print(f"warning: --batch_size {config['batch_size']} is larger than the {images} training "
+              f"images{' per process' if world_size > 1 else ''}: every D batch holds each image "
+              f"about {config['batch_size'] / images:.1f} times; lower --batch_size if that is not "
+              "intended", file=sys.stderr)
+    return datasets.ResumableBatches(loader, config["num_epochs"], state["epoch"],
+                                     state["epoch_batches"])
 
 
-def describe_run(config: dict, device, world_size: int, models: train_fns.Models) -> None:
+def describe_run(config: Mapping[str, Any], device, world_size: int,
+                 models: train_fns.Models) -> None:
     count = lambda params: sum(p.numel() for p in params)
     stage = stages.get(config["stage"])
+    D_trained = count(stages.D_parameters(models.D, config['freezeD_layer']))
     print(f"Experiment {config['experiment_name']} on {device} ({world_size} process(es)); stage "
-          f"{stage.name} ({stage.summary}) trains {count(stages.G_parameters(models.G, stage)):,} of "
-          f"{count(models.G.parameters()):,} G parameters, and "
-          f"{count(stages.D_parameters(models.D, config['freezeD_layer'])):,} of {count(models.D.parameters()):,} of D")
+          f"{stage.name} ({stage.summary}) trains {count(stages.G_parameters(models.G, stage)):,} "
+          f"of {count(models.G.parameters()):,} G parameters, and {D_trained:,} of "
+          f"{count(models.D.parameters()):,} of D")
 
 
-def run(config: dict, explicit: set[str] | None = None) -> dict:
-    """Train as config says, holding the experiment's lock (rank 0) after finishing what a killed
-    run left. explicit: the flags the user gave (the others may be taken from saved configs); None:
-    all of them."""
+def run(config: Mapping[str, Any], explicit: set[str] | None = None,
+        resume: bool = False) -> dict:
+    """Train as the flags `config` (flags.finalize_config's) say, holding the experiment's lock
+    (rank 0) after finishing what a killed run left; the run is settled (run_spec.settle) once
+    that is done. explicit: the flags the user gave (the others may be taken from saved configs);
+    None: all of them. resume: continue the experiment (experiments/runs.py's start plan)."""
     rank, world_size, device = setup_distributed(config)
     is_main = rank == 0
-    folder = experiment.folder(config)
-    with checkpoints.ExperimentLock(folder) if is_main else contextlib.nullcontext():
+    folder = experiment.RunFolder.of(config)
+    with checkpoints.ExperimentLock(folder.weights) if is_main else contextlib.nullcontext():
         if is_main:
-            checkpoints.recover(folder)
-            checkpoints.clean_temporaries(os.path.join(config["samples_root"], config["experiment_name"]))
+            checkpoints.recover(folder.weights)
+            checkpoints.clean_temporaries(folder.samples)
         try:
-            return training_loop(config, explicit, rank, world_size, device)
-        except utils.WriteError as err:  # a full disk or a read-only folder: say where the run stands
-            raise utils.WriteError(f"{err}; training stopped, {experiment.where_to_continue(folder)}") from None
+            spec = run_spec.settle(config, explicit, resume)
+            return training_loop(spec, rank, world_size, device)
+        except utils.WriteError as err:  # a full disk or a read-only folder: say where it stands
+            where = experiment.where_to_continue(folder.weights)
+            raise utils.WriteError(f"{err}; training stopped, {where}") from None
 
 
-def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size: int, device) -> dict:
-    # Set up: the data's classes, models and state, the step, metrics, sheets, logs.
-    is_main = rank == 0
+@dataclass
+class Training:
+    """A run set up: what its iterations use, and where it started."""
+    spec: run_spec.RunSpec
+    models: train_fns.Models
+    state: dict
+    step: train_fns.Step
+    metrics: Any                 # inception_utils.Metrics, or None with --no_fid or off rank 0
+    sheets: sampling.Sheets
+    batches: datasets.ResumableBatches
+    rank: int
+    world_size: int
+    device: torch.device
+    start_itr: int = 0
+    start_time: float = 0.0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def generators(self) -> list:
+        return [G for G in (self.models.G, self.models.G_ema) if G is not None]
+
+    def outside_training(self):
+        return sampling.outside_training(self.generators, self.spec.config["G_eval_mode"],
+                                         self.device)
+
+    def result(self, last_metrics: dict) -> dict:
+        return {"state_dict": self.state, "metrics": last_metrics, "G": self.models.G,
+                "D": self.models.D, "G_ema": self.models.G_ema}
+
+
+def set_up(spec: run_spec.RunSpec, rank: int, world_size: int, device) -> Training:
+    """The models and state as the start plan says, the step, metrics, sheets, config.json, and
+    the batches from where the state stands (a resumed run: with its random state)."""
+    config, is_main = spec.config, rank == 0
     utils.seed_rng(config["seed"])
-    experiment.set_classes_and_resolution(config)
-    models, state = experiment.prepare_models(config, device, is_main, explicit)
+    models, state = run_start.prepare_models(spec, device, is_main)
     owed = config["resume"] and evaluation_owed(config, state)
     if config["num_iters"] and state["itr"] >= config["num_iters"] and not owed:
         raise utils.UsageError(f"--num_iters {config['num_iters']}: the checkpoint is at iteration "
@@ -117,87 +168,101 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
         else:
             import inception_utils  # heavy (torchvision models); only when metrics run
             metrics = inception_utils.Metrics.from_config(config, device)
-        experiment.write_config(config)
-    sheets = sampling.Sheets(config, models.G.dim_z, device)
-    test_log, train_log = metrics_log(config), training_log(config)
-    generators = [G for G in (models.G, models.G_ema) if G is not None]
-    last_metrics: dict = {}
-
+        experiment.write_config(spec.folder, config)
+    sheets = sampling.Sheets(config, models.G.dim_z, device, spec.folder.samples)
     # Same models on every rank (same seed above), different noise per rank from here on.
     torch.manual_seed(config["seed"] + rank)
     batches = make_batches(config, state, rank, world_size, device)
     if config["resume"]:
-        experiment.restore_rng_state(state, rank, world_size, device)  # after the loader drew its seed
-    start_time, start_itr = time.time(), state["itr"]
-    if config["resume"] and is_main:
-        last_metrics = catch_up(models, state, config, metrics, step.precision, device)
-    if config["num_iters"] and start_itr >= config["num_iters"]:  # the evaluation was all it owed
+        run_start.restore_rng_state(state, rank, world_size, device)  # after the loader's seed
+    return Training(spec, models, state, step, metrics, sheets, batches, rank, world_size,
+                    torch.device(device), state["itr"], time.time())
+
+
+def training_loop(spec: run_spec.RunSpec, rank: int, world_size: int, device) -> dict:
+    """Set up; a resumed run first catches up with what its checkpoint's iteration still owes;
+    then per iteration train, log, save, evaluate; finish."""
+    t = set_up(spec, rank, world_size, device)
+    config = spec.config
+    last_metrics = catch_up(t) if config["resume"] and t.is_main else {}
+    if config["num_iters"] and t.start_itr >= config["num_iters"]:  # the evaluation was all it owed
         close_distributed(world_size)
-        if is_main:
-            print(f"Done: the evaluation of iteration {start_itr}, which the stopped run owed")
-        return {"state_dict": state, "metrics": last_metrics, "G": models.G, "D": models.D,
-                "G_ema": models.G_ema}
-    progress = tqdm(disable=not is_main, initial=start_itr, total=config["num_iters"] or None)
+        if t.is_main:
+            print(f"Done: the evaluation of iteration {t.start_itr}, which the stopped run owed")
+        return t.result(last_metrics)
+    progress = tqdm(disable=not t.is_main, initial=t.start_itr, total=config["num_iters"] or None)
     final = False
     try:  # closed also on an error, whose one line then starts a line of its own
-        for x, y in batches:
+        for x, y in t.batches:
             # Train one iteration.
-            state["itr"] += 1
-            itr = state["itr"]
-            models.G.train(), models.D.train()
-            losses = step(x.to(device), y.to(device), itr)
-            train_fns.stop_if_diverged(losses, itr, config)
-            if itr == start_itr + 1 and is_main and config["compile"]:
-                print(f"--compile: the first iteration took {time.time() - start_time:.1f} s, compilation included")
+            losses = train_iteration(t, x, y)
+            itr = t.state["itr"]
             final = bool(config["num_iters"]) and itr >= config["num_iters"]
             saving = itr % config["save_every"] == 0 or final
             evaluating = not config["no_fid"] and (itr % config["test_every"] == 0 or final)
-            if saving or evaluating:  # every process takes part; a best set is a checkpoint to resume too
-                state.update(batches.position(), rng_states=experiment.rng_states(device),
-                             evaluation_due=evaluating)
+            if saving or evaluating:  # every process takes part; a best set is a checkpoint too
+                t.state.update(t.batches.position(), rng_states=run_start.rng_states(t.device),
+                               evaluation_due=evaluating)
             progress.update(1)
-            progress.set_postfix({"epoch": batches.epoch, **{k: f"{v:+.3f}" for k, v in losses.items()}})
-            if not is_main:
+            progress.set_postfix({"epoch": t.batches.epoch,
+                                  **{k: f"{v:+.3f}" for k, v in losses.items()}})
+            if not t.is_main:
                 if final:
                     break
                 continue
 
-            # Log the losses.
-            utils.append_jsonl(train_log, {"itr": itr, **losses})
-
-            # Save a checkpoint and draw the sample sheets.
+            # Log the losses, save a checkpoint and draw the sample sheets.
+            utils.append_jsonl(spec.folder.training_log, {"itr": itr, **losses})
             if saving:
-                with sampling.outside_training(generators, config["G_eval_mode"], device):
-                    train_fns.save_and_sample(models, state, config, sheets)
+                with t.outside_training():
+                    train_fns.save_and_sample(t.models, t.state, config, t.sheets)
 
             # Evaluate (and keep the best checkpoints).
             if evaluating:
-                with sampling.outside_training(generators, config["G_eval_mode"], device):
-                    last_metrics = evaluate(models, state, config, metrics, step.precision, device,
-                                            test_log, start_time)
+                with t.outside_training():
+                    last_metrics = evaluate(t.models, t.state, config, t.metrics,
+                                            t.step.precision, t.device,
+                                            spec.folder.metrics_log, t.start_time)
             if final:
                 break
     finally:
         progress.close()
+    finish(t, final)
+    return t.result(last_metrics)
 
-    # Finish: a run that stopped because the data ran out (epoch mode) saves its final state too.
-    itr = state["itr"]
-    if itr == start_itr:
-        raise utils.UsageError(f"no training iteration ran: the data ran out at iteration {start_itr} "
-                               f"(--num_epochs {config['num_epochs']} over {len(batches.loader.dataset)} images); "
-                               "raise --num_epochs")
+
+def train_iteration(t: Training, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """One iteration of the step; its losses, checked to be finite."""
+    t.state["itr"] += 1
+    itr = t.state["itr"]
+    t.models.G.train(), t.models.D.train()
+    losses = t.step(x.to(t.device), y.to(t.device), itr)
+    train_fns.stop_if_diverged(losses, itr, t.spec.config)
+    if itr == t.start_itr + 1 and t.is_main and t.spec.config["compile"]:
+        print(f"--compile: the first iteration took {time.time() - t.start_time:.1f} s, "
+              "compilation included")
+    return losses
+
+
+def finish(t: Training, final: bool) -> None:
+    """A run that stopped because the data ran out (epoch mode) saves its final state too."""
+    config, itr = t.spec.config, t.state["itr"]
+    if itr == t.start_itr:
+        raise utils.UsageError(f"no training iteration ran: the data ran out at iteration "
+                               f"{t.start_itr} (--num_epochs {config['num_epochs']} over "
+                               f"{len(t.batches.loader.dataset)} images); raise --num_epochs")
     if not final and itr % config["save_every"] != 0:
-        state.update(batches.position(), rng_states=experiment.rng_states(device),
-                     evaluation_due=False)
-        if is_main:
-            with sampling.outside_training(generators, config["G_eval_mode"], device):
-                train_fns.save_and_sample(models, state, config, sheets)
-    close_distributed(world_size)
-    if is_main:
-        print(f"Done: {itr - start_itr} iterations ({start_itr + 1}-{itr}) in {time.time() - start_time:.0f} s. "
-              f"Checkpoints in {experiment.folder(config)}, samples in "
-              f"{os.path.join(config['samples_root'], config['experiment_name'])}, logs in {config['logs_root']}")
-    return {"state_dict": state, "metrics": last_metrics, "G": models.G, "D": models.D, "G_ema": models.G_ema}
+        t.state.update(t.batches.position(), rng_states=run_start.rng_states(t.device),
+                       evaluation_due=False)
+        if t.is_main:
+            with t.outside_training():
+                train_fns.save_and_sample(t.models, t.state, config, t.sheets)
+    close_distributed(t.world_size)
+    if t.is_main:
+        folder = t.spec.folder
+        print(f"Done: {itr - t.start_itr} iterations ({t.start_itr + 1}-{itr}) in "
+              f"{time.time() - t.start_time:.0f} s. Checkpoints in {folder.weights}, samples in "
+              f"{folder.samples}, logs in {folder.logs_root}")
 
 
 def close_distributed(world_size: int) -> None:
@@ -220,35 +285,23 @@ def evaluate(models: train_fns.Models, state: dict, config: dict, metrics, preci
 # ---------------------------------------------------------------------------------------------
 # The logs, and what a stopped run still owes
 
-def catch_up(models: train_fns.Models, state: dict, config: dict, metrics, precision,
-             device) -> dict:
+def catch_up(t: Training) -> dict:
     """A resumed run's logs and state as an uninterrupted run has them after the saved iteration,
     whose evaluation comes after its save: made up when owed, else replayed from its log record.
     Returns the metrics made up ({} if none)."""
-    itr = state["itr"]
-    owed = evaluation_owed(config, state)
-    for log in (metrics_log(config), training_log(config)):
+    config, folder, itr = t.spec.config, t.spec.folder, t.state["itr"]
+    owed = evaluation_owed(config, t.state)
+    for log in (folder.metrics_log, folder.training_log):
         trim_log(log, itr)
     if owed:
         print(f"Iteration {itr} was saved but not evaluated (the run stopped in between): "
               "evaluating it")
-        generators = [G for G in (models.G, models.G_ema) if G is not None]
-        with sampling.outside_training(generators, config["G_eval_mode"], device):
-            return evaluate(models, state, config, metrics, precision, device, metrics_log(config),
-                            time.time())
-    if evaluation_due(config, state):
-        train_fns.replay_evaluation(state, logged_evaluation(metrics_log(config), itr), config)
+        with t.outside_training():
+            return evaluate(t.models, t.state, config, t.metrics, t.step.precision, t.device,
+                            folder.metrics_log, time.time())
+    if evaluation_due(config, t.state):
+        train_fns.replay_evaluation(t.state, logged_evaluation(folder.metrics_log, itr), config)
     return {}
-
-
-def metrics_log(config: dict) -> str:
-    """The log of the in-loop metrics (BigGAN-PyTorch's logs/<experiment>_log), a JSON line each."""
-    return os.path.join(config["logs_root"], f"{config['experiment_name']}_log.jsonl")
-
-
-def training_log(config: dict) -> str:
-    """The log of the losses, one JSON line per iteration."""
-    return os.path.join(config["logs_root"], config["experiment_name"], "train_log.jsonl")
 
 
 def trim_log(path: str, itr: int) -> None:
@@ -288,14 +341,12 @@ def evaluation_owed(config: dict, state: dict) -> bool:
     """The saved iteration was to be evaluated, and the log has no record of it: the run stopped
     between the save and the evaluation's end (killed, or a full disk). A resumed run makes it up
     first, also when the checkpoint is at --num_iters already."""
-    logged = logged_evaluation(metrics_log(config), state["itr"])
+    logged = logged_evaluation(experiment.RunFolder.of(config).metrics_log, state["itr"])
     return evaluation_due(config, state) and logged is None
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = flags.prepare_parser()
-    config = flags.finalize_config(vars(parser.parse_args(argv)))
-    return run(config, flags.explicit_flags(parser, argv))
+    return run(*run_spec.parse_flags(argv))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -18,6 +17,7 @@ import acceleration
 import BigGAN
 import checkpoints
 import DiffAugment
+import experiment
 import losses
 import sampling
 import stages
@@ -225,7 +225,7 @@ def stop_if_diverged(losses: dict[str, float], itr: int, config: dict) -> None:
     """Non-finite losses end the run before anything of this iteration is saved."""
     bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
     if bad:
-        folder = os.path.join(config["weights_root"], config["experiment_name"])
+        folder = experiment.folder(config)
         fp16 = " or fp16 overflow (try --amp bf16 or none)" if config["amp"] == "fp16" else ""
         raise utils.UsageError(
             f"training diverged at iteration {itr}: {', '.join(f'{k} = {v}' for k, v in bad.items())}; nothing of "
@@ -238,7 +238,7 @@ def stop_if_diverged(losses: dict[str, float], itr: int, config: dict) -> None:
 
 def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "") -> None:
     """One checkpoint set, atomically as a whole; diverged weights never replace a good set."""
-    folder = os.path.join(config["weights_root"], config["experiment_name"])
+    folder = experiment.folder(config)
     objects = {**{name: obj.state_dict() for name, obj in models.named().items()}, "state_dict": state}
     try:
         checkpoints.save_set(folder, objects, state["itr"], suffix)
@@ -251,7 +251,7 @@ def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "")
 def rotating_slot(config: dict, prefix: str, count: int, itr: int | None = None) -> str:
     """The copy or best slot to write: the one holding iteration itr already (a save made again
     after a kill), else the oldest, never the set this run resumed from."""
-    folder = os.path.join(config["weights_root"], config["experiment_name"])
+    folder = experiment.folder(config)
     resumed_from = config["load_weights"] if config["resume"] else ""
     return checkpoints.next_slot(folder, prefix, count, resumed_from, itr)
 

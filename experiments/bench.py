@@ -1,8 +1,9 @@
 """Benchmark the training step: several configurations side by side, in interleaved rounds, with
 each one's median time per iteration and its speed relative to the first.
 
-    python -m experiments.bench --stage BN --G_ch 64 --D_ch 64 --batch_size 50 --num_D_steps 1 --num_D_accumulations 4 \
-        --resolution 32 --n_classes 20 --n_pretrain_classes 80 --kp_variant cifar --G_attn 0 --D_attn 0 \
+    python -m experiments.bench --stage BN --G_ch 64 --D_ch 64 --batch_size 50 \
+        --num_D_steps 1 --num_D_accumulations 4 --resolution 32 --n_classes 20 \
+        --n_pretrain_classes 80 --kp_variant cifar --G_attn 0 --D_attn 0 \
         --configs fp32,default,bf16+channels_last+fused+compile
 
 Takes train.py's flags (the model, the stage, batches, optimizer); random weights and random images,
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-import experiment
+import run_start
 import flags
 import stages
 import train_fns
@@ -50,14 +51,17 @@ class Setting:
 def parse_setting(name: str) -> Setting:
     precision, *options = name.split("+")
     if precision not in PRECISIONS or any(option not in OPTIONS for option in options):
-        raise argparse.ArgumentTypeError(f"{name!r}: give a precision ({', '.join(PRECISIONS)}) joined by '+' "
-                                         f"with options ({', '.join(OPTIONS)}), e.g. bf16+channels_last+fused")
-    unnamed = "auto" if precision == "default" else "off"  # 'default': train.py's defaults for the rest
+        raise argparse.ArgumentTypeError(f"{name!r}: give a precision ({', '.join(PRECISIONS)}) "
+                                         f"joined by '+' with options ({', '.join(OPTIONS)}), e.g. "
+                                         "bf16+channels_last+fused")
+    # 'default': train.py's defaults for the rest
+    unnamed = "auto" if precision == "default" else "off"
 
     def switch(option: str) -> str:
         return "on" if option in options else unnamed
 
-    return Setting(name, PRECISIONS[precision], switch("channels_last"), switch("fused"), "compile" in options)
+    return Setting(name, PRECISIONS[precision], switch("channels_last"), switch("fused"),
+                   "compile" in options)
 
 
 def parse_settings(text: str) -> list[Setting]:
@@ -68,19 +72,25 @@ def parse(argv=None) -> dict:
     parser = flags.prepare_parser("Benchmark training-step configurations side by side")
     g = parser.add_argument_group("benchmark")
     g.add_argument("--configs", type=parse_settings, default=parse_settings("fp32,default"),
-                   help="comma-separated configurations, e.g. fp32,default,bf16+channels_last+fused+compile; "
-                        "ratios are relative to the first")
+                   help="comma-separated configurations, e.g. "
+                        "fp32,default,bf16+channels_last+fused+compile; ratios are relative to "
+                        "the first")
     g.add_argument("--rounds", type=utils.at_least(1), default=3, help="interleaved rounds")
-    g.add_argument("--warmup", type=utils.at_least(0), default=2, help="untimed iterations per configuration first")
-    g.add_argument("--timed", type=utils.at_least(1), default=3, help="timed iterations per configuration and round")
+    g.add_argument("--warmup", type=utils.at_least(0), default=2,
+                   help="untimed iterations per configuration first")
+    g.add_argument("--timed", type=utils.at_least(1), default=3,
+                   help="timed iterations per configuration and round")
     g.add_argument("--limit", action="store_true",
-                   help="also measure each configuration against the machine's conv limit: the step's FLOPs, "
-                        "its convolutions replayed alone, the fastest conv throughput (experiments/conv_limit.py)")
+                   help="also measure each configuration against the machine's conv limit: the "
+                        "step's FLOPs, its convolutions replayed alone, the fastest conv "
+                        "throughput (experiments/conv_limit.py)")
     g.add_argument("--json", default="", metavar="FILE",
-                   help="also write the results (seconds per iteration, speed-ups, limits) to FILE as JSON")
+                   help="also write the results (seconds per iteration, speed-ups, limits) to FILE "
+                        "as JSON")
     config = vars(parser.parse_args(argv))
     if not config["resolution"]:
-        raise utils.UsageError("give --resolution (the benchmark uses random images, not a dataset)")
+        raise utils.UsageError("give --resolution (the benchmark uses random images, not a "
+                               "dataset)")
     if not config["n_classes"]:
         raise utils.UsageError("give --n_classes")
     return flags.finalize_config(config)
@@ -92,10 +102,11 @@ def make_step(config: dict, setting: Setting, device) -> train_fns.Step:
     utils.seed_rng(config["seed"])
     config = {**config, "amp": setting.amp, "channels_last": setting.channels_last,
               "fused_resampling": setting.fused_resampling, "compile": setting.compile}
-    G, D = experiment.build_models(config, device)
+    G, D = run_start.build_models(config, device)
     if stages.get(config["stage"]).start == stages.FROM_KNOWLEDGE:
         G.load_previous_knowledge(config["comb_init"])  # from the random "source" weights
-    return train_fns.build_step(train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config)), config, device)
+    models = train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config))
+    return train_fns.build_step(models, config, device)
 
 
 def synchronized_time(device) -> float:
@@ -141,20 +152,23 @@ def main(argv=None) -> dict:
     for _ in range(config["rounds"]):
         for setting in settings:
             for i in range(config["timed"]):
-                seconds, cpu_seconds = timed(steps[setting.name], x, y, config["warmup"] + i + 1, device)
+                seconds, cpu_seconds = timed(steps[setting.name], x, y, config["warmup"] + i + 1,
+                                             device)
                 wall[setting.name].append(seconds)
                 cpu[setting.name].append(cpu_seconds)
     medians = {name: statistics.median(t) for name, t in wall.items()}
     cpu_medians = {name: statistics.median(t) for name, t in cpu.items()}
     first = settings[0].name
-    print(f"{config['stage']} stage on {device} ({torch.get_num_threads()} threads), G_ch {config['G_ch']}, "
-          f"batch {config['batch_size']} x {config['num_D_steps']} D steps x {config['num_D_accumulations']} "
-          f"accumulations, {config['rounds']} rounds x {config['timed']} timed iterations (medians; ratios to {first}):")
+    print(f"{config['stage']} stage on {device} ({torch.get_num_threads()} threads), G_ch "
+          f"{config['G_ch']}, batch {config['batch_size']} x {config['num_D_steps']} D steps x "
+          f"{config['num_D_accumulations']} accumulations, {config['rounds']} rounds x "
+          f"{config['timed']} timed iterations (medians; ratios to {first}):")
     for setting in settings:
         name = setting.name
-        print(f"  {name:36s} {medians[name]:8.4f} s/itr {1 / medians[name]:7.3f} itr/s x{medians[first] / medians[name]:5.2f}"
-              f"   CPU {cpu_medians[name]:8.4f} s/itr x{cpu_medians[first] / cpu_medians[name]:5.2f}"
-              f"   (warmup {warmup_seconds[name]:.1f} s{', compilation included' if setting.compile else ''})")
+        print(f"  {name:36s} {medians[name]:8.4f} s/itr {1 / medians[name]:7.3f} itr/s "
+              f"x{medians[first] / medians[name]:5.2f}   CPU {cpu_medians[name]:8.4f} s/itr "
+              f"x{cpu_medians[first] / cpu_medians[name]:5.2f}   (warmup "
+              f"{warmup_seconds[name]:.1f} s{', compilation included' if setting.compile else ''})")
     limits = {}
     if config["limit"]:
         itr = config["warmup"] + config["timed"] + 1

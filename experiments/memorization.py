@@ -53,7 +53,7 @@ def measure(G, config: dict, fresh: torch.Tensor, fresh_labels: torch.Tensor, pe
     import sampling
     device = next(G.parameters()).device
     labels = torch.arange(config["n_classes"], device=device).repeat_interleave(per_class)
-    z = torch.randn(labels.shape[0], G.dim_z, generator=torch.Generator().manual_seed(seed)) * config["z_var"] ** 0.5
+    z = sampling.seeded_z(labels.shape[0], G.dim_z, seed, config["z_var"])
     with sampling.sampling_mode(G, config["G_eval_mode"]):
         samples = sampling.generate(G, z.to(device), G.class_input(labels), config["G_batch_size"])
     train_images, train_labels = images_of(datasets.load_dataset(config["dataset"], config["data_root"],

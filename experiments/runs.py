@@ -7,25 +7,28 @@ best set and log are those of a run never stopped."""
 from __future__ import annotations
 
 import os
+import types
+from typing import Any, Mapping
 
 import checkpoints
 import experiment
-import flags
+import run_spec
 import train
+import trained_generator
 import utils
 
 
-def train_or_load(argv: list[str]) -> tuple[dict, dict]:
-    """(config, what train.run returns) of the run train.py's flags `argv` describe."""
-    parser = flags.prepare_parser()
-    config = flags.finalize_config(vars(parser.parse_args(argv)))
+def train_or_load(argv: list[str]) -> tuple[Mapping[str, Any], dict]:
+    """(the run's settled config, read-only; what train.run returns) of the run train.py's flags
+    `argv` describe: a stopped run continues (the resume start plan, whatever argv says of
+    --resume and --start_from)."""
+    config, explicit = run_spec.parse_flags(argv)
     folder = experiment.folder(config)
-    if checkpoints.existing_sets(folder):
-        if has_finished(config, folder):
-            return finished(config)
-        argv = [*without_flag(argv, "--start_from"), "--resume"]  # stopped before: continue it
-        config = flags.finalize_config(vars(parser.parse_args(argv)))
-    return config, train.run(config, flags.explicit_flags(parser, argv))
+    stopped = bool(checkpoints.existing_sets(folder))
+    if stopped and has_finished(config, folder):
+        return finished(config)
+    result = train.run(config, explicit, resume=stopped)
+    return types.MappingProxyType(result["state_dict"]["config"]), result
 
 
 def has_finished(config: dict, folder: str) -> bool:
@@ -36,52 +39,44 @@ def has_finished(config: dict, folder: str) -> bool:
         return False
     if saved > config["num_iters"]:
         return True
-    latest = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
+    latest = trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
     return not train.evaluation_owed(config, latest)
 
 
-def without_flag(argv: list[str], flag: str) -> list[str]:
-    """argv without `flag` and its value."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == flag:
-            skip = True
-        elif not arg.startswith(flag + "="):
-            kept.append(arg)
-    return kept
+PLACES = ("experiment_name", "base_dir", "data_root", "weights_root", "logs_root", "samples_root")
 
 
-def finished(config: dict) -> tuple[dict, dict]:
-    """The saved config and what train.run returns of a run that had finished: its G and G_ema (the
-    latest set's) and its last logged metrics."""
-    folder = experiment.folder(config)
-    saved = experiment.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
-    config = {**saved["config"], **{key: config[key] for key in ("experiment_name", "base_dir", "data_root",
-                                                                  "weights_root", "logs_root", "samples_root")}}
-    log = train.metrics_log(config)
+def finished(given: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict]:
+    """The saved config (read-only, with the places given now) and what train.run returns of a
+    run that had finished: its G and G_ema (the latest set's) and its last logged metrics."""
+    folder = experiment.folder(given)
+    saved = trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
+    config = types.MappingProxyType({**saved["config"], **{key: given[key] for key in PLACES}})
+    log = experiment.RunFolder.of(config).metrics_log
     records = utils.read_jsonl(log) if os.path.isfile(log) else []
     print(f"{config['experiment_name']}: finished before, at iteration {saved.get('itr')}")
-    return config, {**generators(config, folder, ""), "metrics": records[-1] if records else {}, "state_dict": saved}
+    return config, {**generators(config, folder, ""), "metrics": records[-1] if records else {},
+                    "state_dict": saved}
 
 
-def best_or_last(config: dict, result: dict) -> dict:
-    """The run's best checkpoint by its --which_best, as train.run's result (G, G_ema, the metrics of
-    its evaluation, state_dict): the set `--load_weights best` samples and `--start_from NAME:best`
-    continues. `result` itself (the last iteration) when the run kept no best set."""
+def best_or_last(config: Mapping[str, Any], result: dict) -> dict:
+    """The run's best checkpoint by its --which_best, as train.run's result (G, G_ema, the metrics
+    of its evaluation, state_dict): the set `--load_weights best` samples and `--start_from
+    NAME:best` continues. `result` itself (the last iteration) when the run kept no best set."""
     folder = experiment.folder(config)
     if not checkpoints.best_sets(folder):
         return result
     suffix = checkpoints.best_slot(folder)
-    saved = experiment.read_run_state(folder, suffix, checkpoints.DEFAULT_HINT)
-    return {**generators(config, folder, suffix), "metrics": saved.get("metrics", {}), "state_dict": saved}
+    saved = trained_generator.read_run_state(folder, suffix, checkpoints.DEFAULT_HINT)
+    return {**generators(config, folder, suffix), "metrics": saved.get("metrics", {}),
+            "state_dict": saved}
 
 
-def generators(config: dict, folder: str, suffix: str) -> dict:
+def generators(config: Mapping[str, Any], folder: str, suffix: str) -> dict:
     """G and G_ema (None without --ema) of a saved set in `folder` (not the folder the saved config
     names: an experiment folder may have been renamed or copied since)."""
-    return {name: experiment.build_trained_generator(
-        config, experiment.read_generator_weights(folder, suffix, use_ema, checkpoints.DEFAULT_HINT),
-        config["experiment_name"]) if not use_ema or config["ema"] else None
-        for name, use_ema in (("G", False), ("G_ema", True))}
+    def read(use_ema: bool):
+        weights = trained_generator.read_generator_weights(folder, suffix, use_ema,
+                                                           checkpoints.DEFAULT_HINT)
+        return trained_generator.build_trained_generator(config, weights, config["experiment_name"])
+    return {"G": read(False), "G_ema": read(True) if config["ema"] else None}

@@ -180,13 +180,13 @@ def test_an_unknown_name_lists_the_table_names_and_the_folders_holding_images(da
 
 
 def test_a_run_takes_a_prepared_folder_s_resolution_class_count_and_class_names(tmp_path):
-    import experiment
+    import run_spec
     write_folder(str(tmp_path / "fmnist_new"), ["a", "b", "c"],
                  dataset_json={"format": 1, "resolution": 64, "class_names": ["A/a", "B", "C"]})
     config = {"dataset": "fmnist_new", "data_root": str(tmp_path), "hdf5": False, "resolution": 0,
               "n_classes": 0}
-    experiment.set_classes_and_resolution(config)
-    assert (config["resolution"], config["n_classes"], config["class_names"]) == (64, 3, ["A/a", "B", "C"])
+    settled = run_spec.classes_and_resolution(config)
+    assert settled == {"resolution": 64, "n_classes": 3, "class_names": ["A/a", "B", "C"]}
 
 
 # ----------------------------------------------------------------------------------------------

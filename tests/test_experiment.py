@@ -1,6 +1,5 @@
-"""experiment.py: experiment names stay plain folders of their own, model flags travel with the weights
-(a saved config fills what was left out and refuses what differs), and a run starts from a source
-experiment or continues another experiment's checkpoint (--start_from)."""
+"""experiment.py: an experiment's paths, names that stay plain folders of their own, and its
+config.json read back checked."""
 import json
 import os
 import re
@@ -11,18 +10,6 @@ import checkpoints
 import experiment
 import flags
 import utils
-import worlds
-from conftest import ROOT
-from test_checkpoints import a_set
-
-
-def test_a_saved_config_fills_what_was_left_out_and_refuses_what_differs():
-    saved = {"G_ch": 16, "hier": True, "dim_z": 120}
-    config = {"G_ch": 64, "hier": False, "dim_z": 120, "seed": 3}
-    assert experiment.adopt_saved_config(config, saved, set(), ("G_ch", "hier", "dim_z"), "ckpt") == ["G_ch", "hier"]
-    assert config == {"G_ch": 16, "hier": True, "dim_z": 120, "seed": 3}
-    with pytest.raises(utils.UsageError, match=r"ckpt was trained with .*--G_ch 32 \(trained with 16\)"):
-        experiment.adopt_saved_config({**config, "G_ch": 32}, saved, {"G_ch"}, ("G_ch",), "ckpt")
 
 
 @pytest.mark.parametrize("name,problem", [(".", "plain folder name"), ("..", "plain folder name"),
@@ -50,45 +37,6 @@ def test_a_config_json_of_wrong_types_is_one_line_naming_the_file_and_the_key(tm
             experiment.read_config(str(tmp_path))
 
 
-def test_the_shipped_source_names_its_classifier_relative_to_itself_and_a_transfer_finds_it(
-        tmp_path):
-    source = os.path.join(ROOT, "assets", "fashion_source")
-    classifier = os.path.join(ROOT, "assets", "fashion_classifier.pth")
-    with open(os.path.join(source, "config.json")) as f:
-        assert not os.path.isabs(json.load(f)["inception_weights"])
-    saved = experiment.read_config(source)  # as --weights_root assets/fashion_source reads it
-    assert saved["inception_weights"] == classifier
-    config = {"backbone": "inception", "inception_weights": ""}
-    experiment.adopt_source_config(config, saved, explicit=set(), what="the source")
-    assert config == {"backbone": "classifier", "inception_weights": classifier,
-                      "old_class_names": saved["class_names"]}
-    worlds.install_source(str(tmp_path / "weights"), source)  # as the worlds lay out a base folder
-    assert experiment.read_config(str(tmp_path / "weights"))["inception_weights"] == classifier
-    # elsewhere a relative path stays as the run was given it (relative to the working directory)
-    (tmp_path / "config.json").write_text(json.dumps({"inception_weights": "base/weights/c.pth"}))
-    assert experiment.read_config(str(tmp_path))["inception_weights"] == "base/weights/c.pth"
-
-
-@pytest.mark.parametrize("suffix", ["", "copy0"])
-def test_resume_or_start_from_a_set_whose_G_is_truncated_names_the_set_and_the_file_as_damaged(
-        tmp_path, suffix):
-    folder = tmp_path / "exp"
-    checkpoints.save_set(str(folder), a_set(4), 4, suffix)
-    G = folder / checkpoints.part_name("G", suffix)
-    saved_bytes = G.stat().st_size
-    with open(os.path.realpath(G), "r+b") as f:
-        f.truncate(saved_bytes // 2)
-    damaged = re.escape(f"checkpoint {suffix or '(latest)'} in {folder} is damaged: G.pth has "
-                        f"{saved_bytes // 2} bytes, the file saved at iteration 4 had "
-                        f"{saved_bytes}")
-    config = {"experiment_name": "exp", "weights_root": str(tmp_path), "load_weights": suffix,
-              "ema": False, "start_from": f"exp:{suffix}" if suffix else "exp"}
-    with pytest.raises(utils.UsageError, match=damaged):
-        experiment.read_resume_set(config)
-    with pytest.raises(utils.UsageError, match=damaged):
-        experiment.read_start_from(config)
-
-
 def test_a_checkpoint_suffix_names_a_set_or_is_refused_naming_the_flag(tmp_path, capsys):
     names = ["", "latest", "best", "copy0", "best12"]
     assert [checkpoints.set_name(name) for name in names] == names
@@ -105,3 +53,15 @@ def test_a_checkpoint_suffix_names_a_set_or_is_refused_naming_the_flag(tmp_path,
     refused = r"'\.\./x' is no checkpoint set \(those are latest, .*\); check"
     with pytest.raises(utils.UsageError, match=refused):
         checkpoints.resolve_suffix(str(tmp_path), "../x", "check --load_weights")
+
+
+def test_a_run_folder_names_every_path_of_the_base_dir_layout(tmp_path):
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args(
+        ["--base_dir", str(tmp_path), "--experiment_name", "exp"])))
+    folder = experiment.RunFolder.of(config)
+    base = str(tmp_path)
+    assert folder.weights == experiment.folder(config) == os.path.join(base, "weights", "exp")
+    assert folder.config_file == os.path.join(base, "weights", "exp", "config.json")
+    assert folder.metrics_log == os.path.join(base, "logs", "exp_log.jsonl")
+    assert folder.training_log == os.path.join(base, "logs", "exp", "train_log.jsonl")
+    assert folder.samples == os.path.join(base, "samples", "exp")

@@ -19,7 +19,7 @@ from PIL import Image
 
 import BigGAN
 import checkpoints
-import experiment
+import run_start
 import inception_utils
 import iw_critic
 import layers
@@ -43,8 +43,7 @@ def save_experiment(base, flags, name, n_classes):
     os.makedirs(os.path.join(str(base), "weights", name))  # the experiment, no checkpoint yet
     config = sample.parse_config(["--base_dir", str(base), *flags, "--experiment_name", name,
                                   "--n_classes", str(n_classes), "--sample_random"])
-    config["resolution"] = 32
-    G, _ = experiment.build_models(config, "cpu")
+    G, _ = run_start.build_models(config, "cpu")
     G.train()
     with torch.no_grad():  # move the BN statistics and SN vectors off their initial values
         for _ in range(2):
@@ -53,7 +52,7 @@ def save_experiment(base, flags, name, n_classes):
     G_ema = {k: v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v
              for k, v in G.state_dict().items()}
     checkpoints.save_set(os.path.join(str(base), "weights", name),
-                         {"G": G.state_dict(), "G_ema": G_ema, "state_dict": {"itr": 7, "config": config}}, 7, SUFFIX)
+                         {"G": G.state_dict(), "G_ema": G_ema, "state_dict": {"itr": 7, "config": dict(config)}}, 7, SUFFIX)
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +305,6 @@ def test_each_class_set_gets_standing_statistics_of_its_own(base_dir):
     config = sample.parse_config(["--base_dir", str(base_dir), *TRANSFER, "--experiment_name", "tiny",
                                   "--load_weights", SUFFIX, "--sample_random", "--mybn",
                                   "--num_standing_accumulations", "4"])
-    config["resolution"] = 32
     G = sample.load_generator(config)
     means = {}
     for old in (False, True):

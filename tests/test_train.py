@@ -10,8 +10,9 @@ import sys
 import pytest
 import torch
 
-import experiment
 import flags
+import run_spec
+import run_start
 import train
 import utils
 from conftest import ROOT, calling, fixture_path, inject_write_failure
@@ -51,8 +52,8 @@ def loaded_models(base_dir, *args):
     """G (in eval mode) and D of a new experiment, right after the pretrained weights are loaded."""
     config = {**flags.parse(["--base_dir", str(base_dir), *SOURCE, *FAST, *args]), "n_classes": 2, "resolution": 32}
     utils.seed_rng(config["seed"])  # as train.run: the same random combination init
-    G, D = experiment.build_models(config, "cpu")
-    experiment.load_source(G, D, experiment.read_source_model(config), config)
+    G, D = run_start.build_models(config, "cpu")
+    run_start.load_source(G, D, run_spec.read_source_model(config), config)
     return G.eval(), D
 
 

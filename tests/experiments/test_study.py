@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-import experiment
+import run_start
 import flags
 import utils
 from experiments import study
@@ -139,7 +139,7 @@ def test_an_unconditional_source_transfers_with_finetune(tmp_path):
             "--base_dir", str(tmp_path / "source_run")]
     config = flags.finalize_config(vars(flags.prepare_parser().parse_args(argv)))
     config["resolution"] = 32
-    G, D = experiment.build_models(config, "cpu")
+    G, D = run_start.build_models(config, "cpu")
     source = tmp_path / "unconditional"
     source.mkdir()
     torch.save(G.state_dict(), source / "G.pth")
