@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import checkpoint_lock
 import checkpoints
 import datasets
 import experiment
@@ -86,7 +87,7 @@ def run(config: dict, explicit: set[str] | None = None) -> dict:
     rank, world_size, device = setup_distributed(config)
     is_main = rank == 0
     folder = experiment.folder(config)
-    with checkpoints.ExperimentLock(folder) if is_main else contextlib.nullcontext():
+    with checkpoint_lock.ExperimentLock(folder) if is_main else contextlib.nullcontext():
         if is_main:
             checkpoints.recover(folder)
             checkpoints.clean_temporaries(os.path.join(config["samples_root"], config["experiment_name"]))

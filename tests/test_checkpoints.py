@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -104,10 +103,10 @@ class HeldByAnotherRun:
         self.file.close()
 
 
-def run_python(command_lines, code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_python(command_lines, code: str) -> subprocess.CompletedProcess:
     """`python -c code`, forked from the server that imported torch once (conftest.CommandLines)."""
     prelude = f"import sys; sys.path[:0] = [{ROOT!r}, {TESTS!r}]\n"
-    return command_lines.run(["-c", prelude + code], env={**os.environ, **(env or {})})
+    return command_lines.run(["-c", prelude + code])
 
 
 def set_folder_of(folder, slot: str = "latest") -> str:
@@ -210,6 +209,7 @@ def test_every_file_is_on_disk_before_the_step_that_relies_on_it(tmp_path, monke
 SWEEP = """
 import json, os
 import checkpoints
+from helpers import faults
 from test_checkpoints import a_set
 base, outcomes, kill_at = {base!r}, [], 1
 while True:  # a child per kill point (forked: one torch import for all), until one is not killed
@@ -217,7 +217,7 @@ while True:  # a child per kill point (forked: one torch import for all), until 
     if pid == 0:
         code = 1
         try:
-            os.environ["CGT_KILL_AT_WRITE"] = str(kill_at)
+            faults.kill_at_change(kill_at)
             folder = os.path.join(base, str(kill_at))
             checkpoints.save_set(folder, a_set(10), 10)
             checkpoints.save_set(folder, a_set(20), 20)
@@ -300,10 +300,10 @@ def test_a_reader_beside_a_live_run_gets_a_whole_set_and_never_touches_the_folde
 @pytest.mark.slow  # a process of its own, killed for real (forked from the command-line server)
 def test_a_killed_first_save_blocks_no_fresh_start(tmp_path, command_lines):
     folder = str(tmp_path / "exp")
-    code = ("import checkpoints\nfrom test_checkpoints import a_set\n"
+    code = ("import checkpoints\nfrom helpers import faults\nfrom test_checkpoints import a_set\n"
+            "faults.kill_at_change(2)\n"  # killed right before writing the second staged part
             f"checkpoints.save_set({folder!r}, a_set(10), 10)")
-    # killed right before writing the second staged part
-    result = run_python(command_lines, code, env={"CGT_KILL_AT_WRITE": "2"})
+    result = run_python(command_lines, code)
     assert result.returncode == -9, result.stderr[-3000:]
     assert leftovers(folder) != []  # the kill did leave a half save
     assert not checkpoints.has_checkpoint(folder) and checkpoints.existing_sets(folder) == []
@@ -598,63 +598,3 @@ def test_links_left_undone_by_a_failure_after_the_commit_are_completed_at_the_ne
     assert is_set_of(checkpoints.load_set(str(tmp_path), "", ALL_PARTS), 20)
     checkpoints.recover(str(tmp_path))
     assert is_set_of(files_on_disk(tmp_path), 20) and leftovers(tmp_path) == []
-
-
-# --- The lock
-
-HOLD_THE_LOCK = """
-import time
-import checkpoints
-with checkpoints.ExperimentLock({folder!r}):
-    print("locked", flush=True)
-    time.sleep(60)
-"""
-
-
-@pytest.mark.slow  # another process holds the lock and is killed (~2.5 s: its torch import)
-def test_an_experiment_in_use_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    folder = str(tmp_path / "exp")
-    checkpoints.save_set(folder, a_set(10), 10)
-    prelude = f"import sys; sys.path[:0] = [{ROOT!r}]\n"
-    holder = subprocess.Popen([sys.executable, "-c", prelude + HOLD_THE_LOCK.format(folder=folder)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        in_use = rf"experiment exp is in use by process {holder.pid} on .*; wait for it .*--experiment_name"
-        with pytest.raises(utils.UsageError, match=in_use):
-            with checkpoints.ExperimentLock(folder):
-                pass
-        with pytest.raises(utils.UsageError, match=in_use):  # nor may another process save there
-            checkpoints.save_set(folder, a_set(20), 20)
-        assert is_set_of(files_on_disk(folder), 10)
-    finally:
-        holder.kill()
-        holder.wait()
-    with checkpoints.ExperimentLock(folder):  # the OS released the killed holder's lock
-        checkpoints.save_set(folder, a_set(20), 20)  # the holder saves without locking again
-    assert is_set_of(files_on_disk(folder), 20)
-
-
-def test_a_second_lock_in_the_same_process_is_refused_too(tmp_path):
-    with checkpoints.ExperimentLock(str(tmp_path)):
-        with pytest.raises(utils.UsageError, match=f"in use by process {os.getpid()}"):
-            with checkpoints.ExperimentLock(str(tmp_path), wait_s=0):
-                pass
-    with checkpoints.ExperimentLock(str(tmp_path)):
-        pass
-
-
-def test_a_start_that_writes_nothing_leaves_no_folder_and_an_existing_folder_stays(tmp_path):
-    fresh = tmp_path / "fresh"
-    with pytest.raises(RuntimeError):
-        with checkpoints.ExperimentLock(str(fresh)):
-            raise RuntimeError("a failed start")
-    assert not fresh.exists()
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    with checkpoints.ExperimentLock(str(kept)):
-        pass
-    assert kept.is_dir()
-    with checkpoints.ExperimentLock(str(tmp_path / "used")):
-        checkpoints.save_set(str(tmp_path / "used"), a_set(1), 1)
-    assert checkpoints.has_checkpoint(str(tmp_path / "used"))
