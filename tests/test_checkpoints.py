@@ -1,14 +1,15 @@
-"""checkpoints.py, as a specification: a checkpoint set is written and read as a whole. Whatever moment
-a save is killed at, a reader gets the old set or the new one, never a mix: this module's readers, and
-code that opens G.pth, D.pth, ... directly as BigGAN-PyTorch's scripts do; the next start leaves no
-temporaries; a killed first save blocks no fresh start; every file is fsynced before a step relies on it
-(power loss); folders of BigGAN-PyTorch and of the earlier flat format load; damaged files are one clear
-line; rotation never overwrites the set resumed from; `best` is the best of the best sets; diverged
-weights, a full disk or a read-only folder never cost the good set; two processes never share an
-experiment, a killed one leaves no stale lock and a failed start no empty folder.
+"""checkpoints.py (with checkpoint_format.py and checkpoint_legacy.py), as a specification: a
+checkpoint set is written and read as a whole. Whatever moment a save is killed at, a reader gets
+the old set or the new one, never a mix: this module's readers, and code that opens G.pth, D.pth,
+... directly as BigGAN-PyTorch's scripts do; the next start leaves no temporaries; a killed first
+save blocks no fresh start; every file is fsynced before a step relies on it (power loss); folders
+of BigGAN-PyTorch and of the earlier flat format load; damaged files are one clear line; rotation
+never overwrites the set resumed from; `best` is the best of the best sets; diverged weights, a
+full disk or a read-only folder never cost the good set. (The lock: test_checkpoint_lock.py.)
 
-The oracles are independent of the module: sets whose every tensor encodes its iteration, files read
-with plain torch.load through BigGAN-PyTorch's names, SHA-1s computed here, locks taken with plain fcntl."""
+The oracles are independent of the module: sets whose every tensor encodes its iteration, files
+read with plain torch.load through BigGAN-PyTorch's names, SHA-1s computed here, locks taken with
+plain fcntl; the kills are real SIGKILLs (tests/helpers/faults.py)."""
 import errno
 import fcntl
 import hashlib
@@ -34,10 +35,12 @@ def a_set(itr: int) -> dict:
         return {"w": torch.full((3, 2), sign * float(itr)), "b": torch.full((2,), sign * itr + 0.5)}
 
     def optim() -> dict:
-        return {"state": {0: {"exp_avg": torch.full((3,), float(itr))}}, "param_groups": [{"lr": 1e-4 * itr}]}
-    state = {"itr": itr, "best_FID": 100.0 / itr, "rng_state": torch.full((4,), itr, dtype=torch.uint8)}
-    return {"G": weights(1), "G_optim": optim(), "D": weights(-1), "D_optim": optim(), "G_ema": weights(2),
-            "state_dict": state}
+        return {"state": {0: {"exp_avg": torch.full((3,), float(itr))}},
+                "param_groups": [{"lr": 1e-4 * itr}]}
+    state = {"itr": itr, "best_FID": 100.0 / itr,
+             "rng_state": torch.full((4,), itr, dtype=torch.uint8)}
+    return {"G": weights(1), "G_optim": optim(), "D": weights(-1), "D_optim": optim(),
+            "G_ema": weights(2), "state_dict": state}
 
 
 def same(a, b) -> bool:
@@ -68,17 +71,21 @@ def files_on_disk(folder, suffix: str = "") -> dict:
     """The set as a direct reader sees it: BigGAN-PyTorch's names opened with plain torch.load."""
     tail = f"_{suffix}" if suffix else ""
     paths = {p: os.path.join(folder, f"{p}{tail}.pth") for p in ALL_PARTS}
-    return {p: torch.load(path, weights_only=True) for p, path in paths.items() if os.path.isfile(path)}
+    return {p: torch.load(path, weights_only=True) for p, path in paths.items()
+            if os.path.isfile(path)}
 
 
 def leftovers(folder) -> list[str]:
-    """What a save may leave behind: hidden entries besides the lock, staging or unused set folders."""
+    """What a save may leave behind: hidden entries besides the lock, staging or unused set
+    folders."""
     hidden = [n for n in os.listdir(folder) if n.startswith(".") and n != ".lock"]
     sets = os.path.join(folder, "sets")
     if os.path.isdir(sets):
-        used = {os.path.realpath(os.path.join(folder, n)) for n in os.listdir(folder)
-                if os.path.islink(os.path.join(folder, n)) and os.path.isdir(os.path.join(folder, n))}
-        hidden += [f"sets/{n}" for n in os.listdir(sets) if os.path.realpath(os.path.join(sets, n)) not in used]
+        links = [os.path.join(folder, n) for n in os.listdir(folder)]
+        used = {os.path.realpath(path) for path in links
+                if os.path.islink(path) and os.path.isdir(path)}
+        hidden += [f"sets/{n}" for n in os.listdir(sets)
+                   if os.path.realpath(os.path.join(sets, n)) not in used]
     return sorted(hidden)
 
 
@@ -88,7 +95,8 @@ def sha1(path) -> str:
 
 
 class HeldByAnotherRun:
-    """The folder's lock held as a live run elsewhere would hold it (plain flock, another open file)."""
+    """The folder's lock held as a live run elsewhere would hold it (plain flock, another open
+    file)."""
 
     def __init__(self, folder):
         self.path = os.path.join(folder, ".lock")
@@ -126,17 +134,21 @@ def test_a_set_round_trips_under_flat_biggan_names_resolving_into_one_set_folder
     assert os.path.dirname(set_folder) == os.path.realpath(tmp_path / "sets")
     for part in ALL_PARTS:  # every flat name resolves through the slot link into the one set folder
         assert os.readlink(tmp_path / f"{part}_copy1.pth") == os.path.join("copy1", f"{part}.pth")
-        assert os.path.realpath(tmp_path / f"{part}_copy1.pth") == os.path.join(set_folder, f"{part}.pth")
+        assert (os.path.realpath(tmp_path / f"{part}_copy1.pth")
+                == os.path.join(set_folder, f"{part}.pth"))
     manifest = json.loads(open(os.path.join(set_folder, "manifest.json")).read())
-    assert manifest["itr"] == 7 and manifest["suffix"] == "copy1" and set(manifest["parts"]) == set(ALL_PARTS)
+    assert manifest["itr"] == 7 and manifest["suffix"] == "copy1"
+    assert set(manifest["parts"]) == set(ALL_PARTS)
     for part, saved in manifest["parts"].items():
         path = os.path.join(set_folder, f"{part}.pth")
         assert saved["bytes"] == os.path.getsize(path) and saved["sha1"] == sha1(path)
 
 
-def test_the_latest_set_keeps_biggan_pytorch_names_and_a_folder_moved_elsewhere_still_loads(tmp_path):
+def test_the_latest_set_keeps_biggan_pytorch_names_and_a_folder_moved_elsewhere_still_loads(
+        tmp_path):
     checkpoints.save_set(str(tmp_path / "a"), a_set(7), 7)
-    assert is_set_of(files_on_disk(tmp_path / "a"), 7)  # G.pth, D.pth, ... as BigGAN-PyTorch writes them
+    # G.pth, D.pth, ... as BigGAN-PyTorch writes them
+    assert is_set_of(files_on_disk(tmp_path / "a"), 7)
     shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=True)  # the links are relative
     shutil.rmtree(tmp_path / "a")
     assert is_set_of(checkpoints.load_set(str(tmp_path / "b"), "", ALL_PARTS), 7)
@@ -146,13 +158,15 @@ def test_the_latest_set_keeps_biggan_pytorch_names_and_a_folder_moved_elsewhere_
 def test_loading_some_parts_returns_only_those_and_optional_ones_may_be_absent(tmp_path):
     objects = {p: o for p, o in a_set(3).items() if p != "G_ema"}
     checkpoints.save_set(str(tmp_path), objects, 3)
-    loaded = checkpoints.load_set(str(tmp_path), "", ["G", "state_dict", "G_ema"], optional=("G_ema",))
+    loaded = checkpoints.load_set(str(tmp_path), "", ["G", "state_dict", "G_ema"],
+                                  optional=("G_ema",))
     assert is_set_of(loaded, 3, parts=("G", "state_dict"))
     with pytest.raises(utils.UsageError, match=r"iteration 3\) has no G_ema; .*--load_weights"):
         checkpoints.load_set(str(tmp_path), "", ["G", "G_ema"])
 
 
-def test_a_set_whose_state_dict_is_of_another_iteration_is_refused_before_anything_is_written(tmp_path):
+def test_a_set_whose_state_dict_is_of_another_iteration_is_refused_before_anything_is_written(
+        tmp_path):
     with pytest.raises(ValueError, match="iteration 11 got a state_dict at iteration 10"):
         checkpoints.save_set(str(tmp_path), a_set(10), 11)
     assert os.listdir(tmp_path) == []
@@ -174,8 +188,8 @@ def test_a_new_set_replaces_the_old_one_whole_even_with_fewer_parts(tmp_path):
 
 
 def test_every_file_is_on_disk_before_the_step_that_relies_on_it(tmp_path, monkeypatch):
-    """Power loss: the parts and the manifest, then their folder, are fsynced before the set is named;
-    sets/ before the slot link is swapped; the experiment folder right after the swap."""
+    """Power loss: the parts and the manifest, then their folder, are fsynced before the set is
+    named; sets/ before the slot link is swapped; the experiment folder right after the swap."""
     events, real_fsync, real_rename, real_replace = [], os.fsync, os.rename, os.replace
 
     def fsync(fd):
@@ -197,9 +211,11 @@ def test_every_file_is_on_disk_before_the_step_that_relies_on_it(tmp_path, monke
     folder, set_folder = os.path.realpath(tmp_path), set_folder_of(tmp_path)
     named = events.index(("rename", set_folder))
     swapped = events.index(("replace", os.path.join(str(tmp_path), "latest")))
-    synced_before_naming = {os.path.basename(path) for kind, path in events[:named] if kind == "fsync"}
+    synced_before_naming = {os.path.basename(path) for kind, path in events[:named]
+                            if kind == "fsync"}
     assert {f"{p}.pth" for p in ALL_PARTS} | {"manifest.json"} <= synced_before_naming
-    assert any(kind == "fsync" and ".staging-" in os.path.basename(path) for kind, path in events[:named])
+    assert any(kind == "fsync" and ".staging-" in os.path.basename(path)
+               for kind, path in events[:named])
     assert ("fsync", os.path.join(folder, "sets")) in events[named:swapped]
     assert ("fsync", folder) in events[swapped:swapped + 2]
 
@@ -245,11 +261,13 @@ def sweep(tmp_path_factory, command_lines):
 
 @pytest.fixture
 def killed_saves(sweep, tmp_path):
-    """Folders (each test its own copy) where set A (itr 10) then set B (itr 20) was saved by a process
-    killed right before its K-th file-system change, for every K until a process is not killed."""
+    """Folders (each test its own copy) where set A (itr 10) then set B (itr 20) was saved by a
+    process killed right before its K-th file-system change, for every K until a process is not
+    killed."""
     base, killed = sweep
     shutil.copytree(base, tmp_path / "kills", symlinks=True)
-    return [(tmp_path / "kills" / str(k), was_killed) for k, was_killed in enumerate(killed, start=1)]
+    return [(tmp_path / "kills" / str(k), was_killed)
+            for k, was_killed in enumerate(killed, start=1)]
 
 
 def loaded_itr_or_none(folder) -> int | None:
@@ -263,13 +281,17 @@ def loaded_itr_or_none(folder) -> int | None:
 
 @pytest.mark.slow  # one process forks a child per kill point (SWEEP): ~0.5 s
 def test_a_save_killed_at_any_change_leaves_exactly_the_old_set_or_the_new_one(killed_saves):
-    # 6 staged parts + the manifest + naming the set + swapping the link, then 6 links on the first save
-    assert len(killed_saves) >= 2 * (len(ALL_PARTS) + 3) + len(ALL_PARTS) and not killed_saves[-1][1]
+    # 6 staged parts + the manifest + naming the set + swapping the link, then 6 links on the
+    # first save
+    assert len(killed_saves) >= 2 * (len(ALL_PARTS) + 3) + len(ALL_PARTS)
+    assert not killed_saves[-1][1]
     outcomes = []
     for folder, _ in killed_saves:
-        # Before any recovery, a direct reader of BigGAN-PyTorch's names sees one iteration (or nothing)
+        # Before any recovery, a direct reader of BigGAN-PyTorch's names sees one iteration (or
+        # nothing)
         direct = files_on_disk(folder) if os.path.isdir(folder) else {}
-        assert len({iteration_of(part, obj) for part, obj in direct.items()}) <= 1, (folder, direct.keys())
+        iterations = {iteration_of(part, obj) for part, obj in direct.items()}
+        assert len(iterations) <= 1, (folder, direct.keys())
         itr = loaded_itr_or_none(folder) if os.path.isdir(folder) else None
         checkpoints.recover(str(folder))  # what the next start does
         assert not os.path.isdir(folder) or leftovers(folder) == [], folder
@@ -307,7 +329,8 @@ def test_a_killed_first_save_blocks_no_fresh_start(tmp_path, command_lines):
     assert result.returncode == -9, result.stderr[-3000:]
     assert leftovers(folder) != []  # the kill did leave a half save
     assert not checkpoints.has_checkpoint(folder) and checkpoints.existing_sets(folder) == []
-    no_set = "no checkpoint .*state_dict.pth.* do not exist; check --weights_root, --experiment_name"
+    no_set = ("no checkpoint .*state_dict.pth.* do not exist; check --weights_root, "
+              "--experiment_name")
     with pytest.raises(utils.UsageError, match=no_set):
         checkpoints.load_set(folder, "", ["state_dict", "G"])
     checkpoints.save_set(folder, a_set(1), 1)  # a fresh start
@@ -324,7 +347,8 @@ def test_recover_removes_leftovers_of_killed_writers_and_completes_the_links(tmp
     half = tmp_path / "sets" / ".staging-999-0"  # a staging folder of a killed save
     half.mkdir()
     (half / "G.pth").write_bytes(b"half")
-    unused = tmp_path / "sets" / "latest-000005-ffff"  # a previous set the killed save did not remove
+    # a previous set the killed save did not remove
+    unused = tmp_path / "sets" / "latest-000005-ffff"
     shutil.copytree(set_folder_of(tmp_path), unused)
     (tmp_path / "G_ema.pth").unlink()  # a link not yet made
     checkpoints.recover(folder)
@@ -336,7 +360,8 @@ def test_recover_removes_leftovers_of_killed_writers_and_completes_the_links(tmp
 def write_legacy(folder, itr: int, suffix: str = "", parts=ALL_PARTS) -> None:
     os.makedirs(folder, exist_ok=True)
     for part in parts:
-        torch.save(a_set(itr)[part], os.path.join(folder, f"{part}{'_' + suffix if suffix else ''}.pth"))
+        name = f"{part}{'_' + suffix if suffix else ''}.pth"
+        torch.save(a_set(itr)[part], os.path.join(folder, name))
 
 
 def write_flat(folder, itr: int, suffix: str = "") -> None:
@@ -365,13 +390,16 @@ def test_a_set_of_the_earlier_flat_format_loads_verified_and_its_first_save_make
 
 def test_a_flat_format_save_killed_while_publishing_is_rolled_forward(tmp_path):
     write_flat(tmp_path, 10)
-    staging = tmp_path / ".saving_latest_123_0"  # set 20 staged; G and G_optim already renamed into place
+    # set 20 staged; G and G_optim already renamed into place
+    staging = tmp_path / ".saving_latest_123_0"
     write_legacy(staging, 20)
     for part in ALL_PARTS:
         os.rename(staging / f"{part}.pth", staging / f"{part}.pth.tmp")
         os.rename(staging / f"{part}.pth.tmp", staging / f"{part}.pth")
-    parts = {p: {"bytes": os.path.getsize(staging / f"{p}.pth"), "sha1": sha1(staging / f"{p}.pth")} for p in ALL_PARTS}
-    (staging / "manifest.json").write_text(json.dumps({"format": 1, "itr": 20, "suffix": "", "parts": parts}))
+    parts = {p: {"bytes": os.path.getsize(staging / f"{p}.pth"), "sha1": sha1(staging / f"{p}.pth")}
+             for p in ALL_PARTS}
+    manifest = {"format": 1, "itr": 20, "suffix": "", "parts": parts}
+    (staging / "manifest.json").write_text(json.dumps(manifest))
     for part in ("G", "G_optim"):
         os.replace(staging / f"{part}.pth", tmp_path / f"{part}.pth")
     checkpoints.recover(str(tmp_path))
@@ -421,12 +449,14 @@ def test_a_damaged_or_foreign_legacy_file_is_one_clear_line(tmp_path, damage, me
 def test_an_unreadable_legacy_state_dict_fails_even_when_only_g_is_asked_for(tmp_path):
     write_legacy(tmp_path, 5)
     (tmp_path / "state_dict.pth").write_bytes(b"garbage")
-    with pytest.raises(utils.UsageError, match="state_dict.pth is not a readable checkpoint state_dict"):
+    unreadable = "state_dict.pth is not a readable checkpoint state_dict"
+    with pytest.raises(utils.UsageError, match=unreadable):
         checkpoints.load_set(str(tmp_path), "", ["G"])
 
 
 @pytest.mark.parametrize("change", [
-    lambda path: torch.save({"w": torch.zeros(3, 2), "b": torch.zeros(2)}, path),  # same size, other bytes
+    # same size, other bytes
+    lambda path: torch.save({"w": torch.zeros(3, 2), "b": torch.zeros(2)}, path),
     lambda path: path.write_bytes(path.read_bytes()[:-10]),  # truncated
     lambda path: os.remove(os.path.realpath(path)),  # the set's file itself
 ])
@@ -449,11 +479,13 @@ def test_a_damaged_manifest_is_one_clear_line(tmp_path):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     with open(os.path.join(set_folder_of(tmp_path), "manifest.json"), "w") as f:
         f.write('{"itr": 10, "par')
-    with pytest.raises(utils.UsageError, match="is damaged: .*manifest.json is missing or unreadable; .*--load_weights"):
+    damaged = "is damaged: .*manifest.json is missing or unreadable; .*--load_weights"
+    with pytest.raises(utils.UsageError, match=damaged):
         checkpoints.load_set(str(tmp_path), "", ["G"])
     write_flat(tmp_path / "flat", 10)
     (tmp_path / "flat" / "checkpoint.json").write_text('{"itr": 10, "par')
-    with pytest.raises(utils.UsageError, match="checkpoint.json is damaged .*delete it to load the set unverif"):
+    damaged = "checkpoint.json is damaged .*delete it to load the set unverif"
+    with pytest.raises(utils.UsageError, match=damaged):
         checkpoints.load_set(str(tmp_path / "flat"), "", ["G"])
 
 
@@ -517,11 +549,13 @@ def test_a_damaged_slot_is_overwritten_first(tmp_path):
 
 def best_set(itr: int, metric: str, value: float) -> dict:
     objects = a_set(itr)
-    objects["state_dict"] = {**objects["state_dict"], f"best_{metric}": value, "config": {"which_best": metric}}
+    objects["state_dict"] = {**objects["state_dict"], f"best_{metric}": value,
+                             "config": {"which_best": metric}}
     return objects
 
 
-@pytest.mark.parametrize("metric,values,best", [("FID", (8.47, 7.68), "best1"), ("IS", (3.5, 2.9), "best0"),
+@pytest.mark.parametrize("metric,values,best", [("FID", (8.47, 7.68), "best1"),
+                                                ("IS", (3.5, 2.9), "best0"),
                                                 ("KMMD", (0.2, 0.3), "best0")])
 def test_best_names_the_best_of_the_best_sets_not_the_first_slot(tmp_path, metric, values, best):
     # best0 was saved at iteration 30, best1 at 50: the slots rotate, so their order says nothing
@@ -540,7 +574,8 @@ def test_best_without_best_sets_is_one_clear_line(tmp_path):
 
 # --- Diverged weights, full disks, read-only folders
 
-@pytest.mark.parametrize("part,value", [("G", float("nan")), ("D", float("inf")), ("G_ema", float("-inf"))])
+@pytest.mark.parametrize("part,value", [("G", float("nan")), ("D", float("inf")),
+                                        ("G_ema", float("-inf"))])
 def test_non_finite_weights_never_replace_a_good_set(tmp_path, part, value):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     diverged = a_set(20)
@@ -556,12 +591,13 @@ def test_non_finite_weights_never_replace_a_good_set(tmp_path, part, value):
     (errno.EROFS, r"cannot write to .*: read-only file system; make it writable"),
 ])
 @pytest.mark.parametrize("fails_after", [0, 300])  # at once, or midway through torch.save's writes
-def test_a_full_disk_or_a_read_only_folder_while_staging_is_one_line_and_costs_nothing(tmp_path, monkeypatch,
-                                                                                        code, message, fails_after):
+def test_a_full_disk_or_a_read_only_folder_while_staging_is_one_line_and_costs_nothing(
+        tmp_path, monkeypatch, code, message, fails_after):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     inject_write_failure(monkeypatch, checkpoints, code, when=lambda path: path.endswith("D.pth"),
                          after_bytes=fails_after)
-    with pytest.raises(utils.UsageError, match=message + ".*the previous checkpoint is intact") as raised:
+    intact = message + ".*the previous checkpoint is intact"
+    with pytest.raises(utils.UsageError, match=intact) as raised:
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     assert "\n" not in str(raised.value) and "--weights_root" in str(raised.value)
     assert is_set_of(files_on_disk(tmp_path), 10) and leftovers(tmp_path) == []
@@ -579,20 +615,24 @@ def fail_calls(monkeypatch, function: str, from_call: int, code: int) -> None:
     monkeypatch.setattr(os, function, failing)
 
 
-@pytest.mark.parametrize("function", ["rename", "replace"])  # naming the set; swapping the slot link
+@pytest.mark.parametrize("function", ["rename", "replace"])  # naming the set; swapping the link
 def test_a_refused_commit_leaves_the_old_set_and_nothing_else(tmp_path, monkeypatch, function):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     fail_calls(monkeypatch, function, from_call=1, code=errno.EACCES)
-    with pytest.raises(utils.UsageError, match="permission denied.*the previous checkpoint is intact"):
+    intact = "permission denied.*the previous checkpoint is intact"
+    with pytest.raises(utils.UsageError, match=intact):
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     monkeypatch.undo()
     assert is_set_of(files_on_disk(tmp_path), 10) and leftovers(tmp_path) == []
 
 
-def test_links_left_undone_by_a_failure_after_the_commit_are_completed_at_the_next_start(tmp_path, monkeypatch):
+def test_links_left_undone_by_a_failure_after_the_commit_are_completed_at_the_next_start(
+        tmp_path, monkeypatch):
     checkpoints.save_set(str(tmp_path), {p: o for p, o in a_set(10).items() if p != "G_ema"}, 10)
-    fail_calls(monkeypatch, "replace", from_call=2, code=errno.ENOSPC)  # the swap works, the G_ema link fails
-    with pytest.raises(utils.UsageError, match=r"no space left.*iteration 20\) is saved .*completed at the next start"):
+    # the swap works, the G_ema link fails
+    fail_calls(monkeypatch, "replace", from_call=2, code=errno.ENOSPC)
+    saved = r"no space left.*iteration 20\) is saved .*completed at the next start"
+    with pytest.raises(utils.UsageError, match=saved):
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     monkeypatch.undo()
     assert is_set_of(checkpoints.load_set(str(tmp_path), "", ALL_PARTS), 20)
