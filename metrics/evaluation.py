@@ -21,14 +21,16 @@ from metrics.classes import (check_classifier_covers, check_classifier_resolutio
 from metrics.features import Features, feature_pass
 from metrics.fid import fid_to_reference, per_class_fid
 from metrics.inception_score import calculate_inception_score
-from metrics.kmmd import calc_mmd
-from metrics.precision_recall import precision_recall
+from metrics.kmmd import RealSide, mmd_to, real_side
+from metrics.precision_recall import RealBalls, precision_recall_to, real_balls
 
 
 @dataclass
 class Reference:
-    """What samples are measured against; the real features and per-class covariances are read
-    when a metric first asks for them."""
+    """What samples are measured against. The real features are read when a metric first asks for
+    them, and what KMMD and precision/recall compute of them alone (their real side: half or more
+    of their work at 1,000 samples against 3,000 reference images) once; the per-class
+    covariances (possibly GBs) at each mFID."""
     dataset: str
     space: str
     moments_path: str
@@ -36,6 +38,8 @@ class Reference:
     moments: dict | None  # load_reference_moments' arrays; None when FID is off
     class_map: np.ndarray | None  # backbone class of each target class, None when unknown
     _real_pool: torch.Tensor | None = None
+    _kmmd_real: RealSide | None = None
+    _real_balls: RealBalls | None = None
 
     def real_pool(self, device: torch.device, metric: str) -> torch.Tensor:
         """The reference features (the real side of KMMD and of precision and recall), read once."""
@@ -43,6 +47,16 @@ class Reference:
             self._real_pool = ref.load_reference_features(self.features_path, self.dataset,
                                                           self.space, device, metric)
         return self._real_pool
+
+    def kmmd_real(self, device: torch.device) -> RealSide:
+        if self._kmmd_real is None:
+            self._kmmd_real = real_side(self.real_pool(device, "KMMD"))
+        return self._kmmd_real
+
+    def real_balls(self, device: torch.device) -> RealBalls:
+        if self._real_balls is None:
+            self._real_balls = real_balls(self.real_pool(device, "precision and recall"))
+        return self._real_balls
 
 
 @dataclass(frozen=True)
@@ -80,12 +94,12 @@ def mean_class_fid(e: Evaluation) -> dict:
 
 def kmmd(e: Evaluation) -> dict:
     pool = e.features.pool
-    return {"KMMD": calc_mmd(e.reference.real_pool(pool.device, "KMMD"), pool)}
+    return {"KMMD": mmd_to(e.reference.kmmd_real(pool.device), pool)}
 
 
 def precision_and_recall(e: Evaluation) -> dict:
     pool = e.features.pool
-    return precision_recall(e.reference.real_pool(pool.device, "precision and recall"), pool)
+    return precision_recall_to(e.reference.real_balls(pool.device), pool)
 
 
 def class_accuracy(e: Evaluation) -> dict:

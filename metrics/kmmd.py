@@ -8,6 +8,7 @@ The blockwise version here never holds more than a block_size x block_size block
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -53,23 +54,50 @@ def mean_kernel(x: torch.Tensor, y: torch.Tensor, center: torch.Tensor, gamma: f
     return float(total) / (x.shape[0] * y.shape[0])
 
 
-def calc_mmd(real_feats, fake_feats, sigma: float = 1.0,
-             block_size: int = KMMD_BLOCK_SIZE) -> float:
-    """KMMD between real and fake features with the official Gaussian kernel, in memory
-    O(block_size^2). Runs in float32 with float64 sums, on the device of real_feats (numpy
-    inputs: the cpu)."""
+@dataclass(frozen=True)
+class RealSide:
+    """What KMMD needs of the real features alone, the same at every evaluation against them: an
+    evaluation loop computes it once (metrics/evaluation.py)."""
+    x: torch.Tensor       # [N, F] float32
+    center: torch.Tensor  # the real mean, that both sets are shifted by
+    gamma: float          # 1 / (2 sigma^2 scale), scale the mean real-real squared distance
+    k_xx: float           # mean kernel over real-real pairs
+    block_size: int
+
+
+def real_side(real_feats, sigma: float = 1.0, block_size: int = KMMD_BLOCK_SIZE) -> RealSide:
     x = torch.as_tensor(real_feats).float()
-    y = torch.as_tensor(fake_feats).float().to(x.device)
-    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError("KMMD needs two [N, F] feature sets of equal F, got "
-                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if x.dim() != 2:
+        raise ValueError(f"KMMD needs [N, F] real features, got {tuple(x.shape)}")
     scale = mean_squared_distance(x, block_size)
     if scale <= 0:
         raise ValueError("KMMD: all real features are identical, so the kernel scale is 0")
     gamma = 1.0 / (2 * sigma * sigma * scale)
     center = x.mean(dim=0)
-    k_xx = mean_kernel(x, x, center, gamma, block_size, symmetric=True)
-    k_yy = mean_kernel(y, y, center, gamma, block_size, symmetric=True)
-    k_xy = mean_kernel(x, y, center, gamma, block_size, symmetric=False)
+    return RealSide(x, center, gamma, mean_kernel(x, x, center, gamma, block_size, symmetric=True),
+                    block_size)
+
+
+def mmd_to(real: RealSide, fake_feats) -> float:
+    """KMMD of fake features against a real side computed before."""
+    x = real.x
+    y = torch.as_tensor(fake_feats).float().to(x.device)
+    if y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError("KMMD needs two [N, F] feature sets of equal F, got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    k_yy = mean_kernel(y, y, real.center, real.gamma, real.block_size, symmetric=True)
+    k_xy = mean_kernel(x, y, real.center, real.gamma, real.block_size, symmetric=False)
     # the biased MMD^2 is a squared RKHS norm, so a negative value is rounding: read it as 0
-    return math.sqrt(max(k_xx + k_yy - 2 * k_xy, 0.0))
+    return math.sqrt(max(real.k_xx + k_yy - 2 * k_xy, 0.0))
+
+
+def calc_mmd(real_feats, fake_feats, sigma: float = 1.0,
+             block_size: int = KMMD_BLOCK_SIZE) -> float:
+    """KMMD between real and fake features with the official Gaussian kernel, in memory
+    O(block_size^2). Runs in float32 with float64 sums, on the device of real_feats (numpy
+    inputs: the cpu)."""
+    x, y = torch.as_tensor(real_feats), torch.as_tensor(fake_feats)
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError("KMMD needs two [N, F] feature sets of equal F, got "
+                         f"{tuple(x.shape)} and {tuple(y.shape)}")
+    return mmd_to(real_side(x, sigma, block_size), y)

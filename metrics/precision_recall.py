@@ -12,6 +12,7 @@ full matrix). Time is O(N^2 F), 4 passes over all pairs: 5,000 vs 5,000 2048-d f
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -69,19 +70,47 @@ def check_sizes(x: torch.Tensor, y: torch.Tensor, k: int) -> None:
                 "images or pass a smaller k")
 
 
+@dataclass(frozen=True)
+class RealBalls:
+    """The real features' balls, the same at every evaluation against them: an evaluation loop
+    computes them once (metrics/evaluation.py)."""
+    center: torch.Tensor         # the real mean, that both sets are shifted by
+    x: torch.Tensor              # [N, F] the real features minus center
+    norms: torch.Tensor          # [N] their squared norms
+    squared_radii: torch.Tensor  # [N] squared distance to the k-th nearest other real feature
+    k: int
+    block_size: int
+
+
+def real_balls(real_features, k: int = 3, block_size: int = PR_BLOCK_SIZE) -> RealBalls:
+    x = torch.as_tensor(real_features).float()
+    check_sizes(x, x, k)
+    # shifting both sets by one point changes no distance but makes |a|^2 + |b|^2 - 2ab cancel less
+    center = x.mean(dim=0)
+    x = x - center
+    norms = x.pow(2).sum(dim=1)
+    return RealBalls(center, x, norms, kth_neighbour_squared_radii(x, norms, k, block_size), k,
+                     block_size)
+
+
+def precision_recall_to(real: RealBalls, fake_features) -> dict:
+    """Precision and recall of fake features against real balls computed before."""
+    y = torch.as_tensor(fake_features).float().to(real.x.device)
+    check_sizes(real.x, y, real.k)
+    y = y - real.center
+    y_norms = y.pow(2).sum(dim=1)
+    fake_radii = kth_neighbour_squared_radii(y, y_norms, real.k, real.block_size)
+    return {"precision": share_inside_balls(y, y_norms, real.x, real.norms, real.squared_radii,
+                                            real.block_size),
+            "recall": share_inside_balls(real.x, real.norms, y, y_norms, fake_radii,
+                                         real.block_size)}
+
+
 def precision_recall(real_features, fake_features, k: int = 3,
                      block_size: int = PR_BLOCK_SIZE) -> dict:
     """Improved precision and recall of fake against real features [N, F] (numpy or torch), k-NN
     balls. Returns {"precision": float, "recall": float}, both in [0, 1]. Each set needs more
     than k features."""
     x = torch.as_tensor(real_features).float()
-    y = torch.as_tensor(fake_features).float().to(x.device)
-    check_sizes(x, y, k)
-    # shifting both sets by one point changes no distance but makes |a|^2 + |b|^2 - 2ab cancel less
-    center = x.mean(dim=0)
-    x, y = x - center, y - center
-    x_norms, y_norms = x.pow(2).sum(dim=1), y.pow(2).sum(dim=1)
-    real_radii = kth_neighbour_squared_radii(x, x_norms, k, block_size)
-    fake_radii = kth_neighbour_squared_radii(y, y_norms, k, block_size)
-    return {"precision": share_inside_balls(y, y_norms, x, x_norms, real_radii, block_size),
-            "recall": share_inside_balls(x, x_norms, y, y_norms, fake_radii, block_size)}
+    check_sizes(x, torch.as_tensor(fake_features).float(), k)
+    return precision_recall_to(real_balls(x, k, block_size), fake_features)

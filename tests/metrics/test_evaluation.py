@@ -9,7 +9,7 @@ import torch
 
 import utils
 from conftest import TinyBackbone
-from metrics import evaluation, reference
+from metrics import evaluation, kmmd, precision_recall, reference
 from test_features import batches_of
 
 
@@ -132,3 +132,22 @@ def test_every_metric_of_an_evaluation_reads_one_pass_of_the_samples(tmp_path):
     assert set(results) == {"IS_mean", "IS_std", "FID", "metric_space", "mFID", "KMMD",
                             "precision", "recall", "class_acc"}
     assert all(isinstance(results[key], float) for key in results if key != "metric_space")
+
+
+def test_the_real_side_computed_once_gives_each_evaluation_the_values_of_a_fresh_computation(
+        tmp_path):
+    net = TinyBackbone()
+    images, labels = torch.rand(60, 3, 16, 16) * 2 - 1, torch.arange(60) % 3
+    write_reference(str(tmp_path), net, images, labels)
+    get_metrics = evaluation.Metrics("Toy32", net=net, data_root=str(tmp_path), kmmd=True,
+                                     precision_recall=True)
+    real = torch.from_numpy(np.load(tmp_path / "Toy32_tiny_features.npz")["pool"])
+    for shift in (0.5, -0.3):  # the second evaluation reuses the real side of the first
+        fake = (images * 0.5 + shift).clamp(-1, 1)
+        results = get_metrics(batches_of(fake, labels, 20), 60, num_splits=3)
+        with torch.no_grad():
+            pool = net(fake)[0]
+        assert results["KMMD"] == kmmd.calc_mmd(real, pool)  # bit for bit
+        expected = precision_recall.precision_recall(real, pool)
+        assert (results["precision"], results["recall"]) == (expected["precision"],
+                                                             expected["recall"])
