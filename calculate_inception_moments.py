@@ -19,7 +19,8 @@ images than feature dimensions the covariance is singular (FID still computes, l
 one warning line says so, and one more for the classes of mFID.
 
     python calculate_inception_moments.py --dataset Toy32 --base_dir base_dir
-    python calculate_inception_moments.py --dataset fmnist_new --base_dir base_dir   # fmnist_new_reference
+    # the statistics of fmnist_new, from fmnist_new_reference:
+    python calculate_inception_moments.py --dataset fmnist_new --base_dir base_dir
 """
 from __future__ import annotations
 
@@ -42,30 +43,36 @@ MAX_CLASS_SIGMA_BYTES = 2 * 1024 ** 3  # 1000 classes x 2048^2 float32 would be 
 
 
 def prepare_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(allow_abbrev=False, description="Calculate and store the reference statistics for IS/FID/mFID/KMMD.",
-                                formatter_class=utils.HelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, formatter_class=utils.HelpFormatter,
+                                description="Calculate and store the reference statistics for "
+                                            "IS/FID/mFID/KMMD.")
     add = p.add_argument
     add("--dataset", default="I128", type=datasets.dataset_name, metavar="DATASET",
-        help="dataset name: one of " + ", ".join(datasets.DATASETS) + ", or any prepared folder under "
-             "data_root (see datasets.py)")
+        help="dataset name: one of " + ", ".join(datasets.DATASETS) + ", or any prepared folder "
+             "under data_root (see datasets.py)")
     add("--resolution", type=int, default=0, choices=[0, *flags.RESOLUTIONS],
         help="image size, for a folder without dataset.json (0: the dataset's)")
     add("--reference_dataset", default="", metavar="NAME",
-        help="the dataset whose images give the statistics, written under --dataset's file names (default: the "
-             "'reference' in the dataset's dataset.json, e.g. NAME_new_reference for NAME_new, else the dataset itself)")
+        help="the dataset whose images give the statistics, written under --dataset's file names "
+             "(default: the 'reference' in the dataset's dataset.json, e.g. NAME_new_reference "
+             "for NAME_new, else the dataset itself)")
     add("--base_dir", default=".", help="root holding data/ (official cGANTransfer layout)")
-    add("--data_root", default="", help="where the data is and the statistics go (default: BASE_DIR/data)")
+    add("--data_root", default="",
+        help="where the data is and the statistics go (default: BASE_DIR/data)")
     add("--batch_size", type=utils.at_least(1), default=64, help="images per backbone batch")
     add("--num_workers", type=utils.at_least(0), default=datasets.default_num_workers(),
-        help="data loader processes (default: one per core, 8 at most; 0: load in the main process)")
+        help="data loader processes (default: one per core, 8 at most; 0: load in the main "
+             "process)")
     add("--shuffle", action="store_true", help="read the data in a shuffled order")
     add("--seed", type=utils.at_least(0), default=0, help="seed of the shuffled order")
-    add("--hdf5", action="store_true", help="read the reference dataset's HDF5 cache built by make_hdf5.py")
+    add("--hdf5", action="store_true",
+        help="read the reference dataset's HDF5 cache built by make_hdf5.py")
     add("--backbone", default="inception", choices=inception_utils.BACKBONES,
         help="feature space of the metrics (default: torchvision's Inception v3)")
     add("--inception_weights", default="",
         help="local weights of the backbone (default for Inception: the torch hub cache)")
-    add("--device", type=utils.device_name, default="", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add("--device", type=utils.device_name, default="",
+        help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     add("--parallel", action="store_true", help="DataParallel over the visible GPUs")
     return p
 
@@ -83,7 +90,8 @@ def compute_activations(loader, net: nn.Module, device: torch.device):
 
 
 def class_statistics(pool: np.ndarray, labels: np.ndarray, num_classes: int):
-    """Per-class means, covariances (None when they would not fit in MAX_CLASS_SIGMA_BYTES) and counts.
+    """Per-class means, covariances (None when they would not fit in MAX_CLASS_SIGMA_BYTES) and
+    counts.
 
     A class with fewer than 2 images has no covariance: its entries stay NaN, and mFID skips it."""
     dim = pool.shape[1]
@@ -104,39 +112,44 @@ def class_statistics(pool: np.ndarray, labels: np.ndarray, num_classes: int):
 
 
 def reference_dataset(config: dict, data_root: str) -> str:
-    """--reference_dataset, else the reference the dataset's dataset.json names, else the dataset."""
-    return (config.get("reference_dataset") or datasets.reference_dataset_name(config["dataset"], data_root)
-            or config["dataset"])
+    """--reference_dataset, else the reference the dataset's dataset.json names, else the
+    dataset."""
+    return (config.get("reference_dataset")
+            or datasets.reference_dataset_name(config["dataset"], data_root) or config["dataset"])
 
 
-def check_same_classes(dataset: str, reference: str, reference_classes: list[str], data_root: str) -> None:
-    """Per-class statistics are stored by label, so the reference must have the dataset's classes."""
+def check_same_classes(dataset: str, reference: str, reference_classes: list[str],
+                       data_root: str) -> None:
+    """Per-class statistics are stored by label, so the reference must have the dataset's
+    classes."""
     folder = datasets.image_folder_path(dataset, data_root)
     if reference == dataset or not os.path.isdir(folder):
         return
     if any(entry.is_dir() and not entry.name.startswith(".") for entry in os.scandir(folder)):
         classes = datasets.find_classes(folder, dataset)
-    else:  # only its dataset.json (e.g. the old classes of a transfer, whose training images are not needed)
+    else:  # only its dataset.json (e.g. a transfer's old classes, whose training images are unused)
         classes = (datasets.read_dataset_json(folder) or {}).get("folders", reference_classes)
     if classes != reference_classes:
-        raise utils.UsageError(f"the reference {reference} has the classes {', '.join(reference_classes[:10])} but "
-                               f"{dataset} has {', '.join(classes[:10])}; give a --reference_dataset with the same "
-                               "class folders")
+        raise utils.UsageError(f"the reference {reference} has the classes "
+                               f"{', '.join(reference_classes[:10])} but {dataset} has "
+                               f"{', '.join(classes[:10])}; give a --reference_dataset with the "
+                               "same class folders")
 
 
-def warn_if_singular(pool: np.ndarray, class_counts: np.ndarray, class_names: list[str], reference: str) -> None:
+def warn_if_singular(pool: np.ndarray, class_counts: np.ndarray, class_names: list[str],
+                     reference: str) -> None:
     """n images span at most n - 1 dimensions: with n <= F features the covariance is singular."""
     count, dim = pool.shape
     if count <= dim:
-        print(f"warning: the reference {reference} has {count} images for {dim}-d features, so its covariance is "
-              f"singular (rank <= {count - 1}) and FID against it is less reliable; hold out more images",
-              file=sys.stderr)
+        print(f"warning: the reference {reference} has {count} images for {dim}-d features, so "
+              f"its covariance is singular (rank <= {count - 1}) and FID against it is less "
+              "reliable; hold out more images", file=sys.stderr)
     few = [(int(n), name) for n, name in zip(class_counts, class_names) if n <= dim]
     if few:
         n, name = min(few)
-        print(f"warning: {len(few)} of {len(class_names)} classes of {reference} have at most {dim} images for "
-              f"{dim}-d features (fewest: {name}, {n}), so their covariances are singular and mFID is less "
-              "reliable", file=sys.stderr)
+        print(f"warning: {len(few)} of {len(class_names)} classes of {reference} have at most "
+              f"{dim} images for {dim}-d features (fewest: {name}, {n}), so their covariances are "
+              "singular and mFID is less reliable", file=sys.stderr)
 
 
 def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
@@ -151,12 +164,14 @@ def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
                                        hdf5=config["hdf5"], drop_last=False, seed=config["seed"],
                                        resolution=config["resolution"])[0]
     if net is None:
-        net = inception_utils.load_inception_net(config["backbone"], config["inception_weights"] or None,
-                                                 device, config["parallel"])
+        net = inception_utils.load_inception_net(config["backbone"],
+                                                 config["inception_weights"] or None, device,
+                                                 config["parallel"])
     space = inception_utils.metric_space_of(net)
     class_names = [str(name) for name in loader.dataset.classes]
     check_same_classes(config["dataset"], reference, class_names, data_root)
-    where = (datasets.hdf5_path if config["hdf5"] else datasets.image_folder_path)(reference, data_root)
+    path_of = datasets.hdf5_path if config["hdf5"] else datasets.image_folder_path
+    where = path_of(reference, data_root)
     print(f"Statistics of {config['dataset']} from {len(loader.dataset)} images of {reference} "
           f"({len(class_names)} classes, {where})")
     # statistics no evaluation could use: a classifier's features of classes or sizes it never saw
@@ -166,7 +181,8 @@ def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
     pool, probs, labels = compute_activations(loader, net, device)
     if len(pool) >= 10:
         is_mean, is_std = inception_utils.calculate_inception_score(probs)
-        print(f"The images of {reference} have an IS of {is_mean:.5f} +/- {is_std:.5f} ({space} space)")
+        print(f"The images of {reference} have an IS of {is_mean:.5f} +/- {is_std:.5f} "
+              f"({space} space)")
 
     print("Calculating means and covariances...")
     class_mu, class_sigma, class_counts = class_statistics(pool, labels, len(class_names))
@@ -177,10 +193,12 @@ def run(config: dict, net: nn.Module | None = None) -> dict[str, str]:
     if class_sigma is not None:
         moments["class_sigma"] = class_sigma
 
-    paths = {"moments": os.path.join(data_root, inception_utils.moments_filename(config["dataset"], space)),
-             "features": os.path.join(data_root, inception_utils.features_filename(config["dataset"], space))}
+    dataset = config["dataset"]
+    paths = {"moments": os.path.join(data_root, inception_utils.moments_filename(dataset, space)),
+             "features": os.path.join(data_root, inception_utils.features_filename(dataset, space))}
     utils.write_atomically(paths["moments"], lambda f: np.savez(f, **moments), binary=True)
-    utils.write_atomically(paths["features"], lambda f: np.savez(f, pool=pool, labels=labels), binary=True)
+    utils.write_atomically(paths["features"], lambda f: np.savez(f, pool=pool, labels=labels),
+                           binary=True)
     for path in paths.values():
         print(f"Wrote {path}")
     return paths

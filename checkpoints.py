@@ -1,100 +1,91 @@
-"""Reading and writing checkpoint sets of an experiment folder, atomically as a whole, and locking the folder.
+"""The checkpoint sets of an experiment folder, written and read atomically as a whole.
 
-A set is what one save writes: G.pth, G_optim.pth, D.pth, D_optim.pth, state_dict.pth and G_ema.pth with
---ema. Its slot is the latest set (no suffix), a rotating copy (copy0, copy1, ...) or a best set (best0,
-...). The folder keeps BigGAN-PyTorch's flat names (G.pth, G_copy0.pth, G_ema_best1.pth, ...), so users'
-scripts and notebooks that open them keep working, but each name is a symbolic link into its slot:
+A set is what one save writes: G.pth, G_optim.pth, D.pth, D_optim.pth, state_dict.pth and G_ema.pth
+with --ema. Its slot is the latest set (no suffix), a rotating copy (copy0, copy1, ...) or a best
+set (best0, ...). The folder keeps BigGAN-PyTorch's flat names (G.pth, G_copy0.pth, G_ema_best1.pth,
+...), so users' scripts and notebooks that open them keep working, but each name is a symbolic link
+into its slot:
 
     weights/<experiment>/
         sets/latest-000500-3f2a/   G.pth G_optim.pth D.pth D_optim.pth state_dict.pth manifest.json
         latest -> sets/latest-000500-3f2a          one link per slot: the commit point of a save
-        G.pth -> latest/G.pth                      BigGAN-PyTorch's names resolve through the slot link
+        G.pth -> latest/G.pth                      BigGAN-PyTorch's names resolve through the slot
         G_copy0.pth -> copy0/G.pth ...
 
-Why: a set is several files, and renaming them into place one by one left, between a kill and the next
-start, a folder whose G.pth was of one iteration and D.pth or state_dict.pth of another, which code that
-opens G.pth directly (BigGAN-PyTorch's scripts) read as a set. Here a save writes a whole new set folder
-(every file fsynced, then `manifest.json`: format, iteration, slot, parts with byte sizes and SHA-1s),
-renames it from `.staging-*` to its final name, then swaps the slot link in one atomic rename. Every name
-of the slot resolves into one set folder at every moment: the old set before the swap, the new one after,
-never a mix, for this module's readers and for direct readers alike. fsyncs of the files, the set folder,
-`sets/` and the experiment folder come before each step is relied upon, so the order also holds across a
-power loss, not only a kill.
+Why: a set is several files, and renaming them into place one by one left, between a kill and the
+next start, a folder whose G.pth was of one iteration and D.pth or state_dict.pth of another, which
+code that opens G.pth directly (BigGAN-PyTorch's scripts) read as a set. Here a save writes a whole
+new set folder (every file fsynced, then `manifest.json`: format, iteration, slot, parts with byte
+sizes and SHA-1s), renames it from `.staging-*` to its final name, then swaps the slot link in one
+atomic rename. Every name of the slot resolves into one set folder at every moment: the old set
+before the swap, the new one after, never a mix, for this module's readers and for direct readers
+alike. fsyncs of the files, the set folder, `sets/` and the experiment folder come before each step
+is relied upon, so the order also holds across a power loss, not only a kill.
 
-After the swap the part links are put in place (a part new to the slot gets its link, a part the set lacks
-loses its link, so no name points at a part of another set) and the previous set folder is removed. A
-kill between those steps leaves a link missing or pointing at nothing, never at another iteration;
-`recover` (at every start, by the lock holder, and before every save) finishes them, removes staging
-folders and set folders no slot points at, and removes write_atomically's `.tmp_*` leftovers.
+After the swap the part links are put in place (a part new to the slot gets its link, a part the set
+lacks loses its link, so no name points at a part of another set) and the previous set folder is
+removed. A kill between those steps leaves a link missing or pointing at nothing, never at another
+iteration; `recover` (at every start, by the lock holder, and before every save) finishes them,
+removes staging folders and set folders no slot points at, and removes write_atomically's `.tmp_*`
+leftovers. Saving and recovering take the folder's lock (checkpoint_lock.py).
 
-Readers (load_set, has_checkpoint) never change the folder: they follow the slot link once, to one set
-folder, and verify every file they load against its manifest (a file changed afterwards is caught),
-hashing and loading one open file. Formats of earlier code load too: BigGAN-PyTorch's and the official
-code's flat files without a manifest (as far as they can be checked, with a note), and flat files with a
-`checkpoint[_SUFFIX].json` manifest (this project before set folders); the first save of a slot replaces
-its flat files by links (the slot link first, so this module reads the new set from then on; a direct
-reader of such a folder can meet old and new files during that one save, never afterwards). A complete staging folder of that earlier format (`.saving_*`, a save killed
-while publishing) is taken over as the slot's set at the next start.
-
-Why a lock: saving and recovering change the folder, and two runs on one experiment overwrote each other.
-ExperimentLock is an flock on `<folder>/.lock`, released by the OS when its process dies, so a killed run
-leaves no stale lock; the holder's pid and host are in the file only for the message. A folder the lock
-created and nothing else wrote to is removed again on release, so a failed start leaves nothing behind.
+Readers (load_set, has_checkpoint) never change the folder: they follow the slot link once, to one
+set folder, and verify every file they load against its manifest (a file changed afterwards is
+caught), hashing and loading one open file. Formats of earlier code load too (checkpoint_legacy.py);
+the first save of a slot replaces its flat files by links (the slot link first, so this module reads
+the new set from then on; a direct reader of such a folder can meet old and new files during that
+one save, never afterwards).
 
 Rotation (copies, and best sets alike): the slot to write is a free one, else the one of the oldest
-iteration, never the set the run resumed from while another slot exists. `--load_weights best` names the
-best of the best sets by the metric its run selected with.
+iteration, never the set the run resumed from while another slot exists. `--load_weights best` names
+the best of the best sets by the metric its run selected with.
 
-Fault injection, for tests only: with the environment variable CGT_KILL_AT_WRITE=K the process SIGKILLs
-itself right before the K-th file-system change this module makes to an experiment folder, counted
-across the whole process: writing a staged part or the manifest, renaming the staging folder, swapping
-the slot link, adding, replacing or removing a part link, removing a previous set. fsyncs, temporaries
-and the lock file are not counted.
+The seam of the fault-injection tests is `before_change`: called right before each file-system
+change this module makes to an experiment folder (writing a staged part or the manifest, renaming
+the staging folder, swapping the slot link, adding, replacing or removing a part link, removing a
+previous set; not fsyncs, temporaries or the lock file). It does nothing; the tests replace it with
+one that SIGKILLs the process at a chosen change (tests/helpers/faults.py).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import hashlib
 import itertools
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import time
-from typing import IO, Any, Iterable
+from typing import Any, Iterable
 
 import torch
 
+import checkpoint_legacy
 import utils
+from checkpoint_format import (LATEST, MANIFEST, MANIFEST_FORMAT, PARTS, SETS, SLOT, describe,
+                               digest, file_digest, flat_manifest_path, load_dict, part_path,
+                               read_set_manifest, slot_name, suffix_of)
+from checkpoint_lock import writer_lock
 
-PARTS = ("G", "G_optim", "D", "D_optim", "state_dict", "G_ema")
 WEIGHT_PARTS = ("G", "D", "G_ema")  # refused when non-finite
-SETS = "sets"
 STAGING_PREFIX = ".staging-"
-MANIFEST = "manifest.json"
-LATEST = "latest"  # the slot link of the set without suffix
 LINK_TEMP_PREFIX = ".link-"
 TEMP_PREFIX = utils.TEMP_PREFIX  # utils.write_atomically's temporaries
-OLD_STAGING_PREFIX = ".saving_"  # staging folders of the earlier flat format
-LOCK_FILE = ".lock"
-MANIFEST_FORMAT = 2
-SLOT = re.compile(r"^(latest|copy\d+|best\d+)$")
 DEFAULT_HINT = "check --weights_root, --experiment_name and --load_weights"
 BETTER = {"IS": max, "FID": min, "KMMD": min}  # how the best of the best sets is picked, by metric
-METRIC_KEY = {"IS": "IS_mean", "FID": "FID", "KMMD": "KMMD"}  # the metric's key in a state's evaluation
+METRIC_KEY = {"IS": "IS_mean", "FID": "FID", "KMMD": "KMMD"}  # the metric's key in an evaluation
 
 
 class NonFiniteCheckpoint(Exception):
     """The weights to save hold NaN or inf: the run diverged; the previous set stays."""
 
 
+def before_change() -> None:
+    """The fault-injection seam (see the module docstring): nothing happens here."""
+
+
 # ---------------------------------------------------------------------------------------------
-# Names
+# Names the user writes
 
 SET_NAME = re.compile(r"^(latest|best|copy\d+|best\d+)$")  # what --load_weights may name
 SET_NAMES = "latest, best (the best of the best sets), copyN or bestN (e.g. copy0, best1)"
@@ -107,136 +98,6 @@ def set_name(text: str) -> str:
     if text and not SET_NAME.match(text):
         raise argparse.ArgumentTypeError(f"must name a checkpoint set: {SET_NAMES}, got {text!r}")
     return text
-
-
-def slot_name(suffix: str) -> str:
-    """The slot link of a suffix: '' (BigGAN-PyTorch's latest set) -> 'latest'."""
-    return suffix or LATEST
-
-
-def suffix_of(slot: str) -> str:
-    return "" if slot == LATEST else slot
-
-
-def part_name(part: str, suffix: str = "") -> str:
-    return f"{part}{'_' + suffix if suffix else ''}.pth"
-
-
-def part_path(folder: str, part: str, suffix: str = "") -> str:
-    """BigGAN-PyTorch's flat path of a part (G_copy0.pth): a link into the slot here."""
-    return os.path.join(folder, part_name(part, suffix))
-
-
-def flat_manifest_path(folder: str, suffix: str = "") -> str:
-    """The manifest of the earlier flat format (checkpoint[_SUFFIX].json)."""
-    return os.path.join(folder, f"checkpoint{'_' + suffix if suffix else ''}.json")
-
-
-def describe(folder: str, suffix: str) -> str:
-    return f"checkpoint {suffix or '(latest)'} in {folder}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Fault injection (tests only)
-
-_mutations = itertools.count(1)
-
-
-def _before_mutation() -> None:
-    kill_at = os.environ.get("CGT_KILL_AT_WRITE")  # read each time: a forked child may set it
-    if next(_mutations) == int(kill_at or 0):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ---------------------------------------------------------------------------------------------
-# The lock
-
-_held: set[str] = set()  # folders whose ExperimentLock this process holds
-
-
-def _key(folder: str) -> str:
-    return os.path.realpath(folder)
-
-
-def holds_lock(folder: str) -> bool:
-    """This process holds the folder's ExperimentLock (so it may recover and save there)."""
-    return _key(folder) in _held
-
-
-class ExperimentLock:
-    """An exclusive lock on an experiment folder, for a run or a save. A second holder, even in the
-    same process, is refused with one line naming the holder. wait_s: how long to retry first (a
-    save by another process holds the lock for a moment)."""
-
-    def __init__(self, folder: str, wait_s: float = 0.5):
-        self.folder, self.path, self.wait_s = folder, os.path.join(folder, LOCK_FILE), wait_s
-        self.file: IO[str] | None = None
-        self.created_folder = False
-
-    def __enter__(self) -> "ExperimentLock":
-        if _key(self.folder) in _held:
-            raise utils.UsageError(f"experiment {os.path.basename(os.path.abspath(self.folder))} is in use by "
-                                   f"process {os.getpid()} on {socket.gethostname()} (this process); wait for it "
-                                   "to finish or choose another --experiment_name")
-        try:
-            self.created_folder = not os.path.isdir(self.folder)
-            os.makedirs(self.folder, exist_ok=True)
-        except OSError as err:
-            raise utils.WriteError(utils.describe_write_error(err, self.folder, "lock the experiment")) from None
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            try:
-                self.file = open(self.path, "a+")
-            except OSError as err:
-                raise utils.WriteError(utils.describe_write_error(err, self.folder, "lock the experiment")) from None
-            if self._flock_until(deadline):
-                if self._still_the_lock_file():
-                    break
-                self.file.close()  # its holder removed it on release: lock the new one
-                continue
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
-            self.file.close()
-            raise utils.UsageError(f"experiment {os.path.basename(os.path.abspath(self.folder))} is in use by "
-                                   f"{holder}; wait for it to finish or choose another --experiment_name")
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"process {os.getpid()} on {socket.gethostname()}")
-        self.file.flush()
-        _held.add(_key(self.folder))
-        return self
-
-    def _flock_until(self, deadline: float) -> bool:
-        while True:
-            try:
-                fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    return False
-                time.sleep(0.05)
-
-    def _still_the_lock_file(self) -> bool:
-        try:
-            return os.stat(self.path).st_ino == os.fstat(self.file.fileno()).st_ino
-        except FileNotFoundError:
-            return False
-
-    def __exit__(self, *exc) -> None:
-        _held.discard(_key(self.folder))
-        if self.created_folder and os.listdir(self.folder) == [LOCK_FILE]:
-            # Nothing was written: a failed start leaves no folder. Removed while locked; a process
-            # waiting on this file notices it is gone (_still_the_lock_file) and locks a new one.
-            os.remove(self.path)
-            with contextlib.suppress(OSError):
-                os.rmdir(self.folder)
-        fcntl.flock(self.file, fcntl.LOCK_UN)
-        self.file.close()
-
-
-def _writer_lock(folder: str):
-    """The lock a save needs: none more when this process holds it already (a training run)."""
-    return contextlib.nullcontext() if holds_lock(folder) else ExperimentLock(folder)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,43 +116,48 @@ def all_finite(state: Any) -> bool:
 
 def save_set(folder: str, objects: dict[str, Any], itr: int, suffix: str = "") -> None:
     """Write a checkpoint set atomically as a whole (see the module docstring). Non-finite weights
-    raise NonFiniteCheckpoint, a full disk or a folder without write permission a UsageError, another
-    process holding the folder a UsageError; in each case the previous set stays."""
+    raise NonFiniteCheckpoint, a full disk or a folder without write permission a UsageError,
+    another process holding the folder a UsageError; in each case the previous set stays."""
     bad = [part for part in WEIGHT_PARTS if part in objects and not all_finite(objects[part])]
     if bad:
         raise NonFiniteCheckpoint(f"{', '.join(bad)} hold non-finite values (NaN or inf)")
     state = objects.get("state_dict")
-    if isinstance(state, dict) and state.get("itr") != itr:  # a wiring mistake would make an unloadable set
-        raise ValueError(f"save_set at iteration {itr} got a state_dict at iteration {state.get('itr')}")
+    if isinstance(state, dict) and state.get("itr") != itr:  # a wiring mistake: an unloadable set
+        raise ValueError(f"save_set at iteration {itr} got a state_dict at iteration "
+                         f"{state.get('itr')}")
     slot = slot_name(suffix)
-    with _writer_lock(folder):
+    with writer_lock(folder):
         recover(folder)
         staging = _stage(folder, objects, itr, slot)
         try:
             set_folder = _name_set(folder, staging, slot, itr)
         except OSError as err:
             shutil.rmtree(staging, ignore_errors=True)
-            raise utils.WriteError(f"{utils.describe_write_error(err, folder, 'save the checkpoint')}; "
-                                   "the previous checkpoint is intact") from None
+            raise _save_failed(err, folder) from None
         try:
             _swap_slot(folder, slot, set_folder)
         except OSError as err:
             shutil.rmtree(set_folder, ignore_errors=True)
-            raise utils.WriteError(f"{utils.describe_write_error(err, folder, 'save the checkpoint')}; "
-                                   "the previous checkpoint is intact") from None
+            raise _save_failed(err, folder) from None
         try:
             _tidy(folder)
         except OSError as err:  # the set is saved; what is left undone the next start finishes
-            raise utils.WriteError(f"{utils.describe_write_error(err, folder, 'finish the checkpoint save')}; "
-                                   f"the new checkpoint (iteration {itr}) is saved and its links are completed "
-                                   "at the next start") from None
+            problem = utils.describe_write_error(err, folder, "finish the checkpoint save")
+            raise utils.WriteError(f"{problem}; the new checkpoint (iteration {itr}) is saved and "
+                                   "its links are completed at the next start") from None
+
+
+def _save_failed(err: OSError, folder: str) -> utils.WriteError:
+    problem = utils.describe_write_error(err, folder, "save the checkpoint")
+    return utils.WriteError(f"{problem}; the previous checkpoint is intact")
 
 
 _staging_counter = itertools.count()
 
 
 def _stage(folder: str, objects: dict[str, Any], itr: int, slot: str) -> str:
-    """Every part and then the manifest, fsynced, in a fresh staging folder; or nothing left behind."""
+    """Every part and then the manifest, fsynced, in a fresh staging folder; or nothing left
+    behind."""
     sets = os.path.join(folder, SETS)
     staging = os.path.join(sets, f"{STAGING_PREFIX}{os.getpid()}-{next(_staging_counter)}")
     try:
@@ -300,14 +166,15 @@ def _stage(folder: str, objects: dict[str, Any], itr: int, slot: str) -> str:
         parts = {}
         for part, obj in objects.items():
             path = os.path.join(staging, f"{part}.pth")
-            _before_mutation()
+            before_change()
             with open(path, "wb") as f:
                 utils.torch_save(obj, f)
                 f.flush()
                 os.fsync(f.fileno())
             parts[part] = {"bytes": os.path.getsize(path), "sha1": file_digest(path)}
-        manifest = {"format": MANIFEST_FORMAT, "itr": itr, "suffix": suffix_of(slot), "parts": parts}
-        _before_mutation()
+        manifest = {"format": MANIFEST_FORMAT, "itr": itr, "suffix": suffix_of(slot),
+                    "parts": parts}
+        before_change()
         with open(os.path.join(staging, MANIFEST), "w") as f:
             json.dump(manifest, f)
             f.flush()
@@ -316,8 +183,7 @@ def _stage(folder: str, objects: dict[str, Any], itr: int, slot: str) -> str:
     except BaseException as err:  # also a pickling error or Ctrl-C: no half staging left
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(err, OSError):
-            raise utils.WriteError(f"{utils.describe_write_error(err, folder, 'save the checkpoint')}; "
-                                   "the previous checkpoint is intact") from None
+            raise _save_failed(err, folder) from None
         raise
     return staging
 
@@ -325,7 +191,7 @@ def _stage(folder: str, objects: dict[str, Any], itr: int, slot: str) -> str:
 def _name_set(folder: str, staging: str, slot: str, itr: int) -> str:
     """The staging folder renamed to its final name in sets/: from here on it is a complete set."""
     set_folder = os.path.join(folder, SETS, f"{slot}-{itr:06d}-{secrets.token_hex(2)}")
-    _before_mutation()
+    before_change()
     os.rename(staging, set_folder)
     _fsync(os.path.dirname(set_folder))
     return set_folder
@@ -338,10 +204,11 @@ def _swap_slot(folder: str, slot: str, set_folder: str) -> None:
 
 
 def _replace_with_link(path: str, target: str) -> None:
-    temporary = os.path.join(os.path.dirname(path), f"{LINK_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+    name = f"{LINK_TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    temporary = os.path.join(os.path.dirname(path), name)
     os.symlink(target, temporary)
     try:
-        _before_mutation()
+        before_change()
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -355,7 +222,7 @@ def _tidy(folder: str) -> None:
     halfway is finished by the next one."""
     slots = slot_links(folder)
     for slot, set_folder in slots.items():
-        manifest = _read_set_manifest(set_folder)
+        manifest = read_set_manifest(set_folder)
         parts = manifest["parts"] if manifest else {}
         suffix = suffix_of(slot)
         for part in PARTS:
@@ -364,10 +231,11 @@ def _tidy(folder: str) -> None:
             if part in parts and not (os.path.islink(path) and os.readlink(path) == link):
                 _replace_with_link(path, link)  # also replaces a flat file of an earlier format
             elif part not in parts and os.path.lexists(path):
-                _before_mutation()
+                before_change()
                 os.remove(path)
-        if os.path.lexists(flat_manifest_path(folder, suffix)):  # the flat format's: the slot link rules now
-            _before_mutation()
+        # the flat format's manifest: the slot link rules now
+        if os.path.lexists(flat_manifest_path(folder, suffix)):
+            before_change()
             os.remove(flat_manifest_path(folder, suffix))
     sets = os.path.join(folder, SETS)
     if os.path.isdir(sets):
@@ -375,7 +243,7 @@ def _tidy(folder: str) -> None:
         for name in os.listdir(sets):
             path = os.path.join(sets, name)
             if os.path.realpath(path) not in in_use:
-                _before_mutation()
+                before_change()
                 shutil.rmtree(path, ignore_errors=True)
     clean_temporaries(folder)
 
@@ -388,54 +256,26 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
-def file_digest(path: str) -> str:
-    with open(path, "rb") as f:
-        return _digest(f)
-
-
-def _digest(f: IO[bytes]) -> str:
-    digest = hashlib.sha1()
-    for block in iter(lambda: f.read(1 << 22), b""):
-        digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------
 # Recovering, cleaning
 
 def recover(folder: str) -> None:
-    """Finish what a killed save left: take over a complete staging folder of the earlier flat format,
-    complete the part links, remove staging folders, unused set folders and temporaries. Only for the
-    holder of the folder's lock, or a process that knows nobody else writes there."""
+    """Finish what a killed save left: take over a complete staging folder of the earlier flat
+    format, complete the part links, remove staging folders, unused set folders and temporaries.
+    Only for the holder of the folder's lock, or a process that knows nobody else writes there."""
     if not os.path.isdir(folder):
         return
     try:
         _adopt_flat_stagings(folder)
         _tidy(folder)
     except OSError as err:
-        raise utils.WriteError(utils.describe_write_error(err, folder, "finish an interrupted checkpoint save")) from None
+        problem = utils.describe_write_error(err, folder, "finish an interrupted checkpoint save")
+        raise utils.WriteError(problem) from None
 
 
 def _adopt_flat_stagings(folder: str) -> None:
-    """A `.saving_*` folder of the earlier flat format with a valid manifest is a set killed while
-    publishing: the parts it no longer holds were renamed to their flat names already. Moved back (when
-    they are the files the manifest lists), it is a complete set like a set folder, and becomes the
-    slot's set. One without a valid manifest never published anything: removed."""
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if not (name.startswith(OLD_STAGING_PREFIX) and os.path.isdir(path)):
-            continue
-        manifest = _read_set_manifest(path)
-        if manifest is None:
-            shutil.rmtree(path, ignore_errors=True)
-            continue
-        for part, saved in manifest["parts"].items():
-            staged, published = os.path.join(path, f"{part}.pth"), part_path(folder, part, manifest["suffix"])
-            if (not os.path.exists(staged) and os.path.isfile(published) and not os.path.islink(published)
-                    and os.path.getsize(published) == saved["bytes"] and file_digest(published) == saved["sha1"]):
-                os.rename(published, staged)
-        if not all(os.path.isfile(os.path.join(path, f"{part}.pth")) for part in manifest["parts"]):
-            continue  # a part is gone altogether: left for the user to look at, the slot untouched
+    """Each complete staging folder of the earlier flat format becomes its slot's set."""
+    for path, manifest in checkpoint_legacy.complete_flat_stagings(folder):
         slot = slot_name(manifest["suffix"])
         os.makedirs(os.path.join(folder, SETS), exist_ok=True)
         _swap_slot(folder, slot, _name_set(folder, path, slot, manifest["itr"]))
@@ -470,23 +310,6 @@ def slot_links(folder: str) -> dict[str, str]:
             if SLOT.match(name) and os.path.islink(os.path.join(folder, name))}
 
 
-def _read_set_manifest(set_folder: str) -> dict | None:
-    """A set folder's manifest; None when it has none (yet) or it is torn."""
-    try:
-        with open(os.path.join(set_folder, MANIFEST)) as f:
-            manifest = json.load(f)
-    except (FileNotFoundError, NotADirectoryError, ValueError):
-        return None
-    return manifest if _is_manifest(manifest) else None
-
-
-def _is_manifest(manifest: Any) -> bool:
-    return (isinstance(manifest, dict) and isinstance(manifest.get("itr"), int)
-            and isinstance(manifest.get("suffix"), str) and isinstance(manifest.get("parts"), dict)
-            and all(isinstance(p, dict) and isinstance(p.get("bytes"), int) and isinstance(p.get("sha1"), str)
-                    for p in manifest["parts"].values()))
-
-
 def _located(folder: str, suffix: str) -> tuple[str, dict | None, str]:
     """Where a set's files are read from: (folder of its parts, manifest or None, format).
     Formats: 'set' (a set folder behind the slot link), 'flat' (checkpoint[_S].json beside flat
@@ -495,25 +318,14 @@ def _located(folder: str, suffix: str) -> tuple[str, dict | None, str]:
     if os.path.islink(link):
         # Followed once: a save swapping the link meanwhile cannot mix two sets into this read.
         set_folder = os.path.join(folder, os.readlink(link))
-        manifest = _read_set_manifest(set_folder)
+        manifest = read_set_manifest(set_folder)
         if manifest is None:
-            raise utils.UsageError(f"{describe(folder, suffix)} is damaged: {os.path.join(set_folder, MANIFEST)} "
-                                   "is missing or unreadable; choose another set with --load_weights")
+            path = os.path.join(set_folder, MANIFEST)
+            raise utils.UsageError(f"{describe(folder, suffix)} is damaged: {path} is missing or "
+                                   "unreadable; choose another set with --load_weights")
         return set_folder, manifest, "set"
-    path = flat_manifest_path(folder, suffix)
-    if os.path.isfile(path):
-        try:
-            with open(path) as f:
-                manifest = json.load(f)
-        except (OSError, ValueError) as err:
-            manifest, problem = None, str(err)
-        else:
-            problem = "not a checkpoint manifest"
-        if not _is_manifest(manifest):
-            raise utils.UsageError(f"{path} is damaged ({problem}); delete it to load the set unverified, "
-                                   "or choose another set with --load_weights")
-        return folder, manifest, "flat"
-    return folder, None, "legacy"
+    manifest = checkpoint_legacy.read_flat_manifest(folder, suffix)
+    return folder, manifest, "legacy" if manifest is None else "flat"
 
 
 def _file_of(where: str, part: str, suffix: str, kind: str) -> str:
@@ -543,11 +355,7 @@ def existing_sets(folder: str) -> list[str]:
     run in a folder that has checkpoints."""
     if not os.path.isdir(folder):
         return []
-    names = set(slot_links(folder))
-    for name in os.listdir(folder):
-        flat = re.match(r"^(?:checkpoint|state_dict|G)(?:_(copy\d+|best\d+))?\.(?:json|pth)$", name)
-        if flat and os.path.exists(os.path.join(folder, name)):  # a link must lead to a file
-            names.add(slot_name(flat.group(1) or ""))
+    names = set(slot_links(folder)) | checkpoint_legacy.flat_slots(folder)
     return sorted(names, key=lambda s: (s != LATEST, s))
 
 
@@ -561,7 +369,7 @@ def load_set(folder: str, suffix: str, parts: Iterable[str], optional: tuple[str
         try:
             where, manifest, kind = _located(folder, suffix)
             if manifest is None:
-                return _load_legacy(folder, suffix, parts, optional, hint)
+                return checkpoint_legacy.load_legacy(folder, suffix, parts, optional, hint)
             return _load_verified(where, folder, suffix, parts, optional, hint, manifest, kind)
         except utils.UsageError:
             # A save may have swapped the slot and removed the set read from: read the new one.
@@ -577,16 +385,20 @@ def _link_target(folder: str, suffix: str) -> str | None:
         return None
 
 
-def _load_verified(where: str, folder: str, suffix: str, parts: list[str], optional: tuple[str, ...],
+def _load_verified(where: str, folder: str, suffix: str, parts: list[str],
+                   optional: tuple[str, ...],
                    hint: str, manifest: dict, kind: str) -> dict[str, Any]:
     itr = manifest["itr"]
     missing = [p for p in parts if p not in manifest["parts"] and p not in optional]
     if missing:
-        raise utils.UsageError(f"{describe(folder, suffix)} (iteration {itr}) has no {', '.join(missing)}; {hint}")
+        raise utils.UsageError(f"{describe(folder, suffix)} (iteration {itr}) has no "
+                               f"{', '.join(missing)}; {hint}")
     wanted = [p for p in parts if p in manifest["parts"]]
     # state_dict.pth is checked even when not asked for: it holds the iteration of the weights
-    checked = list(dict.fromkeys(wanted + (["state_dict"] if "state_dict" in manifest["parts"] else [])))
-    objects = {part: _load_listed(_file_of(where, part, suffix, kind), folder, suffix, part, manifest, hint, kind)
+    state_part = ["state_dict"] if "state_dict" in manifest["parts"] else []
+    checked = list(dict.fromkeys(wanted + state_part))
+    objects = {part: _load_listed(_file_of(where, part, suffix, kind), folder, suffix, part,
+                                  manifest, hint, kind)
                for part in checked}
     state = objects.get("state_dict")
     if state is not None and state.get("itr") != itr:
@@ -595,7 +407,8 @@ def _load_verified(where: str, folder: str, suffix: str, parts: list[str], optio
     return {part: objects[part] for part in wanted}
 
 
-def _load_listed(path: str, folder: str, suffix: str, part: str, manifest: dict, hint: str, kind: str) -> dict:
+def _load_listed(path: str, folder: str, suffix: str, part: str, manifest: dict, hint: str,
+                 kind: str) -> dict:
     """A part the manifest lists, hashed and loaded from one open file: the loaded bytes are the
     checked ones."""
     saved, itr = manifest["parts"][part], manifest["itr"]
@@ -610,10 +423,10 @@ def _load_listed(path: str, folder: str, suffix: str, part: str, manifest: dict,
             problem = f"{name} has {size} bytes, the file saved at iteration {itr} had " \
                       f"{saved['bytes']}"
             raise _damaged(folder, suffix, problem, kind)
-        if _digest(f) != saved["sha1"]:
+        if digest(f) != saved["sha1"]:
             raise _damaged(folder, suffix, f"{name} is not the file saved at iteration {itr}", kind)
         f.seek(0)
-        return _load_dict(f, path, part, hint)
+        return load_dict(f, path, part, hint)
 
 
 def _damaged(folder: str, suffix: str, problem: str, kind: str) -> utils.UsageError:
@@ -623,65 +436,19 @@ def _damaged(folder: str, suffix: str, problem: str, kind: str) -> utils.UsageEr
                             "choose another set with --load_weights")
 
 
-def _load_legacy(folder: str, suffix: str, parts: list[str], optional: tuple[str, ...],
-                 hint: str) -> dict[str, Any]:
-    """A set without a manifest (BigGAN-PyTorch, the official code): checked as far as it can be."""
-    what = describe(folder, suffix)
-    present = [p for p in parts if os.path.isfile(part_path(folder, p, suffix))]
-    absent = [p for p in parts if p not in present and p not in optional]
-    if len(absent) == 1:
-        path = part_path(folder, absent[0], suffix)
-        raise utils.UsageError(f"checkpoint {absent[0]} {path} does not exist; {hint}")
-    if absent:
-        names = ", ".join(part_path(folder, p, suffix) for p in absent)
-        problem = f"{what} is incomplete" if present else f"no {what}"
-        raise utils.UsageError(f"{problem}: {names} do not exist; {hint}")
-    objects = {}
-    for part in present:
-        path = part_path(folder, part, suffix)
-        with open(path, "rb") as f:
-            objects[part] = _load_dict(f, path, part, hint)
-    state_path = part_path(folder, "state_dict", suffix)
-    if "state_dict" not in objects and objects and os.path.isfile(state_path):
-        with open(state_path, "rb") as f:  # unrequested, still a sign of a damaged set
-            _load_dict(f, state_path, "state_dict", hint)
-    if objects:
-        print(f"note: {what} has no manifest (written by BigGAN-PyTorch or the official code): "
-              "loaded unverified")
-    return objects
-
-
-def _load_dict(f: IO[bytes], path: str, part: str, hint: str) -> dict:
-    try:
-        obj = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise utils.UsageError(f"{path} is not a readable checkpoint {part} ({utils.first_line(err)}); {hint}") from None
-    if not isinstance(obj, dict):
-        raise utils.UsageError(f"{path} holds a {type(obj).__name__}, not the {part} state dict a checkpoint "
-                               f"has; {hint}")
-    return obj
-
-
 # ---------------------------------------------------------------------------------------------
 # Rotation and the best set
 
 def saved_iteration(folder: str, suffix: str) -> int:
-    """The iteration of a set: -1 for none there, 0 for one whose iteration cannot be read (the oldest,
-    so rotation overwrites it first)."""
+    """The iteration of a set: -1 for none there, 0 for one whose iteration cannot be read (the
+    oldest, so rotation overwrites it first)."""
     try:
         manifest = read_manifest(folder, suffix)
     except utils.UsageError:
         return 0
-    if manifest is not None:
-        return manifest["itr"]
-    path = part_path(folder, "state_dict", suffix)
-    if not os.path.isfile(path):
-        return -1
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        return int(state.get("itr", 0))
-    except Exception:  # an unreadable legacy file
-        return 0
+    if manifest is None:
+        return checkpoint_legacy.legacy_iteration(folder, suffix)
+    return manifest["itr"]
 
 
 def next_slot(folder: str, prefix: str, count: int, protected: str | None = None,
@@ -710,20 +477,21 @@ def best_slot(folder: str, hint: str = DEFAULT_HINT) -> str:
     (The best slots rotate oldest-first, so best0 is not the best one.)"""
     candidates = best_sets(folder)
     if not candidates:
-        raise utils.UsageError(f"--load_weights best: {folder} holds no best checkpoint (best0, best1, ...: saved "
-                               f"when an in-loop evaluation improves --which_best); {hint}")
+        raise utils.UsageError(f"--load_weights best: {folder} holds no best checkpoint (best0, "
+                               "best1, ...: saved when an in-loop evaluation improves "
+                               f"--which_best); {hint}")
     scored = []
     for slot in candidates:
         state = load_set(folder, slot, ["state_dict"], hint=hint)["state_dict"]
         metric = (state.get("config") or {}).get("which_best", "IS")
-        # the set's own evaluation; else the best so far when it was saved (the same value here, where a
-        # best set is saved after its metric was counted; BigGAN-PyTorch saved it before)
+        # the set's own evaluation; else the best so far when it was saved (the same value here,
+        # where a best set is saved after its metric was counted; BigGAN-PyTorch saved it before)
         value = (state.get("metrics") or {}).get(METRIC_KEY[metric], state.get(f"best_{metric}"))
         if isinstance(value, (int, float)):
             scored.append((metric, float(value), slot))
     if not scored:
-        raise utils.UsageError(f"--load_weights best: the best checkpoints in {folder} record no metric value; "
-                               f"name one ({', '.join(candidates)})")
+        raise utils.UsageError(f"--load_weights best: the best checkpoints in {folder} record no "
+                               f"metric value; name one ({', '.join(candidates)})")
     metric = scored[-1][0]
     choose = BETTER.get(metric, max)
     return choose((s for s in scored if s[0] == metric), key=lambda s: s[1])[2]

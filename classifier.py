@@ -38,7 +38,8 @@ def conv_bn_relu(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class Classifier(nn.Module):
-    def __init__(self, class_names: list[str], resolution: int = RESOLUTION, widths: tuple[int, ...] = WIDTHS):
+    def __init__(self, class_names: list[str], resolution: int = RESOLUTION,
+                 widths: tuple[int, ...] = WIDTHS):
         super().__init__()
         self.class_names = list(class_names)
         self.resolution = resolution
@@ -57,10 +58,10 @@ class Classifier(nn.Module):
         if tuple(x.shape[-2:]) != (self.resolution, self.resolution):
             size = "x".join(str(side) for side in x.shape[-2:])
             raise utils.UsageError(
-                f"the classifier was trained on {self.resolution} px images but is given {size} px ones; "
-                f"evaluate at {self.resolution} px, or train a classifier at this resolution with "
-                f"`python train_classifier.py --train_folder DIR --test_folder DIR --resolution {x.shape[-1]} "
-                "--out PATH`")
+                f"the classifier was trained on {self.resolution} px images but is given {size} "
+                f"px ones; evaluate at {self.resolution} px, or train a classifier at this "
+                "resolution with `python train_classifier.py --train_folder DIR --test_folder "
+                f"DIR --resolution {x.shape[-1]} --out PATH`")
         features = self.body(x).mean(dim=(2, 3))
         return features, self.head(features)
 
@@ -69,7 +70,8 @@ def build_classifier(class_names: list[str], resolution: int = RESOLUTION) -> Cl
     return Classifier(class_names, resolution)
 
 
-def checkpoint_of(model: Classifier, test_accuracy: dict | None = None, trained_on: str | None = None) -> dict:
+def checkpoint_of(model: Classifier, test_accuracy: dict | None = None,
+                  trained_on: str | None = None) -> dict:
     checkpoint = {"state_dict": model.state_dict(), "class_names": model.class_names,
                   "resolution": model.resolution, "feature_dim": model.feature_dim}
     if test_accuracy is not None:
@@ -84,8 +86,8 @@ def checkpoint_problem(checkpoint) -> str | None:
     if not isinstance(checkpoint, dict) or not REQUIRED_KEYS <= checkpoint.keys():
         return f"is not a classifier checkpoint (needs the keys {sorted(REQUIRED_KEYS)})"
     names, resolution = checkpoint["class_names"], checkpoint["resolution"]
-    if (not isinstance(names, (list, tuple)) or not names or not all(isinstance(n, str) for n in names)
-            or len(set(names)) != len(names)):
+    if (not isinstance(names, (list, tuple)) or not names
+            or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
         return "has no list of distinct class names"
     if not isinstance(resolution, int) or resolution < MIN_RESOLUTION:
         return f"has resolution {resolution!r}, not a whole number of pixels >= {MIN_RESOLUTION}"
@@ -97,7 +99,8 @@ def checkpoint_problem(checkpoint) -> str | None:
 def load_classifier(path: str, device: str | torch.device = "cpu") -> Classifier:
     """The classifier saved at path, on device, in eval mode."""
     retrain = "retrain it with `python train_classifier.py`"
-    checkpoint = utils.load_file(path, "classifier checkpoint", f"{retrain}, or give the right path")
+    checkpoint = utils.load_file(path, "classifier checkpoint",
+                                 f"{retrain}, or give the right path")
     problem = checkpoint_problem(checkpoint)
     if problem:
         raise utils.UsageError(f"{path} {problem}; {retrain}")
@@ -107,5 +110,6 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> Classifier
     except RuntimeError as err:
         # torch's message is a header line, then one tab-indented line per mismatch: keep one line
         details = "; ".join(line.strip() for line in str(err).splitlines()[1:3])
-        raise utils.UsageError(f"{path} does not fit this classifier ({details}); {retrain}") from None
+        raise utils.UsageError(f"{path} does not fit this classifier ({details}); "
+                               f"{retrain}") from None
     return model.to(device).eval()

@@ -1,4 +1,5 @@
-"""The independent Wasserstein critic (IW) of TransferGAN (Wang et al. 2018), after Danihelka et al. 2017.
+"""The independent Wasserstein critic (IW) of TransferGAN (Wang et al. 2018), after Danihelka et
+al. 2017.
 
 A WGAN-GP critic of its own, trained apart from the GAN, in pixel space, on one half of the held-out
 real images against one half of the generated images, then evaluated on the other halves. It never
@@ -12,11 +13,11 @@ maximising E[D(real)] - E[D(fake)] - GP_WEIGHT * GP, and we report
     IW = E[D(generated_eval)] - E[D(real_eval)]  ~  -(estimated Wasserstein-1 distance)
 
 so IW is negative and closer to 0 is better. (The issue wrote it as E[D(real)] - E[D(gen)] with
-the critic oriented the other way, scoring generated images high: the same number.) Distances are in
-pixel units of images in [-1, 1] (L2 over all 3*H*W values), so IW is comparable only between sets of
-the same resolution, evaluated with the same budget and seed. The gradient penalty only asks for
-slopes near 1, so for far-apart sets the critic trades some penalty for a larger gap and |IW|
-exceeds the Wasserstein distance W (roughly by a factor 1 + W / (2 * GP_WEIGHT) for an ideal
+the critic oriented the other way, scoring generated images high: the same number.) Distances are
+in pixel units of images in [-1, 1] (L2 over all 3*H*W values), so IW is comparable only between
+sets of the same resolution, evaluated with the same budget and seed. The gradient penalty only
+asks for slopes near 1, so for far-apart sets the critic trades some penalty for a larger gap and
+|IW| exceeds the Wasserstein distance W (roughly by a factor 1 + W / (2 * GP_WEIGHT) for an ideal
 critic): IW ranks sets reliably, it is close to W only for close sets.
 
 The budget (STEPS, BATCH_SIZE, LR, BETAS, GP_WEIGHT) is fixed so that numbers are comparable across
@@ -29,7 +30,7 @@ core of an Intel Xeon (17-24 s wall: the 2-core machine was shared, load about 4
 small part of it. Time grows with the steps and with H*W, hardly with the number of images (64 px:
 about 4 times as long).
 
-    result = independent_wasserstein(real, fake, seed=0)   # [N, 3, H, W] in [-1, 1], 28 <= H = W <= 64
+    result = independent_wasserstein(real, fake, seed=0)  # [N, 3, H, W] in [-1, 1], H = W in 28..64
     result["IW"], result["IW_train"]
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ LR = 5e-4              # WGAN-GP's 1e-4 is for 100k+ steps; a 600-step budget ne
 BETAS = (0.0, 0.9)     # WGAN-GP (Gulrajani et al. 2017): no momentum on the critic
 GP_WEIGHT = 10.0       # WGAN-GP's lambda
 WIDTHS = (16, 32, 64)  # one stride-2 conv per width
-MIN_IMAGES = 40        # per set: halves of 20, enough for a mean over held-out images to mean something
+MIN_IMAGES = 40        # per set: halves of 20, enough for a mean over held-out images to mean much
 MIN_RESOLUTION, MAX_RESOLUTION = 28, 64
 EVAL_BATCH = 500
 
@@ -76,20 +77,24 @@ def check_images(images: torch.Tensor, what: str) -> None:
         raise utils.UsageError(f"IW: the {what} images must be a tensor [N, 3, H, W], got {shape}")
     n, _, height, width = images.shape
     if height != width or not MIN_RESOLUTION <= height <= MAX_RESOLUTION:
-        raise utils.UsageError(f"IW: the {what} images are {height}x{width} px; the critic takes square images of "
-                               f"{MIN_RESOLUTION} to {MAX_RESOLUTION} px, resize them first")
+        raise utils.UsageError(f"IW: the {what} images are {height}x{width} px; the critic takes "
+                               f"square images of {MIN_RESOLUTION} to {MAX_RESOLUTION} px, resize "
+                               "them first")
     if n < MIN_IMAGES:
-        raise utils.UsageError(f"IW needs at least {MIN_IMAGES} {what} images (half to train the critic, half "
-                               f"to evaluate it), got {n}; pass more images")
+        raise utils.UsageError(f"IW needs at least {MIN_IMAGES} {what} images (half to train the "
+                               f"critic, half to evaluate it), got {n}; pass more images")
     low, high = float(images.min()), float(images.max())
     # a little slack for rounding, none for [0, 1] or [0, 255] images
     if not (low >= -1.01 and high <= 1.01):
-        raise utils.UsageError(f"IW: the {what} images must be in [-1, 1] (the generator's range), they span "
-                               f"[{low:.3g}, {high:.3g}]; map uint8 images with x / 127.5 - 1")
+        raise utils.UsageError(f"IW: the {what} images must be in [-1, 1] (the generator's range), "
+                               f"they span [{low:.3g}, {high:.3g}]; map uint8 images with "
+                               "x / 127.5 - 1")
 
 
-def seeded_halves(images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(training half, evaluation half) under a seeded permutation; an odd image goes to evaluation."""
+def seeded_halves(images: torch.Tensor,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training half, evaluation half) under a seeded permutation; an odd image goes to
+    evaluation."""
     order = torch.randperm(images.shape[0], generator=generator)
     cut = images.shape[0] // 2
     return images[order[:cut]], images[order[cut:]]
@@ -114,7 +119,8 @@ def seeded_critic(resolution: int, seed: int) -> Critic:
 @torch.enable_grad()  # also when the caller samples under no_grad (sample.py)
 def train_critic(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, steps: int,
                  generator: torch.Generator) -> nn.Module:
-    """The critic after `steps` WGAN-GP updates on batches drawn (with replacement) from real and fake."""
+    """The critic after `steps` WGAN-GP updates on batches drawn (with replacement) from real and
+    fake."""
     optimizer = torch.optim.Adam(critic.parameters(), lr=LR, betas=BETAS)
     for _ in range(steps):
         real_batch = real[torch.randint(real.shape[0], (BATCH_SIZE,), generator=generator)]
@@ -142,7 +148,8 @@ def one_cpu_thread() -> Iterator[None]:
 
 @torch.no_grad()
 def mean_score(critic: nn.Module, images: torch.Tensor) -> float:
-    total = sum(critic(images[i:i + EVAL_BATCH]).double().sum() for i in range(0, images.shape[0], EVAL_BATCH))
+    total = sum(critic(images[i:i + EVAL_BATCH]).double().sum()
+                for i in range(0, images.shape[0], EVAL_BATCH))
     return float(total) / images.shape[0]
 
 
@@ -157,8 +164,8 @@ def independent_wasserstein(real: torch.Tensor, fake: torch.Tensor, seed: int = 
     check_images(real, "real")
     check_images(fake, "generated")
     if real.shape[1:] != fake.shape[1:]:
-        raise utils.UsageError(f"IW: real images are {tuple(real.shape[1:])} but generated ones are "
-                               f"{tuple(fake.shape[1:])}; compare images of the same size")
+        raise utils.UsageError(f"IW: real images are {tuple(real.shape[1:])} but generated ones "
+                               f"are {tuple(fake.shape[1:])}; compare images of the same size")
     steps = STEPS if steps is None else steps
     if steps < 1:
         raise utils.UsageError(f"IW: steps must be at least 1, got {steps}")

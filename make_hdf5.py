@@ -58,18 +58,23 @@ def write_hdf5(data: datasets.ImageFolderDataset, path: str, batch_size: int, nu
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description="Cache an image-folder dataset as HDF5.")
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description="Cache an image-folder dataset as HDF5.")
     parser.add_argument("--dataset", required=True, type=datasets.dataset_name,
                         help="a name of datasets.DATASETS or a folder under the data root")
     parser.add_argument("--resolution", type=int, default=0, choices=[0, *flags.RESOLUTIONS],
-                        help="image size, for a folder without dataset.json (default: the dataset's)")
+                        help="image size, for a folder without dataset.json (default: the "
+                             "dataset's)")
     parser.add_argument("--base_dir", default="base_dir",
                         help="project folder; data is in <base_dir>/data (default: %(default)s)")
     parser.add_argument("--data_root", default=None, help="use this instead of <base_dir>/data")
-    parser.add_argument("--batch_size", type=utils.at_least(1), default=256, help="images decoded per step")
-    parser.add_argument("--num_workers", type=utils.at_least(0), default=datasets.default_num_workers(),
+    parser.add_argument("--batch_size", type=utils.at_least(1), default=256,
+                        help="images decoded per step")
+    parser.add_argument("--num_workers", type=utils.at_least(0),
+                        default=datasets.default_num_workers(),
                         help="decoding processes (default: one per core, 8 at most)")
-    parser.add_argument("--chunk_size", type=utils.at_least(1), default=500, help="images per HDF5 chunk")
+    parser.add_argument("--chunk_size", type=utils.at_least(1), default=500,
+                        help="images per HDF5 chunk")
     parser.add_argument("--compression", action="store_true",
                         help="LZF-compress the cache (smaller, a little slower to read)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing cache")

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+import checkpoint_lock
 import checkpoints
 import datasets
 import experiment
@@ -102,7 +103,7 @@ def run(config: Mapping[str, Any], explicit: set[str] | None = None,
     rank, world_size, device = setup_distributed(config)
     is_main = rank == 0
     folder = experiment.RunFolder.of(config)
-    with checkpoints.ExperimentLock(folder.weights) if is_main else contextlib.nullcontext():
+    with checkpoint_lock.ExperimentLock(folder.weights) if is_main else contextlib.nullcontext():
         if is_main:
             checkpoints.recover(folder.weights)
             checkpoints.clean_temporaries(folder.samples)

@@ -55,11 +55,12 @@ def render_toy_split(images_per_class: int, seed: int) -> tuple[torch.Tensor, to
     return torch.from_numpy(images).permute(0, 3, 1, 2), torch.from_numpy(labels)
 
 
-def read_folder(root: str, resolution: int, flag: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def read_folder(root: str, resolution: int,
+                flag: str) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Every image of root/<class>/ as uint8 [N, 3, R, R], its label, and the class names."""
     if not os.path.isdir(root):
-        raise utils.UsageError(f"{flag} {root} is not a folder; pass a folder with one sub-folder of "
-                               "images per class")
+        raise utils.UsageError(f"{flag} {root} is not a folder; pass a folder with one sub-folder "
+                               "of images per class")
     data = datasets.ImageFolderDataset(root, resolution)
     images = torch.stack([torch.from_numpy(data.read(i)[0]) for i in range(len(data))])
     labels = torch.tensor([label for _, label in data.samples], dtype=torch.int64)
@@ -71,9 +72,10 @@ def check_same_classes(train_classes: list[str], test_classes: list[str]) -> Non
         return
     only_train = sorted(set(train_classes) - set(test_classes)) or ["none"]
     only_test = sorted(set(test_classes) - set(train_classes)) or ["none"]
-    raise utils.UsageError(f"--train_folder and --test_folder must hold the same class folders; only in "
-                           f"--train_folder: {', '.join(only_train)}; only in --test_folder: "
-                           f"{', '.join(only_test)}; add or rename class folders so that they match")
+    raise utils.UsageError("--train_folder and --test_folder must hold the same class folders; "
+                           f"only in --train_folder: {', '.join(only_train)}; only in "
+                           f"--test_folder: {', '.join(only_test)}; add or rename class folders so "
+                           "that they match")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -111,7 +113,8 @@ def predictions(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
                       for i in range(0, len(images), EVAL_BATCH)])
 
 
-def held_out_accuracy(predicted: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+def held_out_accuracy(predicted: torch.Tensor, labels: torch.Tensor,
+                      class_names: list[str]) -> dict:
     """{'overall': share correct, 'per_class': {name: share correct among that class's images}}."""
     correct = (predicted == labels).float()
     per_class = {name: float(correct[labels == c].mean()) for c, name in enumerate(class_names)
@@ -135,7 +138,8 @@ def train(model: classifier.Classifier, train_set: tuple[torch.Tensor, torch.Ten
     steps = args.epochs * -(-len(train_set[0]) // args.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, args.lr, total_steps=steps)
     for epoch in range(args.epochs):
-        loss = train_epoch(model, *train_set, args.batch_size, optimizer, scheduler, flip=not args.no_flip)
+        loss = train_epoch(model, *train_set, args.batch_size, optimizer, scheduler,
+                           flip=not args.no_flip)
         held_out = float((predictions(model, test_set[0]) == test_set[1]).float().mean())
         print(f"epoch {epoch + 1}/{args.epochs}: loss {loss:.4f}, held-out accuracy {held_out:.4f} "
               f"({time.time() - started:.0f}s)")
@@ -146,14 +150,16 @@ def train(model: classifier.Classifier, train_set: tuple[torch.Tensor, torch.Ten
 # Command line
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the evaluation classifier on an image-folder "
-                                     "dataset (--train_folder, --test_folder) or the toy world (--world toy).",
+    parser = argparse.ArgumentParser(description="Train the evaluation classifier on an "
+                                     "image-folder dataset (--train_folder, --test_folder) or the "
+                                     "toy world (--world toy).",
                                      allow_abbrev=False, formatter_class=utils.HelpFormatter)
     add = parser.add_argument
     add("--world", choices=["toy"], default=None,
         help="the toy preset (the default when no folders are given): reproduces " + TOY_OUT)
     add("--train_folder", default="", help="training images, DIR/<class name>/<images>")
-    add("--test_folder", default="", help="held-out images, the same class folders as --train_folder")
+    add("--test_folder", default="",
+        help="held-out images, the same class folders as --train_folder")
     add("--resolution", type=utils.at_least(classifier.MIN_RESOLUTION), default=None,
         help="side in px the images are cropped and resized to, that of the images it will judge "
              f"(needed with folders; the toy world is {toy.RESOLUTION})")
@@ -165,46 +171,55 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"toy held-out images per class (default: {TOY_HELD_OUT_PER_CLASS})")
     add("--epochs", type=utils.at_least(1), default=4,
         help="passes over the training images (default: %(default)s)")
-    add("--batch_size", type=utils.at_least(1), default=128, help="images per step (default: %(default)s)")
-    add("--lr", type=utils.POSITIVE, default=3e-3, help="peak learning rate of the one-cycle schedule")
+    add("--batch_size", type=utils.at_least(1), default=128,
+        help="images per step (default: %(default)s)")
+    add("--lr", type=utils.POSITIVE, default=3e-3,
+        help="peak learning rate of the one-cycle schedule")
     add("--seed", type=utils.at_least(0), default=1,
         help="initialisation and batch order; toy: training images, held-out images use seed + 1")
-    add("--no_flip", action="store_true", help="no random horizontal flips (for data a mirror changes, e.g. digits)")
-    add("--threads", type=utils.at_least(1), default=None, help="CPU threads (default: torch's choice)")
-    add("--device", type=utils.device_name, default="", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add("--no_flip", action="store_true",
+        help="no random horizontal flips (for data a mirror changes, e.g. digits)")
+    add("--threads", type=utils.at_least(1), default=None,
+        help="CPU threads (default: torch's choice)")
+    add("--device", type=utils.device_name, default="",
+        help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     return parser.parse_args(argv)
 
 
 def check_flags(args: argparse.Namespace) -> None:
-    """Folder and toy flags do not mix; each route gets what it needs. Sets args.world and args.out."""
+    """Folder and toy flags do not mix; each route gets what it needs. Sets args.world and
+    args.out."""
     folders = [flag for flag in ("train_folder", "test_folder") if getattr(args, flag)]
     if folders and args.world == "toy":
-        raise utils.UsageError(f"--world toy renders its own images; drop --{folders[0]}, or drop --world "
-                               "to train on the folders")
+        raise utils.UsageError(f"--world toy renders its own images; drop --{folders[0]}, or drop "
+                               "--world to train on the folders")
     if len(folders) == 1:
         missing = "test_folder" if folders[0] == "train_folder" else "train_folder"
-        raise utils.UsageError(f"--{folders[0]} needs --{missing} too: the classifier is trained on one "
-                               "and its accuracy measured on the other")
+        raise utils.UsageError(f"--{folders[0]} needs --{missing} too: the classifier is trained "
+                               "on one and its accuracy measured on the other")
     if folders:
         args.world = "folders"
-        toy_only = [flag for flag in ("images_per_class", "held_out_per_class") if getattr(args, flag) is not None]
+        toy_only = [flag for flag in ("images_per_class", "held_out_per_class")
+                    if getattr(args, flag) is not None]
         if toy_only:
-            raise utils.UsageError(f"--{toy_only[0]} is for --world toy only; the folders decide how many "
-                                   "images there are")
+            raise utils.UsageError(f"--{toy_only[0]} is for --world toy only; the folders "
+                                   "decide how many images there are")
         for flag, example in (("resolution", "32"), ("out", "assets/my_classifier.pth")):
             if getattr(args, flag) is None:
-                raise utils.UsageError(f"training on folders needs --{flag}, e.g. --{flag} {example}")
+                raise utils.UsageError(f"training on folders needs --{flag}, e.g. --{flag} "
+                                       f"{example}")
     else:
         args.world = "toy"
         if args.resolution not in (None, toy.RESOLUTION):
-            raise utils.UsageError(f"the toy world is {toy.RESOLUTION} px; drop --resolution, or train "
-                                   "on folders of your own images")
+            raise utils.UsageError(f"the toy world is {toy.RESOLUTION} px; drop --resolution, or "
+                                   "train on folders of your own images")
         args.resolution = toy.RESOLUTION
         args.out = args.out or TOY_OUT
         args.images_per_class = args.images_per_class or TOY_IMAGES_PER_CLASS
         args.held_out_per_class = args.held_out_per_class or TOY_HELD_OUT_PER_CLASS
     if os.path.exists(args.out) and not args.overwrite:
-        raise utils.UsageError(f"{args.out} already exists; pass --overwrite to replace it, or choose another --out")
+        raise utils.UsageError(f"{args.out} already exists; pass --overwrite to replace it, or "
+                               "choose another --out")
 
 
 def load_data(args: argparse.Namespace):
@@ -219,7 +234,8 @@ def load_data(args: argparse.Namespace):
     *test_set, test_classes = read_folder(args.test_folder, args.resolution, "--test_folder")
     check_same_classes(train_classes, test_classes)
     trained_on = (f"{os.path.abspath(args.train_folder)} ({len(train_set[0])} images), tested on "
-                  f"{os.path.abspath(args.test_folder)} ({len(test_set[0])} images), {args.resolution} px")
+                  f"{os.path.abspath(args.test_folder)} ({len(test_set[0])} images), "
+                  f"{args.resolution} px")
     return tuple(train_set), tuple(test_set), train_classes, trained_on
 
 

@@ -23,11 +23,14 @@ GiB = 1024 ** 3
 def prepare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=50000, help="features per side (default: %(default)s)")
-    p.add_argument("--dim", type=int, default=2048, help="feature dimension (default: Inception's 2048)")
+    p.add_argument("--dim", type=int, default=2048,
+                   help="feature dimension (default: Inception's 2048)")
     p.add_argument("--block_size", type=int, default=inception_utils.KMMD_BLOCK_SIZE,
-                   help="rows of the kernel matrix computed at once: memory against speed (default: %(default)s)")
+                   help="rows of the kernel matrix computed at once: memory against speed "
+                        "(default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="of the random features (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="of the random features (default: %(default)s)")
     return p
 
 
@@ -46,7 +49,8 @@ def resident_bytes() -> int:
 
 
 def reset_peak_resident() -> bool:
-    """Reset the kernel's high-water mark of this process's RSS (Linux >= 4.0); False if not possible."""
+    """Reset the kernel's high-water mark of this process's RSS (Linux >= 4.0); False if not
+    possible."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -78,7 +82,8 @@ def measure(fn, device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_resident_bytes()
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else peak_resident_bytes())
     return result, seconds, peak - baseline
 
 
@@ -93,7 +98,8 @@ def main() -> None:
     inputs = (real.numel() + fake.numel()) * 4
     print(f"KMMD of {args.n} x {args.n} features of {args.dim}-d float32 on {device}, "
           f"block size {args.block_size} (inputs: {inputs / GiB:.2f} GiB)")
-    kmmd, seconds, extra = measure(lambda: inception_utils.calc_mmd(real, fake, block_size=args.block_size), device)
+    kmmd, seconds, extra = measure(
+        lambda: inception_utils.calc_mmd(real, fake, block_size=args.block_size), device)
     verdict = "within" if extra <= 2 * GiB else "OVER"
     print(f"KMMD = {kmmd:.6f}")
     print(f"time: {seconds:.1f} s")

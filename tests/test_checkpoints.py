@@ -1,14 +1,16 @@
-"""checkpoints.py, as a specification: a checkpoint set is written and read as a whole. Whatever moment
-a save is killed at, a reader gets the old set or the new one, never a mix: this module's readers, and
-code that opens G.pth, D.pth, ... directly as BigGAN-PyTorch's scripts do; the next start leaves no
-temporaries; a killed first save blocks no fresh start; every file is fsynced before a step relies on it
-(power loss); folders of BigGAN-PyTorch and of the earlier flat format load; damaged files are one clear
-line; rotation never overwrites the set resumed from; `best` is the best of the best sets; diverged
-weights, a full disk or a read-only folder never cost the good set; two processes never share an
-experiment, a killed one leaves no stale lock and a failed start no empty folder.
+"""checkpoints.py (with checkpoint_format.py and checkpoint_legacy.py), as a specification: a
+checkpoint set is written and read as a whole. Whatever moment a save is killed at, a reader gets
+the old set or the new one, never a mix: this module's readers, and code that opens G.pth, D.pth,
+... directly as BigGAN-PyTorch's scripts do; the next start leaves no temporaries; a killed first
+save blocks no fresh start; every file is fsynced before a step relies on it (power loss); folders
+of BigGAN-PyTorch and of the earlier flat format load; damaged files are one clear line; rotation
+never overwrites the set resumed from; `best` is the best of the best sets; diverged weights, a
+full disk or a read-only folder never cost the good set. (The lock: test_checkpoint_lock.py;
+sets of earlier formats: test_checkpoint_legacy.py.)
 
-The oracles are independent of the module: sets whose every tensor encodes its iteration, files read
-with plain torch.load through BigGAN-PyTorch's names, SHA-1s computed here, locks taken with plain fcntl."""
+The oracles are independent of the module: sets whose every tensor encodes its iteration, files
+read with plain torch.load through BigGAN-PyTorch's names, SHA-1s computed here, locks taken with
+plain fcntl; the kills are real SIGKILLs (tests/helpers/faults.py)."""
 import errno
 import fcntl
 import hashlib
@@ -16,7 +18,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -35,10 +36,12 @@ def a_set(itr: int) -> dict:
         return {"w": torch.full((3, 2), sign * float(itr)), "b": torch.full((2,), sign * itr + 0.5)}
 
     def optim() -> dict:
-        return {"state": {0: {"exp_avg": torch.full((3,), float(itr))}}, "param_groups": [{"lr": 1e-4 * itr}]}
-    state = {"itr": itr, "best_FID": 100.0 / itr, "rng_state": torch.full((4,), itr, dtype=torch.uint8)}
-    return {"G": weights(1), "G_optim": optim(), "D": weights(-1), "D_optim": optim(), "G_ema": weights(2),
-            "state_dict": state}
+        return {"state": {0: {"exp_avg": torch.full((3,), float(itr))}},
+                "param_groups": [{"lr": 1e-4 * itr}]}
+    state = {"itr": itr, "best_FID": 100.0 / itr,
+             "rng_state": torch.full((4,), itr, dtype=torch.uint8)}
+    return {"G": weights(1), "G_optim": optim(), "D": weights(-1), "D_optim": optim(),
+            "G_ema": weights(2), "state_dict": state}
 
 
 def same(a, b) -> bool:
@@ -69,17 +72,21 @@ def files_on_disk(folder, suffix: str = "") -> dict:
     """The set as a direct reader sees it: BigGAN-PyTorch's names opened with plain torch.load."""
     tail = f"_{suffix}" if suffix else ""
     paths = {p: os.path.join(folder, f"{p}{tail}.pth") for p in ALL_PARTS}
-    return {p: torch.load(path, weights_only=True) for p, path in paths.items() if os.path.isfile(path)}
+    return {p: torch.load(path, weights_only=True) for p, path in paths.items()
+            if os.path.isfile(path)}
 
 
 def leftovers(folder) -> list[str]:
-    """What a save may leave behind: hidden entries besides the lock, staging or unused set folders."""
+    """What a save may leave behind: hidden entries besides the lock, staging or unused set
+    folders."""
     hidden = [n for n in os.listdir(folder) if n.startswith(".") and n != ".lock"]
     sets = os.path.join(folder, "sets")
     if os.path.isdir(sets):
-        used = {os.path.realpath(os.path.join(folder, n)) for n in os.listdir(folder)
-                if os.path.islink(os.path.join(folder, n)) and os.path.isdir(os.path.join(folder, n))}
-        hidden += [f"sets/{n}" for n in os.listdir(sets) if os.path.realpath(os.path.join(sets, n)) not in used]
+        links = [os.path.join(folder, n) for n in os.listdir(folder)]
+        used = {os.path.realpath(path) for path in links
+                if os.path.islink(path) and os.path.isdir(path)}
+        hidden += [f"sets/{n}" for n in os.listdir(sets)
+                   if os.path.realpath(os.path.join(sets, n)) not in used]
     return sorted(hidden)
 
 
@@ -89,7 +96,8 @@ def sha1(path) -> str:
 
 
 class HeldByAnotherRun:
-    """The folder's lock held as a live run elsewhere would hold it (plain flock, another open file)."""
+    """The folder's lock held as a live run elsewhere would hold it (plain flock, another open
+    file)."""
 
     def __init__(self, folder):
         self.path = os.path.join(folder, ".lock")
@@ -104,10 +112,10 @@ class HeldByAnotherRun:
         self.file.close()
 
 
-def run_python(command_lines, code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_python(command_lines, code: str) -> subprocess.CompletedProcess:
     """`python -c code`, forked from the server that imported torch once (conftest.CommandLines)."""
     prelude = f"import sys; sys.path[:0] = [{ROOT!r}, {TESTS!r}]\n"
-    return command_lines.run(["-c", prelude + code], env={**os.environ, **(env or {})})
+    return command_lines.run(["-c", prelude + code])
 
 
 def set_folder_of(folder, slot: str = "latest") -> str:
@@ -127,17 +135,21 @@ def test_a_set_round_trips_under_flat_biggan_names_resolving_into_one_set_folder
     assert os.path.dirname(set_folder) == os.path.realpath(tmp_path / "sets")
     for part in ALL_PARTS:  # every flat name resolves through the slot link into the one set folder
         assert os.readlink(tmp_path / f"{part}_copy1.pth") == os.path.join("copy1", f"{part}.pth")
-        assert os.path.realpath(tmp_path / f"{part}_copy1.pth") == os.path.join(set_folder, f"{part}.pth")
+        assert (os.path.realpath(tmp_path / f"{part}_copy1.pth")
+                == os.path.join(set_folder, f"{part}.pth"))
     manifest = json.loads(open(os.path.join(set_folder, "manifest.json")).read())
-    assert manifest["itr"] == 7 and manifest["suffix"] == "copy1" and set(manifest["parts"]) == set(ALL_PARTS)
+    assert manifest["itr"] == 7 and manifest["suffix"] == "copy1"
+    assert set(manifest["parts"]) == set(ALL_PARTS)
     for part, saved in manifest["parts"].items():
         path = os.path.join(set_folder, f"{part}.pth")
         assert saved["bytes"] == os.path.getsize(path) and saved["sha1"] == sha1(path)
 
 
-def test_the_latest_set_keeps_biggan_pytorch_names_and_a_folder_moved_elsewhere_still_loads(tmp_path):
+def test_the_latest_set_keeps_biggan_pytorch_names_and_a_folder_moved_elsewhere_still_loads(
+        tmp_path):
     checkpoints.save_set(str(tmp_path / "a"), a_set(7), 7)
-    assert is_set_of(files_on_disk(tmp_path / "a"), 7)  # G.pth, D.pth, ... as BigGAN-PyTorch writes them
+    # G.pth, D.pth, ... as BigGAN-PyTorch writes them
+    assert is_set_of(files_on_disk(tmp_path / "a"), 7)
     shutil.copytree(tmp_path / "a", tmp_path / "b", symlinks=True)  # the links are relative
     shutil.rmtree(tmp_path / "a")
     assert is_set_of(checkpoints.load_set(str(tmp_path / "b"), "", ALL_PARTS), 7)
@@ -147,13 +159,15 @@ def test_the_latest_set_keeps_biggan_pytorch_names_and_a_folder_moved_elsewhere_
 def test_loading_some_parts_returns_only_those_and_optional_ones_may_be_absent(tmp_path):
     objects = {p: o for p, o in a_set(3).items() if p != "G_ema"}
     checkpoints.save_set(str(tmp_path), objects, 3)
-    loaded = checkpoints.load_set(str(tmp_path), "", ["G", "state_dict", "G_ema"], optional=("G_ema",))
+    loaded = checkpoints.load_set(str(tmp_path), "", ["G", "state_dict", "G_ema"],
+                                  optional=("G_ema",))
     assert is_set_of(loaded, 3, parts=("G", "state_dict"))
     with pytest.raises(utils.UsageError, match=r"iteration 3\) has no G_ema; .*--load_weights"):
         checkpoints.load_set(str(tmp_path), "", ["G", "G_ema"])
 
 
-def test_a_set_whose_state_dict_is_of_another_iteration_is_refused_before_anything_is_written(tmp_path):
+def test_a_set_whose_state_dict_is_of_another_iteration_is_refused_before_anything_is_written(
+        tmp_path):
     with pytest.raises(ValueError, match="iteration 11 got a state_dict at iteration 10"):
         checkpoints.save_set(str(tmp_path), a_set(10), 11)
     assert os.listdir(tmp_path) == []
@@ -175,8 +189,8 @@ def test_a_new_set_replaces_the_old_one_whole_even_with_fewer_parts(tmp_path):
 
 
 def test_every_file_is_on_disk_before_the_step_that_relies_on_it(tmp_path, monkeypatch):
-    """Power loss: the parts and the manifest, then their folder, are fsynced before the set is named;
-    sets/ before the slot link is swapped; the experiment folder right after the swap."""
+    """Power loss: the parts and the manifest, then their folder, are fsynced before the set is
+    named; sets/ before the slot link is swapped; the experiment folder right after the swap."""
     events, real_fsync, real_rename, real_replace = [], os.fsync, os.rename, os.replace
 
     def fsync(fd):
@@ -198,9 +212,11 @@ def test_every_file_is_on_disk_before_the_step_that_relies_on_it(tmp_path, monke
     folder, set_folder = os.path.realpath(tmp_path), set_folder_of(tmp_path)
     named = events.index(("rename", set_folder))
     swapped = events.index(("replace", os.path.join(str(tmp_path), "latest")))
-    synced_before_naming = {os.path.basename(path) for kind, path in events[:named] if kind == "fsync"}
+    synced_before_naming = {os.path.basename(path) for kind, path in events[:named]
+                            if kind == "fsync"}
     assert {f"{p}.pth" for p in ALL_PARTS} | {"manifest.json"} <= synced_before_naming
-    assert any(kind == "fsync" and ".staging-" in os.path.basename(path) for kind, path in events[:named])
+    assert any(kind == "fsync" and ".staging-" in os.path.basename(path)
+               for kind, path in events[:named])
     assert ("fsync", os.path.join(folder, "sets")) in events[named:swapped]
     assert ("fsync", folder) in events[swapped:swapped + 2]
 
@@ -210,6 +226,7 @@ def test_every_file_is_on_disk_before_the_step_that_relies_on_it(tmp_path, monke
 SWEEP = """
 import json, os
 import checkpoints
+from helpers import faults
 from test_checkpoints import a_set
 base, outcomes, kill_at = {base!r}, [], 1
 while True:  # a child per kill point (forked: one torch import for all), until one is not killed
@@ -217,7 +234,7 @@ while True:  # a child per kill point (forked: one torch import for all), until 
     if pid == 0:
         code = 1
         try:
-            os.environ["CGT_KILL_AT_WRITE"] = str(kill_at)
+            faults.kill_at_change(kill_at)
             folder = os.path.join(base, str(kill_at))
             checkpoints.save_set(folder, a_set(10), 10)
             checkpoints.save_set(folder, a_set(20), 20)
@@ -245,11 +262,13 @@ def sweep(tmp_path_factory, command_lines):
 
 @pytest.fixture
 def killed_saves(sweep, tmp_path):
-    """Folders (each test its own copy) where set A (itr 10) then set B (itr 20) was saved by a process
-    killed right before its K-th file-system change, for every K until a process is not killed."""
+    """Folders (each test its own copy) where set A (itr 10) then set B (itr 20) was saved by a
+    process killed right before its K-th file-system change, for every K until a process is not
+    killed."""
     base, killed = sweep
     shutil.copytree(base, tmp_path / "kills", symlinks=True)
-    return [(tmp_path / "kills" / str(k), was_killed) for k, was_killed in enumerate(killed, start=1)]
+    return [(tmp_path / "kills" / str(k), was_killed)
+            for k, was_killed in enumerate(killed, start=1)]
 
 
 def loaded_itr_or_none(folder) -> int | None:
@@ -263,13 +282,17 @@ def loaded_itr_or_none(folder) -> int | None:
 
 @pytest.mark.slow  # one process forks a child per kill point (SWEEP): ~0.5 s
 def test_a_save_killed_at_any_change_leaves_exactly_the_old_set_or_the_new_one(killed_saves):
-    # 6 staged parts + the manifest + naming the set + swapping the link, then 6 links on the first save
-    assert len(killed_saves) >= 2 * (len(ALL_PARTS) + 3) + len(ALL_PARTS) and not killed_saves[-1][1]
+    # 6 staged parts + the manifest + naming the set + swapping the link, then 6 links on the
+    # first save
+    assert len(killed_saves) >= 2 * (len(ALL_PARTS) + 3) + len(ALL_PARTS)
+    assert not killed_saves[-1][1]
     outcomes = []
     for folder, _ in killed_saves:
-        # Before any recovery, a direct reader of BigGAN-PyTorch's names sees one iteration (or nothing)
+        # Before any recovery, a direct reader of BigGAN-PyTorch's names sees one iteration (or
+        # nothing)
         direct = files_on_disk(folder) if os.path.isdir(folder) else {}
-        assert len({iteration_of(part, obj) for part, obj in direct.items()}) <= 1, (folder, direct.keys())
+        iterations = {iteration_of(part, obj) for part, obj in direct.items()}
+        assert len(iterations) <= 1, (folder, direct.keys())
         itr = loaded_itr_or_none(folder) if os.path.isdir(folder) else None
         checkpoints.recover(str(folder))  # what the next start does
         assert not os.path.isdir(folder) or leftovers(folder) == [], folder
@@ -300,14 +323,15 @@ def test_a_reader_beside_a_live_run_gets_a_whole_set_and_never_touches_the_folde
 @pytest.mark.slow  # a process of its own, killed for real (forked from the command-line server)
 def test_a_killed_first_save_blocks_no_fresh_start(tmp_path, command_lines):
     folder = str(tmp_path / "exp")
-    code = ("import checkpoints\nfrom test_checkpoints import a_set\n"
+    code = ("import checkpoints\nfrom helpers import faults\nfrom test_checkpoints import a_set\n"
+            "faults.kill_at_change(2)\n"  # killed right before writing the second staged part
             f"checkpoints.save_set({folder!r}, a_set(10), 10)")
-    # killed right before writing the second staged part
-    result = run_python(command_lines, code, env={"CGT_KILL_AT_WRITE": "2"})
+    result = run_python(command_lines, code)
     assert result.returncode == -9, result.stderr[-3000:]
     assert leftovers(folder) != []  # the kill did leave a half save
     assert not checkpoints.has_checkpoint(folder) and checkpoints.existing_sets(folder) == []
-    no_set = "no checkpoint .*state_dict.pth.* do not exist; check --weights_root, --experiment_name"
+    no_set = ("no checkpoint .*state_dict.pth.* do not exist; check --weights_root, "
+              "--experiment_name")
     with pytest.raises(utils.UsageError, match=no_set):
         checkpoints.load_set(folder, "", ["state_dict", "G"])
     checkpoints.save_set(folder, a_set(1), 1)  # a fresh start
@@ -324,19 +348,21 @@ def test_recover_removes_leftovers_of_killed_writers_and_completes_the_links(tmp
     half = tmp_path / "sets" / ".staging-999-0"  # a staging folder of a killed save
     half.mkdir()
     (half / "G.pth").write_bytes(b"half")
-    unused = tmp_path / "sets" / "latest-000005-ffff"  # a previous set the killed save did not remove
+    # a previous set the killed save did not remove
+    unused = tmp_path / "sets" / "latest-000005-ffff"
     shutil.copytree(set_folder_of(tmp_path), unused)
     (tmp_path / "G_ema.pth").unlink()  # a link not yet made
     checkpoints.recover(folder)
     assert leftovers(tmp_path) == [] and is_set_of(files_on_disk(tmp_path), 10)
 
 
-# --- The earlier flat format and BigGAN-PyTorch's
+# --- Sets of earlier formats (their loading: test_checkpoint_legacy.py), damaged sets
 
 def write_legacy(folder, itr: int, suffix: str = "", parts=ALL_PARTS) -> None:
     os.makedirs(folder, exist_ok=True)
     for part in parts:
-        torch.save(a_set(itr)[part], os.path.join(folder, f"{part}{'_' + suffix if suffix else ''}.pth"))
+        name = f"{part}{'_' + suffix if suffix else ''}.pth"
+        torch.save(a_set(itr)[part], os.path.join(folder, name))
 
 
 def write_flat(folder, itr: int, suffix: str = "") -> None:
@@ -349,84 +375,9 @@ def write_flat(folder, itr: int, suffix: str = "") -> None:
         json.dump({"format": 1, "itr": itr, "suffix": suffix, "parts": parts}, f)
 
 
-def test_a_set_of_the_earlier_flat_format_loads_verified_and_its_first_save_makes_links(tmp_path):
-    write_flat(tmp_path, 10, "copy0")
-    assert checkpoints.existing_sets(str(tmp_path)) == ["copy0"]
-    assert is_set_of(checkpoints.load_set(str(tmp_path), "copy0", ALL_PARTS), 10)
-    (tmp_path / "G_copy0.pth").write_bytes((tmp_path / "D_copy0.pth").read_bytes())
-    damaged = "damaged: G_copy0.pth is not the file .*checkpoint_copy0.json"
-    with pytest.raises(utils.UsageError, match=damaged):
-        checkpoints.load_set(str(tmp_path), "copy0", ["G"])
-    checkpoints.save_set(str(tmp_path), a_set(20), 20, "copy0")
-    assert all(os.path.islink(tmp_path / f"{p}_copy0.pth") for p in ALL_PARTS)
-    assert not (tmp_path / "checkpoint_copy0.json").exists()
-    assert is_set_of(files_on_disk(tmp_path, "copy0"), 20) and leftovers(tmp_path) == []
-
-
-def test_a_flat_format_save_killed_while_publishing_is_rolled_forward(tmp_path):
-    write_flat(tmp_path, 10)
-    staging = tmp_path / ".saving_latest_123_0"  # set 20 staged; G and G_optim already renamed into place
-    write_legacy(staging, 20)
-    for part in ALL_PARTS:
-        os.rename(staging / f"{part}.pth", staging / f"{part}.pth.tmp")
-        os.rename(staging / f"{part}.pth.tmp", staging / f"{part}.pth")
-    parts = {p: {"bytes": os.path.getsize(staging / f"{p}.pth"), "sha1": sha1(staging / f"{p}.pth")} for p in ALL_PARTS}
-    (staging / "manifest.json").write_text(json.dumps({"format": 1, "itr": 20, "suffix": "", "parts": parts}))
-    for part in ("G", "G_optim"):
-        os.replace(staging / f"{part}.pth", tmp_path / f"{part}.pth")
-    checkpoints.recover(str(tmp_path))
-    assert is_set_of(checkpoints.load_set(str(tmp_path), "", ALL_PARTS), 20)
-    assert is_set_of(files_on_disk(tmp_path), 20) and leftovers(tmp_path) == []
-
-
-def test_a_folder_written_by_biggan_pytorch_loads_unverified_with_a_note(tmp_path, capsys):
-    write_legacy(tmp_path, 5, "best1")
-    assert checkpoints.has_checkpoint(str(tmp_path), "best1")
-    assert is_set_of(checkpoints.load_set(str(tmp_path), "best1", ALL_PARTS), 5)
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1 and "no manifest" in out and "unverified" in out
-
-
-def test_a_bare_legacy_g_loads_and_an_optional_state_dict_may_be_absent(tmp_path):
-    write_legacy(tmp_path, 5, parts=("G",))  # e.g. released weights
-    assert checkpoints.load_set(str(tmp_path), "", ["state_dict"], optional=("state_dict",)) == {}
-    assert is_set_of(checkpoints.load_set(str(tmp_path), "", ["G"]), 5, parts=("G",))
-
-
-def test_a_legacy_set_missing_a_part_names_it(tmp_path):
-    write_legacy(tmp_path, 5, parts=("G", "D", "state_dict"))
-    assert checkpoints.has_checkpoint(str(tmp_path))
-    with pytest.raises(utils.UsageError, match=r"G_optim.pth does not exist; .*--load_weights"):
-        checkpoints.load_set(str(tmp_path), "", ["G", "G_optim", "state_dict"])
-
-
-def test_a_half_legacy_set_is_no_checkpoint(tmp_path):
-    write_legacy(tmp_path, 5, parts=("G",))  # a first save of the old code, killed after G.pth
-    assert not checkpoints.has_checkpoint(str(tmp_path))
-
-
-@pytest.mark.parametrize("damage,message", [
-    (lambda path: path.write_bytes(b"garbage"), "is not a readable checkpoint G"),
-    (lambda path: path.write_bytes(path.read_bytes()[:100]), "is not a readable checkpoint G"),
-    (lambda path: torch.save(torch.zeros(3), path), "holds a Tensor, not the G state dict"),
-])
-def test_a_damaged_or_foreign_legacy_file_is_one_clear_line(tmp_path, damage, message):
-    write_legacy(tmp_path, 5)
-    damage(tmp_path / "G.pth")
-    with pytest.raises(utils.UsageError, match=message) as raised:
-        checkpoints.load_set(str(tmp_path), "", ["G", "state_dict"])
-    assert "\n" not in str(raised.value)
-
-
-def test_an_unreadable_legacy_state_dict_fails_even_when_only_g_is_asked_for(tmp_path):
-    write_legacy(tmp_path, 5)
-    (tmp_path / "state_dict.pth").write_bytes(b"garbage")
-    with pytest.raises(utils.UsageError, match="state_dict.pth is not a readable checkpoint state_dict"):
-        checkpoints.load_set(str(tmp_path), "", ["G"])
-
-
 @pytest.mark.parametrize("change", [
-    lambda path: torch.save({"w": torch.zeros(3, 2), "b": torch.zeros(2)}, path),  # same size, other bytes
+    # same size, other bytes
+    lambda path: torch.save({"w": torch.zeros(3, 2), "b": torch.zeros(2)}, path),
     lambda path: path.write_bytes(path.read_bytes()[:-10]),  # truncated
     lambda path: os.remove(os.path.realpath(path)),  # the set's file itself
 ])
@@ -449,11 +400,13 @@ def test_a_damaged_manifest_is_one_clear_line(tmp_path):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     with open(os.path.join(set_folder_of(tmp_path), "manifest.json"), "w") as f:
         f.write('{"itr": 10, "par')
-    with pytest.raises(utils.UsageError, match="is damaged: .*manifest.json is missing or unreadable; .*--load_weights"):
+    damaged = "is damaged: .*manifest.json is missing or unreadable; .*--load_weights"
+    with pytest.raises(utils.UsageError, match=damaged):
         checkpoints.load_set(str(tmp_path), "", ["G"])
     write_flat(tmp_path / "flat", 10)
     (tmp_path / "flat" / "checkpoint.json").write_text('{"itr": 10, "par')
-    with pytest.raises(utils.UsageError, match="checkpoint.json is damaged .*delete it to load the set unverif"):
+    damaged = "checkpoint.json is damaged .*delete it to load the set unverif"
+    with pytest.raises(utils.UsageError, match=damaged):
         checkpoints.load_set(str(tmp_path / "flat"), "", ["G"])
 
 
@@ -517,11 +470,13 @@ def test_a_damaged_slot_is_overwritten_first(tmp_path):
 
 def best_set(itr: int, metric: str, value: float) -> dict:
     objects = a_set(itr)
-    objects["state_dict"] = {**objects["state_dict"], f"best_{metric}": value, "config": {"which_best": metric}}
+    objects["state_dict"] = {**objects["state_dict"], f"best_{metric}": value,
+                             "config": {"which_best": metric}}
     return objects
 
 
-@pytest.mark.parametrize("metric,values,best", [("FID", (8.47, 7.68), "best1"), ("IS", (3.5, 2.9), "best0"),
+@pytest.mark.parametrize("metric,values,best", [("FID", (8.47, 7.68), "best1"),
+                                                ("IS", (3.5, 2.9), "best0"),
                                                 ("KMMD", (0.2, 0.3), "best0")])
 def test_best_names_the_best_of_the_best_sets_not_the_first_slot(tmp_path, metric, values, best):
     # best0 was saved at iteration 30, best1 at 50: the slots rotate, so their order says nothing
@@ -540,7 +495,8 @@ def test_best_without_best_sets_is_one_clear_line(tmp_path):
 
 # --- Diverged weights, full disks, read-only folders
 
-@pytest.mark.parametrize("part,value", [("G", float("nan")), ("D", float("inf")), ("G_ema", float("-inf"))])
+@pytest.mark.parametrize("part,value", [("G", float("nan")), ("D", float("inf")),
+                                        ("G_ema", float("-inf"))])
 def test_non_finite_weights_never_replace_a_good_set(tmp_path, part, value):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     diverged = a_set(20)
@@ -556,12 +512,13 @@ def test_non_finite_weights_never_replace_a_good_set(tmp_path, part, value):
     (errno.EROFS, r"cannot write to .*: read-only file system; make it writable"),
 ])
 @pytest.mark.parametrize("fails_after", [0, 300])  # at once, or midway through torch.save's writes
-def test_a_full_disk_or_a_read_only_folder_while_staging_is_one_line_and_costs_nothing(tmp_path, monkeypatch,
-                                                                                        code, message, fails_after):
+def test_a_full_disk_or_a_read_only_folder_while_staging_is_one_line_and_costs_nothing(
+        tmp_path, monkeypatch, code, message, fails_after):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     inject_write_failure(monkeypatch, checkpoints, code, when=lambda path: path.endswith("D.pth"),
                          after_bytes=fails_after)
-    with pytest.raises(utils.UsageError, match=message + ".*the previous checkpoint is intact") as raised:
+    intact = message + ".*the previous checkpoint is intact"
+    with pytest.raises(utils.UsageError, match=intact) as raised:
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     assert "\n" not in str(raised.value) and "--weights_root" in str(raised.value)
     assert is_set_of(files_on_disk(tmp_path), 10) and leftovers(tmp_path) == []
@@ -579,82 +536,26 @@ def fail_calls(monkeypatch, function: str, from_call: int, code: int) -> None:
     monkeypatch.setattr(os, function, failing)
 
 
-@pytest.mark.parametrize("function", ["rename", "replace"])  # naming the set; swapping the slot link
+@pytest.mark.parametrize("function", ["rename", "replace"])  # naming the set; swapping the link
 def test_a_refused_commit_leaves_the_old_set_and_nothing_else(tmp_path, monkeypatch, function):
     checkpoints.save_set(str(tmp_path), a_set(10), 10)
     fail_calls(monkeypatch, function, from_call=1, code=errno.EACCES)
-    with pytest.raises(utils.UsageError, match="permission denied.*the previous checkpoint is intact"):
+    intact = "permission denied.*the previous checkpoint is intact"
+    with pytest.raises(utils.UsageError, match=intact):
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     monkeypatch.undo()
     assert is_set_of(files_on_disk(tmp_path), 10) and leftovers(tmp_path) == []
 
 
-def test_links_left_undone_by_a_failure_after_the_commit_are_completed_at_the_next_start(tmp_path, monkeypatch):
+def test_links_left_undone_by_a_failure_after_the_commit_are_completed_at_the_next_start(
+        tmp_path, monkeypatch):
     checkpoints.save_set(str(tmp_path), {p: o for p, o in a_set(10).items() if p != "G_ema"}, 10)
-    fail_calls(monkeypatch, "replace", from_call=2, code=errno.ENOSPC)  # the swap works, the G_ema link fails
-    with pytest.raises(utils.UsageError, match=r"no space left.*iteration 20\) is saved .*completed at the next start"):
+    # the swap works, the G_ema link fails
+    fail_calls(monkeypatch, "replace", from_call=2, code=errno.ENOSPC)
+    saved = r"no space left.*iteration 20\) is saved .*completed at the next start"
+    with pytest.raises(utils.UsageError, match=saved):
         checkpoints.save_set(str(tmp_path), a_set(20), 20)
     monkeypatch.undo()
     assert is_set_of(checkpoints.load_set(str(tmp_path), "", ALL_PARTS), 20)
     checkpoints.recover(str(tmp_path))
     assert is_set_of(files_on_disk(tmp_path), 20) and leftovers(tmp_path) == []
-
-
-# --- The lock
-
-HOLD_THE_LOCK = """
-import time
-import checkpoints
-with checkpoints.ExperimentLock({folder!r}):
-    print("locked", flush=True)
-    time.sleep(60)
-"""
-
-
-@pytest.mark.slow  # another process holds the lock and is killed (~2.5 s: its torch import)
-def test_an_experiment_in_use_is_refused_and_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    folder = str(tmp_path / "exp")
-    checkpoints.save_set(folder, a_set(10), 10)
-    prelude = f"import sys; sys.path[:0] = [{ROOT!r}]\n"
-    holder = subprocess.Popen([sys.executable, "-c", prelude + HOLD_THE_LOCK.format(folder=folder)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        in_use = rf"experiment exp is in use by process {holder.pid} on .*; wait for it .*--experiment_name"
-        with pytest.raises(utils.UsageError, match=in_use):
-            with checkpoints.ExperimentLock(folder):
-                pass
-        with pytest.raises(utils.UsageError, match=in_use):  # nor may another process save there
-            checkpoints.save_set(folder, a_set(20), 20)
-        assert is_set_of(files_on_disk(folder), 10)
-    finally:
-        holder.kill()
-        holder.wait()
-    with checkpoints.ExperimentLock(folder):  # the OS released the killed holder's lock
-        checkpoints.save_set(folder, a_set(20), 20)  # the holder saves without locking again
-    assert is_set_of(files_on_disk(folder), 20)
-
-
-def test_a_second_lock_in_the_same_process_is_refused_too(tmp_path):
-    with checkpoints.ExperimentLock(str(tmp_path)):
-        with pytest.raises(utils.UsageError, match=f"in use by process {os.getpid()}"):
-            with checkpoints.ExperimentLock(str(tmp_path), wait_s=0):
-                pass
-    with checkpoints.ExperimentLock(str(tmp_path)):
-        pass
-
-
-def test_a_start_that_writes_nothing_leaves_no_folder_and_an_existing_folder_stays(tmp_path):
-    fresh = tmp_path / "fresh"
-    with pytest.raises(RuntimeError):
-        with checkpoints.ExperimentLock(str(fresh)):
-            raise RuntimeError("a failed start")
-    assert not fresh.exists()
-    kept = tmp_path / "kept"
-    kept.mkdir()
-    with checkpoints.ExperimentLock(str(kept)):
-        pass
-    assert kept.is_dir()
-    with checkpoints.ExperimentLock(str(tmp_path / "used")):
-        checkpoints.save_set(str(tmp_path / "used"), a_set(1), 1)
-    assert checkpoints.has_checkpoint(str(tmp_path / "used"))

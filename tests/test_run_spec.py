@@ -8,6 +8,7 @@ import types
 
 import pytest
 
+import checkpoint_format
 import checkpoints
 import experiment
 import run_spec
@@ -51,7 +52,7 @@ def test_resume_or_start_from_a_set_whose_G_is_truncated_names_the_set_and_the_f
         tmp_path, suffix):
     folder = tmp_path / "exp"
     checkpoints.save_set(str(folder), a_set(4), 4, suffix)
-    G = folder / checkpoints.part_name("G", suffix)
+    G = folder / checkpoint_format.part_name("G", suffix)
     saved_bytes = G.stat().st_size
     with open(os.path.realpath(G), "r+b") as f:
         f.truncate(saved_bytes // 2)

@@ -20,13 +20,13 @@ from PIL import Image
 import BigGAN
 import checkpoints
 import run_start
-import inception_utils
 import iw_critic
 import layers
 import sample
 import sampling
 import utils
 from conftest import ROOT, inject_write_failure
+from metrics import backbones
 
 # A tiny transfer G (3 old classes -> 2 new ones) and the flags that rebuild it.
 TRANSFER = ["--dataset", "Toy32", "--G_ch", "4", "--D_ch", "4", "--G_attn", "0", "--D_attn", "0",
@@ -129,7 +129,7 @@ class PooledColours(nn.Module):
 @pytest.fixture
 def tiny_backbone(base_dir, monkeypatch):
     net = PooledColours().eval()
-    monkeypatch.setattr(inception_utils, "load_inception_net", lambda *args, **kwargs: net)
+    monkeypatch.setattr(backbones, "load_inception_net", lambda *args, **kwargs: net)
     with torch.no_grad():
         reference = net(torch.rand(200, 3, 32, 32) * 2 - 1)[0].double().numpy()
     data = base_dir / "data"

@@ -16,6 +16,7 @@ import run_start
 import train
 import utils
 from conftest import ROOT, calling, fixture_path, inject_write_failure
+from helpers.faults import killed_at_change
 from test_stages import OFFICIAL_BN_SET, OFFICIAL_FT_SET
 from worlds import toy
 
@@ -452,10 +453,9 @@ def metric_flags(base_dir) -> list[str]:
 def train_process(command_lines, argv, kill_at=None, kill_after=None):
     """`python train.py *argv` in a process of its own, forked from the server that imported torch
     once (conftest.CommandLines); killed for real at its kill_at-th checkpoint write
-    (CGT_KILL_AT_WRITE, checkpoints.py) or after kill_after seconds, if it runs that long. Returns
+    (helpers/faults.py) or after kill_after seconds, if it runs that long. Returns
     its returncode (-9 when killed) and its output (stdout, then stderr)."""
-    env = {**os.environ, **({"CGT_KILL_AT_WRITE": str(kill_at)} if kill_at else {})}
-    result = command_lines.run(["train.py", *argv], env=env, kill_after=kill_after)
+    result = command_lines.run(killed_at_change(kill_at, ["train.py", *argv]), kill_after=kill_after)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -595,9 +595,8 @@ def test_killed_torchrun_runs_resume_exactly_with_ranks_identical(base_dir, tmp_
                          "--save_every", "4", "--num_save_copies", "0", "--experiment_name", name]
 
     def torchrun(script, *args, kill_at=None):
-        env = {**os.environ, **({"CGT_KILL_AT_WRITE": str(kill_at)} if kill_at else {})}
-        return subprocess.run([*launcher, script, *args], cwd=ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run([*launcher, *killed_at_change(kill_at, [script, *args])], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
     dump = os.path.join(ROOT, "tests", "helpers", "train_and_dump.py")
     result = torchrun(dump, str(tmp_path), *argv("ddp_reference"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -636,8 +635,8 @@ def test_source_weights_with_nan_are_refused(base_dir, tmp_path):
 
 
 def test_two_processes_never_train_one_experiment(base_dir):
-    import checkpoints
-    with checkpoints.ExperimentLock(str(base_dir / "weights" / "busy")):
+    import checkpoint_lock
+    with checkpoint_lock.ExperimentLock(str(base_dir / "weights" / "busy")):
         with pytest.raises(utils.UsageError, match="in use by process"):
             run_train(base_dir, "--num_iters", "1", "--experiment_name", "busy")
 

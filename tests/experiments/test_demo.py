@@ -9,6 +9,7 @@ import torch
 import checkpoints
 import utils
 from conftest import calling
+from helpers.faults import killed_at_change
 from experiments import demo
 from worlds import toy
 
@@ -87,16 +88,15 @@ def test_the_default_run_killed_after_a_stage_s_final_save_reruns_to_the_same_en
     twice with exit code 0: the first makes up BN's evaluation and trains FT from BN's best set,
     the second finds both stages finished. Killed right after FT's final save, the rerun makes up
     FT's. Each ends with the weights, best set and logs of a run never killed. Real kills
-    (CGT_KILL_AT_WRITE) of processes forked from the server that imported torch once
+    (helpers/faults.py) of processes forked from the server that imported torch once
     (conftest.CommandLines): 7 runs of about 1-3 s; every kill point of that window is covered at
     the level of train.py (tests/test_train.py), every write of a save by
     tests/test_checkpoints.py."""
     def demo(base, kill_at=None):
         """demo.main as `python -m experiments.demo` runs it, with SMALLER patched in: (its
         returncode, its output: stdout, then stderr)."""
-        env = {**os.environ, **({"CGT_KILL_AT_WRITE": str(kill_at)} if kill_at else {})}
         argv = [*calling("experiments.demo:main"), "--base_dir", tmp_path / base, *KILLED]
-        result = command_lines.run(argv, env=env, patches=SMALLER)
+        result = command_lines.run(killed_at_change(kill_at, argv), patches=SMALLER)
         return result.returncode, result.stdout + result.stderr
     code, output = demo("reference")
     assert code == 0, output[-3000:]
