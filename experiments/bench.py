@@ -178,7 +178,10 @@ def main(argv=None) -> dict:
             limits[setting.name] = {"TFLOP": limit.flops / 1e12, "conv_seconds": limit.conv_seconds,
                                     "peak_GFLOPs": limit.peak_gflops, "limit_seconds": limit.limit_seconds,
                                     "of_limit": limit.limit_seconds / step_seconds}
-            print(f"  {setting.name}: {limit.describe(step_seconds)}")
+            print(f"  {setting.name}: {limit.describe(step_seconds)}; furthest from the peak:")
+            for lost, call in limit.furthest_from_peak():
+                print(f"    {lost:7.3f} s lost  {call.flops / call.seconds / 1e9:5.0f} GFLOP/s  "
+                      f"{call.what}")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
     result = {"device": str(device), "stage": config["stage"], "s_per_itr": medians,
               "speedup": {name: medians[first] / m for name, m in medians.items()},

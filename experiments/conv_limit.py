@@ -32,7 +32,10 @@ class TensorLayout:
     dtype: torch.dtype
 
     def random(self, device) -> torch.Tensor:
-        return torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=device).normal_()
+        """Random values in this layout (broadcast strides of 0, as a summed loss's gradient, kept)."""
+        extent = 1 + sum((size - 1) * stride for size, stride in zip(self.shape, self.stride))
+        storage = torch.empty(extent, dtype=self.dtype, device=device).normal_()
+        return storage.as_strided(self.shape, self.stride)
 
 
 def _layout_of(value):
@@ -104,11 +107,29 @@ def replay_seconds(func, args, device, repeats: int = 3) -> float:
 
 
 @dataclass(frozen=True)
+class ConvolutionCall:
+    what: str             # forward or backward, the input's and the weight's shapes, the layout
+    flops: int
+    seconds: float        # replayed alone
+
+
+def describe_call(func, args) -> str:
+    x, w = args[1 if func is CONVOLUTIONS[1] else 0], args[2 if func is CONVOLUTIONS[1] else 1]
+    layout = "NHWC" if len(x.shape) == 4 and x.stride[1] == 1 and x.shape[1] > 1 else "NCHW"
+    kind = "backward" if func is CONVOLUTIONS[1] else "forward"
+    transposed = " transposed" if (args[6] if func is CONVOLUTIONS[0] else args[7]) else ""
+    stride = args[3] if func is CONVOLUTIONS[0] else args[4]
+    return (f"{kind}{transposed} x{list(x.shape)} w{list(w.shape)} stride {list(stride)} "
+            f"{layout} {str(x.dtype).replace('torch.', '')}")
+
+
+@dataclass(frozen=True)
 class Limit:
     flops: int            # of the whole step, convolutions and matmuls
     conv_flops: int
     conv_seconds: float   # the step's convolutions replayed alone
     peak_gflops: float    # the best throughput of a large convolution of the step, alone
+    calls: tuple[ConvolutionCall, ...] = ()
 
     @property
     def limit_seconds(self) -> float:
@@ -121,6 +142,11 @@ class Limit:
                 f"GFLOP/s: limit {self.limit_seconds:.3f} s/itr, the step at "
                 f"{self.limit_seconds / step_seconds:.0%} of it")
 
+    def furthest_from_peak(self, count: int = 5) -> list[tuple[float, ConvolutionCall]]:
+        """The calls that lose most time against the peak: (seconds lost, call), largest first."""
+        lost = [(call.seconds - call.flops / (self.peak_gflops * 1e9), call) for call in self.calls]
+        return sorted(lost, key=lambda item: -item[0])[:count]
+
 
 def measure(run, device) -> Limit:
     """The limit of one call of `run` (a training iteration) on `device`."""
@@ -128,13 +154,9 @@ def measure(run, device) -> Limit:
     recorder = ConvolutionRecorder()
     with recorder:
         run()
-    conv_flops, conv_seconds, peak = 0, 0.0, 0.0
-    for func, args in recorder.calls:
-        call = call_flops(func, args, device)
-        seconds = replay_seconds(func, args, device)
-        conv_flops, conv_seconds = conv_flops + call, conv_seconds + seconds
-        if call >= LARGE_FLOPS:
-            peak = max(peak, call / seconds / 1e9)
-    if not peak:
-        peak = conv_flops / conv_seconds / 1e9
-    return Limit(flops, conv_flops, conv_seconds, peak)
+    calls = [ConvolutionCall(describe_call(func, args), call_flops(func, args, device),
+                             replay_seconds(func, args, device)) for func, args in recorder.calls]
+    conv_flops, conv_seconds = sum(c.flops for c in calls), sum(c.seconds for c in calls)
+    large = [c.flops / c.seconds / 1e9 for c in calls if c.flops >= LARGE_FLOPS]
+    peak = max(large) if large else conv_flops / conv_seconds / 1e9
+    return Limit(flops, conv_flops, conv_seconds, peak, tuple(calls))

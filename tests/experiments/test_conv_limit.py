@@ -40,6 +40,10 @@ def test_the_limit_is_the_counted_operations_at_the_best_measured_speed():
     assert limit.flops == limit.conv_flops == 3 * 2 * (4 * 16 * 16 * 16) * (16 * 9)
     assert limit.conv_seconds > 0 and limit.peak_gflops > 0
     assert abs(limit.limit_seconds - limit.flops / (limit.peak_gflops * 1e9)) < 1e-12
+    assert [call.what.split()[0] for call in limit.calls] == ["forward", "backward"]
+    assert "x[4, 16, 16, 16] w[16, 16, 3, 3] stride [1, 1] NCHW float32" in limit.calls[0].what
+    lost = [seconds for seconds, _ in limit.furthest_from_peak()]
+    assert lost == sorted(lost, reverse=True) and len(lost) == 2
 
 
 @pytest.mark.slow  # two configurations timed and replayed on a tiny model
