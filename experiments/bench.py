@@ -176,7 +176,8 @@ def main(argv=None) -> dict:
             limit = conv_limit.measure(lambda: steps[setting.name](x, y, itr), device)
             step_seconds = (medians if device.type == "cuda" else cpu_medians)[setting.name]
             limits[setting.name] = {"TFLOP": limit.flops / 1e12, "conv_seconds": limit.conv_seconds,
-                                    "peak_GFLOPs": limit.peak_gflops, "limit_seconds": limit.limit_seconds,
+                                    "peak_GFLOPs": limit.peak_gflops,
+                                    "limit_seconds": limit.limit_seconds,
                                     "of_limit": limit.limit_seconds / step_seconds}
             print(f"  {setting.name}: {limit.describe(step_seconds)}")
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")

@@ -32,7 +32,8 @@ class TensorLayout:
     dtype: torch.dtype
 
     def random(self, device) -> torch.Tensor:
-        return torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=device).normal_()
+        return torch.empty_strided(self.shape, self.stride, dtype=self.dtype,
+                                   device=device).normal_()
 
 
 def _layout_of(value):
@@ -65,7 +66,8 @@ class ConvolutionRecorder(TorchDispatchMode):
 
 
 def count_flops(run) -> int:
-    """Floating-point operations (2 per multiply-add) of one call of `run`, as PyTorch counts them."""
+    """Floating-point operations (2 per multiply-add) of one call of `run`, as PyTorch counts
+    them."""
     counter = FlopCounterMode(display=False)
     with counter:
         run()
@@ -115,9 +117,10 @@ class Limit:
         return self.flops / (self.peak_gflops * 1e9)
 
     def describe(self, step_seconds: float) -> str:
-        return (f"{self.flops / 1e12:.3f} TFLOP/itr ({self.conv_flops / self.flops:.0%} in convolutions); "
-                f"convolutions alone {self.conv_seconds:.3f} s ({self.conv_flops / self.conv_seconds / 1e9:.0f} "
-                f"GFLOP/s, {self.conv_seconds / step_seconds:.0%} of the step); peak {self.peak_gflops:.0f} "
+        return (f"{self.flops / 1e12:.3f} TFLOP/itr ({self.conv_flops / self.flops:.0%} in "
+                f"convolutions); convolutions alone {self.conv_seconds:.3f} s "
+                f"({self.conv_flops / self.conv_seconds / 1e9:.0f} GFLOP/s, "
+                f"{self.conv_seconds / step_seconds:.0%} of the step); peak {self.peak_gflops:.0f} "
                 f"GFLOP/s: limit {self.limit_seconds:.3f} s/itr, the step at "
                 f"{self.limit_seconds / step_seconds:.0%} of it")
 
