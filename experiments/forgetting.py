@@ -94,7 +94,7 @@ def markdown_table(rows: dict[tuple[str, str], list], iters: int, seeds: list[in
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> dict:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default="", choices=("", *registry.NAMES),
@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> dict:
                         help="iterations of the BN stage, and again of FT (default: 1000)")
     parser.add_argument("--seeds", type=utils.at_least(0), nargs="+", default=[0, 1],
                         help="training seeds (default: 0 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = prepare_parser()
     args = parser.parse_args(argv)
     if args.study and args.world:
         parser.error("give --study (its world) or --world, not both")

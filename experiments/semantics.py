@@ -168,7 +168,7 @@ def analyse(out: str, shots: int, world: worlds.World) -> tuple[str, dict]:
                    "old_classes": similarity.old_classes, "methods": numbers}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default="", choices=("", *registry.NAMES),
@@ -177,7 +177,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--study", required=True, help="the study's --out folder")
     parser.add_argument("--shots", type=utils.at_least(1), default=10,
                         help="the shot count to analyse")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = prepare_parser().parse_args(argv)
     world = registry.study_world(args.study)
     if args.world and args.world != world.name:
         raise utils.UsageError(f"--world {args.world}: the study {args.study} is of the "

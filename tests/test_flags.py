@@ -19,23 +19,114 @@ def user_actions(parser):
     return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
 
 
-def parsers():
+class _Parsing(Exception):
+    """Raised in place of parsing: carries the parser a tool's main built."""
+
+
+def parser_built_by(main):
+    """The parser `main` builds, stopped at its first parse (for a tool whose main builds its
+    parser inline: experiments.study)."""
+    def stop(parser, *args, **kwargs):
+        raise _Parsing(parser)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_known_args", stop)
+        try:
+            main([])
+        except _Parsing as parsing:
+            return parsing.args[0]
+    raise AssertionError(f"{main.__module__}.main parsed no command line")
+
+
+def tool_parsers():
+    """Every command-line tool of the project (train.py's flags, sample.py's, each script's and
+    each `python -m` module's), by the name a user runs it with."""
     import calculate_inception_moments
+    import explain
+    import make_hdf5
+    import prepare_dataset
     import sample
-    return {"train": flags.prepare_parser(), "sampling": flags.prepare_sampling_parser("sample"),
-            "sample.py": sample.prepare_parser(),
-            "moments": calculate_inception_moments.prepare_parser()}
+    import train_classifier
+    from experiments import bench, bench_kmmd, demo, forgetting, semantics, study
+    from worlds import fashion, toy
+    return {"train.py": flags.prepare_parser,
+            "sampling": lambda: flags.prepare_sampling_parser("sample"),
+            "sample.py": sample.prepare_parser,
+            "calculate_inception_moments.py": calculate_inception_moments.prepare_parser,
+            "make_hdf5.py": make_hdf5.prepare_parser,
+            "prepare_dataset.py": prepare_dataset.prepare_parser,
+            "train_classifier.py": train_classifier.prepare_parser,
+            "explain.py": explain.prepare_parser,
+            "experiments.bench": bench.prepare_parser,
+            "experiments.bench_kmmd": bench_kmmd.prepare_parser,
+            "experiments.demo": demo.prepare_parser,
+            "experiments.forgetting": forgetting.prepare_parser,
+            "experiments.semantics": semantics.prepare_parser,
+            "experiments.study": lambda: parser_built_by(study.main),
+            "worlds.fashion": fashion.prepare_parser,
+            "worlds.toy": toy.prepare_parser}
 
 
-@pytest.mark.parametrize("name", ["train", "sampling", "sample.py", "moments"])
-def test_every_flag_has_help(name):
-    parser = parsers()[name]
-    # The sampling parser hides training-only flags from --help (SUPPRESS); they keep a help for
-    # train.py.
+TOOLS = ("train.py", "sampling", "sample.py", "calculate_inception_moments.py", "make_hdf5.py",
+         "prepare_dataset.py", "train_classifier.py", "explain.py", "experiments.bench",
+         "experiments.bench_kmmd", "experiments.demo", "experiments.forgetting",
+         "experiments.semantics", "experiments.study", "worlds.fashion", "worlds.toy")
+
+
+def flags_without_help(parser, training: dict, prefix: str = "") -> list[str]:
+    """Options, positionals and subcommands of parser (and its subcommands' parsers) whose help is
+    empty. A flag hidden from --help (SUPPRESS: sample.py's training-only flags) needs train.py's
+    help for it."""
+    missing = []
+    for action in user_actions(parser):
+        name = prefix + (action.option_strings[0] if action.option_strings else action.dest)
+        if isinstance(action, argparse._SubParsersAction):
+            described = {choice.dest: choice.help for choice in action._choices_actions}
+            for command, subparser in action.choices.items():
+                if not (described.get(command) or "").strip():
+                    missing.append(f"{prefix}{command} (subcommand)")
+                missing += flags_without_help(subparser, training, f"{prefix}{command} ")
+            continue
+        text = training.get(action.dest) if action.help == argparse.SUPPRESS else action.help
+        if not (text or "").strip():
+            missing.append(name)
+    return missing
+
+
+def script_tools() -> set[str]:
+    """The project's runnable tools, found as the files with a __main__ block."""
+    found = set()
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("tests", "__pycache__")]
+        for name in files:
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and 'if __name__ == "__main__"' in open(path).read():
+                relative = os.path.relpath(path, ROOT)
+                found.add(relative if os.sep not in relative
+                          else relative[:-3].replace(os.sep, "."))
+    return found
+
+
+def test_the_help_check_reports_flags_and_subcommands_without_help():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--said", help="a flag with help")
+    parser.add_argument("--silent")
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run").add_argument("--blank", help=" ")
+    commands.add_parser("go", help="a subcommand with help").add_argument("where", help="a place")
+    assert flags_without_help(parser, {}) == ["--silent", "run (subcommand)", "run --blank"]
+
+
+def test_the_help_check_covers_every_tool_of_the_project():
+    assert set(TOOLS) == set(tool_parsers())
+    assert sorted(script_tools() - set(TOOLS)) == [], "tools missing from tool_parsers()"
+
+
+@pytest.mark.parametrize("name", TOOLS)
+def test_every_flag_of_every_tool_has_help(name):
     training = {a.dest: a.help for a in user_actions(flags.prepare_parser())}
-    missing = [a.option_strings[0] for a in user_actions(parser)
-               if not (training.get(a.dest) if a.help == argparse.SUPPRESS else a.help)]
-    assert not missing
+    parser = tool_parsers()[name]()
+    assert user_actions(parser), f"{name}: no flags found"
+    assert flags_without_help(parser, training) == [], f"{name}: flags without help"
 
 
 def test_the_train_flags_come_in_documented_groups_in_order():

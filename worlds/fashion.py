@@ -335,7 +335,7 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
     print(f"Fashion-MNIST assets in {out}: fashion_classifier.pth, fashion_source/, fashion_data/")
 
 
-def main(argv: list[str] | None = None) -> None:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -351,7 +351,11 @@ def main(argv: list[str] | None = None) -> None:
                       help="pretraining iterations")
     make.add_argument("--classifier_epochs", type=utils.at_least(1), default=6,
                       help="classifier training epochs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = prepare_parser().parse_args(argv)
     build(args.base_dir, args.out, tuple(args.new.split(",")), args.source_iters,
           args.classifier_epochs)
 

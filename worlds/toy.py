@@ -316,7 +316,7 @@ def pretrain_source(base: str, iters: int, out: str = SOURCE) -> None:
 # ----------------------------------------------------------------------------------------------
 # Script: the data, and the shipped assets rebuilt
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False,
                                      description="The toy world: its image folders, and its "
                                                  "shipped source model rebuilt.",
@@ -343,11 +343,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     source.add_argument("--iters", type=utils.at_least(1), default=8000,
                         help="pretraining iterations")
     source.add_argument("--out", default=SOURCE, help="the source model folder to write")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = prepare_parser().parse_args(argv)
     if args.command == "source":
         pretrain_source(args.base_dir, args.iters, args.out)
         return
