@@ -108,7 +108,8 @@ class Generator(nn.Module):
                  G_param="SN", norm_style="bn", kp_variant="imagenet", **kwargs):
         super().__init__()
         if resolution not in G_arch():
-            raise ValueError(f"resolution {resolution} has no G architecture; use one of {sorted(G_arch())}")
+            raise ValueError(f"resolution {resolution} has no G architecture; use one of "
+                             f"{sorted(G_arch())}")
         self.ch, self.bottom_width, self.resolution = G_ch, bottom_width, resolution
         self.n_classes, self.n_pretrain_classes = n_classes, n_pretrain_classes
         self.G_shared, self.hier = G_shared, hier
@@ -116,30 +117,35 @@ class Generator(nn.Module):
         self.activation = G_activation if G_activation is not None else make_activation(G_nl)
         self.arch = G_arch(G_ch, G_attn)[resolution]
 
-        # Hierarchical z: one chunk feeds the linear layer, one chunk joins each block's class input.
+        # Hierarchical z: one chunk feeds the linear layer, one chunk joins each block's class
+        # input.
         self.num_slots = len(self.arch["in_channels"]) + 1 if hier else 1
         self.z_chunk_size = dim_z // self.num_slots if hier else 0
         self.dim_z = self.z_chunk_size * self.num_slots if hier else dim_z
 
-        self.which_conv, self.which_linear, _ = _sn_layers(G_param, num_G_SVs, num_G_SV_itrs, SN_eps)
+        self.which_conv, self.which_linear, _ = _sn_layers(G_param, num_G_SVs, num_G_SV_itrs,
+                                                           SN_eps)
         # G's embedding is never spectrally normalized (BigGAN-PyTorch: SN on it cripples G).
         self.which_embedding = nn.Embedding
         n_embedded = n_pretrain_classes if self.has_knowledge_propagation else n_classes
         self.shared = (self.which_embedding(n_embedded, self.shared_dim) if G_shared
                        else nn.Identity())
         if G_shared:
-            bn_input, bn_linear = self.shared_dim + self.z_chunk_size, functools.partial(self.which_linear, bias=False)
+            bn_input = self.shared_dim + self.z_chunk_size
+            bn_linear = functools.partial(self.which_linear, bias=False)
         elif hier:
             # Our extension (BigGAN-PyTorch cannot feed z chunks to an embedding): the class part of
             # the BN input is the one-hot class itself, so the layout matches the shared case.
-            bn_input, bn_linear = n_embedded + self.z_chunk_size, functools.partial(self.which_linear, bias=False)
+            bn_input = n_embedded + self.z_chunk_size
+            bn_linear = functools.partial(self.which_linear, bias=False)
         else:
             bn_input, bn_linear = n_embedded, self.which_embedding
         self.which_bn = functools.partial(
             layers.ccbn, which_linear=bn_linear, input_size=bn_input, cross_replica=cross_replica,
             mybn=mybn, norm_style=norm_style, eps=BN_eps, n_classes=n_classes,
             n_pretrain_classes=n_pretrain_classes, z_chunk_size=self.z_chunk_size,
-            pretrain_embedding_w=self.shared.weight if G_shared and self.has_knowledge_propagation else None,
+            pretrain_embedding_w=(self.shared.weight
+                                  if G_shared and self.has_knowledge_propagation else None),
             kp_variant=kp_variant, SN_eps=SN_eps, num_svs=num_G_SVs, num_itrs=num_G_SV_itrs)
 
         self.linear = self.which_linear(self.dim_z // self.num_slots,
@@ -173,18 +179,20 @@ class Generator(nn.Module):
         return y if self.has_knowledge_propagation else self.shared(y)
 
     def old_class_input(self, y: torch.Tensor) -> torch.Tensor:
-        """What forward(z, ·, old_classes=True) takes for OLD class indices y (0..n_pretrain_classes-1),
-        the counterpart of class_input: the indices themselves (forward embeds them as the source did)."""
+        """What forward(z, ·, old_classes=True) takes for OLD class indices y
+        (0..n_pretrain_classes-1), the counterpart of class_input: the indices themselves (forward
+        embeds them as the source did)."""
         self._require_old_class_path()
         return y
 
     def _require_old_class_path(self) -> None:
         if not self.has_knowledge_propagation:
-            raise ValueError("old_classes=True needs a knowledge-propagation G (n_pretrain_classes > 0, stages "
-                             "BN/FT); a plain G (source, pretrain, finetune, BN_only) has only its own classes: "
-                             "use G(z, G.class_input(y))")
+            raise ValueError("old_classes=True needs a knowledge-propagation G (n_pretrain_classes "
+                             "> 0, stages BN/FT); a plain G (source, pretrain, finetune, BN_only) "
+                             "has only its own classes: use G(z, G.class_input(y))")
 
-    def _as_one_hot(self, y: torch.Tensor, dtype: torch.dtype, n_classes: int | None = None) -> torch.Tensor:
+    def _as_one_hot(self, y: torch.Tensor, dtype: torch.dtype,
+                    n_classes: int | None = None) -> torch.Tensor:
         # Float y is already a (possibly soft, e.g. interpolated) class vector.
         if y.is_floating_point():
             return y.to(dtype)
@@ -200,8 +208,8 @@ class Generator(nn.Module):
                 raise ValueError(f"a float old-class y must be [batch, {n_old}] class vectors, "
                                  f"got {tuple(y.shape)}")
         elif y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_old):
-            raise ValueError(f"old-class indices must lie in 0..{n_old - 1} (n_pretrain_classes {n_old}), "
-                             f"got {int(y.min())}..{int(y.max())}")
+            raise ValueError(f"old-class indices must lie in 0..{n_old - 1} (n_pretrain_classes "
+                             f"{n_old}), got {int(y.min())}..{int(y.max())}")
         if self.G_shared:
             if y.is_floating_point():
                 return y.to(self.shared.weight.dtype) @ self.shared.weight
@@ -242,18 +250,21 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def load_previous_knowledge(self, comb_init: str = "official") -> None:
-        """Set every ccbn's prior matrices (columns = the old classes' BN gains/biases, computed from
-        the loaded pretrained gain/bias layers) and, with hierarchical z, the z-projections (the
-        z-part of the pretrained gain/bias layers). Call after loading the source weights.
+        """Set every ccbn's prior matrices (columns = the old classes' BN gains/biases, computed
+        from the loaded pretrained gain/bias layers) and, with hierarchical z, the z-projections
+        (the z-part of the pretrained gain/bias layers). Call after loading the source weights.
         comb_init 'mean' then starts every new class at the old classes' mean (see ccbn)."""
         if comb_init not in ("official", "mean"):
             raise ValueError(f"comb_init must be 'official' or 'mean', got {comb_init!r}")
         if not self.has_knowledge_propagation:
-            raise RuntimeError("load_previous_knowledge needs a transfer model (n_pretrain_classes > 0)")
+            raise RuntimeError("load_previous_knowledge needs a transfer model (n_pretrain_classes "
+                               "> 0)")
         for module in self.modules():
             if isinstance(module, layers.ccbn):
-                for old, prior, z_layer in ((module.gain, module.prev_knowledge_g, getattr(module, "z_layer_g", None)),
-                                            (module.bias, module.prev_knowledge_b, getattr(module, "z_layer_b", None))):
+                for old, prior, z_layer in ((module.gain, module.prev_knowledge_g,
+                                             getattr(module, "z_layer_g", None)),
+                                            (module.bias, module.prev_knowledge_b,
+                                             getattr(module, "z_layer_b", None))):
                     class_part, z_part = self._split_pretrained_bn_weight(old.weight)
                     # Copied into the parameters, which keep their own (contiguous) layout:
                     # a resumed run loads them so, and a transposed one rounds differently.
@@ -264,7 +275,8 @@ class Generator(nn.Module):
                     module.start_at_old_class_mean()
 
     def _split_pretrained_bn_weight(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A pretrained ccbn gain/bias weight → (per-old-class values [out, n_old], z-part [out, chunk])."""
+        """A pretrained ccbn gain/bias weight → (per-old-class values [out, n_old], z-part [out,
+        chunk])."""
         if not self.G_shared and not self.hier:
             return W.t(), W[:0]  # an embedding: one row per old class
         n_class_dims = self.shared_dim if self.G_shared else self.n_pretrain_classes
@@ -277,10 +289,12 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     def __init__(self, D_ch=64, D_wide=True, resolution=128, D_attn="64", n_classes=1000,
                  n_pretrain_classes=0, num_D_SVs=1, num_D_SV_itrs=1, D_activation=None, D_nl="relu",
-                 SN_eps=1e-12, output_dim=1, D_init="ortho", skip_init=False, D_param="SN", **kwargs):
+                 SN_eps=1e-12, output_dim=1, D_init="ortho", skip_init=False, D_param="SN",
+                 **kwargs):
         super().__init__()
         if resolution not in D_arch():
-            raise ValueError(f"resolution {resolution} has no D architecture; use one of {sorted(D_arch())}")
+            raise ValueError(f"resolution {resolution} has no D architecture; use one of "
+                             f"{sorted(D_arch())}")
         self.ch, self.resolution = D_ch, resolution
         self.n_classes, self.n_pretrain_classes = n_classes, n_pretrain_classes
         self.activation = D_activation if D_activation is not None else make_activation(D_nl)
@@ -292,7 +306,8 @@ class Discriminator(nn.Module):
             block = [layers.DBlock(self.arch["in_channels"][index], out_channels,
                                    which_conv=self.which_conv, wide=D_wide,
                                    activation=self.activation, preactivation=index > 0,
-                                   downsample=nn.AvgPool2d(2) if self.arch["downsample"][index] else None)]
+                                   downsample=nn.AvgPool2d(2) if self.arch["downsample"][index]
+                                   else None)]
             if self.arch["attention"][self.arch["resolution"][index]]:
                 block.append(layers.Attention(out_channels, self.which_conv))
             blocks.append(nn.ModuleList(block))
@@ -357,7 +372,8 @@ class G_D(nn.Module):
 
 # A plain G's per-class BN parameters, by G_shared: the shared class embedding, or else every
 # ccbn's gain and bias embeddings (in a model and in a source checkpoint alike).
-CLASS_EMBEDDING = {True: re.compile(r"^shared\.weight$"), False: re.compile(r"\.bn\d\.(gain|bias)\.weight$")}
+CLASS_EMBEDDING = {True: re.compile(r"^shared\.weight$"),
+                   False: re.compile(r"\.bn\d\.(gain|bias)\.weight$")}
 
 
 class WeightsMismatch(ValueError):
@@ -365,13 +381,16 @@ class WeightsMismatch(ValueError):
 
 
 # Keys a transfer model has and a source checkpoint lacks (and vice versa): expected, not errors.
-_TRANSFER_ONLY = re.compile(r"(\.(comb_layer|prev_knowledge|z_layer|res)_[gb]\.|\.pretrain_embedding_w$|^new_embed\.)")
+_TRANSFER_ONLY = re.compile(
+    r"(\.(comb_layer|prev_knowledge|z_layer|res)_[gb]\.|\.pretrain_embedding_w$|^new_embed\.)")
 _SOURCE_ONLY = re.compile(r"^embed\.")
 
 _FLAG_HINTS = [  # (key pattern, flags that set that tensor's shape)
-    (re.compile(r"^shared\.|pretrain_embedding_w"), "n_pretrain_classes (or n_classes of the source) and shared_dim"),
+    (re.compile(r"^shared\.|pretrain_embedding_w"),
+     "n_pretrain_classes (or n_classes of the source) and shared_dim"),
     (re.compile(r"^(new_)?embed\."), "n_classes / n_pretrain_classes, D_ch"),
-    (re.compile(r"\.bn\d\.(gain|bias)\."), "G_shared, shared_dim, hier, dim_z, n_pretrain_classes or G_ch"),
+    (re.compile(r"\.bn\d\.(gain|bias)\."),
+     "G_shared, shared_dim, hier, dim_z, n_pretrain_classes or G_ch"),
     (re.compile(r"^linear\.weight"), "dim_z, hier, G_ch/D_ch or bottom_width"),
     (re.compile(r"\.(theta|phi|g|o|gamma)\b"), "G_attn / D_attn"),
     (re.compile(r"\.(u|sv)[1-9]"), "num_G_SVs / num_D_SVs"),
@@ -404,14 +423,16 @@ def load_pretrained_state_dict(model: nn.Module, state_dict: dict, name: str = "
                               + "\n".join(lines))
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
-    expected_missing = [k for k in missing if (transfer and _TRANSFER_ONLY.search(k)) or k in allowed_missing]
+    expected_missing = [k for k in missing if (transfer and _TRANSFER_ONLY.search(k))
+                        or k in allowed_missing]
     bad_missing = [k for k in missing if k not in expected_missing]
     bad_unexpected = [k for k in unexpected if not (transfer and _SOURCE_ONLY.search(k))]
     if bad_missing or bad_unexpected:
         lines = ([f"  missing in checkpoint: {k} (check {_flag_hint(k)})" for k in bad_missing[:5]]
                  + [f"  not in model: {k} (check {_flag_hint(k)})" for k in bad_unexpected[:5]])
         raise WeightsMismatch(f"{name} weights do not fit the model built from your flags "
-                              f"({len(bad_missing)} missing, {len(bad_unexpected)} unexpected keys):\n"
+                              f"({len(bad_missing)} missing, {len(bad_unexpected)} unexpected "
+                              "keys):\n"
                               + "\n".join(lines))
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
     return expected_missing
@@ -419,11 +440,13 @@ def load_pretrained_state_dict(model: nn.Module, state_dict: dict, name: str = "
 
 def _check_old_class_count(key: str, found: int, n_pretrain_classes: int, name: str) -> None:
     if found != n_pretrain_classes:
-        raise WeightsMismatch(f"{name} weights hold {found} classes in {key}, but --n_pretrain_classes is "
-                              f"{n_pretrain_classes} (check n_pretrain_classes: the classes of the source model)")
+        raise WeightsMismatch(f"{name} weights hold {found} classes in {key}, but "
+                              f"--n_pretrain_classes is {n_pretrain_classes} (check "
+                              "n_pretrain_classes: the classes of the source model)")
 
 
-def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int, name: str = "model") -> list[str]:
+def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int,
+                    name: str = "model") -> list[str]:
     """Load a source checkpoint into a *plain* model of the new classes, TransferGAN-style: every
     class-indexed tensor of G (the shared embedding, or the ccbn gain/bias embeddings, or the class
     columns of a non-shared hierarchical ccbn) starts each new class at the mean over the old
@@ -434,11 +457,12 @@ def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int,
     unconditional source (n_pretrain_classes 1, TransferGAN's setting) is the exception: its one
     embedding row is part of how its D tells real from fake, so every new class starts from it
     (copying, as the mean over one class does for G). With D's SN embedding (D_param SN) the copy
-    cannot reproduce the source's D exactly: n equal rows have n^0.5 times that row's singular value,
-    so each new class's projection is the source's divided by n_classes^0.5 (same direction).
+    cannot reproduce the source's D exactly: n equal rows have n^0.5 times that row's singular
+    value, so each new class's projection is the source's divided by n_classes^0.5 (same direction).
     With G_shared off and hier on (our extension), the class columns sit inside a spectrally
     normalized layer whose sigma the mean columns change: there the start is the mean only up to
-    that rescaling. Raises WeightsMismatch when the checkpoint's class count is not n_pretrain_classes."""
+    that rescaling. Raises WeightsMismatch when the checkpoint's class count is not
+    n_pretrain_classes."""
     adapted = dict(state_dict)
     if isinstance(model, Generator):
         class_keys = [k for k in state_dict if CLASS_EMBEDDING[model.G_shared].search(k)]
@@ -446,19 +470,24 @@ def mean_class_init(model: nn.Module, state_dict: dict, n_pretrain_classes: int,
         for key in class_keys:
             old = state_dict[key]
             if columns:
-                _check_old_class_count(key, old.shape[1] - model.z_chunk_size, n_pretrain_classes, name)
+                _check_old_class_count(key, old.shape[1] - model.z_chunk_size, n_pretrain_classes,
+                                       name)
                 mean = old[:, :n_pretrain_classes].mean(1, keepdim=True).expand(-1, model.n_classes)
                 adapted[key] = torch.cat([mean, old[:, n_pretrain_classes:]], 1)
             else:
                 _check_old_class_count(key, old.shape[0], n_pretrain_classes, name)
-                adapted[key] = old[:n_pretrain_classes].mean(0, keepdim=True).expand(model.n_classes, -1).clone()
-    fresh = [k for k in model.state_dict() if _SOURCE_ONLY.search(k)]  # D's embedding of the old classes
+                mean = old[:n_pretrain_classes].mean(0, keepdim=True)
+                adapted[key] = mean.expand(model.n_classes, -1).clone()
+    # D's embedding of the old classes
+    fresh = [k for k in model.state_dict() if _SOURCE_ONLY.search(k)]
     if isinstance(model, Discriminator) and "embed.weight" in state_dict:
-        _check_old_class_count("embed.weight", state_dict["embed.weight"].shape[0], n_pretrain_classes, name)
+        _check_old_class_count("embed.weight", state_dict["embed.weight"].shape[0],
+                               n_pretrain_classes, name)
         if n_pretrain_classes == 1:
             copied = _embedding_copied_to_every_class(state_dict, model.n_classes)
             adapted.update(copied)
-            fresh = [k for k in fresh if k not in copied]  # further SN vectors (num_D_SVs > 1) start fresh
+            # further SN vectors (num_D_SVs > 1) start fresh
+            fresh = [k for k in fresh if k not in copied]
     for key in fresh:
         adapted.pop(key, None)
     return load_pretrained_state_dict(model, adapted, name, allowed_missing=fresh)
@@ -480,8 +509,8 @@ def _embedding_copied_to_every_class(state_dict: dict, n_classes: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 # The flags a checkpoint must be loaded with.
 
-_NOT_ABOUT_THE_WEIGHTS = {"self", "kwargs", "G_init", "D_init", "skip_init", "G_activation", "D_activation",
-                          "mybn", "cross_replica"}
+_NOT_ABOUT_THE_WEIGHTS = {"self", "kwargs", "G_init", "D_init", "skip_init", "G_activation",
+                          "D_activation", "mybn", "cross_replica"}
 
 
 def weight_defining_flags() -> tuple[str, ...]:
@@ -491,5 +520,6 @@ def weight_defining_flags() -> tuple[str, ...]:
     it) and the BN-statistics layout (--mybn; sample.py converts between the layouts)."""
     names = []
     for cls in (Generator, Discriminator):
-        names += [n for n in inspect.signature(cls.__init__).parameters if n not in _NOT_ABOUT_THE_WEIGHTS]
+        names += [n for n in inspect.signature(cls.__init__).parameters
+                  if n not in _NOT_ABOUT_THE_WEIGHTS]
     return tuple(dict.fromkeys(names))

@@ -9,8 +9,8 @@ paper's definitions (images in [-1, 1], parameters drawn independently for every
     color        brightness: x + b,                     b ~ U[-0.5, 0.5)
                  saturation: m_c + s (x - m_c),         s ~ U[0, 2),  m_c the mean over channels
                  contrast:   m + c (x - m),             c ~ U[0.5, 1.5), m the image's mean
-    translation  shift by (dy, dx), integers uniform in [-r H, r H] x [-r W, r W] (r = 1/8, rounded),
-                 the uncovered border filled with zeros
+    translation  shift by (dy, dx), integers uniform in [-r H, r H] x [-r W, r W] (r = 1/8,
+                 rounded), the uncovered border filled with zeros
     cutout       zero a square of half the image's size (rounded) centred on a uniformly drawn pixel
                  (it may reach over the border; only the part inside is zeroed)
 
@@ -52,7 +52,8 @@ def contrast(x: torch.Tensor) -> torch.Tensor:
 def _in_layout_of(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # A channels_last input stays channels_last (D's convolutions run in the format they are given).
     channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    return out.contiguous(memory_format=torch.channels_last if channels_last
+                          else torch.contiguous_format)
 
 
 def _fraction(size: int, ratio: float) -> int:
@@ -100,8 +101,9 @@ def parse_policy(policy: str | Sequence[str]) -> tuple[str, ...]:
     names = tuple(name.strip() for name in names if name.strip())
     unknown = [name for name in names if name not in POLICIES]
     if unknown:
-        raise ValueError(f"unknown DiffAugment policy {', '.join(map(repr, unknown))}: use a comma-separated "
-                         f"list of {', '.join(POLICIES)} (e.g. color,translation,cutout; '' = off)")
+        raise ValueError(f"unknown DiffAugment policy {', '.join(map(repr, unknown))}: use a "
+                         f"comma-separated list of {', '.join(POLICIES)} (e.g. "
+                         "color,translation,cutout; '' = off)")
     return names
 
 
@@ -112,7 +114,8 @@ class DiffAugment:
     def __init__(self, policy: str | Sequence[str]):
         self.policy = parse_policy(policy)
         if not self.policy:
-            raise ValueError("an empty DiffAugment policy is off: use make_augment, which gives None")
+            raise ValueError("an empty DiffAugment policy is off: use make_augment, which gives "
+                             "None")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for name in self.policy:
@@ -125,5 +128,6 @@ class DiffAugment:
 
 
 def make_augment(policy: str | Sequence[str] | None) -> DiffAugment | None:
-    """The augmentation of a --DiffAugment value: None when off ('' or None), for G_D(augment=...)."""
+    """The augmentation of a --DiffAugment value: None when off ('' or None), for
+    G_D(augment=...)."""
     return DiffAugment(policy) if policy and parse_policy(policy) else None

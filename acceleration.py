@@ -24,17 +24,20 @@ def cpu_runs_bf16_natively() -> bool:
     (ATEN_CPU_CAPABILITY=avx2, as on an AVX2-only CPU) bf16 is emulated, whatever the CPU has."""
     if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
         return False
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    probes = [getattr(torch.cpu, name, None)
+              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(probe() for probe in probes if probe is not None)
 
 
-def choose_precision(amp: str, device: torch.device, official_numerics: bool = False) -> tuple[str, str]:
+def choose_precision(amp: str, device: torch.device,
+                     official_numerics: bool = False) -> tuple[str, str]:
     """(precision, why): --amp auto picks bf16 where the hardware runs it natively. Measured on the
     offline default (3 seeds, README): bf16's FID/mFID stay within fp32's seed spread.
     --official_numerics is fp32, whatever the hardware."""
     if official_numerics:
         if amp not in ("auto", "none"):
-            raise utils.UsageError(f"--official_numerics computes in fp32, as the official code: drop --amp {amp}")
+            raise utils.UsageError("--official_numerics computes in fp32, as the official code: "
+                                   f"drop --amp {amp}")
         return "none", "--official_numerics"
     if amp != "auto":
         return amp, f"--amp {amp}"
@@ -43,7 +46,8 @@ def choose_precision(amp: str, device: torch.device, official_numerics: bool = F
             return "bf16", "--amp auto: this CUDA device runs bf16 natively (--amp none for fp32)"
         return "none", "--amp auto: this CUDA device has no native bf16 (--amp fp16 for speed)"
     if device.type == "cpu" and cpu_runs_bf16_natively():
-        return "bf16", "--amp auto: this CPU runs bf16 natively (AMX/AVX512-BF16; --amp none for fp32)"
+        return "bf16", ("--amp auto: this CPU runs bf16 natively (AMX/AVX512-BF16; --amp none for "
+                        "fp32)")
     return "none", f"--amp auto: no native bf16 on this {device.type} device"
 
 
@@ -145,7 +149,8 @@ class CompiledWithFallback(nn.Module):
         except Exception as err:  # torch raises many types when a backend cannot compile
             self.failed = True
             first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            print(f"--compile: torch.compile failed ({type(err).__name__}: {first_line}); running eagerly")
+            print(f"--compile: torch.compile failed ({type(err).__name__}: {first_line}); running "
+                  "eagerly")
             return self.module(*args, **kwargs)
         self._signatures.add(signature)
         self.compile_seconds += time.perf_counter() - start
@@ -161,15 +166,16 @@ def compile_step_module(module: nn.Module) -> nn.Module:
 
 def _is_nearest_2x(upsample) -> bool:
     """GBlock's upsample as BigGAN.py builds it: F.interpolate(scale_factor=2), nearest."""
-    return (isinstance(upsample, functools.partial) and upsample.func is F.interpolate and not upsample.args
-            and upsample.keywords.get("scale_factor") in (2, 2.0, (2, 2))
+    return (isinstance(upsample, functools.partial) and upsample.func is F.interpolate
+            and not upsample.args and upsample.keywords.get("scale_factor") in (2, 2.0, (2, 2))
             and upsample.keywords.get("mode", "nearest") == "nearest"
             and set(upsample.keywords) <= {"scale_factor", "mode"})
 
 
 def _is_avgpool_2x(downsample) -> bool:
     return (isinstance(downsample, nn.AvgPool2d) and downsample.kernel_size in (2, (2, 2))
-            and downsample.stride in (2, (2, 2)) and downsample.padding in (0, (0, 0)) and not downsample.ceil_mode)
+            and downsample.stride in (2, (2, 2)) and downsample.padding in (0, (0, 0))
+            and not downsample.ceil_mode)
 
 
 def fuse_resampling(*models: nn.Module | None) -> int:
@@ -179,17 +185,20 @@ def fuse_resampling(*models: nn.Module | None) -> int:
     fused = 0
     for model in models:
         for block in model.modules() if model is not None else ():
-            if isinstance(block, layers.GBlock) and _is_nearest_2x(block.upsample) and layers.is_plain_3x3(block.conv1):
+            if (isinstance(block, layers.GBlock) and _is_nearest_2x(block.upsample)
+                    and layers.is_plain_3x3(block.conv1)):
                 block.fused_resampling = True
                 fused += 1
-            elif isinstance(block, layers.DBlock) and _is_avgpool_2x(block.downsample) and layers.is_plain_3x3(block.conv2):
+            elif (isinstance(block, layers.DBlock) and _is_avgpool_2x(block.downsample)
+                  and layers.is_plain_3x3(block.conv2)):
                 block.fused_resampling = True
                 fused += 1
     return fused
 
 
 def _switch(value, flag: str, official_numerics: bool) -> tuple[bool, str]:
-    """--flag auto|on|off (True/False as on/off) -> (on, why). auto: on, unless --official_numerics."""
+    """--flag auto|on|off (True/False as on/off) -> (on, why). auto: on, unless
+    --official_numerics."""
     if value not in (True, False, None, "on", "off", "auto"):
         raise utils.UsageError(f"--{flag} {value!r}: use auto, on or off")
     if value in (True, "on"):
@@ -219,8 +228,10 @@ class StepOptions:
     @classmethod
     def choose(cls, config: dict) -> "StepOptions":
         official = config.get("official_numerics", False)
-        channels_last, why_cl = _switch(config.get("channels_last", "auto"), "channels_last", official)
-        fused, why_fused = _switch(config.get("fused_resampling", "auto"), "fused_resampling", official)
+        channels_last, why_cl = _switch(config.get("channels_last", "auto"), "channels_last",
+                                        official)
+        fused, why_fused = _switch(config.get("fused_resampling", "auto"), "fused_resampling",
+                                   official)
         return cls(channels_last, fused, bool(config.get("compile")), (why_cl, why_fused))
 
     def apply(self, *models: nn.Module | None) -> None:

@@ -93,9 +93,9 @@ def reference_dataset_name(dataset: str, data_root: str) -> str:
     info = read_dataset_json(folder) if os.path.isdir(folder) else None
     reference = (info.get("reference") or "") if info else ""
     if reference and not os.path.isdir(os.path.join(data_root, reference)):
-        raise utils.UsageError(f"{folder}'s dataset.json names the reference images {reference}, which are not "
-                               f"under {data_root}; prepare the dataset again (prepare_dataset.py) or name the "
-                               "reference images yourself")
+        raise utils.UsageError(f"{folder}'s dataset.json names the reference images {reference}, "
+                               f"which are not under {data_root}; prepare the dataset again "
+                               "(prepare_dataset.py) or name the reference images yourself")
     return reference
 
 
@@ -103,7 +103,8 @@ def read_dataset_json(folder: str) -> dict | None:
     """The dataset.json of a prepared folder (data_root/<dataset>), or None when the folder has
     none. Its keys are checked (DATASET_JSON_TYPES), and the folders it names must lie inside the
     data root (reference) or the dataset folder (folders): one clear line otherwise."""
-    hint = "prepare the dataset again with prepare_dataset.py, or delete the file and give --resolution"
+    hint = ("prepare the dataset again with prepare_dataset.py, or delete the file and give "
+            "--resolution")
     folder = os.path.normpath(folder)
     folders = {"reference": ("the data root", os.path.dirname(folder)),
                "folders": ("the dataset folder", folder)}
@@ -130,16 +131,16 @@ def unknown_dataset(dataset: str, data_root: str | None) -> utils.UsageError:
     folders = folders_with_images(data_root)
     found = (f"the folders under {data_root} that hold images: {', '.join(folders)}" if folders
              else f"no folder under {data_root} holds images yet (prepare_dataset.py writes some)")
-    return utils.UsageError(f"--dataset {dataset} is neither a known dataset ({', '.join(DATASETS)}) "
-                            f"nor a folder under {data_root}; {found}")
+    return utils.UsageError(f"--dataset {dataset} is neither a known dataset "
+                            f"({', '.join(DATASETS)}) nor a folder under {data_root}; {found}")
 
 
 def dataset_name(text: str) -> str:
     """--dataset: a table name or one folder name; whether it exists is known only once data_root
     is (dataset_spec), so here only what can never name a folder under it is refused."""
     if not text or text.startswith(".") or "/" in text or os.sep in text:
-        raise argparse.ArgumentTypeError(f"must be a dataset name ({', '.join(DATASETS)}) or the name of "
-                                         f"one folder under --data_root, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a dataset name ({', '.join(DATASETS)}) or the "
+                                         f"name of one folder under --data_root, got {text!r}")
     return text
 
 
@@ -163,14 +164,15 @@ def dataset_spec(dataset: str, data_root: str | None = None, resolution: int = 0
     info = read_dataset_json(path)
     if info is None:
         if not resolution:
-            raise utils.UsageError(f"{path} has no {DATASET_JSON}, so its resolution is unknown; give "
-                                   "--resolution (e.g. --resolution 32), or prepare the folder with "
-                                   "prepare_dataset.py")
+            raise utils.UsageError(f"{path} has no {DATASET_JSON}, so its resolution is unknown; "
+                                   "give --resolution (e.g. --resolution 32), or prepare the "
+                                   "folder with prepare_dataset.py")
         return DatasetSpec(folder, resolution)
     if resolution and resolution != info["resolution"]:
-        raise utils.UsageError(f"--resolution {resolution}, but {path} holds {info['resolution']} px "
-                               f"images ({DATASET_JSON}); leave --resolution out, or prepare the dataset "
-                               f"again with prepare_dataset.py --resolution {resolution}")
+        raise utils.UsageError(f"--resolution {resolution}, but {path} holds {info['resolution']} "
+                               f"px images ({DATASET_JSON}); leave --resolution out, or prepare "
+                               "the dataset again with prepare_dataset.py --resolution "
+                               f"{resolution}")
     return DatasetSpec(folder, info["resolution"])
 
 
@@ -202,7 +204,8 @@ def available_cores() -> int:
 
 
 def default_num_workers() -> int:
-    """Loader processes by default: 8, as BigGAN-PyTorch's scripts, but never more than the cores."""
+    """Loader processes by default: 8, as BigGAN-PyTorch's scripts, but never more than the
+    cores."""
     return min(8, available_cores())
 
 
@@ -554,11 +557,12 @@ def get_data_loaders(dataset: str, data_root: str, batch_size: int, num_workers:
 
 
 class ResumableBatches:
-    """A run's batches until the data runs out (--num_epochs): the one owner of where the data stands,
-    the epoch and how many of its batches were trained on, which a checkpoint saves (position()), so a
-    resumed run continues at the batch where it stopped. The multi-epoch sampler spans all epochs
-    itself (it skips the batches a resumed run has seen). The first epoch's iterator is made here,
-    before the caller restores a resumed RNG: making it draws from the RNG."""
+    """A run's batches until the data runs out (--num_epochs): the one owner of where the data
+    stands, the epoch and how many of its batches were trained on, which a checkpoint saves
+    (position()), so a resumed run continues at the batch where it stopped. The multi-epoch sampler
+    spans all epochs itself (it skips the batches a resumed run has seen). The first epoch's
+    iterator is made here, before the caller restores a resumed RNG: making it draws from the
+    RNG."""
 
     def __init__(self, loader: DataLoader, num_epochs: int, epoch: int = 0, epoch_batches: int = 0):
         self.loader, self.num_epochs = loader, num_epochs

@@ -1,4 +1,5 @@
-"""Building blocks of BigGAN: spectral norm, self-attention, (conditional) batch norm, G and D blocks.
+"""Building blocks of BigGAN: spectral norm, self-attention, (conditional) batch norm, G and D
+blocks.
 
 The conditional BN (`ccbn`) is also where cGANTransfer's knowledge propagation lives: with
 `n_pretrain_classes > 0`, the gain and bias of a new class are a learned combination of the old
@@ -26,7 +27,8 @@ def _gram_schmidt(x: torch.Tensor, ys: list[torch.Tensor]) -> torch.Tensor:
     return x
 
 
-def power_iteration(W: torch.Tensor, u_: list[torch.Tensor], update: bool = True, eps: float = 1e-12):
+def power_iteration(W: torch.Tensor, u_: list[torch.Tensor], update: bool = True,
+                    eps: float = 1e-12):
     """One power-iteration step per singular vector; returns singular values (with grad), us, vs."""
     us, vs, svs = [], [], []
     for i, u in enumerate(u_):
@@ -42,7 +44,8 @@ def power_iteration(W: torch.Tensor, u_: list[torch.Tensor], update: bool = True
 
 
 class SN:
-    """Mixin that divides `self.weight` by its largest singular value, estimated by power iteration."""
+    """Mixin that divides `self.weight` by its largest singular value, estimated by power
+    iteration."""
 
     def __init__(self, num_svs: int, num_itrs: int, num_outputs: int, transpose: bool = False,
                  eps: float = 1e-12):
@@ -84,7 +87,8 @@ class SNConv2d(nn.Conv2d, SN):
         SN.__init__(self, num_svs, num_itrs, out_channels, eps=eps)
 
     def forward(self, x):
-        return F.conv2d(x, self.W_(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(x, self.W_(), self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
 
 
 class SNLinear(nn.Linear, SN):
@@ -126,7 +130,8 @@ class Attention(nn.Module):
         phi = F.max_pool2d(self.phi(x), [2, 2]).reshape(-1, self.ch // 8, n // 4)
         g = F.max_pool2d(self.g(x), [2, 2]).reshape(-1, self.ch // 2, n // 4)
         beta = F.softmax(torch.bmm(theta.transpose(1, 2), phi), -1)
-        o = self.o(torch.bmm(g, beta.transpose(1, 2)).reshape(-1, self.ch // 2, x.shape[2], x.shape[3]))
+        o = self.o(torch.bmm(g, beta.transpose(1, 2)).reshape(-1, self.ch // 2, x.shape[2],
+                                                              x.shape[3]))
         return self.gamma * o + x
 
 
@@ -179,7 +184,8 @@ class myBN(nn.Module):
                     self.stored_var[:] = self.stored_var + var
                     self.accumulation_counter += 1.0
                 else:
-                    self.stored_mean[:] = self.stored_mean * (1 - self.momentum) + mean * self.momentum
+                    self.stored_mean[:] = (self.stored_mean * (1 - self.momentum)
+                                           + mean * self.momentum)
                     self.stored_var[:] = self.stored_var * (1 - self.momentum) + var * self.momentum
             return out
         mean = self.stored_mean.view(1, -1, 1, 1)
@@ -246,7 +252,8 @@ class bn(_Normalizer):
 
     def forward(self, x, y=None):
         if self.cross_replica or self.mybn:
-            return self.normalize_affine(x, self.gain.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1))
+            return self.normalize_affine(x, self.gain.view(1, -1, 1, 1),
+                                         self.bias.view(1, -1, 1, 1))
         return F.batch_norm(x, self.stored_mean, self.stored_var, self.gain, self.bias,
                             self.training, self.momentum, self.eps)
 
@@ -333,7 +340,8 @@ class ccbn(_Normalizer):
         The official init instead leaves the combination random and its biases at PyTorch's default
         U(±1/sqrt(fan_in)), which puts the new classes far outside the old classes' spread."""
         if isinstance(self.comb_layer_g, SN):
-            raise ValueError("the old classes' mean needs plain combination layers (kp_variant 'cifar')")
+            raise ValueError("the old classes' mean needs plain combination layers (kp_variant "
+                             "'cifar')")
         for comb, prior, res in ((self.comb_layer_g, self.prev_knowledge_g, self.res_g),
                                  (self.comb_layer_b, self.prev_knowledge_b, self.res_b)):
             comb.weight.fill_(1.0 / self.n_pretrain_classes)
@@ -365,17 +373,21 @@ class ccbn(_Normalizer):
         (see Generator.load_previous_knowledge). A float y for the embeddings is a soft class vector
         over the old classes (a mix of their rows), like a float y on the new-class path."""
         if not self.has_knowledge_propagation:
-            raise RuntimeError("old_class_gain_bias needs a knowledge-propagation ccbn (n_pretrain_classes > 0); "
-                               "a source ccbn's classes are its own: use class_gain_bias")
+            raise RuntimeError("old_class_gain_bias needs a knowledge-propagation ccbn "
+                               "(n_pretrain_classes > 0); a source ccbn's classes are its own: use "
+                               "class_gain_bias")
         return 1 + _apply_class_layer(self.gain, y), _apply_class_layer(self.bias, y)
 
     def forward(self, x, y, old_classes: bool = False):
         gain, bias = self.old_class_gain_bias(y) if old_classes else self.class_gain_bias(y)
-        return self.normalize_affine(x, gain.view(y.size(0), -1, 1, 1), bias.view(y.size(0), -1, 1, 1))
+        return self.normalize_affine(x, gain.view(y.size(0), -1, 1, 1),
+                                     bias.view(y.size(0), -1, 1, 1))
 
     def extra_repr(self):
-        return (f"out: {self.output_size}, in: {self.input_size}, cross_replica={self.cross_replica}"
-                + (f", old classes: {self.n_pretrain_classes}, new: {self.n_classes}" if self.has_knowledge_propagation else ""))
+        return (f"out: {self.output_size}, in: {self.input_size}, "
+                f"cross_replica={self.cross_replica}"
+                + (f", old classes: {self.n_pretrain_classes}, new: {self.n_classes}"
+                   if self.has_knowledge_propagation else ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +405,8 @@ _AVGPOOL_TAPS = ((1, 0, 0), (1, 1, 0), (0, 1, 1), (0, 0, 1))
 def _four_taps(w: torch.Tensor, taps, dim: int) -> torch.Tensor:
     # Plain additions (no einsum): autocast leaves them in the weight's precision.
     rows = w.unbind(dim)
-    return torch.stack([functools.reduce(torch.add, [r for r, t in zip(rows, tap) if t]) for tap in taps], dim)
+    return torch.stack([functools.reduce(torch.add, [r for r, t in zip(rows, tap) if t])
+                        for tap in taps], dim)
 
 
 def _conv_weight(conv: nn.Conv2d) -> torch.Tensor:
@@ -402,7 +415,8 @@ def _conv_weight(conv: nn.Conv2d) -> torch.Tensor:
 
 def _like_input(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # A kernel in the input's memory format: oneDNN then runs the conv without reordering it.
-    return w.contiguous(memory_format=torch.channels_last) if x.is_contiguous(memory_format=torch.channels_last) else w
+    channels_last = x.is_contiguous(memory_format=torch.channels_last)
+    return w.contiguous(memory_format=torch.channels_last) if channels_last else w
 
 
 def upsample_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
@@ -428,8 +442,8 @@ def is_plain_3x3(conv: nn.Module) -> bool:
 # Residual blocks.
 
 class GBlock(nn.Module):
-    def __init__(self, in_channels, out_channels, which_conv=nn.Conv2d, which_bn=bn, activation=None,
-                 upsample=None):
+    def __init__(self, in_channels, out_channels, which_conv=nn.Conv2d, which_bn=bn,
+                 activation=None, upsample=None):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.activation = activation
@@ -460,13 +474,14 @@ class GBlock(nn.Module):
         if self.learnable_sc:
             x = self.conv_sc(x)
         if self.upsample and self.fused_resampling:
-            x = self.upsample(x)  # after the 1x1 conv_sc, which commutes with it: 4x fewer multiply-adds
+            # after the 1x1 conv_sc, which commutes with it: 4x fewer multiply-adds
+            x = self.upsample(x)
         return h + x
 
 
 class DBlock(nn.Module):
-    def __init__(self, in_channels, out_channels, which_conv=SNConv2d, wide=True, preactivation=False,
-                 activation=None, downsample=None):
+    def __init__(self, in_channels, out_channels, which_conv=SNConv2d, wide=True,
+                 preactivation=False, activation=None, downsample=None):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         hidden_channels = out_channels if wide else in_channels
@@ -482,7 +497,8 @@ class DBlock(nn.Module):
         self.fused_resampling = False
 
     def shortcut(self, x):
-        # Fused: pooling first even with preactivation; the 1x1 conv_sc commutes with it (4x fewer multiply-adds).
+        # Fused: pooling first even with preactivation; the 1x1 conv_sc commutes with it (4x fewer
+        # multiply-adds).
         if self.preactivation and not self.fused_resampling:
             if self.learnable_sc:
                 x = self.conv_sc(x)

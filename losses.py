@@ -1,4 +1,5 @@
-"""GAN losses (hinge, as BigGAN-PyTorch) and cGANTransfer's regularizers of the new-class BN path."""
+"""GAN losses (hinge, as BigGAN-PyTorch) and cGANTransfer's regularizers of the new-class BN
+path."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -7,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 
-def discriminator_loss(dis_fake: torch.Tensor, dis_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def discriminator_loss(dis_fake: torch.Tensor,
+                       dis_real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.mean(F.relu(1.0 - dis_real)), torch.mean(F.relu(1.0 + dis_fake))
 
 

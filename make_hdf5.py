@@ -57,7 +57,7 @@ def write_hdf5(data: datasets.ImageFolderDataset, path: str, batch_size: int, nu
     utils.replace_atomically(path, fill)
 
 
-def parse_args() -> argparse.Namespace:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False,
                                      description="Cache an image-folder dataset as HDF5.")
     parser.add_argument("--dataset", required=True, type=datasets.dataset_name,
@@ -78,11 +78,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compression", action="store_true",
                         help="LZF-compress the cache (smaller, a little slower to read)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing cache")
-    return parser.parse_args()
+    return parser
 
 
 def main() -> None:
-    args = parse_args()
+    args = prepare_parser().parse_args()
     data_root = args.data_root or os.path.join(args.base_dir, "data")
     path = datasets.hdf5_path(args.dataset, data_root)
     if os.path.exists(path) and not args.overwrite:

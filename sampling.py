@@ -33,7 +33,8 @@ def truncate(z: torch.Tensor, threshold: float, z_var: float = 1.0) -> torch.Ten
 
 
 def sample_z_y(batch_size: int, dim_z: int, n_classes: int, device, z_var: float = 1.0,
-               generator: torch.Generator | None = None, truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               generator: torch.Generator | None = None,
+               truncation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """z ~ N(0, z_var) (truncated at `truncation`, 0: off) and classes drawn uniformly."""
     z = torch.randn(batch_size, dim_z, device=device, generator=generator) * z_var ** 0.5
     y = torch.randint(0, n_classes, (batch_size,), device=device, generator=generator)
@@ -51,8 +52,9 @@ def sampling_G(G: nn.Module, G_ema: nn.Module | None, config: dict) -> nn.Module
     return G_ema if (G_ema is not None and config["use_ema"]) else G
 
 
-def make_sample_fn(G: nn.Module, config: dict, device, precision: Precision | None = None, truncation: float = 0.0,
-                   old_classes: bool = False, G_forward: Callable | None = None) -> Callable:
+def make_sample_fn(G: nn.Module, config: dict, device, precision: Precision | None = None,
+                   truncation: float = 0.0, old_classes: bool = False,
+                   G_forward: Callable | None = None) -> Callable:
     """sample() -> (a batch of G_batch_size images in [-1, 1], their classes drawn uniformly): G's
     new classes, or a knowledge-propagation G's old ones; z truncated at `truncation` (0: off).
     G_forward: G, or G wrapped in DataParallel."""
@@ -84,8 +86,9 @@ def sampling_mode(G: nn.Module, eval_mode: bool):
 @contextlib.contextmanager
 def outside_training(generators: list[nn.Module], eval_mode: bool, device):
     """Sampling and evaluation during training: the generators in eval mode if asked, and afterwards
-    everything training depends on exactly as before (the RNG, the generators' buffers: spectral-norm
-    u's and BN statistics move in train-mode forward passes), so sheets and metrics never change a run."""
+    everything training depends on exactly as before (the RNG, the generators' buffers:
+    spectral-norm u's and BN statistics move in train-mode forward passes), so sheets and metrics
+    never change a run."""
     buffers = [{name: b.clone() for name, b in G.named_buffers()} for G in generators]
     for G in generators:
         G.train(not eval_mode)
@@ -99,7 +102,8 @@ def outside_training(generators: list[nn.Module], eval_mode: bool, device):
         G.train()
 
 
-def accumulate_standing_stats(G: nn.Module, config: dict, device, old_classes: bool = False) -> None:
+def accumulate_standing_stats(G: nn.Module, config: dict, device,
+                              old_classes: bool = False) -> None:
     """Re-estimate G's BN statistics as the average over many batches (needs --mybn), of its new
     classes or (old_classes) of a knowledge-propagation G's old classes: the two share the BN
     statistics, so each class set needs its own."""
@@ -125,7 +129,8 @@ def generate(G_forward: Callable, z: torch.Tensor, class_input: torch.Tensor, ba
     with torch.no_grad():
         for i in range(0, z.shape[0], batch_size):
             with precision.autocast() if precision else contextlib.nullcontext():
-                images.append(G_forward(z[i:i + batch_size], class_input[i:i + batch_size]).float().cpu())
+                images.append(G_forward(z[i:i + batch_size],
+                                        class_input[i:i + batch_size]).float().cpu())
     return torch.cat(images)
 
 
@@ -157,7 +162,8 @@ def other_classes(y: torch.Tensor, n_classes: int) -> torch.Tensor:
     return (y + torch.randint(1, n_classes, y.shape, device=y.device)) % n_classes
 
 
-def mixable_classes(G: nn.Module, y: torch.Tensor, old_classes: bool = False) -> torch.Tensor | None:
+def mixable_classes(G: nn.Module, y: torch.Tensor,
+                    old_classes: bool = False) -> torch.Tensor | None:
     """Class inputs of G that can be mixed linearly, or None when G only takes indices."""
     if old_classes:  # forward(·, old_classes=True) takes soft one-hots over the old classes
         return F.one_hot(y, G.n_pretrain_classes).float()
@@ -171,13 +177,15 @@ def mixable_classes(G: nn.Module, y: torch.Tensor, old_classes: bool = False) ->
 
 
 def lerp_rows(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
-    """[rows, d] endpoints -> [rows * steps, d]: each row's path from a to b, one row after another."""
+    """[rows, d] endpoints -> [rows * steps, d]: each row's path from a to b, one row after
+    another."""
     w = torch.linspace(0, 1, steps, device=a.device, dtype=a.dtype).view(1, steps, 1)
     return (a.unsqueeze(1) * (1 - w) + b.unsqueeze(1) * w).reshape(-1, a.shape[1])
 
 
-def interp_sheet(G: nn.Module, rows: int, steps: int, config: dict, device, fix_z: bool, fix_y: bool,
-                 truncation: float = 0.0, old_classes: bool = False, precision: Precision | None = None,
+def interp_sheet(G: nn.Module, rows: int, steps: int, config: dict, device, fix_z: bool,
+                 fix_y: bool, truncation: float = 0.0, old_classes: bool = False,
+                 precision: Precision | None = None,
                  G_forward: Callable | None = None) -> torch.Tensor:
     """Rows from one random (z, class) to another in `steps` images; fix_z keeps each row's z, fix_y
     its class (a class path needs mixable class inputs, mixable_classes)."""
@@ -190,7 +198,8 @@ def interp_sheet(G: nn.Module, rows: int, steps: int, config: dict, device, fix_
         ys = inputs(y0.repeat_interleave(steps))
     else:
         y1 = other_classes(y0, n_classes)
-        ys = lerp_rows(mixable_classes(G, y0, old_classes), mixable_classes(G, y1, old_classes), steps)
+        ys = lerp_rows(mixable_classes(G, y0, old_classes), mixable_classes(G, y1, old_classes),
+                       steps)
     return generate(forward, zs, ys, config["G_batch_size"], precision)
 
 
@@ -204,16 +213,20 @@ def enlarge(images: torch.Tensor, size: int = SHEET_IMAGE_SIZE) -> torch.Tensor:
     return F.interpolate(images, scale_factor=factor, mode="nearest") if factor > 1 else images
 
 
-def save_image_grid(images: torch.Tensor, path: str, nrow: int, image_size: int = SHEET_IMAGE_SIZE) -> None:
-    """A PNG grid of images in [-1, 1] (enlarged to image_size; 0: as they are), written atomically."""
+def save_image_grid(images: torch.Tensor, path: str, nrow: int,
+                    image_size: int = SHEET_IMAGE_SIZE) -> None:
+    """A PNG grid of images in [-1, 1] (enlarged to image_size; 0: as they are), written
+    atomically."""
     if image_size:
         images = enlarge(images.float(), image_size)
     buffer = io.BytesIO()
-    torchvision.utils.save_image(images, buffer, nrow=nrow, normalize=True, value_range=(-1, 1), format="png")
+    torchvision.utils.save_image(images, buffer, nrow=nrow, normalize=True, value_range=(-1, 1),
+                                 format="png")
     utils.write_atomically(path, lambda f: f.write(buffer.getvalue()), binary=True)
 
 
-def training_images_and_samples(real: list[torch.Tensor], G: nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, int]:
+def training_images_and_samples(real: list[torch.Tensor], G: nn.Module,
+                                z: torch.Tensor) -> tuple[torch.Tensor, int]:
     """One row per class: that class's training images (real[c], up to 5), a blank, then G's
     samples of the class for every z, so that a user judges fidelity and copying at a glance.
     Returns (images, images per row)."""
@@ -236,8 +249,8 @@ class Sheets:
 
     def __init__(self, config: dict, dim_z: int, device, folder: str):
         self.folder = folder  # the experiment's samples folder (experiment.RunFolder.samples)
-        z, y = sample_z_y(config["G_batch_size"], dim_z, config["n_classes"], "cpu", config["z_var"],
-                          torch.Generator().manual_seed(config["seed"] + 1))
+        z, y = sample_z_y(config["G_batch_size"], dim_z, config["n_classes"], "cpu",
+                          config["z_var"], torch.Generator().manual_seed(config["seed"] + 1))
         self.fixed_z, self.fixed_y = z.to(device), y.to(device)
         self.sheet_z = seeded_z(10, dim_z, config["seed"], config["z_var"]).to(device)
         self.classes = list(range(min(config["n_classes"], self.MAX_ROWS)))
@@ -245,6 +258,8 @@ class Sheets:
     @torch.no_grad()
     def write(self, G: nn.Module, itr: int) -> None:
         fixed = G(self.fixed_z, G.class_input(self.fixed_y)).float().cpu()
-        save_image_grid(fixed, os.path.join(self.folder, f"fixed_samples{itr}.png"), nrow=int(fixed.shape[0] ** 0.5))
+        save_image_grid(fixed, os.path.join(self.folder, f"fixed_samples{itr}.png"),
+                        nrow=int(fixed.shape[0] ** 0.5))
         sheet = class_sheet(G, self.classes, self.sheet_z, batch_size=len(self.fixed_z))
-        save_image_grid(sheet, os.path.join(self.folder, f"class_sheet{itr}.png"), nrow=self.sheet_z.shape[0])
+        save_image_grid(sheet, os.path.join(self.folder, f"class_sheet{itr}.png"),
+                        nrow=self.sheet_z.shape[0])

@@ -33,7 +33,8 @@ FT_STAGE_FROZEN_PARTS = ("comb_layer", "prev_knowledge")
 # A knowledge-propagation G keeps its pretrained ccbn gain/bias layers and shared embedding as the
 # source of the prior and the path of the old classes (G(z, y, old_classes=True)); no stage trains
 # them, so the old classes' own BN parameters stay the source's.
-UNUSED_WITH_KNOWLEDGE_PROPAGATION = re.compile(r"(\.bn\d\.(gain|bias)\.|^shared\.|pretrain_embedding_w)")
+UNUSED_WITH_KNOWLEDGE_PROPAGATION = re.compile(
+    r"(\.bn\d\.(gain|bias)\.|^shared\.|pretrain_embedding_w)")
 
 @dataclass(frozen=True)
 class Stage:
@@ -105,6 +106,8 @@ def D_parameters(D: nn.Module, freeze_layers: int) -> list[nn.Parameter]:
 def model_config(config: dict) -> dict:
     """The config G and D are built from. BigGAN.py builds the knowledge-propagation layers when
     n_pretrain_classes > 0 (as the official code); the baselines' G and D are plain models of the
-    new classes, and their --n_pretrain_classes only says how many old classes the start averages."""
+    new classes, and their --n_pretrain_classes only says how many old classes the start
+    averages."""
     stage = get(config["stage"])
-    return {**config, "n_pretrain_classes": config["n_pretrain_classes"] if stage.knowledge_propagation else 0}
+    return {**config, "n_pretrain_classes": config["n_pretrain_classes"]
+            if stage.knowledge_propagation else 0}

@@ -149,7 +149,7 @@ def train(model: classifier.Classifier, train_set: tuple[torch.Tensor, torch.Ten
 # ----------------------------------------------------------------------------------------------
 # Command line
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Train the evaluation classifier on an "
                                      "image-folder dataset (--train_folder, --test_folder) or the "
                                      "toy world (--world toy).",
@@ -183,7 +183,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU threads (default: torch's choice)")
     add("--device", type=utils.device_name, default="",
         help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return prepare_parser().parse_args(argv)
 
 
 def check_flags(args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
-"""Helpers every script shares: one-line errors, the device, seeding, writing files atomically (every
-failure one line), argument types, reading files the user points at. Imports no module of the project."""
+"""Helpers every script shares: one-line errors, the device, seeding, writing files atomically
+(every failure one line), argument types, reading files the user points at. Imports no module of the
+project."""
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,8 @@ def pick_device(requested: str | None = None) -> torch.device:
     if requested:
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise UsageError(f"--device {requested} asked for CUDA, but no CUDA device is available; "
-                             "use --device cpu or leave --device out")
+            raise UsageError(f"--device {requested} asked for CUDA, but no CUDA device is "
+                             "available; use --device cpu or leave --device out")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -71,12 +72,14 @@ class WriteError(UsageError):
 def describe_write_error(err: OSError, where: str, action: str) -> str:
     """One line for an OSError while writing in `where` (a file or folder)."""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"no space left on device in {where} to {action}: free space there, or write elsewhere "
-                "(--base_dir, or the --weights_root / --logs_root / --samples_root / --data_root it is under)")
+        return (f"no space left on device in {where} to {action}: free space there, or write "
+                "elsewhere (--base_dir, or the --weights_root / --logs_root / --samples_root / "
+                "--data_root it is under)")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         reason = "read-only file system" if err.errno == errno.EROFS else "permission denied"
-        return (f"cannot write to {where} to {action}: {reason}; make it writable, or write elsewhere "
-                "(--base_dir, or the --weights_root / --logs_root / --samples_root / --data_root it is under)")
+        return (f"cannot write to {where} to {action}: {reason}; make it writable, or write "
+                "elsewhere (--base_dir, or the --weights_root / --logs_root / --samples_root / "
+                "--data_root it is under)")
     return f"cannot {action} in {where}: {err.strerror or err}"
 
 
@@ -131,7 +134,8 @@ def replace_atomically(path: str, write_path: Callable[[str], None]) -> None:
         os.replace(tmp, path)
     except OSError as err:
         kept = f"{path} is unchanged" if os.path.exists(path) else f"nothing was written to {path}"
-        raise WriteError(f"{describe_write_error(err, folder, f'write {os.path.basename(path)}')}; {kept}") from None
+        raise WriteError(f"{describe_write_error(err, folder, f'write {os.path.basename(path)}')}; "
+                         f"{kept}") from None
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
@@ -154,7 +158,8 @@ def remove_stale_temporaries(paths: list[str]) -> None:
         folder, name = os.path.split(os.path.abspath(path))
         if os.path.isdir(folder):
             for entry in os.listdir(folder):
-                if entry.startswith(TEMP_PREFIX) and entry.endswith(name) and len(entry) > len(TEMP_PREFIX) + len(name):
+                if (entry.startswith(TEMP_PREFIX) and entry.endswith(name)
+                        and len(entry) > len(TEMP_PREFIX) + len(name)):
                     os.remove(os.path.join(folder, entry))
 
 
@@ -197,7 +202,8 @@ def append_jsonl(path: str, record: dict) -> None:
         with open(path, "a") as f:
             f.write(line)
     except OSError as err:
-        raise WriteError(f"{describe_write_error(err, path, 'append to the log')}; its earlier lines are intact") from None
+        raise WriteError(f"{describe_write_error(err, path, 'append to the log')}; its earlier "
+                         "lines are intact") from None
 
 
 def read_jsonl(path: str) -> list[dict]:
@@ -234,14 +240,16 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def float_in(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+def float_in(low: float, high: float = math.inf, low_open: bool = False,
+             high_open: bool = False) -> Callable[[str], float]:
     """A finite float in [low, high] (an open end with low_open / high_open)."""
     def parse(text: str) -> float:
         value = float(text)
         below = value <= low if low_open else value < low
         above = value >= high if high_open else value > high
         if not math.isfinite(value) or below or above:
-            interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
+            interval = (f"{'(' if low_open else '['}{low:g}, "
+                        f"{high:g}{')' if high_open or high == math.inf else ']'}")
             raise argparse.ArgumentTypeError(f"must be a number in {interval}, got {text}")
         return value
     parse.__name__ = "number"
@@ -254,7 +262,8 @@ BETA = float_in(0, 1, high_open=True)
 
 
 def device_name(text: str) -> str:
-    """A device torch can name ('' = choose later); whether CUDA exists is pick_device's business."""
+    """A device torch can name ('' = choose later); whether CUDA exists is pick_device's
+    business."""
     if text:
         try:
             torch.device(text)

@@ -68,7 +68,7 @@ def parse_settings(text: str) -> list[Setting]:
     return [parse_setting(name) for name in text.split(",") if name]
 
 
-def parse(argv=None) -> dict:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = flags.prepare_parser("Benchmark training-step configurations side by side")
     g = parser.add_argument_group("benchmark")
     g.add_argument("--configs", type=parse_settings, default=parse_settings("fp32,default"),
@@ -87,7 +87,11 @@ def parse(argv=None) -> dict:
     g.add_argument("--json", default="", metavar="FILE",
                    help="also write the results (seconds per iteration, speed-ups, limits) to FILE "
                         "as JSON")
-    config = vars(parser.parse_args(argv))
+    return parser
+
+
+def parse(argv=None) -> dict:
+    config = vars(prepare_parser().parse_args(argv))
     if not config["resolution"]:
         raise utils.UsageError("give --resolution (the benchmark uses random images, not a "
                                "dataset)")
@@ -176,7 +180,8 @@ def main(argv=None) -> dict:
             limit = conv_limit.measure(lambda: steps[setting.name](x, y, itr), device)
             step_seconds = (medians if device.type == "cuda" else cpu_medians)[setting.name]
             limits[setting.name] = {"TFLOP": limit.flops / 1e12, "conv_seconds": limit.conv_seconds,
-                                    "peak_GFLOPs": limit.peak_gflops, "limit_seconds": limit.limit_seconds,
+                                    "peak_GFLOPs": limit.peak_gflops,
+                                    "limit_seconds": limit.limit_seconds,
                                     "of_limit": limit.limit_seconds / step_seconds}
             print(f"  {setting.name}: {limit.describe(step_seconds)}; furthest from the peak:")
             for lost, call in limit.furthest_from_peak():

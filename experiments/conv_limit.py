@@ -32,7 +32,7 @@ class TensorLayout:
     dtype: torch.dtype
 
     def random(self, device) -> torch.Tensor:
-        """Random values in this layout (broadcast strides of 0, as a summed loss's gradient, kept)."""
+        """Random values in this layout (strides of 0, a summed loss's gradient, kept)."""
         extent = 1 + sum((size - 1) * stride for size, stride in zip(self.shape, self.stride))
         storage = torch.empty(extent, dtype=self.dtype, device=device).normal_()
         return storage.as_strided(self.shape, self.stride)
@@ -68,7 +68,7 @@ class ConvolutionRecorder(TorchDispatchMode):
 
 
 def count_flops(run) -> int:
-    """Floating-point operations (2 per multiply-add) of one call of `run`, as PyTorch counts them."""
+    """Floating-point operations (2 per multiply-add) of one call of `run`, as PyTorch counts."""
     counter = FlopCounterMode(display=False)
     with counter:
         run()
@@ -136,10 +136,11 @@ class Limit:
         return self.flops / (self.peak_gflops * 1e9)
 
     def describe(self, step_seconds: float) -> str:
-        return (f"{self.flops / 1e12:.3f} TFLOP/itr ({self.conv_flops / self.flops:.0%} in convolutions); "
-                f"convolutions alone {self.conv_seconds:.3f} s ({self.conv_flops / self.conv_seconds / 1e9:.0f} "
-                f"GFLOP/s, {self.conv_seconds / step_seconds:.0%} of the step); peak {self.peak_gflops:.0f} "
-                f"GFLOP/s: limit {self.limit_seconds:.3f} s/itr, the step at "
+        conv_gflops = self.conv_flops / self.conv_seconds / 1e9
+        return (f"{self.flops / 1e12:.3f} TFLOP/itr ({self.conv_flops / self.flops:.0%} in "
+                f"convolutions); convolutions alone {self.conv_seconds:.3f} s ({conv_gflops:.0f} "
+                f"GFLOP/s, {self.conv_seconds / step_seconds:.0%} of the step); peak "
+                f"{self.peak_gflops:.0f} GFLOP/s: limit {self.limit_seconds:.3f} s/itr, the step at "
                 f"{self.limit_seconds / step_seconds:.0%} of it")
 
     def furthest_from_peak(self, count: int = 5) -> list[tuple[float, ConvolutionCall]]:

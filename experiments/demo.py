@@ -123,7 +123,7 @@ def report(world: worlds.World, stages: list[tuple[Mapping[str, Any], dict]]) ->
     return {**{k: v for k, v in last["metrics"].items() if isinstance(v, float)}, **memorized}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
@@ -135,7 +135,12 @@ def main(argv: list[str] | None = None) -> dict:
     add("--iters", type=utils.at_least(1), nargs=2, default=None, metavar=("BN", "FT"),
         help="iterations of the BN and the FT stage (default: the world's)")
     add("--prepare_only", action="store_true", help="step 1 only (bash prepare_data.sh)")
-    args, extra = parser.parse_known_args(argv)  # the rest goes to train.py, e.g. --amp none
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    # the rest goes to train.py, e.g. --amp none
+    args, extra = prepare_parser().parse_known_args(argv)
     # a typo stops us before any work
     flags.prepare_parser("The default run's train.py flags").parse_args(extra)
     world = registry.get(args.world)

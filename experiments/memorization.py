@@ -1,4 +1,5 @@
-"""How close a generator's samples come to its training images (memorization in the few-shot regime).
+"""How close a generator's samples come to its training images (memorization in the few-shot
+regime).
 
 For every sample of class c: the root-mean-square pixel distance (images in [0, 1]) to the nearest
 training image of class c. A generator that copies its few training images gives distances near 0.
@@ -47,8 +48,8 @@ def images_of(data) -> tuple[torch.Tensor, torch.Tensor]:
 
 def measure(G, config: dict, fresh: torch.Tensor, fresh_labels: torch.Tensor, per_class: int = 100,
             seed: int = 0) -> dict[str, float]:
-    """memorization_metrics of per_class samples of each class of G (in the sampling mode config asks
-    for, z seeded), against config's training images and `fresh` real images of the classes."""
+    """memorization_metrics of per_class samples of each class of G (in the sampling mode config
+    asks for, z seeded), against config's training images and `fresh` real images of the classes."""
     import datasets
     import sampling
     device = next(G.parameters()).device
@@ -56,6 +57,8 @@ def measure(G, config: dict, fresh: torch.Tensor, fresh_labels: torch.Tensor, pe
     z = sampling.seeded_z(labels.shape[0], G.dim_z, seed, config["z_var"])
     with sampling.sampling_mode(G, config["G_eval_mode"]):
         samples = sampling.generate(G, z.to(device), G.class_input(labels), config["G_batch_size"])
-    train_images, train_labels = images_of(datasets.load_dataset(config["dataset"], config["data_root"],
+    train_images, train_labels = images_of(datasets.load_dataset(config["dataset"],
+                                                                 config["data_root"],
                                                                  resolution=config["resolution"]))
-    return memorization_metrics(samples, labels.cpu(), fresh, fresh_labels, train_images, train_labels)
+    return memorization_metrics(samples, labels.cpu(), fresh, fresh_labels, train_images,
+                                train_labels)

@@ -1,18 +1,18 @@
-"""Is the propagation semantic? The paper's story is that a new class borrows from the old classes it
-resembles. For every knowledge-propagation run of a study this compares, per new class:
+"""Is the propagation semantic? The paper's story is that a new class borrows from the old classes
+it resembles. For every knowledge-propagation run of a study this compares, per new class:
 
-    learned   the old classes' aggregated shares in the class's combination (explain.py: the mean over
-              every ccbn and both parts of |a_k| ||P[:, k]|| / sum_j |a_j| ||P[:, j]||)
-    semantic  the old classes' similarity to it in the metric classifier's feature space: the cosine of
-              class-mean features of real held-out images (the classifier knows every class)
+    learned   the old classes' aggregated shares in the class's combination (explain.py: the mean
+              over every ccbn and both parts of |a_k| ||P[:, k]|| / sum_j |a_j| ||P[:, j]||)
+    semantic  the old classes' similarity to it in the metric classifier's feature space: the cosine
+              of class-mean features of real held-out images (the classifier knows every class)
 
-by Spearman's rank correlation rho (over the old classes; a random ranking of 7 old classes gives mean
-0, standard deviation 1/sqrt(6) = 0.41), with how much of the class's offset is its own residual and
-how sparse the combination is (the effective number of old classes, exp of the shares' entropy:
-1 = one old class, n_old = all alike). Results per method: mean ± std over seeds and new classes,
-beside the study's FID and class accuracy of the same runs. The study's world and split (its old
-and new classes) are those its folder records (world.json, experiments.study), and classes are
-matched by name: a study of another split (`--new`) is analysed against its own old classes.
+by Spearman's rank correlation rho (over the old classes; a random ranking of 7 old classes gives
+mean 0, standard deviation 1/sqrt(6) = 0.41), with how much of the class's offset is its own
+residual and how sparse the combination is (the effective number of old classes, exp of the shares'
+entropy: 1 = one old class, n_old = all alike). Results per method: mean ± std over seeds and new
+classes, beside the study's FID and class accuracy of the same runs. The study's world and split
+(its old and new classes) are those its folder records (world.json, experiments.study), and classes
+are matched by name: a study of another split (`--new`) is analysed against its own old classes.
 
     python -m experiments.semantics --study study_fashion --shots 10
 """
@@ -37,8 +37,8 @@ import worlds
 from worlds import registry
 from experiments import study
 
-KNOWLEDGE_PROPAGATION = ("BN", "BN+FT", "BN_lr1e-3", "BN_mean_init", "BN_mean_init_lr1e-3", "BN_no_l1",
-                         "BN_no_l1_lr1e-3", "BN_l1x10_lr1e-3")
+KNOWLEDGE_PROPAGATION = ("BN", "BN+FT", "BN_lr1e-3", "BN_mean_init", "BN_mean_init_lr1e-3",
+                         "BN_no_l1", "BN_no_l1_lr1e-3", "BN_l1x10_lr1e-3")
 
 
 @torch.no_grad()
@@ -142,14 +142,16 @@ def analyse(out: str, shots: int, world: worlds.World) -> tuple[str, dict]:
     for method in (m for m in KNOWLEDGE_PROPAGATION if m in results):
         runs = results[method]
         per_class = [row for run in runs for row in
-                     analyse_run(os.path.join(base, "weights", f"{method}_seed{run['seed']}"), similarity)]
+                     analyse_run(os.path.join(base, "weights", f"{method}_seed{run['seed']}"),
+                                 similarity)]
         numbers[method] = {"classes": per_class, "FID": [r["metrics"].get("FID") for r in runs],
                            "class_acc": [r["metrics"].get("class_acc") for r in runs]}
         tops = sorted({row["top"] for row in per_class})
         lines.append(f"| {method} | {len(runs)} | {mean_std([r['rho'] for r in per_class])} | "
                      f"{mean_std([r['residual_share'] for r in per_class])} | "
-                     f"{mean_std([r['effective_old_classes'] for r in per_class])} | {', '.join(tops)} | "
-                     f"{mean_std(numbers[method]['FID'])} | {mean_std(numbers[method]['class_acc'])} |")
+                     f"{mean_std([r['effective_old_classes'] for r in per_class])} | "
+                     f"{', '.join(tops)} | {mean_std(numbers[method]['FID'])} | "
+                     f"{mean_std(numbers[method]['class_acc'])} |")
     values = similarity.values
     nearest = [f"{name}: {', '.join(similarity.old_classes[j] for j in np.argsort(-values[i])[:3])}"
                for i, name in enumerate(similarity.new_classes)]
@@ -159,27 +161,34 @@ def analyse(out: str, shots: int, world: worlds.World) -> tuple[str, dict]:
         "their feature similarity to it (per new class; a random ranking: 0 ± 0.41); residual = "
         "its own share of its offset; effective old classes = exp(entropy of the shares) of "
         f"{values.shape[1]}. Most similar old classes: " + "; ".join(nearest) + ".\n",
-        "| method | seeds | rho | residual share | effective old classes | top old class (any seed) | FID | class acc |",
+        "| method | seeds | rho | residual share | effective old classes | top old class (any "
+        "seed) | FID | class acc |",
         "|---|---|---|---|---|---|---|---|", *lines]) + "\n"
     return table, {"similarity": values.tolist(), "new_classes": similarity.new_classes,
                    "old_classes": similarity.old_classes, "methods": numbers}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default="", choices=("", *registry.NAMES),
                         help="the study's world; it is read from the study folder (its "
                              "world.json), and a --world given must be that one")
     parser.add_argument("--study", required=True, help="the study's --out folder")
-    parser.add_argument("--shots", type=utils.at_least(1), default=10, help="the shot count to analyse")
-    args = parser.parse_args(argv)
+    parser.add_argument("--shots", type=utils.at_least(1), default=10,
+                        help="the shot count to analyse")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = prepare_parser().parse_args(argv)
     world = registry.study_world(args.study)
     if args.world and args.world != world.name:
         raise utils.UsageError(f"--world {args.world}: the study {args.study} is of the "
                                f"{world.name} world ({registry.STUDY_WORLD}); leave --world out")
     table, numbers = analyse(args.study, args.shots, world)
-    utils.write_atomically(os.path.join(args.study, f"semantics_shots{args.shots}.md"), lambda f: f.write(table))
+    utils.write_atomically(os.path.join(args.study, f"semantics_shots{args.shots}.md"),
+                           lambda f: f.write(table))
     utils.write_atomically(os.path.join(args.study, f"semantics_shots{args.shots}.json"),
                            lambda f: json.dump(numbers, f, indent=1))
     print(table)

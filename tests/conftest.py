@@ -101,7 +101,8 @@ def command_lines():
 
 
 class TinyBackbone(nn.Module):
-    """A fixed random conv net standing in for Inception: images in [-1, 1] -> (8-d features, logits)."""
+    """A fixed random conv net standing in for Inception: images in [-1, 1] -> (8-d features,
+    logits)."""
 
     metric_space = "tiny"
 
@@ -119,8 +120,8 @@ class TinyBackbone(nn.Module):
 
 
 class _FailingFile:
-    """A file open for writing whose writes fail with an OSError once more than `after` bytes went in:
-    what a full disk (ENOSPC) or a file system remounted read-only (EROFS) does to a writer."""
+    """A file open for writing whose writes fail with an OSError once more than `after` bytes went
+    in: what a full disk (ENOSPC) or a file system remounted read-only (EROFS) does to a writer."""
 
     def __init__(self, f, code: int, after: int):
         self.f, self.code, self.after, self.written = f, code, after, 0
@@ -141,9 +142,11 @@ class _FailingFile:
         self.f.close()
 
 
-def inject_write_failure(monkeypatch, module, code: int, when=lambda path: True, after_bytes: int = 0) -> None:
+def inject_write_failure(monkeypatch, module, code: int, when=lambda path: True,
+                         after_bytes: int = 0) -> None:
     """Files that `module` opens for writing (the builtin open, looked up in the module first) fail
-    with errno `code` after `after_bytes` bytes when when(path) holds; no tmpfs or privileges needed."""
+    with errno `code` after `after_bytes` bytes when when(path) holds; no tmpfs or privileges
+    needed."""
     import builtins
 
     def fake_open(path, mode="r", *args, **kwargs):

@@ -41,14 +41,17 @@ def transfer_config(name):
 @pytest.mark.parametrize("name", ["c32_small", "i128_small"])
 def test_knowledge_loading_equals_official_G_init(name):
     G, D = build(transfer_config(name))
-    expected_missing = BigGAN.load_pretrained_state_dict(G, load_fixture("biggan_pytorch", name, "G.pth"))
+    expected_missing = BigGAN.load_pretrained_state_dict(
+        G, load_fixture("biggan_pytorch", name, "G.pth"))
     BigGAN.load_pretrained_state_dict(D, load_fixture("biggan_pytorch", name, "D.pth"))
     assert expected_missing and all("prev_knowledge" in k or "comb_layer" in k or "res_" in k
-                                    or "z_layer" in k or "pretrain_embedding_w" in k for k in expected_missing)
+                                    or "z_layer" in k or "pretrain_embedding_w" in k
+                                    for k in expected_missing)
     G.load_previous_knowledge()
     official = load_fixture("cgantransfer", name, "G_init.pth")
     ours = G.state_dict()
-    knowledge_keys = [k for k in official if ("prev_knowledge" in k or "z_layer" in k) and k.endswith(".weight")]
+    knowledge_keys = [k for k in official if ("prev_knowledge" in k or "z_layer" in k)
+                      and k.endswith(".weight")]
     assert len(knowledge_keys) >= 12
     for key in knowledge_keys:
         assert torch.allclose(ours[key], official[key], atol=1e-5, rtol=0), key
@@ -71,7 +74,8 @@ def test_transfer_models_reproduce_cgantransfer_golden_outputs(name):
 def test_full_size_state_dict_keys_and_shapes_equal_official(name):
     with open(fixture_path("keys", f"{name}.json")) as f:
         reference = json.load(f)
-    config = {**reference["config"], "skip_init": True, "kp_variant": KP_VARIANT[name.split("_")[1]]}
+    config = {**reference["config"], "skip_init": True,
+              "kp_variant": KP_VARIANT[name.split("_")[1]]}
     for model, key in zip(build(config), ("G", "D")):
         ours = {k: list(v.shape) for k, v in model.state_dict().items()}
         assert ours == reference[key]
@@ -194,12 +198,14 @@ def test_loading_a_source_into_a_misconfigured_transfer_model_names_the_flag(cha
     config = {**transfer_config("i128_small"), **change}
     G = BigGAN.Generator(**config)
     with pytest.raises(BigGAN.WeightsMismatch, match=flag):
-        BigGAN.load_pretrained_state_dict(G, load_fixture("biggan_pytorch", "i128_small", "G.pth"), "G")
+        BigGAN.load_pretrained_state_dict(G, load_fixture("biggan_pytorch", "i128_small", "G.pth"),
+                                          "G")
 
 
 def test_transfer_D_replaces_the_old_embedding_with_a_new_one():
     D = BigGAN.Discriminator(**transfer_config("c32_small"))
-    missing = BigGAN.load_pretrained_state_dict(D, load_fixture("biggan_pytorch", "c32_small", "D.pth"))
+    missing = BigGAN.load_pretrained_state_dict(D, load_fixture("biggan_pytorch", "c32_small",
+                                                                "D.pth"))
     assert sorted(missing) == ["new_embed.sv0", "new_embed.u0", "new_embed.weight"]
     assert D.new_embed.weight.shape[0] == 2 and not hasattr(D, "embed")
 
@@ -320,7 +326,8 @@ def trained_one_class_source(tmp_path, G_shared, hier, D_param="SN"):
             D(G(torch.randn(4, G.dim_z), G.class_input(y)), y)
     for model, part in ((G, "G"), (D, "D")):
         torch.save(model.state_dict(), tmp_path / f"{part}.pth")
-    return G.eval(), D.eval(), {part: torch.load(tmp_path / f"{part}.pth", weights_only=True) for part in "GD"}
+    return G.eval(), D.eval(), {part: torch.load(tmp_path / f"{part}.pth", weights_only=True)
+                                for part in "GD"}
 
 
 def D_features(D, x):
@@ -333,7 +340,8 @@ def D_features(D, x):
 
 
 @pytest.mark.parametrize("shared,hier", [(True, True), (True, False), (False, False)])
-def test_every_new_class_of_a_G_from_an_unconditional_source_is_the_source_class(tmp_path, shared, hier):
+def test_every_new_class_of_a_G_from_an_unconditional_source_is_the_source_class(tmp_path, shared,
+                                                                                 hier):
     source_G, _, weights = trained_one_class_source(tmp_path, shared, hier)
     G = BigGAN.Generator(**ONE_CLASS, G_shared=shared, hier=hier, n_classes=3)
     BigGAN.mean_class_init(G, weights["G"], 1, "G")
@@ -391,4 +399,5 @@ def test_the_old_class_mean_refuses_a_source_with_another_class_count(shared, hi
         BigGAN.mean_class_init(G, source.state_dict(), 1, "pretrained G")
     with pytest.raises(BigGAN.WeightsMismatch, match="n_pretrain_classes"):
         BigGAN.mean_class_init(BigGAN.Discriminator(**ONE_CLASS, n_classes=3),
-                               BigGAN.Discriminator(**ONE_CLASS, n_classes=5).state_dict(), 1, "pretrained D")
+                               BigGAN.Discriminator(**ONE_CLASS, n_classes=5).state_dict(), 1,
+                               "pretrained D")

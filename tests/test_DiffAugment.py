@@ -56,7 +56,8 @@ def test_an_empty_policy_is_no_augmentation(off):
 
 
 def test_policy_names_are_checked_and_normalized():
-    assert DiffAugment.parse_policy(" color, translation,,cutout ") == ("color", "translation", "cutout")
+    assert DiffAugment.parse_policy(" color, translation,,cutout ") == ("color", "translation",
+                                                                        "cutout")
     with pytest.raises(ValueError, match="'colour'.*color, translation, cutout"):
         DiffAugment.parse_policy("colour,translation")
 
@@ -115,8 +116,8 @@ def test_color_changes_images_within_the_range_its_definition_allows():
     x = images(256, 8)
     out = DiffAugment.DiffAugment("color")(x)
     assert not torch.allclose(out, x, atol=0.05)
-    # From [-1, 1]: brightness |x| <= 1.5; saturation (1 - s) m + s x with s < 2: <= 1.5 + 2 * 1.5 = 4.5;
-    # contrast (1 - c) m + c x with c < 1.5: <= 0.5 * 4.5 + 1.5 * 4.5 = 9.
+    # From [-1, 1]: brightness |x| <= 1.5; saturation (1 - s) m + s x with s < 2: <= 1.5 + 2 * 1.5 =
+    # 4.5; contrast (1 - c) m + c x with c < 1.5: <= 0.5 * 4.5 + 1.5 * 4.5 = 9.
     assert out.abs().max() <= 9
     assert 0.3 < out.std() < 3  # typical values stay image-like, not exploded
 
@@ -146,7 +147,8 @@ def test_translation_shifts_each_image_by_at_most_an_eighth_with_zero_padding():
             seen += match
             if match.any():
                 shifts.add((dy, dx))
-    assert torch.equal(seen, torch.ones(batch, dtype=torch.long))  # every image is exactly one such shift
+    # every image is exactly one such shift
+    assert torch.equal(seen, torch.ones(batch, dtype=torch.long))
     assert len(shifts) == (2 * max_shift + 1) ** 2  # and every shift in the range occurs
 
 
@@ -168,8 +170,10 @@ def test_cutout_zeroes_a_half_size_square_centred_in_the_image():
         assert torch.equal(zero[i, 0], rectangle)  # one axis-aligned (possibly clipped) square
         for lo, hi, name in ((r0, r1, "rows"), (c0, c1, "cols")):
             extent = hi - lo + 1
-            assert extent == half or lo == 0 or hi == size - 1  # less than half the size: cut by the border
-            # The square spans [centre - half/2, centre + half/2); whichever end shows gives the centre.
+            # less than half the size: cut by the border
+            assert extent == half or lo == 0 or hi == size - 1
+            # The square spans [centre - half/2, centre + half/2); whichever end shows gives the
+            # centre.
             centres[name].append(lo + half // 2 if lo > 0 else hi + 1 - half // 2)
     for name, values in centres.items():
         # Centres lie on the image's pixels, every one of them occurs (uniform: ~25 each).
@@ -197,7 +201,8 @@ SMALL = dict(resolution=32, G_ch=4, D_ch=4, dim_z=16, shared_dim=8, G_attn="0", 
 
 
 class Recorder:
-    """An augmentation that records the batches it saw (and returns them flipped: a visible change)."""
+    """An augmentation that records the batches it saw (and returns them flipped: a visible
+    change)."""
 
     def __init__(self):
         self.seen = []
@@ -248,7 +253,8 @@ def test_the_G_step_backpropagates_through_the_augmentation(split_D):
     G, D = models()
     z, gy, _, _ = step_inputs(G)
     augment = Recorder()
-    D_fake, G_z = BigGAN.G_D(G, D, augment=augment)(z, gy, train_G=True, split_D=split_D, return_G_z=True)
+    D_fake, G_z = BigGAN.G_D(G, D, augment=augment)(z, gy, train_G=True, split_D=split_D,
+                                                    return_G_z=True)
     assert len(augment.seen) == 1 and torch.equal(augment.seen[0], G_z.detach())
     assert torch.allclose(D_fake, D(G_z.flip(3), gy), atol=1e-5)
     D_fake.mean().backward()

@@ -1,7 +1,7 @@
 """acceleration.py: channels_last and fused resampling compute what the contiguous models compute,
 bf16 autocast stays close to fp32, 'auto' switches the options on unless --official_numerics, and
-torch.compile matches eager (slow: CGT_SLOW_TESTS=1) and falls back to eager with one message where it
-cannot compile."""
+torch.compile matches eager (slow: CGT_SLOW_TESTS=1) and falls back to eager with one message where
+it cannot compile."""
 import copy
 import os
 import resource
@@ -19,13 +19,14 @@ import utils
 
 # A small transfer G/D with attention, so that every reshape of the step is exercised.
 SMALL = ["--G_ch", "8", "--D_ch", "8", "--G_attn", "16", "--D_attn", "16", "--n_classes", "3",
-         "--n_pretrain_classes", "5", "--resolution", "32", "--kp_variant", "cifar", "--batch_size", "4",
-         "--num_D_steps", "1", "--G_ortho", "1e-4", "--D_ortho", "1e-4", "--hier", "--G_shared",
-         "--shared_dim", "16", "--dim_z", "120"]
+         "--n_pretrain_classes", "5", "--resolution", "32", "--kp_variant", "cifar", "--batch_size",
+         "4", "--num_D_steps", "1", "--G_ortho", "1e-4", "--D_ortho", "1e-4", "--hier",
+         "--G_shared", "--shared_dim", "16", "--dim_z", "120"]
 
 
 def small_models(stage="FT"):
-    config = flags.finalize_config(vars(flags.prepare_parser().parse_args([*SMALL, "--stage", stage])))
+    argv = [*SMALL, "--stage", stage]
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args(argv)))
     torch.manual_seed(0)
     G = BigGAN.Generator(**stages.model_config(config))
     D = BigGAN.Discriminator(**stages.model_config(config))
@@ -44,7 +45,8 @@ def outputs(G, D, precision="none"):
 def one_step(G, D, config, precision="none", GD=None):
     models = train_fns.Models(G, D, *train_fns.make_optimizers(G, D, config))
     step = train_fns.GAN_training_function(models, GD or BigGAN.G_D(G, D), None, config,
-                                           acceleration.Precision(precision, torch.device("cpu")), "cpu")
+                                           acceleration.Precision(precision, torch.device("cpu")),
+                                           "cpu")
     torch.manual_seed(2)
     x, y = torch.rand(4, 3, 32, 32) * 2 - 1, torch.randint(0, 3, (4,))
     return step(x, y, 1)
@@ -67,13 +69,16 @@ def test_channels_last_gives_the_contiguous_outputs_and_step():
         assert torch.allclose(p, p2, atol=2 * lr if bn_fed else 1e-6), name
 
 
-# bf16 keeps 8 bits of mantissa: each rounding is off by at most 2^-8 relative. A layer rounds its input,
-# its weights and its output; over a path of L layers independent errors add in quadrature, about
-# 2^-8 * sqrt(L) relative in RMS; BatchNorm's division by the batch's spread and the sum of the residual
-# and shortcut paths can amplify it, hence twice that. Native or emulated, bf16 rounds the same way.
-# A computation that is wrong, not rounded (a layout or a fused op gone astray), is off by order 1.
+# bf16 keeps 8 bits of mantissa: each rounding is off by at most 2^-8 relative. A layer rounds its
+# input, its weights and its output; over a path of L layers independent errors add in quadrature,
+# about 2^-8 * sqrt(L) relative in RMS; BatchNorm's division by the batch's spread and the sum of
+# the residual and shortcut paths can amplify it, hence twice that. Native or emulated, bf16 rounds
+# the same way. A computation that is wrong, not rounded (a layout or a fused op gone astray), is
+# off by order 1.
 BF16_ROUNDOFF = 2 ** -8
-DEPTH = 16  # layers on the longest path of the small G or D with attention: linear, 3 x 2 convs, 4 in attention, ...
+# layers on the longest path of the small G or D with attention: linear, 3 x 2 convs, 4 in
+# attention, ...
+DEPTH = 16
 
 
 def relative_rms(approx: torch.Tensor, exact: torch.Tensor) -> float:
@@ -121,7 +126,8 @@ def test_bf16_with_channels_last_and_fused_resampling_stays_close_and_trains():
 def test_auto_options_are_on_unless_the_official_numerics_are_asked_for(official, expected):
     options = acceleration.StepOptions.choose(
         {"channels_last": "auto", "fused_resampling": "auto", "official_numerics": official})
-    assert (options.channels_last, options.fused_resampling, options.compile) == (expected, expected, False)
+    assert (options.channels_last, options.fused_resampling, options.compile) == (expected,
+                                                                                  expected, False)
     assert ("--official_numerics" if official else "auto: the same function") in options.describe()
 
 
@@ -145,14 +151,16 @@ def test_bf16_is_not_native_where_pytorch_is_capped_below_avx512(monkeypatch):
 
 
 def test_given_options_win_over_auto():
-    options = acceleration.StepOptions.choose({"channels_last": "off", "fused_resampling": True, "compile": True})
+    options = acceleration.StepOptions.choose({"channels_last": "off", "fused_resampling": True,
+                                               "compile": True})
     assert (options.channels_last, options.fused_resampling, options.compile) == (False, True, True)
     with pytest.raises(utils.UsageError, match="--channels_last"):
         acceleration.StepOptions.choose({"channels_last": "yes"})
 
 
 @pytest.mark.skipif(os.environ.get("CGT_SLOW_TESTS") != "1",
-                    reason="compiling takes minutes on a CPU; CGT_SLOW_TESTS=1 runs it (experiments/bench.py exercises --compile)")
+                    reason="compiling takes minutes on a CPU; CGT_SLOW_TESTS=1 runs it "
+                           "(experiments/bench.py exercises --compile)")
 def test_compiled_step_gives_the_eager_step():
     G, D, config = small_models("BN")
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
@@ -180,7 +188,8 @@ def test_compile_falls_back_to_eager_with_one_message(monkeypatch, capsys):
     assert torch.equal(GD(z, y, train_G=True), eager)
     GD(z, y, train_G=True)
     out = capsys.readouterr().out
-    assert out.count("--compile: torch.compile failed (RuntimeError: no C compiler found); running eagerly") == 1
+    assert out.count("--compile: torch.compile failed (RuntimeError: no C compiler found); running "
+                     "eagerly") == 1
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")

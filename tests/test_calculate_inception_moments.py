@@ -1,4 +1,5 @@
-"""Specification of calculate_inception_moments.py: the reference statistics, and the metrics built on them."""
+"""Specification of calculate_inception_moments.py: the reference statistics, and the metrics built
+on them."""
 import json
 import os
 import shutil
@@ -63,7 +64,8 @@ def test_writes_overall_and_per_class_moments_and_the_features(data_root):
     assert stats["class_counts"].tolist() == [IMAGES_PER_CLASS] * len(CLASSES)
     for c in range(len(CLASSES)):
         np.testing.assert_allclose(stats["class_mu"][c], pool[labels == c].mean(0), rtol=1e-6)
-        np.testing.assert_allclose(stats["class_sigma"][c], np.cov(pool[labels == c], rowvar=False), rtol=1e-5)
+        np.testing.assert_allclose(stats["class_sigma"][c], np.cov(pool[labels == c], rowvar=False),
+                                   rtol=1e-5)
 
 
 def test_features_are_the_backbone_outputs_of_the_images_in_label_order(data_root):
@@ -81,7 +83,8 @@ def test_per_class_covariances_are_skipped_when_too_big(data_root, monkeypatch):
     monkeypatch.setattr(moments_script, "MAX_CLASS_SIGMA_BYTES", 100)
     paths = moments_script.run(config_for(data_root), net=TinyBackbone())
     assert "class_sigma" not in load_npz(paths["moments"])
-    with pytest.raises(utils.UsageError, match="per-class statistics"):  # before any image is sampled
+    # before any image is sampled
+    with pytest.raises(utils.UsageError, match="per-class statistics"):
         iu.Metrics("Toy32", net=TinyBackbone(), data_root=data_root, mfid=True)
 
 
@@ -96,8 +99,8 @@ def test_real_data_scored_against_its_own_moments_has_zero_fid(data_root, use_to
     net = TinyBackbone()
     moments_script.run(config_for(data_root), net=net)
     get_metrics = iu.Metrics("Toy32", net=net, data_root=data_root, kmmd=True, mfid=True)
-    metrics = get_metrics(real_data_sampler(data_root), len(CLASSES) * IMAGES_PER_CLASS, num_splits=3,
-                          use_torch=use_torch)
+    metrics = get_metrics(real_data_sampler(data_root), len(CLASSES) * IMAGES_PER_CLASS,
+                          num_splits=3, use_torch=use_torch)
     assert metrics["FID"] == pytest.approx(0, abs=tolerance)
     assert metrics["mFID"] == pytest.approx(0, abs=tolerance)
     assert metrics["KMMD"] == pytest.approx(0, abs=1e-4)
@@ -128,14 +131,16 @@ def write_prepared(root, name, per_class, reference=None, classes=CLASSES, seed=
             pixels = rng.integers(0, 256, size=(32, 32, 3))
             pixels[..., label % 3] = 255
             Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    info = {"format": 1, "written_by": "prepare_dataset.py", "resolution": 32, "class_names": list(classes),
-            "folders": list(classes)}
-    (root / name / "dataset.json").write_text(json.dumps({**info, "reference": reference} if reference else info))
+    info = {"format": 1, "written_by": "prepare_dataset.py", "resolution": 32,
+            "class_names": list(classes), "folders": list(classes)}
+    (root / name / "dataset.json").write_text(json.dumps({**info, "reference": reference}
+                                                         if reference else info))
 
 
 def features_of(dataset, data_root):
     """TinyBackbone's features of every image of the dataset, as the loader reads them."""
-    x, _ = next(iter(datasets.get_data_loaders(dataset, data_root, batch_size=1000, drop_last=False)[0]))
+    x, _ = next(iter(datasets.get_data_loaders(dataset, data_root, batch_size=1000,
+                                               drop_last=False)[0]))
     with torch.no_grad():
         return TinyBackbone()(x)[0].numpy()
 
@@ -148,47 +153,58 @@ def test_the_moments_of_a_prepared_dataset_come_from_its_reference_folder(tmp_pa
     expected = features_of("mine_new_reference", str(tmp_path))
     assert expected.shape == (36, 8)
     np.testing.assert_allclose(load_npz(paths["features"])["pool"], expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(load_npz(paths["moments"])["mu"], expected.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(load_npz(paths["moments"])["mu"], expected.mean(0), rtol=1e-5,
+                               atol=1e-6)
     out, err = capsys.readouterr()
     assert "Statistics of mine_new from 36 images of mine_new_reference (3 classes" in out
     assert "warning" not in err  # 36 images and 12 per class: more than the 8 feature dimensions
 
 
-def test_a_dataset_folder_holding_only_its_dataset_json_takes_the_statistics_of_its_reference(tmp_path):
+def test_a_dataset_folder_holding_only_its_dataset_json_takes_the_statistics_of_its_reference(
+        tmp_path):
     # As the old classes of a transfer are kept: no training images, their held-out ones beside.
     write_prepared(tmp_path, "mine_old", per_class=2, reference="mine_old_reference")
     write_prepared(tmp_path, "mine_old_reference", per_class=12, seed=2)
     for class_name in CLASSES:
         shutil.rmtree(tmp_path / "mine_old" / class_name)
     paths = moments_script.run(config_for(str(tmp_path), dataset="mine_old"), net=TinyBackbone())
-    np.testing.assert_allclose(load_npz(paths["moments"])["mu"], features_of("mine_old_reference", str(tmp_path)).mean(0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(load_npz(paths["moments"])["mu"],
+                               features_of("mine_old_reference", str(tmp_path)).mean(0), rtol=1e-5,
+                               atol=1e-6)
     info = json.loads((tmp_path / "mine_old" / "dataset.json").read_text())
-    (tmp_path / "mine_old" / "dataset.json").write_text(json.dumps({**info, "folders": ["a", "b", "c"]}))
-    with pytest.raises(utils.UsageError, match="the reference mine_old_reference has the classes .* but mine_old has a, b, c"):
+    (tmp_path / "mine_old" / "dataset.json").write_text(
+        json.dumps({**info, "folders": ["a", "b", "c"]}))
+    with pytest.raises(utils.UsageError,
+                       match="the reference mine_old_reference has the classes .* but mine_old has "
+                             "a, b, c"):
         moments_script.run(config_for(str(tmp_path), dataset="mine_old"), net=TinyBackbone())
 
 
 def test_a_reference_smaller_than_the_feature_dimension_is_warned_about_once(tmp_path, capsys):
     write_prepared(tmp_path, "mine_new", per_class=2, reference="mine_new_reference")
     write_prepared(tmp_path, "mine_new_reference", per_class=12, seed=2)
-    config = config_for(str(tmp_path), dataset="mine_new", reference_dataset="mine_new")  # the 6 shots themselves
+    # the 6 shots themselves
+    config = config_for(str(tmp_path), dataset="mine_new", reference_dataset="mine_new")
     paths = moments_script.run(config, net=TinyBackbone())
-    np.testing.assert_allclose(load_npz(paths["moments"])["mu"], features_of("mine_new", str(tmp_path)).mean(0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(load_npz(paths["moments"])["mu"],
+                               features_of("mine_new", str(tmp_path)).mean(0), rtol=1e-5, atol=1e-6)
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning")]
     assert len(warnings) == 2
     assert "mine_new has 6 images for 8-d features" in warnings[0] and "singular" in warnings[0]
-    assert "3 of 3 classes of mine_new have at most 8 images" in warnings[1] and "mFID" in warnings[1]
+    assert "3 of 3 classes of mine_new have at most 8 images" in warnings[1]
+    assert "mFID" in warnings[1]
 
 
 def test_a_reference_with_other_classes_is_refused(tmp_path):
     write_prepared(tmp_path, "mine_new", per_class=2, reference="other")
     write_prepared(tmp_path, "other", per_class=2, classes=("a", "b", "c"))
-    with pytest.raises(utils.UsageError, match="the reference other has the classes a, b, c but mine_new has"):
+    with pytest.raises(utils.UsageError,
+                       match="the reference other has the classes a, b, c but mine_new has"):
         moments_script.run(config_for(str(tmp_path), dataset="mine_new"), net=TinyBackbone())
-    (tmp_path / "mine_new" / "dataset.json").write_text(json.dumps({"resolution": 32, "reference": "gone"}))
-    with pytest.raises(utils.UsageError, match="names the reference images gone, which are not under"):
+    (tmp_path / "mine_new" / "dataset.json").write_text(json.dumps({"resolution": 32,
+                                                                    "reference": "gone"}))
+    with pytest.raises(utils.UsageError,
+                       match="names the reference images gone, which are not under"):
         moments_script.run(config_for(str(tmp_path), dataset="mine_new"), net=TinyBackbone())
 
 
@@ -213,7 +229,8 @@ def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root,
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "empty_torch_home"),
            # an unreachable proxy: even on a machine with internet the download must fail
            "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
-           "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+           "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "no_proxy": "",
+           "NO_PROXY": ""}
     result = command_lines.run(["calculate_inception_moments.py", "--dataset", "Toy32",
                                 "--data_root", data_root, "--num_workers", "0", "--device", "cpu"],
                                env=env)
@@ -225,8 +242,10 @@ def test_missing_inception_weights_offline_exits_with_a_clear_message(data_root,
 
 def test_a_classifier_backbone_without_some_dataset_classes_writes_nothing(data_root, tmp_path):
     path = str(tmp_path / "clf.pth")
-    utils.atomic_save(classifier.checkpoint_of(classifier.build_classifier(["blue_square", "red_cross"])), path)
+    trained = classifier.build_classifier(["blue_square", "red_cross"])
+    utils.atomic_save(classifier.checkpoint_of(trained), path)
     net = iu.load_inception_net("classifier", path)
-    with pytest.raises(utils.UsageError, match="not trained on 1 class\\(es\\) of Toy32: green_circle"):
+    with pytest.raises(utils.UsageError,
+                       match="not trained on 1 class\\(es\\) of Toy32: green_circle"):
         moments_script.run(config_for(data_root), net=net)
     assert not os.path.exists(os.path.join(data_root, iu.moments_filename("Toy32", "classifier")))

@@ -85,7 +85,8 @@ def test_weights_of_another_shape_are_refused(tmp_path):
 def test_the_shipped_checkpoint_loads_its_weights_unchanged_at_32_px():
     saved = torch.load(SHIPPED, weights_only=True)
     model = classifier.load_classifier(SHIPPED)
-    assert model.resolution == saved["resolution"] == 32 and model.feature_dim == saved["feature_dim"] == 128
+    assert model.resolution == saved["resolution"] == 32
+    assert model.feature_dim == saved["feature_dim"] == 128
     loaded = model.state_dict()
     assert loaded.keys() == saved["state_dict"].keys()
     assert all(torch.equal(loaded[name], saved["state_dict"][name]) for name in loaded)
@@ -110,7 +111,8 @@ def write_squares(root, per_class, seed, classes=tuple(COLOURS), size=16):
 
 
 def read_as_model_input(folder, name):
-    """Every PNG of folder/name as [N, 3, R, R] in [-1, 1] ((x / 255 - 0.5) / 0.5, the data's mapping)."""
+    """Every PNG of folder/name as [N, 3, R, R] in [-1, 1] ((x / 255 - 0.5) / 0.5, the data's
+    mapping)."""
     paths = sorted(p for p in (folder / name).iterdir())
     images = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in paths])
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.5
@@ -128,17 +130,20 @@ def train_on(squares, out, *flags):
                            "--out", str(out), "--epochs", "2", "--batch_size", "8", *flags])
 
 
-def test_a_classifier_trained_on_folders_keeps_their_class_names_resolution_and_accuracy(squares, tmp_path):
+def test_a_classifier_trained_on_folders_keeps_their_class_names_resolution_and_accuracy(squares,
+                                                                                         tmp_path):
     out = tmp_path / "squares.pth"
     train_on(squares, out)
     checkpoint = torch.load(out, weights_only=True)
     model = classifier.load_classifier(str(out))
-    assert model.class_names == ["blue", "green", "red"] and model.resolution == 16  # sorted folder names
+    # sorted folder names
+    assert model.class_names == ["blue", "green", "red"] and model.resolution == 16
     assert squares[1] in checkpoint["trained_on"]
     # the stored held-out accuracy is what the saved model scores on the test folder
     test_root = squares[2] / "test"
     with torch.no_grad():
-        per_class = {name: (model(read_as_model_input(test_root, name))[1].argmax(1) == label).float().mean().item()
+        per_class = {name: (model(read_as_model_input(test_root, name))[1].argmax(1) == label)
+                     .float().mean().item()
                      for label, name in enumerate(model.class_names)}
     assert checkpoint["test_accuracy"]["per_class"] == pytest.approx(per_class)
     assert checkpoint["test_accuracy"]["overall"] == pytest.approx(sum(per_class.values()) / 3)
@@ -156,13 +161,15 @@ def test_no_flip_trains_without_ever_mirroring(squares, tmp_path, monkeypatch):
 
 def test_train_and_test_folders_must_hold_the_same_classes(squares, tmp_path):
     other_test = write_squares(tmp_path / "test", 2, seed=2, classes=("blue", "red"))
-    with pytest.raises(utils.UsageError, match="only in --train_folder: green; only in --test_folder: none"):
-        train_classifier.main(["--train_folder", squares[0], "--test_folder", other_test, "--resolution", "16",
-                               "--out", str(tmp_path / "c.pth")])
+    with pytest.raises(utils.UsageError,
+                       match="only in --train_folder: green; only in --test_folder: none"):
+        train_classifier.main(["--train_folder", squares[0], "--test_folder", other_test,
+                               "--resolution", "16", "--out", str(tmp_path / "c.pth")])
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--train_folder", "A", "--resolution", "16", "--out", "x.pth"], "--train_folder needs --test_folder"),
+    (["--train_folder", "A", "--resolution", "16", "--out", "x.pth"],
+     "--train_folder needs --test_folder"),
     (["--train_folder", "A", "--test_folder", "B", "--out", "x.pth"], "needs --resolution"),
     (["--train_folder", "A", "--test_folder", "B", "--resolution", "16"], "needs --out"),
     (["--train_folder", "A", "--test_folder", "B", "--resolution", "16", "--out", "x.pth",
@@ -178,28 +185,33 @@ def test_flags_that_do_not_fit_together_are_one_clear_error(flags, message, tmp_
 
 def test_a_missing_folder_is_named(tmp_path):
     with pytest.raises(utils.UsageError, match="--train_folder .*nowhere is not a folder"):
-        train_classifier.main(["--train_folder", str(tmp_path / "nowhere"), "--test_folder", str(tmp_path),
-                               "--resolution", "16", "--out", str(tmp_path / "x.pth")])
+        train_classifier.main(["--train_folder", str(tmp_path / "nowhere"), "--test_folder",
+                               str(tmp_path), "--resolution", "16", "--out",
+                               str(tmp_path / "x.pth")])
 
 
 # --- What a classifier backbone may evaluate
 
 def saved_classifier(tmp_path, class_names, resolution):
     path = str(tmp_path / "clf.pth")
-    utils.atomic_save(classifier.checkpoint_of(classifier.build_classifier(class_names, resolution)), path)
+    trained = classifier.build_classifier(class_names, resolution)
+    utils.atomic_save(classifier.checkpoint_of(trained), path)
     return inception_utils.load_inception_net("classifier", path)
 
 
 def write_moments(data_root, class_names, dim=classifier.FEATURE_DIM, space="classifier"):
     """Toy32 reference moments naming class_names (their values do not matter here)."""
-    np.savez(os.path.join(data_root, inception_utils.moments_filename("Toy32", space)), mu=np.zeros(dim),
-             sigma=np.eye(dim), class_names=np.array(class_names), metric_space=np.array(space))
+    np.savez(os.path.join(data_root, inception_utils.moments_filename("Toy32", space)),
+             mu=np.zeros(dim), sigma=np.eye(dim), class_names=np.array(class_names),
+             metric_space=np.array(space))
 
 
-def test_a_classifier_backbone_that_never_saw_some_evaluated_classes_is_refused_naming_them(tmp_path):
+def test_a_classifier_backbone_that_never_saw_some_evaluated_classes_is_refused_naming_them(
+        tmp_path):
     net = saved_classifier(tmp_path, ["blue", "green"], 32)
     write_moments(str(tmp_path), ["blue", "red", "yellow"])
-    message = r"not trained on 2 class\(es\) of Toy32 \(reference .*\): red, yellow .*train_classifier.py"
+    message = (r"not trained on 2 class\(es\) of Toy32 \(reference .*\): red, yellow "
+               r".*train_classifier.py")
     with pytest.raises(utils.UsageError, match=message):
         inception_utils.Metrics("Toy32", net=net, data_root=str(tmp_path))
 
@@ -212,16 +224,19 @@ def test_a_classifier_backbone_that_knows_more_classes_evaluates_class_consisten
     metrics = get_metrics(lambda: (images, labels), 20, num_splits=2, prints=False, use_torch=False)
     with torch.no_grad():
         predicted = net(images)[1].argmax(1)
-    expected = (predicted == labels + 1).float().mean().item()  # green and red are the backbone's classes 1, 2
+    # green and red are the backbone's classes 1, 2
+    expected = (predicted == labels + 1).float().mean().item()
     assert metrics["class_acc"] == pytest.approx(expected)
 
 
 def test_an_inception_like_backbone_is_not_refused_for_classes_it_does_not_name(tmp_path):
-    net = TinyBackbone(class_names=("a", "b", "c"))  # a generic feature space, not the project classifier
+    # a generic feature space, not the project classifier
+    net = TinyBackbone(class_names=("a", "b", "c"))
     write_moments(str(tmp_path), ["red", "yellow"], dim=8, space="tiny")
     get_metrics = inception_utils.Metrics("Toy32", net=net, data_root=str(tmp_path))
     images, labels = torch.rand(10, 3, 32, 32) * 2 - 1, torch.arange(10) % 2
-    assert get_metrics(lambda: (images, labels), 10, num_splits=2, prints=False)["class_acc"] is None
+    assert get_metrics(lambda: (images, labels), 10, num_splits=2,
+                       prints=False)["class_acc"] is None
 
 
 def test_a_classifier_of_another_resolution_is_refused_before_and_during_evaluation(tmp_path):
@@ -229,5 +244,6 @@ def test_a_classifier_of_another_resolution_is_refused_before_and_during_evaluat
     write_moments(str(tmp_path), ["blue", "green"])
     with pytest.raises(utils.UsageError, match="trained on 16 px images but Toy32 is 32 px"):
         inception_utils.Metrics("Toy32", net=net, data_root=str(tmp_path))
-    with pytest.raises(utils.UsageError, match="trained on 16 px images but is given 32x32 px ones"):
+    with pytest.raises(utils.UsageError,
+                       match="trained on 16 px images but is given 32x32 px ones"):
         net(torch.zeros(1, 3, 32, 32))

@@ -94,7 +94,8 @@ def write_folder(root, classes, size=20, dataset_json=None):
     for name in classes:
         os.makedirs(os.path.join(root, name))
         for i in range(2):
-            Image.fromarray(np.full((size, size), 40 * i, np.uint8)).save(os.path.join(root, name, f"{i}.png"))
+            Image.fromarray(np.full((size, size), 40 * i, np.uint8)).save(
+                os.path.join(root, name, f"{i}.png"))
     if dataset_json is not None:
         with open(os.path.join(root, "dataset.json"), "w") as f:
             json.dump(dataset_json, f)
@@ -372,7 +373,8 @@ def test_a_mode_without_a_conversion_here_is_refused_naming_the_file():
 def test_each_epoch_is_a_fresh_seeded_permutation_chosen_by_set_epoch():
     sampler = datasets.EpochSampler(10, batch_size=2, shuffle=True, seed=0)
     first = list(sampler)
-    assert list(sampler) == first  # the epoch is whoever iterates over epochs' to set (DistributedSampler's way)
+    # the epoch is whoever iterates over epochs' to set (DistributedSampler's way)
+    assert list(sampler) == first
     sampler.set_epoch(1)
     second = list(sampler)
     assert sorted(first) == sorted(second) == list(range(10)) and first != second
@@ -393,7 +395,8 @@ def test_resumable_batches_own_the_epoch_and_continue_where_they_stopped(tmp_pat
     assert stopped.position() == {"epoch": 1, "epoch_batches": 1}
     resumed = datasets.ResumableBatches(loader, num_epochs=3, **stopped.position())
     assert seen + [y.tolist() for _, y in resumed] == labels
-    assert list(datasets.ResumableBatches(loader, num_epochs=3, epoch=3)) == []  # the data ran out before
+    # the data ran out before
+    assert list(datasets.ResumableBatches(loader, num_epochs=3, epoch=3)) == []
 
 
 def test_multi_epoch_sampler_is_num_epochs_seeded_permutations():

@@ -13,10 +13,13 @@ import utils
 
 
 @pytest.mark.parametrize("name,problem", [(".", "plain folder name"), ("..", "plain folder name"),
-                                          ("a/b", "plain folder name"), (".lock", "plain folder name"),
-                                          (" padded", "plain folder name"), ("D.pth", "looks like a file name")])
+                                          ("a/b", "plain folder name"),
+                                          (".lock", "plain folder name"),
+                                          (" padded", "plain folder name"),
+                                          ("D.pth", "looks like a file name")])
 def test_an_experiment_name_that_is_no_plain_folder_of_its_own_is_refused(tmp_path, name, problem):
-    with pytest.raises(utils.UsageError, match=re.escape(f"--experiment_name {name!r}") + f" .*{problem}"):
+    with pytest.raises(utils.UsageError,
+                       match=re.escape(f"--experiment_name {name!r}") + f" .*{problem}"):
         experiment.check_name(name, str(tmp_path))
     (tmp_path / "notes.txt").write_text("a file")
     with pytest.raises(utils.UsageError, match="is an existing file"):

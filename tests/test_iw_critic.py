@@ -1,4 +1,5 @@
-"""iw_critic.py: the independent Wasserstein critic, on a toy distribution of coloured Gaussian blobs.
+"""iw_critic.py: the independent Wasserstein critic, on a toy distribution of coloured Gaussian
+blobs.
 
 The oracles are outside the critic: images of one distribution differ from each other only by
 sampling, and the Wasserstein-1 distance of two sets is at least the distance of their means
@@ -53,7 +54,8 @@ def iw(sets):
 def test_the_result_names_the_budget_and_the_held_out_images(iw):
     result = iw["same"]
     assert result["critic_steps"] == STEPS
-    assert result["n_eval"] == N_IMAGES and result["n_eval_real"] == result["n_eval_fake"] == N_IMAGES // 2
+    assert result["n_eval"] == N_IMAGES
+    assert result["n_eval_real"] == result["n_eval_fake"] == N_IMAGES // 2
     assert isinstance(result["IW"], float) and isinstance(result["IW_train"], float)
 
 
@@ -110,9 +112,12 @@ GOOD = torch.zeros(40, 3, 32, 32)
 @pytest.mark.parametrize("real, fake, steps, message", [
     (GOOD[:39], GOOD, 1, "at least 40 real images .* got 39"),
     (GOOD, GOOD[:10], 1, "at least 40 generated images"),
-    (GOOD, torch.zeros(40, 3, 28, 28), 1, r"real images are \(3, 32, 32\) but generated ones are \(3, 28, 28\)"),
-    (GOOD, torch.zeros(40, 1, 32, 32), 1, r"must be a tensor \[N, 3, H, W\], got \(40, 1, 32, 32\)"),
-    (torch.zeros(40, 3, 32, 30), GOOD, 1, "32x30 px; the critic takes square images of 28 to 64 px"),
+    (GOOD, torch.zeros(40, 3, 28, 28), 1,
+     r"real images are \(3, 32, 32\) but generated ones are \(3, 28, 28\)"),
+    (GOOD, torch.zeros(40, 1, 32, 32), 1,
+     r"must be a tensor \[N, 3, H, W\], got \(40, 1, 32, 32\)"),
+    (torch.zeros(40, 3, 32, 30), GOOD, 1,
+     "32x30 px; the critic takes square images of 28 to 64 px"),
     (torch.zeros(40, 3, 128, 128), GOOD, 1, "128x128 px"),
     (GOOD, torch.full((40, 3, 32, 32), 255.0), 1, r"must be in \[-1, 1\] .* span \[255, 255\]"),
     (GOOD, GOOD, 0, "steps must be at least 1"),

@@ -13,7 +13,8 @@ def test_spectral_norm_converges_to_the_top_singular_value_in_train_mode():
     for _ in range(200):
         layer(torch.randn(2, 20))
     assert torch.allclose(layer.sv0, true_sigma, rtol=1e-3)
-    assert torch.allclose(torch.linalg.matrix_norm(layer.W_().detach(), ord=2), torch.tensor(1.0), rtol=1e-3)
+    assert torch.allclose(torch.linalg.matrix_norm(layer.W_().detach(), ord=2), torch.tensor(1.0),
+                          rtol=1e-3)
 
 
 def test_spectral_norm_does_not_move_u_in_eval_mode():
@@ -27,7 +28,8 @@ def test_source_ccbn_applies_one_plus_class_gain_and_class_bias():
     bn = layers.ccbn(4, 3, which_linear=torch.nn.Embedding).eval()
     x, y = torch.randn(2, 4, 5, 5), torch.tensor([0, 2])
     gain, bias = 1 + bn.gain.weight[y], bn.bias.weight[y]
-    expected = x / torch.sqrt(torch.tensor(1 + 1e-5)) * gain[:, :, None, None] + bias[:, :, None, None]
+    expected = (x / torch.sqrt(torch.tensor(1 + 1e-5)) * gain[:, :, None, None]
+                + bias[:, :, None, None])
     assert torch.allclose(bn(x, y), expected, atol=1e-5)
 
 
@@ -53,8 +55,9 @@ def test_fused_bn_equals_batch_norm_with_affine():
 
 
 def test_old_class_path_of_a_knowledge_propagation_ccbn_is_the_source_ccbn():
-    """Same pretrained gain/bias weights (and SN state): the old classes get the source's gain and bias,
-    with the source's parameterization (W / sigma), whatever the knowledge-propagation layers hold."""
+    """Same pretrained gain/bias weights (and SN state): the old classes get the source's gain and
+    bias, with the source's parameterization (W / sigma), whatever the knowledge-propagation layers
+    hold."""
     linear = functools.partial(layers.SNLinear, bias=False)
     source = layers.ccbn(6, 5, which_linear=linear).eval()
     transfer = layers.ccbn(6, 5, which_linear=linear, n_classes=2, n_pretrain_classes=5).eval()
@@ -69,7 +72,8 @@ def test_old_class_path_of_a_knowledge_propagation_ccbn_is_the_source_ccbn():
 
 
 def test_a_soft_old_class_vector_mixes_the_old_classes_embedding_rows():
-    transfer = layers.ccbn(4, 3, which_linear=torch.nn.Embedding, n_classes=2, n_pretrain_classes=3).eval()
+    transfer = layers.ccbn(4, 3, which_linear=torch.nn.Embedding, n_classes=2,
+                           n_pretrain_classes=3).eval()
     mix = torch.tensor([[0.25, 0.0, 0.75]])
     gain, bias = transfer.old_class_gain_bias(mix)
     assert torch.allclose(gain, 1 + 0.25 * transfer.gain.weight[0] + 0.75 * transfer.gain.weight[2])

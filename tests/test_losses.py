@@ -1,4 +1,5 @@
-"""losses.py: the hinge loss and cGANTransfer's penalties, per parameter tensor as the official code."""
+"""losses.py: the hinge loss and cGANTransfer's penalties, per parameter tensor as the official
+code."""
 import torch
 
 import losses
@@ -7,7 +8,8 @@ import losses
 def test_hinge_losses():
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.5])
     loss_real, loss_fake = losses.discriminator_loss(fake, real)
-    assert torch.isclose(loss_real, torch.tensor(0.25)) and torch.isclose(loss_fake, torch.tensor(0.75))
+    assert torch.isclose(loss_real, torch.tensor(0.25)) and torch.isclose(loss_fake,
+                                                                          torch.tensor(0.75))
     assert torch.isclose(losses.generator_loss(fake), torch.tensor(0.75))
 
 

@@ -31,12 +31,14 @@ def write_idx_folder(folder, gz_train=True, gz_test=False):
     """4 classes x 12 train (gzip'd) + 6 test (plain) images of 10 x 10; labels interleave."""
     os.makedirs(folder, exist_ok=True)
     n_train, n_test = TRAIN_PER_CLASS * len(NAMES), TEST_PER_CLASS * len(NAMES)
-    for prefix, values, gz in (("train", np.arange(n_train), gz_train), ("t10k", 100 + np.arange(n_test), gz_test)):
+    for prefix, values, gz in (("train", np.arange(n_train), gz_train),
+                               ("t10k", 100 + np.arange(n_test), gz_test)):
         images = np.broadcast_to(values[:, None, None], (len(values), 10, 10))
         suffix = ".gz" if gz else ""
-        write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte{suffix}"), images, 0x00000803, gz)
-        write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{suffix}"), np.arange(len(values)) % 4,
-                  0x00000801, gz)
+        write_idx(os.path.join(folder, f"{prefix}-images-idx3-ubyte{suffix}"), images, 0x00000803,
+                  gz)
+        write_idx(os.path.join(folder, f"{prefix}-labels-idx1-ubyte{suffix}"),
+                  np.arange(len(values)) % 4, 0x00000801, gz)
     return str(folder)
 
 
@@ -47,12 +49,14 @@ def idx(tmp_path):
 
 def prepare(tmp_path, *args, source=None, name="toy4"):
     source = source or ["--idx", str(tmp_path / "idx"), "--class_names", ",".join(NAMES)]
-    return prepare_dataset.main([*source, "--name", name, "--data_root", str(tmp_path / "data"), *args])
+    return prepare_dataset.main([*source, "--name", name, "--data_root", str(tmp_path / "data"),
+                                 *args])
 
 
 def contents(folder):
     """{class folder: sorted file names}."""
-    return {name: sorted(os.listdir(os.path.join(folder, name))) for name in sorted(os.listdir(folder))
+    return {name: sorted(os.listdir(os.path.join(folder, name)))
+            for name in sorted(os.listdir(folder))
             if os.path.isdir(os.path.join(folder, name))}
 
 
@@ -60,7 +64,8 @@ def pixel_values(folder):
     """{class folder: sorted grey values of its images}: which source images it holds."""
     values = {}
     for name, files in contents(folder).items():
-        values[name] = sorted(int(np.asarray(Image.open(os.path.join(folder, name, f))).flat[0]) for f in files)
+        values[name] = sorted(int(np.asarray(Image.open(os.path.join(folder, name, f))).flat[0])
+                              for f in files)
     return values
 
 
@@ -93,23 +98,29 @@ def test_new_by_names_or_by_indices_and_the_rest_old(idx, tmp_path):
     for role in ("old", "old_reference", "new", "new_reference"):
         assert contents(by_name[f"names_{role}"]) == contents(by_index[f"indices_{role}"])
     assert list(contents(by_name["names_new"])) == ["Ant", "bird"]
-    assert pixel_values(by_name["names_old"]) == {"T-shirt_top": values_in_train_split(1), "cat": values_in_train_split(0)}
-    assert pixel_values(by_name["names_old_reference"]) == {"T-shirt_top": values_in_test_split(1), "cat": values_in_test_split(0)}
-    assert pixel_values(by_name["names_new_reference"]) == {"Ant": values_in_test_split(3), "bird": values_in_test_split(2)}
+    assert pixel_values(by_name["names_old"]) == {"T-shirt_top": values_in_train_split(1),
+                                                  "cat": values_in_train_split(0)}
+    assert pixel_values(by_name["names_old_reference"]) == {"T-shirt_top": values_in_test_split(1),
+                                                            "cat": values_in_test_split(0)}
+    assert pixel_values(by_name["names_new_reference"]) == {"Ant": values_in_test_split(3),
+                                                            "bird": values_in_test_split(2)}
 
 
 def test_old_names_a_subset_and_the_other_classes_are_left_out(idx, tmp_path):
     paths = prepare(tmp_path, "--new", "2", "--old", "cat", "--shots", "2", "--classifier_data")
-    assert list(contents(paths["toy4_old"])) == ["cat"] and list(contents(paths["toy4_new"])) == ["bird"]
+    assert list(contents(paths["toy4_old"])) == ["cat"]
+    assert list(contents(paths["toy4_new"])) == ["bird"]
     assert list(contents(paths["toy4_classifier_train"])) == ["bird", "cat"]
-    assert pixel_values(paths["toy4_classifier_test"]) == {"bird": values_in_test_split(2), "cat": values_in_test_split(0)}
+    assert pixel_values(paths["toy4_classifier_test"]) == {"bird": values_in_test_split(2),
+                                                           "cat": values_in_test_split(0)}
     assert read_json(paths["toy4_new"])["split"] == {"old": ["cat"], "new": ["bird"]}
 
 
 def test_the_fashion_mnist_preset_makes_pullover_coat_ankle_boot_new():
-    args = prepare_dataset.prepare_parser().parse_args(["--idx", "x", "--preset", "fashion-mnist", "--shots", "1",
-                                                        "--name", "f"])
-    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    args = prepare_dataset.prepare_parser().parse_args(["--idx", "x", "--preset", "fashion-mnist",
+                                                        "--shots", "1", "--name", "f"])
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+             "Bag", "Ankle boot"]
     old, new = prepare_dataset.choose_split(args, names, prepare_dataset.class_folders(names))
     assert new == [2, 4, 9] and old == [0, 1, 3, 5, 6, 7, 8]
 
@@ -120,21 +131,26 @@ def test_the_fashion_mnist_preset_makes_pullover_coat_ankle_boot_new():
 def test_shots_are_n_training_images_per_new_class_chosen_by_the_seed(idx, tmp_path):
     first = contents(prepare(tmp_path, "--new", "bird,Ant", "--shots", "4", name="a")["a_new"])
     again = contents(prepare(tmp_path, "--new", "bird,Ant", "--shots", "4", name="b")["b_new"])
-    other = contents(prepare(tmp_path, "--new", "bird,Ant", "--shots", "4", "--seed", "1", name="c")["c_new"])
+    other = contents(prepare(tmp_path, "--new", "bird,Ant", "--shots", "4", "--seed", "1",
+                             name="c")["c_new"])
     assert first == again and first != other
     for folder, label in (("bird", 2), ("Ant", 3)):
         indices = [int(name[len("train_"):-len(".png")]) for name in first[folder]]
         assert len(indices) == 4 and all(name.startswith("train_") for name in first[folder])
-        assert set(indices) <= set(values_in_train_split(label))  # file name = source index = the pixel value
+        # file name = source index = the pixel value
+        assert set(indices) <= set(values_in_train_split(label))
     values = pixel_values(os.path.join(tmp_path, "data", "a_new"))
-    assert values == {folder: sorted(int(f[6:12]) for f in files) for folder, files in first.items()}
+    assert values == {folder: sorted(int(f[6:12]) for f in files)
+                      for folder, files in first.items()}
 
 
 def test_references_are_test_images_and_never_shots(idx, tmp_path):
     paths = prepare(tmp_path, "--new", "Ant", "--shots", "12", "--reference_per_class", "4")
-    shots, reference = pixel_values(paths["toy4_new"])["Ant"], pixel_values(paths["toy4_new_reference"])["Ant"]
+    shots = pixel_values(paths["toy4_new"])["Ant"]
+    reference = pixel_values(paths["toy4_new_reference"])["Ant"]
     assert shots == values_in_train_split(3)  # every training image of the class is a shot ...
-    assert len(reference) == 4 and set(reference) <= set(values_in_test_split(3))  # ... and none a reference
+    # ... and none a reference
+    assert len(reference) == 4 and set(reference) <= set(values_in_test_split(3))
     assert all(name.startswith("test_") for name in contents(paths["toy4_new_reference"])["Ant"])
 
 
@@ -143,14 +159,16 @@ def write_image_folder(root, per_class=8):
     for c, name in enumerate(["a", "b", "c"]):
         os.makedirs(root / name)
         for i in range(per_class):
-            Image.fromarray(np.full((12, 12), 10 * c + i, np.uint8)).save(root / name / f"img{i}.png")
+            Image.fromarray(np.full((12, 12), 10 * c + i,
+                                    np.uint8)).save(root / name / f"img{i}.png")
 
 
 def test_image_folder_references_are_held_out_apart_from_the_shots(tmp_path):
     write_image_folder(tmp_path / "images")
-    paths = prepare(tmp_path, "--new", "c", "--shots", "5", "--reference_per_class", "3", "--classifier_data",
-                    source=["--image_folder", str(tmp_path / "images")])
-    shots, reference = pixel_values(paths["toy4_new"])["c"], pixel_values(paths["toy4_new_reference"])["c"]
+    paths = prepare(tmp_path, "--new", "c", "--shots", "5", "--reference_per_class", "3",
+                    "--classifier_data", source=["--image_folder", str(tmp_path / "images")])
+    shots = pixel_values(paths["toy4_new"])["c"]
+    reference = pixel_values(paths["toy4_new_reference"])["c"]
     assert len(shots) == 5 and len(reference) == 3 and not set(shots) & set(reference)
     assert set(shots) | set(reference) == set(range(20, 28))
     old, old_reference = pixel_values(paths["toy4_old"]), pixel_values(paths["toy4_old_reference"])
@@ -158,7 +176,8 @@ def test_image_folder_references_are_held_out_apart_from_the_shots(tmp_path):
         assert len(old_reference[name]) == 3 and not set(old[name]) & set(old_reference[name])
         assert set(old[name]) | set(old_reference[name]) == set(range(first, first + 8))
     assert pixel_values(paths["toy4_classifier_test"]) == {**old_reference, "c": reference}
-    assert all(f in [f"img{i}.png" for i in range(8)] for f in contents(paths["toy4_new"])["c"])  # names kept
+    # names kept
+    assert all(f in [f"img{i}.png" for i in range(8)] for f in contents(paths["toy4_new"])["c"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +200,8 @@ def test_colour_images_are_center_cropped_then_resized(tmp_path):
             Image.fromarray(bands).save(tmp_path / "images" / name / f"{i}.png")
     paths = prepare(tmp_path, "--new", "y", "--shots", "1", "--reference_per_class", "1",
                     source=["--image_folder", str(tmp_path / "images")])
-    image = Image.open(os.path.join(paths["toy4_new"], "y", os.listdir(os.path.join(paths["toy4_new"], "y"))[0]))
+    image = Image.open(os.path.join(paths["toy4_new"], "y",
+                                    os.listdir(os.path.join(paths["toy4_new"], "y"))[0]))
     assert image.mode == "RGB" and image.size == (32, 32)
     assert np.array_equal(np.asarray(image), np.broadcast_to([0, 255, 0], (32, 32, 3)))
 
@@ -227,11 +247,13 @@ def test_an_image_that_has_no_8_bit_form_stops_the_preparation_naming_it(tmp_pat
 def test_dataset_json_follows_the_label_order_of_the_sorted_folders(idx, tmp_path):
     paths = prepare(tmp_path, "--new", "bird", "--shots", "2", "--seed", "5")
     info = read_json(paths["toy4_old"])
-    assert info["folders"] == ["Ant", "T-shirt_top", "cat"] and info["class_names"] == ["Ant", "T-shirt/top", "cat"]
+    assert info["folders"] == ["Ant", "T-shirt_top", "cat"]
+    assert info["class_names"] == ["Ant", "T-shirt/top", "cat"]
     assert info["source_labels"] == [3, 1, 0] and info["images_per_class"] == [12, 12, 12]
-    assert (info["format"], info["resolution"], info["role"], info["reference"]) == (1, 32, "old", "toy4_old_reference")
-    assert (info["shots"], info["seed"], info["split"]) == (2, 5, {"old": ["cat", "T-shirt/top", "Ant"],
-                                                                    "new": ["bird"]})
+    assert (info["format"], info["resolution"], info["role"], info["reference"]) == (
+        1, 32, "old", "toy4_old_reference")
+    assert (info["shots"], info["seed"], info["split"]) == (
+        2, 5, {"old": ["cat", "T-shirt/top", "Ant"], "new": ["bird"]})
     assert read_json(paths["toy4_new"])["reference"] == "toy4_new_reference"
     assert read_json(paths["toy4_new_reference"])["role"] == "new_reference"
     # The loader's labels are these positions, and the folder's true names come from dataset.json.
@@ -246,7 +268,8 @@ def test_dataset_json_follows_the_label_order_of_the_sorted_folders(idx, tmp_pat
 def test_torchvision_source_names_classes_by_its_classes(tmp_path):
     write_idx_folder(tmp_path / "tv" / "FashionMNIST" / "raw", gz_train=False)
     paths = prepare(tmp_path, "--new", "Pullover", "--old", "0,1", "--shots", "2",
-                    source=["--torchvision", "FashionMNIST", "--torchvision_root", str(tmp_path / "tv")])
+                    source=["--torchvision", "FashionMNIST", "--torchvision_root",
+                            str(tmp_path / "tv")])
     assert list(contents(paths["toy4_old"])) == ["T-shirt_top", "Trouser"]
     assert pixel_values(paths["toy4_old_reference"])["Trouser"] == values_in_test_split(1)
     assert set(pixel_values(paths["toy4_new"])["Pullover"]) <= set(values_in_train_split(2))
@@ -259,12 +282,14 @@ def test_outputs_are_replaced_only_with_overwrite(idx, tmp_path, capsys):
     args = ["--new", "bird", "--shots", "2"]
     paths = prepare(tmp_path, *args)
     before = contents(paths["toy4_new"])
-    code, err = run_cli(["--idx", idx, "--name", "toy4", "--data_root", str(tmp_path / "data"), *args], capsys)
+    code, err = run_cli(["--idx", idx, "--name", "toy4", "--data_root", str(tmp_path / "data"),
+                         *args], capsys)
     assert code == 2 and len(err) == 1 and "--overwrite" in err[0]
     assert contents(paths["toy4_new"]) == before
     prepare(tmp_path, *args, "--seed", "3", "--overwrite")
     assert contents(paths["toy4_new"]) != before
-    assert not [name for name in os.listdir(tmp_path / "data") if name.startswith(".")]  # no staging left
+    # no staging left
+    assert not [name for name in os.listdir(tmp_path / "data") if name.startswith(".")]
 
 
 def test_a_folder_this_tool_did_not_write_is_never_replaced(idx, tmp_path, capsys):
@@ -274,7 +299,8 @@ def test_a_folder_this_tool_did_not_write_is_never_replaced(idx, tmp_path, capsy
     code, err = run_cli(["--idx", idx, "--new", "bird", "--shots", "2", "--name", "toy4",
                          "--data_root", str(tmp_path / "data"), "--overwrite"], capsys)
     assert code == 2 and len(err) == 1 and "not written by prepare_dataset.py" in err[0]
-    assert os.listdir(tmp_path / "data") == ["toy4_new_reference"] and os.listdir(mine) == ["precious.png"]
+    assert os.listdir(tmp_path / "data") == ["toy4_new_reference"]
+    assert os.listdir(mine) == ["precious.png"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -288,16 +314,20 @@ def swap_magic(idx):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["--new", "bird,Dog", "--shots", "2"], "--new: unknown class 'Dog'; the classes (label, name) are: 0 cat"),
-    (["--new", "bird", "--shots", "13"], "--shots 13, but new class bird has only 12 training images"),
+    (["--new", "bird,Dog", "--shots", "2"],
+     "--new: unknown class 'Dog'; the classes (label, name) are: 0 cat"),
+    (["--new", "bird", "--shots", "13"],
+     "--shots 13, but new class bird has only 12 training images"),
     (["--new", "bird", "--old", "cat,2", "--shots", "1"], "--old and --new both name bird"),
-    (["--new", "bird", "--shots", "1", "--reference_per_class", "7"], "--reference_per_class 7, but class"),
+    (["--new", "bird", "--shots", "1", "--reference_per_class", "7"],
+     "--reference_per_class 7, but class"),
     (["--new", "bird,", "--shots", "1"], "--new 'bird,' has an empty class"),
     (["--new", "0,1,2,3", "--shots", "1"], "--new names every class"),
     (["--shots", "1"], "give the new classes with --new"),
 ])
 def test_a_bad_input_is_one_line_naming_the_flag(idx, tmp_path, capsys, args, expected):
-    argv = ["--idx", idx, "--class_names", ",".join(NAMES), "--name", "toy4", "--data_root", str(tmp_path / "data")]
+    argv = ["--idx", idx, "--class_names", ",".join(NAMES), "--name", "toy4", "--data_root",
+            str(tmp_path / "data")]
     code, err = run_cli([*argv, *args], capsys)
     assert code == 2 and len(err) == 1 and expected in err[0]
     assert not os.path.exists(tmp_path / "data") or not os.listdir(tmp_path / "data")
@@ -305,11 +335,14 @@ def test_a_bad_input_is_one_line_naming_the_flag(idx, tmp_path, capsys, args, ex
 
 @pytest.mark.parametrize("args, expected", [
     (["--new", "bird", "--shots", "0"], "argument --shots: must be at least 1, got 0"),
-    (["--new", "bird", "--shots", "1", "--resolution", "28"], "argument --resolution: invalid choice: 28"),
+    (["--new", "bird", "--shots", "1", "--resolution", "28"],
+     "argument --resolution: invalid choice: 28"),
     (["--new", "bird", "--shots", "1", "--name", "a/b"], "argument --name: must be a folder name"),
-    (["--new", "bird", "--shots", "1", "--image_folder", "x"], "argument --image_folder: not allowed with argument --idx"),
+    (["--new", "bird", "--shots", "1", "--image_folder", "x"],
+     "argument --image_folder: not allowed with argument --idx"),
 ])
-def test_a_bad_flag_value_is_refused_by_argparse_naming_the_flag(idx, tmp_path, capsys, args, expected):
+def test_a_bad_flag_value_is_refused_by_argparse_naming_the_flag(idx, tmp_path, capsys, args,
+                                                                 expected):
     argv = ["--idx", idx, "--name", "toy4", "--data_root", str(tmp_path / "data")]
     code, err = run_cli([*argv, *args], capsys)
     assert code == 2 and expected in err[-1]
@@ -320,7 +353,8 @@ def test_a_bad_magic_number_is_one_line_naming_the_file(idx, tmp_path, capsys):
     code, err = run_cli(["--idx", idx, "--new", "1", "--shots", "1", "--name", "toy4",
                          "--data_root", str(tmp_path / "data")], capsys)
     assert code == 2 and len(err) == 1
-    assert f"{path} is not an IDX file of images: its magic number is 0x00000801, expected 0x00000803" in err[0]
+    assert (f"{path} is not an IDX file of images: its magic number is 0x00000801, expected "
+            "0x00000803") in err[0]
 
 
 @pytest.mark.parametrize("source, expected", [
@@ -336,18 +370,22 @@ def test_class_names_must_fit_the_labels(idx, tmp_path, capsys, source, expected
 
 def test_an_image_folder_needs_reference_per_class(tmp_path, capsys):
     write_image_folder(tmp_path / "images")
-    code, err = run_cli(["--image_folder", str(tmp_path / "images"), "--new", "c", "--shots", "1", "--name", "x",
-                         "--data_root", str(tmp_path / "data")], capsys)
+    code, err = run_cli(["--image_folder", str(tmp_path / "images"), "--new", "c", "--shots", "1",
+                         "--name", "x", "--data_root", str(tmp_path / "data")], capsys)
     assert code == 2 and len(err) == 1 and "give --reference_per_class" in err[0]
     code, err = run_cli(["--image_folder", str(tmp_path / "images"), "--new", "c", "--shots", "6",
-                         "--reference_per_class", "3", "--name", "x", "--data_root", str(tmp_path / "data")], capsys)
-    assert code == 2 and "--shots 6, but new class c has only 5 training images besides its references" in err[0]
+                         "--reference_per_class", "3", "--name", "x", "--data_root",
+                         str(tmp_path / "data")], capsys)
+    assert code == 2 and ("--shots 6, but new class c has only 5 training images besides its "
+                          "references") in err[0]
 
 
 def test_torchvision_without_the_files_says_where_and_about_download(tmp_path, capsys):
-    code, err = run_cli(["--torchvision", "FashionMNIST", "--torchvision_root", str(tmp_path / "none"),
-                         "--new", "1", "--shots", "1", "--name", "x", "--data_root", str(tmp_path / "data")], capsys)
+    code, err = run_cli(["--torchvision", "FashionMNIST", "--torchvision_root",
+                         str(tmp_path / "none"), "--new", "1", "--shots", "1", "--name", "x",
+                         "--data_root", str(tmp_path / "data")], capsys)
     assert code == 2 and len(err) == 1 and "--torchvision_root" in err[0] and "--download" in err[0]
     code, err = run_cli(["--torchvision", "SVHN", "--new", "1", "--shots", "1", "--name", "x",
                          "--data_root", str(tmp_path / "data")], capsys)
-    assert code == 2 and "SVHN is not a torchvision.datasets class with train and test splits" in err[0]
+    assert code == 2
+    assert "SVHN is not a torchvision.datasets class with train and test splits" in err[0]

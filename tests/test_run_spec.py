@@ -24,7 +24,8 @@ def test_a_saved_config_fills_what_was_left_out_and_refuses_what_differs():
     names = ("G_ch", "hier", "dim_z")
     assert run_spec.adopted_flags(config, saved, set(), names, "ckpt") == {"G_ch": 16, "hier": True}
     assert config == {"G_ch": 64, "hier": False, "dim_z": 120, "seed": 3}  # not edited
-    with pytest.raises(utils.UsageError, match=r"ckpt was trained with .*--G_ch 32 \(trained with 16\)"):
+    with pytest.raises(utils.UsageError,
+                       match=r"ckpt was trained with .*--G_ch 32 \(trained with 16\)"):
         run_spec.adopted_flags({**config, "G_ch": 32}, saved, {"G_ch"}, ("G_ch",), "ckpt")
 
 

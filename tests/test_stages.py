@@ -12,24 +12,27 @@ import stages
 C32 = ["--G_ch", "16", "--D_ch", "16", "--G_attn", "0", "--D_attn", "0", "--kp_variant", "cifar",
        "--n_pretrain_classes", "8", "--n_classes", "2", "--resolution", "32"]
 CCBNS = [f"blocks.{block}.0.bn{i}" for block in range(3) for i in (1, 2)]
-KNOWLEDGE_PROPAGATION = ["comb_layer_g.weight", "comb_layer_g.bias", "comb_layer_b.weight", "comb_layer_b.bias",
-                         "prev_knowledge_g.weight", "prev_knowledge_g.bias",
+KNOWLEDGE_PROPAGATION = ["comb_layer_g.weight", "comb_layer_g.bias", "comb_layer_b.weight",
+                         "comb_layer_b.bias", "prev_knowledge_g.weight", "prev_knowledge_g.bias",
                          "prev_knowledge_b.weight", "prev_knowledge_b.bias"]
 RESIDUALS = ["res_g.weight", "res_b.weight"]
 PRETRAINED_CLASS_PATH = ["gain.weight", "bias.weight"]  # unused by a knowledge-propagation G
-CONVS = [f"blocks.{block}.0.{conv}.{p}" for block in range(3) for conv in ("conv1", "conv2", "conv_sc")
+CONVS = [f"blocks.{block}.0.{conv}.{p}" for block in range(3)
+         for conv in ("conv1", "conv2", "conv_sc")
          for p in ("weight", "bias")]
 OUTSIDE_BLOCKS = ["linear.weight", "linear.bias", "output_layer.0.gain", "output_layer.0.bias",
                   "output_layer.2.weight", "output_layer.2.bias"]
 
 OFFICIAL_BN_SET = {f"{bn}.{p}" for bn in CCBNS for p in KNOWLEDGE_PROPAGATION + RESIDUALS}
-OFFICIAL_FT_SET = ({f"{bn}.{p}" for bn in CCBNS for p in RESIDUALS} | set(CONVS) | set(OUTSIDE_BLOCKS))
+OFFICIAL_FT_SET = ({f"{bn}.{p}" for bn in CCBNS
+                    for p in RESIDUALS} | set(CONVS) | set(OUTSIDE_BLOCKS))
 PLAIN_CLASS_EMBEDDINGS = {f"{bn}.{p}" for bn in CCBNS for p in PRETRAINED_CLASS_PATH}
 PLAIN_G = set(CONVS) | set(OUTSIDE_BLOCKS) | PLAIN_CLASS_EMBEDDINGS
 
 
 def build_G(stage: str, *extra: str) -> BigGAN.Generator:
-    config = flags.finalize_config(vars(flags.prepare_parser().parse_args([*C32, "--stage", stage, *extra])))
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args([*C32, "--stage", stage,
+                                                                           *extra])))
     return BigGAN.Generator(**stages.model_config(config))
 
 
@@ -70,12 +73,15 @@ def test_the_table_says_how_each_stage_starts():
     assert {name: (s.knowledge_propagation, s.start) for name, s in stages.STAGES.items()} == {
         "BN": (True, stages.FROM_KNOWLEDGE), "FT": (True, stages.FROM_KNOWLEDGE),
         "pretrain": (False, stages.FROM_SCRATCH),
-        "finetune": (False, stages.FROM_OLD_CLASS_MEAN), "BN_only": (False, stages.FROM_OLD_CLASS_MEAN)}
-    assert build_G("BN").has_knowledge_propagation and not build_G("finetune").has_knowledge_propagation
+        "finetune": (False, stages.FROM_OLD_CLASS_MEAN),
+        "BN_only": (False, stages.FROM_OLD_CLASS_MEAN)}
+    assert build_G("BN").has_knowledge_propagation
+    assert not build_G("finetune").has_knowledge_propagation
 
 
 def test_FreezeD_keeps_the_first_blocks_of_D():
-    config = flags.finalize_config(vars(flags.prepare_parser().parse_args([*C32, "--stage", "finetune"])))
+    config = flags.finalize_config(vars(flags.prepare_parser().parse_args([*C32, "--stage",
+                                                                           "finetune"])))
     D = BigGAN.Discriminator(**stages.model_config(config))
     names = {id(p): n for n, p in D.named_parameters()}
     trained = {names[id(p)] for p in stages.D_parameters(D, 2)}

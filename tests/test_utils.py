@@ -21,11 +21,14 @@ from conftest import ROOT, inject_write_failure  # noqa: E402
 def test_utils_imports_no_module_of_the_project():
     """utils is the leaf every module may import: no import of the project's, at module level or
     inside a function (BigGAN-PyTorch's utils.prepare_parser is flags.prepare_parser here)."""
-    project = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")} | {"worlds", "experiments"}
+    project = {name[:-3] for name in os.listdir(ROOT) if name.endswith(".py")} | {"worlds",
+                                                                                  "experiments"}
     with open(os.path.join(ROOT, "utils.py")) as f:
         nodes = list(ast.walk(ast.parse(f.read())))
-    imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
+    imported = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in nodes if isinstance(node, ast.ImportFrom)
+                 and node.module}
     assert "torch" in imported and not imported & project, imported & project
 
 
@@ -38,14 +41,18 @@ def test_a_file_that_is_not_a_checkpoint_is_one_clear_error(tmp_path):
         utils.load_file(str(tmp_path / "nothing.pth"), "generator weights", "retrain")
 
 
-@pytest.mark.parametrize("text,reason", [('{"resolution": 3', r"Expecting"), ('[1, 2]', r"not a JSON object")])
-def test_a_json_file_that_is_not_an_object_is_one_clear_error_and_an_absent_one_is_none(tmp_path, text, reason):
+@pytest.mark.parametrize("text,reason",
+                         [('{"resolution": 3', r"Expecting"), ('[1, 2]', r"not a JSON object")])
+def test_a_json_file_that_is_not_an_object_is_one_clear_error_and_an_absent_one_is_none(tmp_path,
+                                                                                        text,
+                                                                                        reason):
     path = tmp_path / "config.json"
     assert utils.read_json_object(str(path), "delete it") is None
     path.write_text('{"G_ch": 16}')
     assert utils.read_json_object(str(path), "delete it") == {"G_ch": 16}
     path.write_text(text)
-    with pytest.raises(utils.UsageError, match=rf"config\.json is damaged \({reason}.*\); delete it$"):
+    with pytest.raises(utils.UsageError,
+                       match=rf"config\.json is damaged \({reason}.*\); delete it$"):
         utils.read_json_object(str(path), "delete it")
 
 
@@ -108,8 +115,8 @@ WRITERS = {
 @pytest.mark.parametrize("code,reason", [(errno.ENOSPC, "no space left on device"),
                                          (errno.EROFS, "read-only file system")])
 @pytest.mark.parametrize("after_bytes", [0, 600])
-def test_a_failed_atomic_write_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch, kind, code, reason,
-                                                                         after_bytes):
+def test_a_failed_atomic_write_is_one_line_and_keeps_the_previous_file(tmp_path, monkeypatch, kind,
+                                                                       code, reason, after_bytes):
     path = tmp_path / "out" / "result.bin"
     path.parent.mkdir()
     path.write_bytes(b"the previous result")
@@ -127,8 +134,9 @@ def test_a_failed_log_line_is_one_line_and_keeps_the_earlier_lines(tmp_path, mon
     log = tmp_path / "log.jsonl"
     utils.append_jsonl(str(log), {"itr": 1})
     inject_write_failure(monkeypatch, utils, errno.ENOSPC)
-    with pytest.raises(utils.WriteError, match=r"no space left on device in .*log.jsonl to append to the log: .*"
-                                               r"its earlier lines are intact"):
+    with pytest.raises(utils.WriteError,
+                       match=r"no space left on device in .*log.jsonl to append to the log: .*"
+                             r"its earlier lines are intact"):
         utils.append_jsonl(str(log), {"itr": 2})
     assert log.read_text() == '{"itr": 1}\n'
 

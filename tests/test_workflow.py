@@ -30,16 +30,18 @@ IW_STEPS = 60  # of the IW critic (iw_critic.STEPS: 600)
 
 
 def write_idx(folder) -> None:
-    """IDX files (the format's definition: big-endian magic, sizes, unsigned bytes) of 10 x 10 images,
-    each class a bright square in its own place on noise."""
+    """IDX files (the format's definition: big-endian magic, sizes, unsigned bytes) of 10 x 10
+    images, each class a bright square in its own place on noise."""
     rng = np.random.default_rng(0)
     for prefix, per_class in (("train", TRAIN_PER_CLASS), ("t10k", TEST_PER_CLASS)):
         labels = np.arange(per_class * len(CLASSES)) % len(CLASSES)
         images = rng.integers(0, 60, size=(len(labels), 10, 10))
         for i, label in enumerate(labels):
             images[i, label:label + 4, 2 * label % 6:2 * label % 6 + 4] = 230
-        for kind, array, magic in (("images-idx3", images, 0x00000803), ("labels-idx1", labels, 0x00000801)):
-            header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big") for size in array.shape)
+        for kind, array, magic in (("images-idx3", images, 0x00000803),
+                                   ("labels-idx1", labels, 0x00000801)):
+            header = magic.to_bytes(4, "big") + b"".join(size.to_bytes(4, "big")
+                                                         for size in array.shape)
             with gzip.open(os.path.join(folder, f"{prefix}-{kind}-ubyte.gz"), "wb") as f:
                 f.write(header + array.astype(np.uint8).tobytes())
 
@@ -49,7 +51,8 @@ def readme_commands() -> list[list[str]]:
     text = open(os.path.join(ROOT, "README.md")).read()
     section = text[text.index("## Your own dataset"):]
     section = section[:section.index("\n## ", 4)]
-    return [shlex.split(line.strip()) for line in section.splitlines() if line.startswith("    python ")]
+    return [shlex.split(line.strip()) for line in section.splitlines()
+            if line.startswith("    python ")]
 
 
 @pytest.mark.slow
@@ -58,9 +61,10 @@ def test_the_readme_route_from_a_dataset_to_BN_FT_sampling_and_explanation(tmp_p
     idx.mkdir()
     write_idx(idx)
     commands = readme_commands()
-    assert [c[1] for c in commands] == ["prepare_dataset.py", "train_classifier.py", "calculate_inception_moments.py",
-                                        "calculate_inception_moments.py", "train.py", "train.py", "train.py",
-                                        "sample.py", "explain.py"]
+    assert [c[1] for c in commands] == ["prepare_dataset.py", "train_classifier.py",
+                                        "calculate_inception_moments.py",
+                                        "calculate_inception_moments.py", "train.py", "train.py",
+                                        "train.py", "sample.py", "explain.py"]
     outputs = []
     for command in commands:
         argv = [re.sub(r"^base_dir", str(base), arg) for arg in command[2:]]
@@ -72,7 +76,8 @@ def test_the_readme_route_from_a_dataset_to_BN_FT_sampling_and_explanation(tmp_p
         assert result.returncode == 0, (command[1], result.stderr[-3000:])
         outputs.append(result.stdout)
     ft = json.loads((base / "weights" / "mydata_FT" / "config.json").read_text())
-    assert ft["start_from"].startswith("mydata_BN") and ft["G_ch"] == 16 and ft["n_pretrain_classes"] == 3
+    assert ft["start_from"].startswith("mydata_BN")
+    assert ft["G_ch"] == 16 and ft["n_pretrain_classes"] == 3
     assert ft["backbone"] == "classifier" and ft["old_class_names"] == ["a", "b", "c"]
     metrics = json.loads(next((base / "samples" / "mydata_FT").glob("*/metrics.json")).read_text())
     for key in ("FID", "precision", "recall", "IW", "class_acc"):

@@ -1,6 +1,6 @@
 """Worlds: old and new classes that the project ships or builds, behind one small interface, for the
-default run (experiments.demo), the transfer study (experiments.study) and the forgetting measurement
-(experiments.forgetting).
+default run (experiments.demo), the transfer study (experiments.study) and the forgetting
+measurement (experiments.forgetting).
 
     fashion  Fashion-MNIST (Xiao et al. 2017), real 28 px photos of clothes at 32 px: 7 old classes,
              3 new ones (Pullover, Coat, Ankle boot); the default
@@ -33,14 +33,19 @@ class World:
     old_dataset: str        # the source model's data: the old classes (its moments describe them)
     classifier: str         # the metric classifier checkpoint (--backbone classifier)
     source: str             # the folder holding the source model: G.pth, D.pth, config.json
-    architecture: tuple[str, ...]  # the source model's flags (a run without a source, e.g. from scratch, needs them)
-    training: tuple[str, ...]  # train.py flags of a transfer in this world (the demo's and the study's runs)
+    # the source model's flags (a run without a source, e.g. from scratch, needs them)
+    architecture: tuple[str, ...]
+    # train.py flags of a transfer in this world (the demo's and the study's runs)
+    training: tuple[str, ...]
     demo_shots: int            # the default run's images per new class
-    demo_stages: tuple[tuple[str, int, tuple[str, ...]], ...]  # the default run: (stage, iterations, its flags)
-    prepare_new: Callable[[str, int, int], None]     # (data_root, shots, seed): the few shots and their statistics
-    prepare_old: Callable[[str], str]                # (data_root) -> the old classes' reference moments
-    fresh_images: Callable[[int], tuple[torch.Tensor, torch.Tensor]]  # (per class) -> real new-class images
-    #                                                  no training set of the world holds, in [-1, 1], labels
+    # the default run: (stage, iterations, its flags)
+    demo_stages: tuple[tuple[str, int, tuple[str, ...]], ...]
+    # (data_root, shots, seed): the few shots and their statistics
+    prepare_new: Callable[[str, int, int], None]
+    # (data_root) -> the old classes' reference moments
+    prepare_old: Callable[[str], str]
+    # (per class) -> real new-class images no training set of the world holds, in [-1, 1], labels
+    fresh_images: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
     new_classes: tuple[str, ...] = ()  # the split: the new classes' names (a study records them)
     old_classes: tuple[str, ...] = ()  # the old classes' names, the source model's
     assets: str = ""  # the folder of the split's own assets ('': the project's assets/)
@@ -57,16 +62,17 @@ class World:
 
 
 def transfer_flags(dataset: str, classifier: str, batch_size: int, *more: str) -> tuple[str, ...]:
-    """train.py flags of a transfer in a world: the official CIFAR propagation setup (N02 init, G_lr =
-    D_lr = 2e-4, L1 0.01 on the combination, L2 0.01 on the residual) at one D step, metrics in the
-    world's classifier's space every 100 iterations with best checkpoints by FID, then `more`."""
+    """train.py flags of a transfer in a world: the official CIFAR propagation setup (N02 init, G_lr
+    = D_lr = 2e-4, L1 0.01 on the combination, L2 0.01 on the residual) at one D step, metrics in
+    the world's classifier's space every 100 iterations with best checkpoints by FID, then
+    `more`."""
     return ("--dataset", dataset, "--kp_variant", "cifar", "--G_init", "N02", "--D_init", "N02",
             "--batch_size", str(batch_size), "--num_D_steps", "1", "--num_D_accumulations", "1",
             "--G_lr", "2e-4", "--D_lr", "2e-4", "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01",
-            "--test_every", "100", "--which_best", "FID", "--num_inception_images", "1000", "--mfid", "--kmmd",
-            "--precision_recall", "--backbone", "classifier", "--inception_weights", classifier,
-            "--use_multiepoch_sampler", "--num_epochs", "100000", "--num_workers", "0",
-            "--num_save_copies", "1", "--num_best_copies", "1",
+            "--test_every", "100", "--which_best", "FID", "--num_inception_images", "1000",
+            "--mfid", "--kmmd", "--precision_recall", "--backbone", "classifier",
+            "--inception_weights", classifier, "--use_multiepoch_sampler", "--num_epochs", "100000",
+            "--num_workers", "0", "--num_save_copies", "1", "--num_best_copies", "1",
             # Sheets and metrics from BN running statistics: a one-class batch in train mode would
             # normalize the class-specific shifts away.
             "--G_eval_mode", *more)
@@ -110,9 +116,10 @@ def install_source(weights_root: str, source: str) -> None:
         if not os.path.isfile(origin):
             if name == "config.json":
                 continue  # a source without one: the model flags must be given
-            raise utils.UsageError(f"the source model folder {source} holds no {name}; give a folder with the "
-                                   "source's G.pth and D.pth (and its config.json), or restore the shipped one with "
-                                   "`git checkout assets/`")
+            raise utils.UsageError(f"the source model folder {source} holds no {name}; give a "
+                                   "folder with the source's G.pth and D.pth (and its "
+                                   "config.json), or restore the shipped one with `git checkout "
+                                   "assets/`")
         if name == "config.json":
             write_config(target, experiment.read_config(source))
         else:

@@ -4,15 +4,15 @@ at 32 px. The old classes (the source model's) are T-shirt/top, Trouser, Dress, 
 Sneaker and Bag; the new ones Pullover, Coat and Ankle boot, which have relatives among the old
 classes (shirt, sneaker, sandal), what knowledge propagation claims to use.
 
-Shipped (assets/, rebuilt by `python -m worlds.fashion build`: about 1.5 hours on 2 CPU cores, most of it the
-source's 2000 pretraining iterations):
+Shipped (assets/, rebuilt by `python -m worlds.fashion build`: about 1.5 hours on 2 CPU cores, most
+of it the source's 2000 pretraining iterations):
     fashion_classifier.pth     the metric classifier over all 10 classes (its test accuracy inside)
     fashion_source/            the source BigGAN of the 7 old classes: G.pth, D.pth, config.json
-    fashion_data/              10 training images per new class (seed 0), the new classes' 3,000 test
-                               images (new_reference.npz) and their reference statistics
+    fashion_data/              10 training images per new class (seed 0), the new classes' 3,000
+                               test images (new_reference.npz) and their reference statistics
 So the default run needs no download. Other shot counts, seeds or splits are prepared from the raw
-data (prepare_dataset.py): Debian's `apt-get install dataset-fashion-mnist` puts the four IDX files in
-/usr/share/datasets/fashion-mnist/; elsewhere set FASHION_MNIST_DIR to a folder holding them.
+data (prepare_dataset.py): Debian's `apt-get install dataset-fashion-mnist` puts the four IDX files
+in /usr/share/datasets/fashion-mnist/; elsewhere set FASHION_MNIST_DIR to a folder holding them.
 A split other than the default needs its own source model (`build --new ...`).
 
     python -m worlds.fashion build                       # every asset, from the raw data
@@ -38,32 +38,37 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.path.join(ROOT, "assets")
 NAME = "fashion"  # prepare_dataset.py --name: fashion_old, fashion_new, fashion_new_reference, ...
 NEW_DATASET, OLD_DATASET, NEW_REFERENCE = f"{NAME}_new", f"{NAME}_old", f"{NAME}_new_reference"
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+           "Bag", "Ankle boot")
 NEW_CLASSES = ("Pullover", "Coat", "Ankle boot")
 SHIPPED_SHOTS, SHIPPED_SEED = 10, 0
 DEBIAN_RAW = "/usr/share/datasets/fashion-mnist"
 
-# The source model: a CIFAR-style BigGAN at 32 px (no shared embedding, no hierarchical z), small enough
-# for CPUs; its flags are recorded in fashion_source/config.json.
+# The source model: a CIFAR-style BigGAN at 32 px (no shared embedding, no hierarchical z), small
+# enough for CPUs; its flags are recorded in fashion_source/config.json.
 ARCHITECTURE = ("--G_ch", "16", "--D_ch", "16", "--G_attn", "0", "--D_attn", "0", "--G_init", "N02",
                 "--D_init", "N02", "--SN_eps", "1e-8")
-SOURCE_TRAINING = ("--batch_size", "32", "--num_D_steps", "2", "--num_D_accumulations", "1", "--G_lr", "2e-4",
-                   "--D_lr", "2e-4", "--ema", "--ema_start", "1000", "--ema_decay", "0.999", "--which_best", "FID",
-                   "--load_in_mem", "--use_multiepoch_sampler", "--num_epochs", "1000", "--num_workers", "0")
+SOURCE_TRAINING = ("--batch_size", "32", "--num_D_steps", "2", "--num_D_accumulations", "1",
+                   "--G_lr", "2e-4", "--D_lr", "2e-4", "--ema", "--ema_start", "1000",
+                   "--ema_decay", "0.999", "--which_best", "FID", "--load_in_mem",
+                   "--use_multiepoch_sampler", "--num_epochs", "1000", "--num_workers", "0")
 SOURCE_EVALUATION_IMAGES = 2000  # samples per in-loop evaluation of the source's pretraining
 
-# The default run (experiments.demo; the trials behind it: docs/results.md, "The default run"). Few-shot
-# GAN training oscillates from one evaluation to the next, so G is sampled as an EMA over ~100
-# iterations; BN trains at 5x the official G_lr (it reaches its best in 500-700 iterations instead of
-# > 1000); FT at a quarter of it, since at 2e-4 its first 100 iterations undo much of BN's best.
+# The default run (experiments.demo; the trials behind it: docs/results.md, "The default run").
+# Few-shot GAN training oscillates from one evaluation to the next, so G is sampled as an EMA over
+# ~100 iterations; BN trains at 5x the official G_lr (it reaches its best in 500-700 iterations
+# instead of > 1000); FT at a quarter of it, since at 2e-4 its first 100 iterations undo much of
+# BN's best.
 DEMO_EMA = ("--ema", "--use_ema", "--ema_start", "0", "--ema_decay", "0.99")
 
 
 def assets(out: str = ASSETS) -> dict[str, str]:
-    """The asset paths under `out` (the classifier knows all 10 classes: every split shares the shipped one)."""
+    """The asset paths under `out` (the classifier knows all 10 classes: every split shares the
+    shipped one)."""
     own = os.path.join(out, "fashion_classifier.pth")
     return {"classifier": own if os.path.isfile(own) or out == ASSETS else CLASSIFIER,
-            "source": os.path.join(out, "fashion_source"), "data": os.path.join(out, "fashion_data")}
+            "source": os.path.join(out, "fashion_source"),
+            "data": os.path.join(out, "fashion_data")}
 
 
 CLASSIFIER = os.path.join(ASSETS, "fashion_classifier.pth")
@@ -77,10 +82,12 @@ def raw_folder() -> str:
     folder = os.environ.get("FASHION_MNIST_DIR") or DEBIAN_RAW
     if not os.path.isfile(os.path.join(folder, "train-images-idx3-ubyte.gz")) and \
             not os.path.isfile(os.path.join(folder, "train-images-idx3-ubyte")):
-        raise utils.UsageError(f"the Fashion-MNIST files are not in {folder}: `apt-get install dataset-fashion-mnist` "
-                               "puts them in /usr/share/datasets/fashion-mnist, or set FASHION_MNIST_DIR to a folder "
-                               "holding train-images-idx3-ubyte(.gz) and the other three IDX files (the shipped "
-                               f"default run needs none: {SHIPPED_SHOTS} shots, seed {SHIPPED_SEED}, default split)")
+        raise utils.UsageError(f"the Fashion-MNIST files are not in {folder}: `apt-get install "
+                               "dataset-fashion-mnist` puts them in "
+                               "/usr/share/datasets/fashion-mnist, or set FASHION_MNIST_DIR to a "
+                               "folder holding train-images-idx3-ubyte(.gz) and the other three "
+                               f"IDX files (the shipped default run needs none: {SHIPPED_SHOTS} "
+                               f"shots, seed {SHIPPED_SEED}, default split)")
     return folder
 
 
@@ -89,8 +96,9 @@ def prepare_from_raw(data_root: str, shots: int, seed: int, new: tuple[str, ...]
     """prepare_dataset.py on the raw data into data_root (fashion_old, _new, _old_reference,
     _new_reference; with classifier_data the classifier's training and test folders too)."""
     import prepare_dataset
-    prepare_dataset.main(["--idx", raw_folder(), "--preset", "fashion-mnist", "--new", ",".join(new),
-                          "--shots", str(shots), "--seed", str(seed), "--name", NAME, "--data_root", data_root,
+    prepare_dataset.main(["--idx", raw_folder(), "--preset", "fashion-mnist", "--new",
+                          ",".join(new), "--shots", str(shots), "--seed", str(seed), "--name", NAME,
+                          "--data_root", data_root,
                           *(["--classifier_data"] if classifier_data else [])])
 
 
@@ -101,9 +109,10 @@ def reference_statistics(data_root: str, dataset: str, classifier: str = CLASSIF
     moments = os.path.join(data_root, f"{dataset}_classifier_moments.npz")
     if not os.path.isfile(moments):
         calculate_inception_moments.run(
-            {"dataset": dataset, "base_dir": data_root, "data_root": data_root, "batch_size": 250, "num_workers": 0,
-             "shuffle": False, "seed": 0, "hdf5": False, "backbone": "classifier", "inception_weights": classifier,
-             "device": "cpu", "parallel": False, "resolution": 0, "reference_dataset": ""})
+            {"dataset": dataset, "base_dir": data_root, "data_root": data_root, "batch_size": 250,
+             "num_workers": 0, "shuffle": False, "seed": 0, "hdf5": False, "backbone": "classifier",
+             "inception_weights": classifier, "device": "cpu", "parallel": False, "resolution": 0,
+             "reference_dataset": ""})
     return moments
 
 
@@ -111,17 +120,20 @@ def reference_statistics(data_root: str, dataset: str, classifier: str = CLASSIF
 # The shipped data: the shots, and the new classes' test images as one compact file
 
 def pack_reference(folder: str, path: str) -> None:
-    """A reference folder (class folders of grey PNGs, dataset.json) as one npz: images uint8 [N, R, R],
-    labels, file names, and the dataset.json."""
+    """A reference folder (class folders of grey PNGs, dataset.json) as one npz: images uint8 [N, R,
+    R], labels, file names, and the dataset.json."""
     import datasets
-    data = datasets.ImageFolderDataset(folder, int(datasets.read_dataset_json(folder)["resolution"]))
+    data = datasets.ImageFolderDataset(folder,
+                                       int(datasets.read_dataset_json(folder)["resolution"]))
     images = np.stack([np.asarray(Image.open(p).convert("L")) for p, _ in data.samples])
     labels = np.array([label for _, label in data.samples], dtype=np.int64)
     names = np.array([os.path.relpath(p, folder) for p, _ in data.samples])
     with open(os.path.join(folder, "dataset.json")) as f:
         info = f.read()
-    utils.write_atomically(path, lambda f: np.savez_compressed(f, images=images, labels=labels, names=names,
-                                                               dataset_json=np.array(info)), binary=True)
+    utils.write_atomically(path, lambda f: np.savez_compressed(f, images=images, labels=labels,
+                                                               names=names,
+                                                               dataset_json=np.array(info)),
+                           binary=True)
 
 
 def unpack_reference(path: str, folder: str) -> None:
@@ -151,17 +163,18 @@ def shipped_files(data_root: str, shipped: str) -> list[tuple[str, str]]:
 
 def prepare_new(data_root: str, shots: int, seed: int, new: tuple[str, ...] = NEW_CLASSES,
                 out: str = ASSETS) -> None:
-    """data_root/fashion_new with `shots` images per new class (chosen by seed), its held-out reference
-    images (the test split) and their statistics: the shipped ones where they are what is asked for,
-    else from the raw data."""
+    """data_root/fashion_new with `shots` images per new class (chosen by seed), its held-out
+    reference images (the test split) and their statistics: the shipped ones where they are what is
+    asked for, else from the raw data."""
     paths = assets(out)
     folder, reference = os.path.join(data_root, NEW_DATASET), os.path.join(data_root, NEW_REFERENCE)
     wanted = (shots, seed, tuple(sorted(new)))
     held = prepared_as(folder) if os.path.isdir(folder) else wanted
     if held != wanted:
         held_shots, held_seed, held_new = held
-        raise utils.UsageError(f"{folder} holds {held_shots} shots of seed {held_seed} of {', '.join(held_new)}, "
-                               f"not {shots} of seed {seed} of {', '.join(sorted(new))}: use another base folder")
+        raise utils.UsageError(f"{folder} holds {held_shots} shots of seed {held_seed} of "
+                               f"{', '.join(held_new)}, not {shots} of seed {seed} of "
+                               f"{', '.join(sorted(new))}: use another base folder")
     shipped = os.path.join(paths["data"], NEW_DATASET)
     if os.path.isdir(shipped) and prepared_as(shipped) == wanted:
         if not os.path.isdir(folder):
@@ -183,13 +196,15 @@ def prepare_new(data_root: str, shots: int, seed: int, new: tuple[str, ...] = NE
 
 
 def prepared_as(folder: str) -> tuple[int, int, tuple[str, ...]]:
-    """(shots, seed, sorted new classes) of a few-shot folder this world prepared; refused otherwise."""
+    """(shots, seed, sorted new classes) of a few-shot folder this world prepared; refused
+    otherwise."""
     import datasets
     info = datasets.read_dataset_json(folder) or {}
     split = info.get("split") if isinstance(info.get("split"), dict) else {}
     if not isinstance(split.get("new"), list):
-        raise utils.UsageError(f"{folder} was not prepared by the Fashion-MNIST world (its dataset.json names no "
-                               "new classes): use another base folder, or move that folder away")
+        raise utils.UsageError(f"{folder} was not prepared by the Fashion-MNIST world (its "
+                               "dataset.json names no new classes): use another base folder, or "
+                               "move that folder away")
     return info.get("shots"), info.get("seed"), tuple(sorted(split["new"]))
 
 
@@ -208,10 +223,13 @@ def prepare_old(data_root: str, new: tuple[str, ...] = NEW_CLASSES, out: str = A
         os.makedirs(data_root, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=data_root) as tmp:
             prepare_from_raw(tmp, SHIPPED_SHOTS, SHIPPED_SEED, new)
-            shutil.move(os.path.join(tmp, f"{OLD_DATASET}_reference"), os.path.join(data_root, f"{OLD_DATASET}_reference"))
-            if not os.path.isdir(os.path.join(data_root, OLD_DATASET)):  # its dataset.json names the reference
+            shutil.move(os.path.join(tmp, f"{OLD_DATASET}_reference"),
+                        os.path.join(data_root, f"{OLD_DATASET}_reference"))
+            # its dataset.json names the reference
+            if not os.path.isdir(os.path.join(data_root, OLD_DATASET)):
                 os.makedirs(os.path.join(data_root, OLD_DATASET))
-                shutil.copy(os.path.join(tmp, OLD_DATASET, "dataset.json"), os.path.join(data_root, OLD_DATASET))
+                shutil.copy(os.path.join(tmp, OLD_DATASET, "dataset.json"),
+                            os.path.join(data_root, OLD_DATASET))
     return reference_statistics(data_root, OLD_DATASET, assets(out)["classifier"])
 
 
@@ -243,11 +261,14 @@ def world(new: tuple[str, ...] = NEW_CLASSES, out: str = ASSETS) -> World:
     # config.json) and the default speed options (acceleration.py).
     training = transfer_flags(NEW_DATASET, paths["classifier"], 8)
     return World(
-        name="fashion", summary=f"Fashion-MNIST at 32 px: {10 - len(new)} old classes, {len(new)} new ones "
-                                f"({', '.join(new)})",
-        new_dataset=NEW_DATASET, old_dataset=OLD_DATASET, classifier=paths["classifier"], source=paths["source"],
-        architecture=ARCHITECTURE, training=training, demo_shots=SHIPPED_SHOTS,
-        demo_stages=(("BN", 700, ("--G_lr", "1e-3", *DEMO_EMA)), ("FT", 200, ("--G_lr", "5e-5", *DEMO_EMA))),
+        name="fashion",
+        summary=f"Fashion-MNIST at 32 px: {10 - len(new)} old classes, {len(new)} new ones "
+                f"({', '.join(new)})",
+        new_dataset=NEW_DATASET, old_dataset=OLD_DATASET, classifier=paths["classifier"],
+        source=paths["source"], architecture=ARCHITECTURE, training=training,
+        demo_shots=SHIPPED_SHOTS,
+        demo_stages=(("BN", 700, ("--G_lr", "1e-3", *DEMO_EMA)),
+                     ("FT", 200, ("--G_lr", "5e-5", *DEMO_EMA))),
         prepare_new=functools.partial(prepare_new, new=new, out=out),
         prepare_old=functools.partial(prepare_old, new=new, out=out),
         fresh_images=functools.partial(fresh_images, out=out),
@@ -272,10 +293,11 @@ def ship_few_shot_folder(origin: str, target: str) -> None:
                            lambda f: json.dump(info, f, indent=1, ensure_ascii=False))
 
 
-def build(base: str, out: str, new: tuple[str, ...], source_iters: int, classifier_epochs: int) -> None:
+def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
+          classifier_epochs: int) -> None:
     """Every asset from the raw data, each step kept when its output is there: the data (with the
-    classifier's folders), the classifier, the reference statistics, the source model (pretrained with
-    --stage pretrain on the old classes, with in-loop metrics of them), the shipped data."""
+    classifier's folders), the classifier, the reference statistics, the source model (pretrained
+    with --stage pretrain on the old classes, with in-loop metrics of them), the shipped data."""
     import experiment
     import train_classifier
     paths, data_root = assets(out), os.path.join(base, "data")
@@ -284,45 +306,58 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int, classifi
     if not os.path.isdir(os.path.join(data_root, NEW_DATASET)):
         prepare_from_raw(data_root, SHIPPED_SHOTS, SHIPPED_SEED, new, classifier_data=True)
     if not os.path.isfile(paths["classifier"]):
-        train_classifier.main(["--train_folder", os.path.join(data_root, f"{NAME}_classifier_train"),
-                               "--test_folder", os.path.join(data_root, f"{NAME}_classifier_test"), "--resolution",
-                               "32", "--out", paths["classifier"], "--epochs", str(classifier_epochs), "--threads", "2"])
+        train_classifier.main(["--train_folder",
+                               os.path.join(data_root, f"{NAME}_classifier_train"), "--test_folder",
+                               os.path.join(data_root, f"{NAME}_classifier_test"), "--resolution",
+                               "32", "--out", paths["classifier"], "--epochs",
+                               str(classifier_epochs), "--threads", "2"])
     for dataset in (NEW_DATASET, OLD_DATASET):
         reference_statistics(data_root, dataset, paths["classifier"])
     if not os.path.isfile(os.path.join(paths["source"], "G.pth")):
         from experiments import runs  # a pretraining that stopped continues
         config, _ = runs.train_or_load(
-            ["--base_dir", base, "--dataset", OLD_DATASET, "--stage", "pretrain", "--experiment_name", "fashion_source",
-             *ARCHITECTURE, *SOURCE_TRAINING, "--num_iters", str(source_iters), "--save_every", "500",
-             "--test_every", "500", "--backbone", "classifier", "--inception_weights", paths["classifier"],
-             "--num_inception_images", str(SOURCE_EVALUATION_IMAGES), "--mfid", "--G_eval_mode",
-             "--seed", "0"])
+            ["--base_dir", base, "--dataset", OLD_DATASET, "--stage", "pretrain",
+             "--experiment_name", "fashion_source", *ARCHITECTURE, *SOURCE_TRAINING, "--num_iters",
+             str(source_iters), "--save_every", "500", "--test_every", "500", "--backbone",
+             "classifier", "--inception_weights", paths["classifier"], "--num_inception_images",
+             str(SOURCE_EVALUATION_IMAGES), "--mfid", "--G_eval_mode", "--seed", "0"])
         publish_source(experiment.folder(config), paths["source"])
     os.makedirs(paths["data"], exist_ok=True)
     if not os.path.isdir(os.path.join(paths["data"], NEW_DATASET)):
         ship_few_shot_folder(os.path.join(data_root, NEW_DATASET),
                              os.path.join(paths["data"], NEW_DATASET))
     if not os.path.isfile(os.path.join(paths["data"], "new_reference.npz")):
-        pack_reference(os.path.join(data_root, NEW_REFERENCE), os.path.join(paths["data"], "new_reference.npz"))
+        pack_reference(os.path.join(data_root, NEW_REFERENCE),
+                       os.path.join(paths["data"], "new_reference.npz"))
     for target, origin in shipped_files(data_root, paths["data"]):
         if not os.path.isfile(target):
             shutil.copy(origin, target)
     print(f"Fashion-MNIST assets in {out}: fashion_classifier.pth, fashion_source/, fashion_data/")
 
 
-def main(argv: list[str] | None = None) -> None:
+def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     make = commands.add_parser("build", allow_abbrev=False, formatter_class=utils.HelpFormatter,
-                               help="build the shipped assets from the raw data (each step kept when done)")
-    make.add_argument("--base_dir", default="base_dir_fashion", help="the build's data, runs and logs")
+                               help="build the shipped assets from the raw data (each step kept "
+                                    "when done)")
+    make.add_argument("--base_dir", default="base_dir_fashion",
+                      help="the build's data, runs and logs")
     make.add_argument("--out", default=ASSETS, help="where the assets go")
-    make.add_argument("--new", default=",".join(NEW_CLASSES), help="the new classes; the others are old")
-    make.add_argument("--source_iters", type=utils.at_least(1), default=2000, help="pretraining iterations")
-    make.add_argument("--classifier_epochs", type=utils.at_least(1), default=6, help="classifier training epochs")
-    args = parser.parse_args(argv)
-    build(args.base_dir, args.out, tuple(args.new.split(",")), args.source_iters, args.classifier_epochs)
+    make.add_argument("--new", default=",".join(NEW_CLASSES),
+                      help="the new classes; the others are old")
+    make.add_argument("--source_iters", type=utils.at_least(1), default=2000,
+                      help="pretraining iterations")
+    make.add_argument("--classifier_epochs", type=utils.at_least(1), default=6,
+                      help="classifier training epochs")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = prepare_parser().parse_args(argv)
+    build(args.base_dir, args.out, tuple(args.new.split(",")), args.source_iters,
+          args.classifier_epochs)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,11 @@ Images are deterministic in (seed, class): class c uses its own generator seeded
         --target_images_per_class 25 --seed 0
 
 writes base_dir/data/toy_source (the 12 old classes, dataset ToySource32) and base_dir/data/toy
-(the 4 new classes, dataset Toy32), one folder per class of PNG files. As a world (worlds/__init__.py)
-it transfers the shipped source model (assets/toy_source, 12 old classes; rebuilt by `python -m
-worlds.toy source`) to the 4 new classes, measured in the shipped toy classifier's feature space
-(assets/toy_classifier.pth; rebuilt by `python train_classifier.py --world toy --overwrite`).
+(the 4 new classes, dataset Toy32), one folder per class of PNG files. As a world
+(worlds/__init__.py) it transfers the shipped source model (assets/toy_source, 12 old classes;
+rebuilt by `python -m worlds.toy source`) to the 4 new classes, measured in the shipped toy
+classifier's feature space (assets/toy_classifier.pth; rebuilt by `python train_classifier.py
+--world toy --overwrite`).
 """
 from __future__ import annotations
 
@@ -224,10 +225,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(ROOT, "assets", "toy_source")          # G.pth, D.pth, config.json
 CLASSIFIER = os.path.join(ROOT, "assets", "toy_classifier.pth")
 REFERENCE_IMAGES_PER_CLASS = 500   # fresh images per class behind the reference statistics
-FRESH_IMAGES_SEED = 5000           # of the fresh real images (memorization): unlike any seed of the data
+# of the fresh real images (memorization): unlike any seed of the data
+FRESH_IMAGES_SEED = 5000
 
 # The source model: a CIFAR-style BigGAN (no shared embedding, no hierarchical z) at 32 px, small
-# enough for CPUs; `python -m worlds.toy source` trains it (assets/toy_source/config.json records it).
+# enough for CPUs; `python -m worlds.toy source` trains it (assets/toy_source/config.json
+# records it).
 ARCHITECTURE = ("--G_ch", "12", "--D_ch", "12", "--G_attn", "0", "--D_attn", "0", "--G_init", "N02",
                 "--D_init", "N02", "--SN_eps", "1e-8")
 # A transfer in this world (the architecture comes from the source's config.json).
@@ -247,9 +250,10 @@ def reference_statistics(data_root: str, dataset: str, classes: list[str], seed:
         write_image_folder(os.path.join(tmp, datasets.dataset_spec(dataset).folder), classes,
                            REFERENCE_IMAGES_PER_CLASS, seed + 1000)
         written = calculate_inception_moments.run(
-            {"dataset": dataset, "base_dir": tmp, "data_root": tmp, "batch_size": 250, "num_workers": 0,
-             "shuffle": False, "seed": 0, "hdf5": False, "backbone": "classifier", "inception_weights": CLASSIFIER,
-             "device": "cpu", "parallel": False, "resolution": 0, "reference_dataset": ""})
+            {"dataset": dataset, "base_dir": tmp, "data_root": tmp, "batch_size": 250,
+             "num_workers": 0, "shuffle": False, "seed": 0, "hdf5": False, "backbone": "classifier",
+             "inception_weights": CLASSIFIER, "device": "cpu", "parallel": False, "resolution": 0,
+             "reference_dataset": ""})
         os.makedirs(data_root, exist_ok=True)
         for path in written.values():
             shutil.move(path, os.path.join(data_root, os.path.basename(path)))
@@ -279,17 +283,19 @@ def fresh_images(per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 WORLD = World(
-    name="toy", summary="generated shapes x colours: 12 old classes, 4 new ones that recombine them",
-    new_dataset="Toy32", old_dataset="ToySource32", classifier=CLASSIFIER, source=SOURCE, architecture=ARCHITECTURE,
-    training=TRAINING,
-    demo_shots=25, demo_stages=(("BN", 1000, ("--G_lr", "1e-3")), ("FT", 500, ())),
-    prepare_new=prepare_new, prepare_old=prepare_old, fresh_images=fresh_images)
+    name="toy",
+    summary="generated shapes x colours: 12 old classes, 4 new ones that recombine them",
+    new_dataset="Toy32", old_dataset="ToySource32", classifier=CLASSIFIER, source=SOURCE,
+    architecture=ARCHITECTURE, training=TRAINING, demo_shots=25,
+    demo_stages=(("BN", 1000, ("--G_lr", "1e-3")), ("FT", 500, ())), prepare_new=prepare_new,
+    prepare_old=prepare_old, fresh_images=fresh_images)
 
 
 def pretrain_source(base: str, iters: int, out: str = SOURCE) -> None:
-    """The shipped source model: a plain BigGAN trained with our --stage pretrain on 500 images of each
-    old class (8000 iterations: about 50 minutes on 2 idle CPU cores), copied to `out`. G.pth ships G
-    itself: on this short schedule the EMA copy lags behind (old-class consistency 80 % vs 88 %)."""
+    """The shipped source model: a plain BigGAN trained with our --stage pretrain on 500 images of
+    each old class (8000 iterations: about 50 minutes on 2 idle CPU cores), copied to `out`. G.pth
+    ships G itself: on this short schedule the EMA copy lags behind (old-class consistency 80 % vs
+    88 %)."""
     import experiment
     import flags
     import train
@@ -298,9 +304,10 @@ def pretrain_source(base: str, iters: int, out: str = SOURCE) -> None:
         write_image_folder(os.path.join(data_root, "toy_source"), OLD_CLASSES, 500, seed=0)
     config = flags.parse(["--base_dir", base, "--dataset", "ToySource32", "--stage", "pretrain",
                           "--experiment_name", "toy_source", *ARCHITECTURE, "--batch_size", "16",
-                          "--num_D_steps", "1", "--num_D_accumulations", "1", "--G_lr", "2e-4", "--D_lr", "2e-4",
-                          "--ema", "--use_ema", "--ema_start", "500", "--ema_decay", "0.999", "--num_iters", str(iters),
-                          "--save_every", "250", "--no_fid", "--use_multiepoch_sampler", "--num_epochs", "1000",
+                          "--num_D_steps", "1", "--num_D_accumulations", "1", "--G_lr", "2e-4",
+                          "--D_lr", "2e-4", "--ema", "--use_ema", "--ema_start", "500",
+                          "--ema_decay", "0.999", "--num_iters", str(iters), "--save_every", "250",
+                          "--no_fid", "--use_multiepoch_sampler", "--num_epochs", "1000",
                           "--num_workers", "0", "--seed", "0", "--threads", "1"])
     train.run(config)
     publish_source(experiment.folder(config), out)
@@ -309,29 +316,38 @@ def pretrain_source(base: str, iters: int, out: str = SOURCE) -> None:
 # ----------------------------------------------------------------------------------------------
 # Script: the data, and the shipped assets rebuilt
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(allow_abbrev=False, description="The toy world: its image folders, and its "
-                                     "shipped source model rebuilt.", formatter_class=utils.HelpFormatter)
+def prepare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(allow_abbrev=False,
+                                     description="The toy world: its image folders, and its "
+                                                 "shipped source model rebuilt.",
+                                     formatter_class=utils.HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     data = commands.add_parser("data", allow_abbrev=False, formatter_class=utils.HelpFormatter,
-                               help="write the old classes' (toy_source) and new classes' (toy) image folders")
-    data.add_argument("--base_dir", default="base_dir", help="project folder; data goes to <base_dir>/data")
+                               help="write the old classes' (toy_source) and new classes' (toy) "
+                                    "image folders")
+    data.add_argument("--base_dir", default="base_dir",
+                      help="project folder; data goes to <base_dir>/data")
     data.add_argument("--data_root", default=None, help="write here instead of <base_dir>/data")
-    data.add_argument("--source_images_per_class", type=utils.at_least(1), default=500, help="images per old class")
-    data.add_argument("--target_images_per_class", type=utils.at_least(1), default=25, help="images per new class")
+    data.add_argument("--source_images_per_class", type=utils.at_least(1), default=500,
+                      help="images per old class")
+    data.add_argument("--target_images_per_class", type=utils.at_least(1), default=25,
+                      help="images per new class")
     data.add_argument("--seed", type=utils.at_least(0), default=0, help="seed of the drawing")
     data.add_argument("--overwrite", action="store_true",
                       help="replace existing toy folders (only ever toy class folders)")
     source = commands.add_parser("source", allow_abbrev=False, formatter_class=utils.HelpFormatter,
-                                 help="pretrain the source model (--stage pretrain) and write it to assets/toy_source")
-    source.add_argument("--base_dir", default="base_dir_source", help="project folder of the pretraining run")
-    source.add_argument("--iters", type=utils.at_least(1), default=8000, help="pretraining iterations")
+                                 help="pretrain the source model (--stage pretrain) and write it "
+                                      "to assets/toy_source")
+    source.add_argument("--base_dir", default="base_dir_source",
+                        help="project folder of the pretraining run")
+    source.add_argument("--iters", type=utils.at_least(1), default=8000,
+                        help="pretraining iterations")
     source.add_argument("--out", default=SOURCE, help="the source model folder to write")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    args = prepare_parser().parse_args(argv)
     if args.command == "source":
         pretrain_source(args.base_dir, args.iters, args.out)
         return

@@ -16,7 +16,8 @@ def conv_step(x, w):
 
 def test_a_convolution_counts_two_operations_per_multiply_add():
     x, w = torch.randn(2, 3, 8, 8), torch.randn(5, 3, 3, 3)
-    assert conv_limit.count_flops(lambda: F.conv2d(x, w, padding=1)) == 2 * (2 * 5 * 8 * 8) * (3 * 3 * 3)
+    flops = conv_limit.count_flops(lambda: F.conv2d(x, w, padding=1))
+    assert flops == 2 * (2 * 5 * 8 * 8) * (3 * 3 * 3)
 
 
 def test_forward_and_backward_convolutions_are_recorded_with_their_layout():
@@ -30,12 +31,14 @@ def test_forward_and_backward_convolutions_are_recorded_with_their_layout():
     forward_input = recorder.calls[0][1][0]
     assert forward_input.shape == (2, 3, 8, 8) and forward_input.stride == x.stride()
     # The backward of input and weight costs twice the forward: 2 x (2 per multiply-add).
-    flops = [conv_limit.call_flops(func, args, torch.device("cpu")) for func, args in recorder.calls]
+    flops = [conv_limit.call_flops(func, args, torch.device("cpu"))
+             for func, args in recorder.calls]
     assert flops[1] == 2 * flops[0]
 
 
 def test_the_limit_is_the_counted_operations_at_the_best_measured_speed():
-    x, w = torch.randn(4, 16, 16, 16, requires_grad=True), torch.randn(16, 16, 3, 3, requires_grad=True)
+    x = torch.randn(4, 16, 16, 16, requires_grad=True)
+    w = torch.randn(16, 16, 3, 3, requires_grad=True)
     limit = conv_limit.measure(lambda: conv_step(x, w), torch.device("cpu"))
     assert limit.flops == limit.conv_flops == 3 * 2 * (4 * 16 * 16 * 16) * (16 * 9)
     assert limit.conv_seconds > 0 and limit.peak_gflops > 0

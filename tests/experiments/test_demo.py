@@ -15,16 +15,19 @@ from worlds import toy
 
 pytestmark = pytest.mark.slow  # every test here runs the default run
 
-FEW = ["--world", "toy", "--shots", "5", "--iters", "4", "4", "--test_every", "2", "--num_inception_images", "100"]
+FEW = ["--world", "toy", "--shots", "5", "--iters", "4", "4", "--test_every", "2",
+       "--num_inception_images", "100"]
 
 
-def test_the_default_run_trains_BN_then_FT_from_the_best_BN_checkpoint_and_reports(tmp_path, capsys):
+def test_the_default_run_trains_BN_then_FT_from_the_best_BN_checkpoint_and_reports(tmp_path,
+                                                                                   capsys):
     result = demo.main(["--base_dir", str(tmp_path), *FEW])
     out = capsys.readouterr().out
     weights, samples = tmp_path / "weights", tmp_path / "samples" / "toy_FT"
     ft_config = json.loads((weights / "toy_FT" / "config.json").read_text())
     assert ft_config["stage"] == "FT" and ft_config["start_from"] == "toy_BN:best"
-    assert ft_config["old_class_names"] == toy.OLD_CLASSES and ft_config["class_names"] == toy.NEW_CLASSES
+    assert ft_config["old_class_names"] == toy.OLD_CLASSES
+    assert ft_config["class_names"] == toy.NEW_CLASSES
     for stage in ("BN", "FT"):
         log = [json.loads(line) for line in open(tmp_path / "logs" / f"toy_{stage}_log.jsonl")]
         assert [r["itr"] for r in log] == [2, 4] and log[-1]["metric_space"] == "classifier"

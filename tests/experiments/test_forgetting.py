@@ -1,7 +1,8 @@
 """experiments/forgetting.py: old-class metrics of the source, after BN and after BN + FT, in both
 BN-statistics modes. The BN stage trains no weight the old classes use: with standing statistics of
 their own, the old classes after it are measured as the source is (the same samples but for the
-spectral-norm vectors, which every train-mode forward pass moves); FT trains the shared convolutions."""
+spectral-norm vectors, which every train-mode forward pass moves); FT trains the shared
+convolutions."""
 import json
 import math
 
@@ -14,7 +15,8 @@ from worlds import fashion, toy
 
 
 @pytest.mark.slow
-def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old_classes(tmp_path, monkeypatch):
+def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old_classes(
+        tmp_path, monkeypatch):
     """Costs what a forgetting study costs, at its smallest (~20 s): two runs of it, 4 trainings of
     one iteration, 28 sample.py measurements (each with its sheets and a FID per class) of 60
     images, 5 per old class: the source and every G draw the same z and classes, so the comparisons
@@ -27,7 +29,8 @@ def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old
     models = ["source", "after BN (1 its)", "after BN + FT (2 its)"]
     assert list(rows) == [(model, stats) for model in models for stats in forgetting.STATISTICS]
     for (model, _), runs in rows.items():
-        assert len(runs) == 1 and math.isfinite(runs[0]["old"]["FID"]) and 0 <= runs[0]["old"]["class_acc"] <= 1
+        assert len(runs) == 1 and math.isfinite(runs[0]["old"]["FID"])
+        assert 0 <= runs[0]["old"]["class_acc"] <= 1
         assert ("new" in runs[0]) == (model != "source")  # the source has only the old classes
     standing = forgetting.STATISTICS[1]
     source, after_BN, after_FT = (rows[(model, standing)][0]["old"] for model in models)
@@ -36,8 +39,9 @@ def test_the_table_has_the_source_and_both_stages_and_the_BN_stage_keeps_the_old
     assert abs(after_FT["FID"] - source["FID"]) > abs(after_BN["FID"] - source["FID"])
     table = (tmp_path / "forgetting.md").read_text()
     assert table.count("| after BN + FT (2 its) |") == 2 and "old FID" in table
-    # Run again with one seed more: the first seed's G after BN is measured again, not its G after FT
-    # (an earlier version had one experiment for both stages and measured FT's weights as "after BN").
+    # Run again with one seed more: the first seed's G after BN is measured again, not its G after
+    # FT (an earlier version had one experiment for both stages and measured FT's weights as "after
+    # BN").
     again = forgetting.main([*argv, "--seeds", "0", "1"])
     for model in models[1:]:
         for stats in forgetting.STATISTICS:

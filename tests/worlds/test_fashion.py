@@ -1,4 +1,5 @@
-"""fashion.py: the Fashion-MNIST world refuses few-shot data it did not prepare for the run asked for."""
+"""fashion.py: the Fashion-MNIST world refuses few-shot data it did not prepare for the run asked
+for."""
 import json
 import os
 import shutil
@@ -13,21 +14,26 @@ SHIPPED = os.path.join(fashion.assets()["data"], fashion.NEW_DATASET)
 
 @pytest.fixture
 def data_root(tmp_path):
-    """A data_root holding a copy of the shipped 10-shot folder (seed 0; Pullover, Coat, Ankle boot)."""
+    """A data_root holding a copy of the shipped 10-shot folder (seed 0; Pullover, Coat, Ankle
+    boot)."""
     shutil.copytree(SHIPPED, tmp_path / fashion.NEW_DATASET)
     return tmp_path
 
 
 def test_the_shipped_folder_is_what_the_default_run_asks_for(data_root):
-    assert fashion.prepared_as(str(data_root / fashion.NEW_DATASET)) == (10, 0, ("Ankle boot", "Coat", "Pullover"))
+    assert fashion.prepared_as(str(data_root / fashion.NEW_DATASET)) == (10, 0,
+                                                                         ("Ankle boot", "Coat",
+                                                                          "Pullover"))
 
 
 @pytest.mark.parametrize("shots, seed, new, expected", [
-    (5, 0, fashion.NEW_CLASSES, "holds 10 shots of seed 0 of Ankle boot, Coat, Pullover, not 5 of seed 0"),
+    (5, 0, fashion.NEW_CLASSES,
+     "holds 10 shots of seed 0 of Ankle boot, Coat, Pullover, not 5 of seed 0"),
     (10, 1, fashion.NEW_CLASSES, "not 10 of seed 1"),
     (10, 0, ("Shirt", "Sneaker", "Bag"), "not 10 of seed 0 of Bag, Shirt, Sneaker"),
 ])
-def test_other_shots_seed_or_classes_are_refused_before_anything_is_written(data_root, shots, seed, new, expected):
+def test_other_shots_seed_or_classes_are_refused_before_anything_is_written(data_root, shots, seed,
+                                                                            new, expected):
     before = sorted(p.name for p in data_root.iterdir())
     with pytest.raises(utils.UsageError, match="use another base folder") as err:
         fashion.prepare_new(str(data_root), shots, seed, new)
@@ -71,7 +77,8 @@ def test_a_copy_of_the_shipped_data_cut_short_is_never_taken_for_the_whole(tmp_p
 
 
 def files_in(folder) -> list[str]:
-    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder) for f in fs)
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, fs in os.walk(folder)
+                  for f in fs)
 
 
 def test_a_split_s_old_classes_are_the_other_classes_in_label_order():

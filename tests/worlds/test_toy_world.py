@@ -93,7 +93,8 @@ def test_overwrite_never_deletes_folders_that_are_not_toy_data(tmp_path):
 
 
 def test_cli_writes_source_with_old_and_target_with_new_classes(tmp_path, monkeypatch):
-    argv = ["data", "--base_dir", str(tmp_path), "--source_images_per_class", "2", "--target_images_per_class", "1"]
+    argv = ["data", "--base_dir", str(tmp_path), "--source_images_per_class", "2",
+            "--target_images_per_class", "1"]
     toy.main(argv)
     assert sorted(os.listdir(tmp_path / "data" / "toy_source")) == toy.OLD_CLASSES
     assert sorted(os.listdir(tmp_path / "data" / "toy")) == toy.NEW_CLASSES
