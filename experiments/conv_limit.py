@@ -140,8 +140,8 @@ class Limit:
         return (f"{self.flops / 1e12:.3f} TFLOP/itr ({self.conv_flops / self.flops:.0%} in "
                 f"convolutions); convolutions alone {self.conv_seconds:.3f} s ({conv_gflops:.0f} "
                 f"GFLOP/s, {self.conv_seconds / step_seconds:.0%} of the step); peak "
-                f"{self.peak_gflops:.0f} GFLOP/s: limit {self.limit_seconds:.3f} s/itr, the step at "
-                f"{self.limit_seconds / step_seconds:.0%} of it")
+                f"{self.peak_gflops:.0f} GFLOP/s: limit {self.limit_seconds:.3f} s/itr, the step "
+                f"at {self.limit_seconds / step_seconds:.0%} of it")
 
     def furthest_from_peak(self, count: int = 5) -> list[tuple[float, ConvolutionCall]]:
         """The calls that lose most time against the peak: (seconds lost, call), largest first."""
