@@ -107,6 +107,14 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
         raise utils.UsageError(f"--num_iters {config['num_iters']}: the checkpoint is at iteration "
                                f"{state['itr']} already; give a larger --num_iters to train "
                                "further (it counts the experiment's iterations)")
+    if config["resume"] and not evaluation_due(config, state) and train_fns.out_of_patience(state,
+                                                                                          config):
+        raise utils.UsageError(f"the checkpoint is at iteration {state['itr']}, where the run "
+                               f"stopped: {train_fns.why_stopped(state, config)}; give a larger "
+                               "--patience to train further")
+    if config["patience"] and world_size > 1:
+        raise utils.UsageError("--patience: the stop is decided on rank 0's evaluations; run it in "
+                               "one process")
     step = train_fns.build_step(models, config, device)
     metrics = None
     if is_main:
@@ -131,13 +139,17 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
     start_time, start_itr = time.time(), state["itr"]
     if config["resume"] and is_main:
         last_metrics = catch_up(models, state, config, metrics, step.precision, device)
-    if config["num_iters"] and start_itr >= config["num_iters"]:  # the evaluation was all it owed
+    stopped = train_fns.out_of_patience(state, config)  # by the evaluation catch_up counted
+    if stopped or config["num_iters"] and start_itr >= config["num_iters"]:  # it was all it owed
         close_distributed(world_size)
-        if is_main:
+        if is_main and stopped:
+            train_fns.save_stopped_run(models, state, config)
+        elif is_main:
             print(f"Done: the evaluation of iteration {start_itr}, which the stopped run owed")
         return {"state_dict": state, "metrics": last_metrics, "G": models.G, "D": models.D,
                 "G_ema": models.G_ema}
     progress = tqdm(disable=not is_main, initial=start_itr, total=config["num_iters"] or None)
+    clock = train_fns.TrainingClock(state)
     final = False
     try:  # closed also on an error, whose one line then starts a line of its own
         for x, y in batches:
@@ -154,7 +166,7 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
             evaluating = not config["no_fid"] and (itr % config["test_every"] == 0 or final)
             if saving or evaluating:  # every process takes part; a best set is a checkpoint to resume too
                 state.update(batches.position(), rng_states=experiment.rng_states(device),
-                             evaluation_due=evaluating)
+                             evaluation_due=evaluating, train_seconds=clock.seconds())
             progress.update(1)
             progress.set_postfix({"epoch": batches.epoch, **{k: f"{v:+.3f}" for k, v in losses.items()}})
             if not is_main:
@@ -175,6 +187,11 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
                 with sampling.outside_training(generators, config["G_eval_mode"], device):
                     last_metrics = evaluate(models, state, config, metrics, step.precision, device,
                                             test_log, start_time)
+                if train_fns.out_of_patience(state, config):  # this set, evaluated, is the last
+                    train_fns.save_stopped_run(models, state, config)
+                    final = True
+            if saving or evaluating:
+                clock.restart()  # the saves and evaluations are no training time
             if final:
                 break
     finally:
@@ -188,7 +205,7 @@ def training_loop(config: dict, explicit: set[str] | None, rank: int, world_size
                                "raise --num_epochs")
     if not final and itr % config["save_every"] != 0:
         state.update(batches.position(), rng_states=experiment.rng_states(device),
-                     evaluation_due=False)
+                     evaluation_due=False, train_seconds=clock.seconds())
         if is_main:
             with sampling.outside_training(generators, config["G_eval_mode"], device):
                 train_fns.save_and_sample(models, state, config, sheets)
@@ -211,8 +228,9 @@ def evaluate(models: train_fns.Models, state: dict, config: dict, metrics, preci
     """The in-loop metrics of this iteration (train_fns.test: a best set when improved), then its
     log record, which marks the evaluation done (evaluation_owed)."""
     results = train_fns.test(models, state, config, metrics, precision, device)
-    utils.append_jsonl(test_log, {"itr": state["itr"], "time": time.time() - start_time,
-                                  **{k: v for k, v in results.items() if v is not None}})
+    record = {"itr": state["itr"], "time": time.time() - start_time,
+              "train_seconds": state.get("train_seconds"), **results}
+    utils.append_jsonl(test_log, {k: v for k, v in record.items() if v is not None})
     print(train_fns.format_metrics(state["itr"], results))
     return results
 

@@ -96,6 +96,7 @@ def test_the_sampling_help_shows_what_sampling_uses():
     (["--resolution", "512"], "--resolution"),  # G has a 512 px architecture, D does not
     (["--G_attn", "abc"], "--G_attn"), (["--D_attn", "48"], "--D_attn"), (["--G_attn", "32__64"], "--G_attn"),
     (["--device", "gpu"], "--device"), (["--dataset", "data/I128"], "--dataset"), (["--amp", "fp8"], "--amp"),
+    (["--patience", "-1"], "--patience"),
 ])
 def test_a_bad_value_is_refused_naming_the_flag(args, flag, capsys):
     assert_refused_naming(flags.prepare_parser(), args, flag, capsys)
@@ -107,6 +108,11 @@ def assert_refused_naming(parser, args, flag, capsys):
         parser.parse_args(args)
     assert exit_.value.code == 2
     assert f"argument {flag}:" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_patience_without_the_evaluations_it_stops_on_is_refused_naming_both_flags(tmp_path):
+    with pytest.raises(utils.UsageError, match="--patience .* --no_fid"):
+        flags.parse(["--base_dir", str(tmp_path), "--patience", "3", "--no_fid"])
 
 
 def test_the_boundary_values_that_mean_something_are_accepted():
