@@ -243,7 +243,7 @@ def test_calculate_inception_moments_refuses_a_bad_value_naming_the_flag(args, f
 @pytest.mark.parametrize("args,flag", [
     (["--shots", "10", "0"], "--shots"), (["--seeds", "-1"], "--seeds"), (["--iters", "0"], "--iters"),
     (["--test_every", "0"], "--test_every"), (["--num_inception_images", "0"], "--num_inception_images"),
-    (["--methods", "BN_stage"], "--methods"),
+    (["--methods", "BN_stage"], "--methods"), (["--patience", "-1"], "--patience"),
 ])
 def test_study_refuses_a_bad_value_naming_the_flag(args, flag, capsys, tmp_path):
     from experiments import study
