@@ -10,7 +10,7 @@ BASE/weights/<experiment>/ (checkpoints, config.json), BASE/logs/ (JSON lines), 
 How a run starts (new, --start_from, --resume) is experiment.py's; what happens between iterations
 (saving, sheets, evaluation) train_fns.py's. training_loop reads top to bottom: set up (a resumed
 run first catches up with what its checkpoint's iteration still owes: catch_up), then per iteration
-train, log, save, evaluate.
+train, log, save, evaluate, and stop at --num_iters or when --patience runs out.
 """
 from __future__ import annotations
 

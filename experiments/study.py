@@ -68,6 +68,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+import checkpoints  # noqa: E402
 import flags  # noqa: E402
 import iw_critic  # noqa: E402
 import sampling  # noqa: E402
@@ -143,6 +144,7 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
     set (memorization and IW of its G included), its iteration, the FID curve over all phases,
     trained G parameters, training and wall time, and the last phase's log path."""
     start, names, phases = time.time(), phase_names(method, augment, seed), []
+    check_not_one_experiment(base, method, names)
     for index, phase in enumerate(ALL_METHODS[method]):
         # The phase's flags come last, so that they win (scratch: --n_pretrain_classes 0).
         argv = ["--base_dir", base, "--experiment_name", names[index], *world.training,
@@ -175,6 +177,16 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
             "iterations": end["itr"], "train_seconds": end["train_seconds"],
             "curve": curve, "seconds": time.time() - start,
             "log": os.path.join(config["logs_root"], f"{names[-1]}_log.jsonl")}
+
+
+def check_not_one_experiment(base: str, method: str, names: list[str]) -> None:
+    """A run of several stages that an earlier study trained in one experiment (METHOD_seedS, FT
+    continuing BN's latest set) is refused: continued here, it would mix the two rules."""
+    folders = [os.path.join(base, "weights", name) for name in names]
+    if len(folders) > 1 and checkpoints.existing_sets(folders[-1]) and not os.path.isdir(folders[0]):
+        raise utils.UsageError(f"{folders[-1]} holds a {method} run of an earlier study, which trained "
+                               "its stages in one experiment; move it away (or use another --out) to "
+                               "run it again, each stage from the best set of the one before")
 
 
 def phases_curve(phases: list[tuple[dict, dict]]) -> tuple[list[dict], dict]:

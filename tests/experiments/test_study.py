@@ -63,11 +63,15 @@ def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, mon
 
 
 def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
-    """A BN run, then the FT phase of a BN+FT run."""
+    """A BN run, then the FT phase of a BN+FT run (refused where an earlier study's layout is)."""
     base = tmp_path / "shots5"
     # A BN+FT run (1 iteration per stage) stopped after its BN phase: the study starts it at FT.
     study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
-    (base / "weights" / "BN_seed0").rename(base / "weights" / "BN+FT_seed0_phase1")
+    # As an earlier study left it: both stages in one experiment, FT to continue BN's latest set.
+    (base / "weights" / "BN_seed0").rename(base / "weights" / "BN+FT_seed0")
+    with pytest.raises(utils.UsageError, match="BN\\+FT_seed0 holds a BN\\+FT run of an earlier study"):
+        study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"])
+    (base / "weights" / "BN+FT_seed0").rename(base / "weights" / "BN+FT_seed0_phase1")
     (base / "logs" / "BN_seed0_log.jsonl").rename(base / "logs" / "BN+FT_seed0_phase1_log.jsonl")
     results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"])
     config = json.loads((base / "weights" / "BN+FT_seed0" / "config.json").read_text())
