@@ -182,11 +182,11 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
 def check_not_one_experiment(base: str, method: str, names: list[str]) -> None:
     """A run of several stages that an earlier study trained in one experiment (METHOD_seedS, FT
     continuing BN's latest set) is refused: continued here, it would mix the two rules."""
-    folders = [os.path.join(base, "weights", name) for name in names]
-    if len(folders) > 1 and checkpoints.existing_sets(folders[-1]) and not os.path.isdir(folders[0]):
-        raise utils.UsageError(f"{folders[-1]} holds a {method} run of an earlier study, which trained "
-                               "its stages in one experiment; move it away (or use another --out) to "
-                               "run it again, each stage from the best set of the one before")
+    first, last = (os.path.join(base, "weights", name) for name in (names[0], names[-1]))
+    if len(names) > 1 and checkpoints.existing_sets(last) and not os.path.isdir(first):
+        raise utils.UsageError(f"{last} holds a {method} run of an earlier study, which trained "
+                               "its stages in one experiment; move it away (or use another --out) "
+                               "to run it again, each stage from the best set of the one before")
 
 
 def phases_curve(phases: list[tuple[dict, dict]]) -> tuple[list[dict], dict]:

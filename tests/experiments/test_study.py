@@ -69,7 +69,7 @@ def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
     study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
     # As an earlier study left it: both stages in one experiment, FT to continue BN's latest set.
     (base / "weights" / "BN_seed0").rename(base / "weights" / "BN+FT_seed0")
-    with pytest.raises(utils.UsageError, match="BN\\+FT_seed0 holds a BN\\+FT run of an earlier study"):
+    with pytest.raises(utils.UsageError, match=r"BN\+FT_seed0 holds a BN\+FT run of an earlier"):
         study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"])
     (base / "weights" / "BN+FT_seed0").rename(base / "weights" / "BN+FT_seed0_phase1")
     (base / "logs" / "BN_seed0_log.jsonl").rename(base / "logs" / "BN+FT_seed0_phase1_log.jsonl")
