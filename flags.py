@@ -343,6 +343,9 @@ def add_in_loop_evaluation_flags(p: argparse.ArgumentParser) -> None:
                    help="iterations between in-loop evaluations")
     g.add_argument("--which_best", default="IS", choices=["IS", "FID", "KMMD"],
                    help="metric that picks the best checkpoints")
+    g.add_argument("--patience", type=at_least(0), default=0, metavar="K",
+                   help="stop when --which_best has not improved for K evaluations in a row "
+                        "(--num_iters stays the cap; the best set stays the best); 0: off")
 
 
 def add_checkpoint_flags(p: argparse.ArgumentParser) -> None:
@@ -452,6 +455,9 @@ def finalize_config(config: dict) -> dict:
         raise UsageError("--comb_init mean needs --kp_variant cifar: the imagenet variant "
                          "spectrally normalizes the combination, which then cannot hold the old "
                          "classes' mean")
+    if config.get("patience") and config["no_fid"]:
+        raise UsageError("--patience stops on the in-loop evaluations, which --no_fid turns off: "
+                         "give one of them")
     config["G_batch_size"] = config["G_batch_size"] or config["batch_size"]
     config["experiment_name"] = config["experiment_name"] or name_from_config(config)
     experiment.check_name(config["experiment_name"], config["weights_root"])

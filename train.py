@@ -14,7 +14,7 @@ BASE/samples/<experiment>/ (experiment.RunFolder names them all). The run is set
 (run_start.py: models, optimizers, state); what happens between iterations (saving, sheets,
 evaluation) is train_fns.py's. training_loop reads top to bottom: set up (a resumed run first
 catches up with what its checkpoint's iteration still owes: catch_up), then per iteration train,
-log, save, evaluate.
+log, save, evaluate, and stop at --num_iters or when --patience runs out.
 """
 from __future__ import annotations
 
@@ -159,6 +159,14 @@ def set_up(spec: run_spec.RunSpec, rank: int, world_size: int, device) -> Traini
         raise utils.UsageError(f"--num_iters {config['num_iters']}: the checkpoint is at iteration "
                                f"{state['itr']} already; give a larger --num_iters to train "
                                "further (it counts the experiment's iterations)")
+    if config["resume"] and not evaluation_due(config, state) and train_fns.out_of_patience(state,
+                                                                                          config):
+        raise utils.UsageError(f"the checkpoint is at iteration {state['itr']}, where the run "
+                               f"stopped: {train_fns.why_stopped(state, config)}; give a larger "
+                               "--patience to train further")
+    if config["patience"] and world_size > 1:
+        raise utils.UsageError("--patience: the stop is decided on rank 0's evaluations; run it in "
+                               "one process")
     step = train_fns.build_step(models, config, device)
     metrics = None
     if is_main:
@@ -186,12 +194,16 @@ def training_loop(spec: run_spec.RunSpec, rank: int, world_size: int, device) ->
     t = set_up(spec, rank, world_size, device)
     config = spec.config
     last_metrics = catch_up(t) if config["resume"] and t.is_main else {}
-    if config["num_iters"] and t.start_itr >= config["num_iters"]:  # the evaluation was all it owed
+    stopped = train_fns.out_of_patience(t.state, config)  # by the evaluation catch_up counted
+    if stopped or config["num_iters"] and t.start_itr >= config["num_iters"]:  # all it owed
         close_distributed(world_size)
-        if t.is_main:
+        if t.is_main and stopped:
+            train_fns.save_stopped_run(t.models, t.state, config)
+        elif t.is_main:
             print(f"Done: the evaluation of iteration {t.start_itr}, which the stopped run owed")
         return t.result(last_metrics)
     progress = tqdm(disable=not t.is_main, initial=t.start_itr, total=config["num_iters"] or None)
+    clock = train_fns.TrainingClock(t.state)
     final = False
     try:  # closed also on an error, whose one line then starts a line of its own
         for x, y in t.batches:
@@ -203,7 +215,7 @@ def training_loop(spec: run_spec.RunSpec, rank: int, world_size: int, device) ->
             evaluating = not config["no_fid"] and (itr % config["test_every"] == 0 or final)
             if saving or evaluating:  # every process takes part; a best set is a checkpoint too
                 t.state.update(t.batches.position(), rng_states=run_start.rng_states(t.device),
-                               evaluation_due=evaluating)
+                               evaluation_due=evaluating, train_seconds=clock.seconds())
             progress.update(1)
             progress.set_postfix({"epoch": t.batches.epoch,
                                   **{k: f"{v:+.3f}" for k, v in losses.items()}})
@@ -224,11 +236,16 @@ def training_loop(spec: run_spec.RunSpec, rank: int, world_size: int, device) ->
                     last_metrics = evaluate(t.models, t.state, config, t.metrics,
                                             t.step.precision, t.device,
                                             spec.folder.metrics_log, t.start_time)
+                if train_fns.out_of_patience(t.state, config):  # this set, evaluated, is the last
+                    train_fns.save_stopped_run(t.models, t.state, config)
+                    final = True
+            if saving or evaluating:
+                clock.restart()  # the saves and evaluations are no training time
             if final:
                 break
     finally:
         progress.close()
-    finish(t, final)
+    finish(t, final, clock)
     return t.result(last_metrics)
 
 
@@ -245,7 +262,7 @@ def train_iteration(t: Training, x: torch.Tensor, y: torch.Tensor) -> dict[str, 
     return losses
 
 
-def finish(t: Training, final: bool) -> None:
+def finish(t: Training, final: bool, clock: train_fns.TrainingClock) -> None:
     """A run that stopped because the data ran out (epoch mode) saves its final state too."""
     config, itr = t.spec.config, t.state["itr"]
     if itr == t.start_itr:
@@ -254,7 +271,7 @@ def finish(t: Training, final: bool) -> None:
                                f"{len(t.batches.loader.dataset)} images); raise --num_epochs")
     if not final and itr % config["save_every"] != 0:
         t.state.update(t.batches.position(), rng_states=run_start.rng_states(t.device),
-                       evaluation_due=False)
+                       evaluation_due=False, train_seconds=clock.seconds())
         if t.is_main:
             with t.outside_training():
                 train_fns.save_and_sample(t.models, t.state, config, t.sheets)
@@ -277,8 +294,9 @@ def evaluate(models: train_fns.Models, state: dict, config: dict, metrics, preci
     """The in-loop metrics of this iteration (train_fns.test: a best set when improved), then its
     log record, which marks the evaluation done (evaluation_owed)."""
     results = train_fns.test(models, state, config, metrics, precision, device)
-    utils.append_jsonl(test_log, {"itr": state["itr"], "time": time.time() - start_time,
-                                  **{k: v for k, v in results.items() if v is not None}})
+    record = {"itr": state["itr"], "time": time.time() - start_time,
+              "train_seconds": state.get("train_seconds"), **results}
+    utils.append_jsonl(test_log, {k: v for k, v in record.items() if v is not None})
     print(train_fns.format_metrics(state["itr"], results))
     return results
 

@@ -1,11 +1,13 @@
 """What training does besides the loop (BigGAN-PyTorch's train_fns): the run's models and optimizers,
 the training step (D updates, then a G update with the transfer penalties) as train.py, experiments/bench.py and
 the official-iteration test build it, EMA, and the saves and evaluations between iterations (latest,
-copy and best checkpoint sets, sheets, in-loop metrics), none of which changes the training."""
+copy and best checkpoint sets, sheets, in-loop metrics), none of which changes the training; when
+a run stops early (--patience) and how long it trained (TrainingClock)."""
 from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -298,9 +300,12 @@ def record_evaluation(state: dict, results: dict, config: dict) -> bool:
         raise utils.UsageError(f"--which_best {which} needs that metric; add --kmmd for KMMD")
     state["metrics"] = {k: v for k, v in results.items() if isinstance(v, float) and math.isfinite(v)}
     improved = BETTER[which](value, state[f"best_{which}"])
-    for metric, key in METRIC_KEY.items():  # every best so far, as the official code keeps them
-        if isinstance(results.get(key), float) and BETTER[metric](results[key], state[f"best_{metric}"]):
-            state[f"best_{metric}"] = results[key]
+    better = {metric for metric, key in METRIC_KEY.items()  # every best so far, as the official code
+              if isinstance(results.get(key), float)
+              and BETTER[metric](results[key], state[f"best_{metric}"])}
+    for metric in better:
+        state[f"best_{metric}"] = results[METRIC_KEY[metric]]
+    count_since_best(state, results, better)
     return improved
 
 
@@ -308,7 +313,7 @@ def replay_evaluation(state: dict, record: dict, config: dict) -> None:
     """The state an evaluation left, from its log record, for a run resumed from the set saved
     right before it: the saved state predates it (a set is saved before its iteration is
     evaluated), and its best set, if any, was saved before the record was written."""
-    results = {k: v for k, v in record.items() if k not in ("itr", "time")}
+    results = {k: v for k, v in record.items() if k not in ("itr", "time", "train_seconds")}
     if record_evaluation(state, results, config):
         state["save_best_num"] = next_best_number(config)
 
@@ -320,3 +325,83 @@ def next_best_number(config: dict) -> int:
 
 def format_metrics(itr: int, metrics: dict) -> str:
     return f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+
+
+# ---------------------------------------------------------------------------------------------
+# When a run stops early (--patience), and how long it trained
+
+def count_since_best(state: dict, results: dict, better: set[str]) -> None:
+    """Per metric, in state["since_best"]: its best value, the iteration evaluated to it, and the
+    evaluations since that did not improve on it (--patience reads them). Each evaluation counts
+    once: a best set's state holds its own evaluation, which a run resumed from it replays."""
+    track = state.setdefault("since_best", {"itr": None, "metrics": {}})
+    if track["itr"] == state["itr"]:
+        return
+    track["itr"] = state["itr"]
+    for metric, key in METRIC_KEY.items():
+        if not isinstance(results.get(key), float):
+            continue
+        if metric in better:
+            track["metrics"][metric] = {"value": results[key], "itr": state["itr"],
+                                        "evaluations": 0}
+        else:  # a checkpoint that predates the count: it starts here, at the best so far
+            evaluations = evaluations_since_best(state, metric)
+            track["metrics"][metric] = {**best_entry(state, metric), "evaluations": evaluations + 1}
+
+
+def best_entry(state: dict, metric: str) -> dict:
+    """The since_best entry of `metric` that belongs to the state's best value; one of unknown
+    iteration where the entry is missing (a checkpoint from before the count) or of another best
+    (a new stage of the experiment tracks its bests anew: experiment.resumed_state)."""
+    entry = state.get("since_best", {}).get("metrics", {}).get(metric)
+    best = state.get(f"best_{metric}")
+    if entry is None or entry["value"] != best:
+        return {"value": best, "itr": None, "evaluations": 0}
+    return entry
+
+
+def evaluations_since_best(state: dict, metric: str) -> int:
+    return best_entry(state, metric)["evaluations"]
+
+
+def out_of_patience(state: dict, config: dict) -> bool:
+    """--patience K (0: off): --which_best has not improved for K evaluations in a row."""
+    patience = config.get("patience", 0)
+    return patience > 0 and evaluations_since_best(state, config["which_best"]) >= patience
+
+
+def why_stopped(state: dict, config: dict) -> str:
+    which = config["which_best"]
+    entry = best_entry(state, which)
+    at = f"iteration {entry['itr']}" if entry["itr"] is not None else "an iteration before the count"
+    return (f"{which} has not improved for {entry['evaluations']} evaluations (--patience "
+            f"{config['patience']}); the best, {which} {entry['value']:.4g}, is {at}'s")
+
+
+def save_stopped_run(models: Models, state: dict, config: dict) -> None:
+    """The last set of a run --patience stops, saved after its evaluation (the state counts it:
+    evaluation_due False), as the latest: the run reads as finished (experiments/runs.py), and one
+    resumed from it is told that it stopped. The best set stays what --load_weights best loads."""
+    state["evaluation_due"] = False
+    save_checkpoint(models, state, config)
+    print(f"Stopped at iteration {state['itr']}: {why_stopped(state, config)}")
+
+
+class TrainingClock:
+    """The run's training time in seconds over resumes, state["train_seconds"] (each set saves
+    it): the wall-clock of its iterations (data, step, loss log) since the experiment began; the
+    saves, sheets and in-loop evaluations between them are left out (restart after them)."""
+
+    def __init__(self, state: dict):
+        self.total = state.get("train_seconds", 0.0)
+        self.since = time.perf_counter()
+
+    def seconds(self) -> float:
+        now = time.perf_counter()
+        self.total += now - self.since
+        self.since = now
+        return self.total
+
+    def restart(self) -> None:
+        """Leave out what ran since the last reading."""
+        self.since = time.perf_counter()

@@ -1,7 +1,8 @@
 """train.py runs for the project's experiments (the default run, the study, forgetting): a run whose
 experiment has checkpoints continues (--resume), and one that finished is only loaded, so an
 experiment started again after a stop, or a kill at any moment, picks up where it was and keeps
-every finished run. Finished: at its iterations with its final evaluation logged; a run killed
+every finished run. Finished: at its iterations with its final evaluation logged, or stopped by
+--patience (its latest set saved after the evaluation that stopped it); a run killed
 between its last save and the end of that evaluation resumes to make it up (train.py), so that its
 best set and log are those of a run never stopped."""
 from __future__ import annotations
@@ -14,6 +15,7 @@ import checkpoints
 import experiment
 import run_spec
 import train
+import train_fns
 import trained_generator
 import utils
 
@@ -33,8 +35,13 @@ def train_or_load(argv: list[str]) -> tuple[Mapping[str, Any], dict]:
 
 def has_finished(config: dict, folder: str) -> bool:
     """The run's latest set is at its --num_iters, and nothing of that iteration is owed (its
-    evaluation); beyond them: a later phase of the experiment trained on (the study's BN+FT)."""
+    evaluation); beyond them: a later phase of the experiment trained on (the official BN then FT
+    in one experiment); or --patience stopped it (its latest set counts its last evaluation)."""
     saved = checkpoints.saved_iteration(folder, "")
+    if config["patience"]:
+        latest = trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
+        if not train.evaluation_due(config, latest) and train_fns.out_of_patience(latest, config):
+            return True
     if config["num_iters"] <= 0 or saved < config["num_iters"]:
         return False
     if saved > config["num_iters"]:

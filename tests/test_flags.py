@@ -19,24 +19,6 @@ def user_actions(parser):
     return [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
 
 
-class _Parsing(Exception):
-    """Raised in place of parsing: carries the parser a tool's main built."""
-
-
-def parser_built_by(main):
-    """The parser `main` builds, stopped at its first parse (for a tool whose main builds its
-    parser inline: experiments.study)."""
-    def stop(parser, *args, **kwargs):
-        raise _Parsing(parser)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(argparse.ArgumentParser, "parse_known_args", stop)
-        try:
-            main([])
-        except _Parsing as parsing:
-            return parsing.args[0]
-    raise AssertionError(f"{main.__module__}.main parsed no command line")
-
-
 def tool_parsers():
     """Every command-line tool of the project (train.py's flags, sample.py's, each script's and
     each `python -m` module's), by the name a user runs it with."""
@@ -61,7 +43,7 @@ def tool_parsers():
             "experiments.demo": demo.prepare_parser,
             "experiments.forgetting": forgetting.prepare_parser,
             "experiments.semantics": semantics.prepare_parser,
-            "experiments.study": lambda: parser_built_by(study.main),
+            "experiments.study": study.prepare_parser,
             "worlds.fashion": fashion.prepare_parser,
             "worlds.toy": toy.prepare_parser}
 
@@ -203,6 +185,7 @@ def test_the_sampling_help_shows_what_sampling_uses():
     (["--G_attn", "abc"], "--G_attn"), (["--D_attn", "48"], "--D_attn"),
     (["--G_attn", "32__64"], "--G_attn"), (["--device", "gpu"], "--device"),
     (["--dataset", "data/I128"], "--dataset"), (["--amp", "fp8"], "--amp"),
+    (["--patience", "-1"], "--patience"),
 ])
 def test_a_bad_value_is_refused_naming_the_flag(args, flag, capsys):
     assert_refused_naming(flags.prepare_parser(), args, flag, capsys)
@@ -214,6 +197,11 @@ def assert_refused_naming(parser, args, flag, capsys):
         parser.parse_args(args)
     assert exit_.value.code == 2
     assert f"argument {flag}:" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_patience_without_the_evaluations_it_stops_on_is_refused_naming_both_flags(tmp_path):
+    with pytest.raises(utils.UsageError, match="--patience .* --no_fid"):
+        flags.parse(["--base_dir", str(tmp_path), "--patience", "3", "--no_fid"])
 
 
 def test_the_boundary_values_that_mean_something_are_accepted():
@@ -359,6 +347,7 @@ def test_calculate_inception_moments_refuses_a_bad_value_naming_the_flag(args, f
     (["--iters", "0"], "--iters"), (["--test_every", "0"], "--test_every"),
     (["--num_inception_images", "0"], "--num_inception_images"),
     (["--methods", "BN_stage"], "--methods"),
+    (["--patience", "-1"], "--patience"),
 ])
 def test_study_refuses_a_bad_value_naming_the_flag(args, flag, capsys, tmp_path):
     from experiments import study

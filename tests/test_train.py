@@ -653,3 +653,107 @@ def test_DiffAugment_reaches_the_training_step(base_dir):
     assert augmented["state_dict"]["config"]["DiffAugment"] == "color,translation,cutout"
     differs = [k for k, v in plain["D"].state_dict().items() if not torch.equal(v, augmented["D"].state_dict()[k])]
     assert differs  # D saw other images
+
+
+# --patience: the FID of each in-loop evaluation is scripted by iteration (the metrics are the
+# test's; best sets, the log and the stop are train.py's). FID improves at 1, 2 and 4 and not at
+# 3, 5, 6, 7: with --patience 3 the run stops at 7, its best set is 4's (FID 6.0).
+SCRIPTED_FID = {1: 9.0, 2: 7.0, 3: 8.0, 4: 6.0, 5: 6.5, 6: 6.2, 7: 7.0, 8: 5.0, 9: 4.0}
+PATIENCE = ["--which_best", "FID", "--test_every", "1", "--save_every", "2", "--patience", "3",
+            "--num_save_copies", "0"]
+
+
+class Stopped(BaseException):
+    """A stop (a kill, as far as the folder is concerned) where the test puts it."""
+
+
+@pytest.fixture
+def scripted_fid(monkeypatch):
+    """In-loop metrics that give SCRIPTED_FID[iteration]; returns the iterations evaluated."""
+    import inception_utils
+    import train_fns
+    evaluated, real_test = [], train_fns.test
+
+    def test(models, state, config, metrics, *args):
+        scripted = lambda sample, count: evaluated.append(state["itr"]) or {
+            "FID": SCRIPTED_FID[state["itr"]]}
+        return real_test(models, state, config, scripted, *args)
+    monkeypatch.setattr(inception_utils.Metrics, "from_config", lambda config, device: None)
+    monkeypatch.setattr(train_fns, "test", test)
+    return evaluated
+
+
+def patience_argv(base_dir, name, num_iters=20, *extra):
+    return ["--base_dir", str(base_dir), *SOURCE, *[f for f in FAST if f != "--no_fid"], *PATIENCE,
+            "--num_iters", str(num_iters), "--experiment_name", name, *extra]
+
+
+def patience_run(base_dir, name, num_iters=20, *extra):
+    return train.main(patience_argv(base_dir, name, num_iters, *extra))
+
+
+def assert_stopped_at_7_with_4_best(base_dir, name):
+    """The latest set at 7 counts its evaluation; the best set (what the study reports) is 4's."""
+    import checkpoints
+    from experiments import runs
+    folder = str(base_dir / "weights" / name)
+    latest = saved(base_dir, name)["state_dict"]
+    assert latest["itr"] == 7 and latest["evaluation_due"] is False
+    assert [itr for itr, _ in metrics_records(base_dir, name)] == list(range(1, 8))
+    assert checkpoints.saved_iteration(folder, checkpoints.best_slot(folder)) == 4
+    config = latest["config"]  # the run's, as train.run returns it with its result
+    assert runs.best_or_last(config, {})["metrics"]["FID"] == 6.0
+    assert runs.has_finished(config, folder)
+
+
+def test_patience_stops_when_FID_has_not_improved_for_K_evaluations(base_dir, scripted_fid,
+                                                                     capsys):
+    result = patience_run(base_dir, "patience")
+    assert result["state_dict"]["itr"] == 7 and scripted_fid == list(range(1, 8))
+    assert ("Stopped at iteration 7: FID has not improved for 3 evaluations (--patience 3); "
+            "the best, FID 6, is iteration 4's") in capsys.readouterr().out
+    assert_stopped_at_7_with_4_best(base_dir, "patience")
+    records = utils.read_jsonl(str(base_dir / "logs" / "patience_log.jsonl"))
+    seconds = [record["train_seconds"] for record in records]
+    assert seconds == sorted(seconds) and 0 < seconds[0] and seconds[-1] < records[-1]["time"]
+    with pytest.raises(utils.UsageError, match="iteration 7, where the run stopped: FID has not "
+                                               "improved for 3 .*give a larger --patience"):
+        patience_run(base_dir, "patience", 20, "--resume")
+    resumed = patience_run(base_dir, "patience", 9, "--resume", "--patience", "5")
+    assert resumed["state_dict"]["itr"] == 9  # 8 improves: a larger patience trains on
+
+
+def test_a_run_resumed_within_its_patience_count_stops_where_an_uninterrupted_one_does(
+        base_dir, scripted_fid, monkeypatch, capsys):
+    """Resumed after 5 (the first run's cap: one evaluation without improvement counted), after the
+    evaluation of 6 was cut short (owed: made up), and after the evaluation of 7 that stops it but
+    before its stop set was saved (the set of 6 and the log's record of 6 replayed, 7 again); then
+    the study's runner (experiments/runs.py) loads it as finished."""
+    import train_fns
+    from experiments import runs
+    patience_run(base_dir, "patience_capped", 5)
+    patience_run(base_dir, "patience_capped", 20, "--resume")
+    assert_stopped_at_7_with_4_best(base_dir, "patience_capped")
+    real_evaluate = train.evaluate
+
+    def cut_short_at_6(models, state, *args):
+        if state["itr"] == 6:
+            raise Stopped()
+        return real_evaluate(models, state, *args)
+
+    def unsaved(*args):
+        raise Stopped()
+    for name, module, function, stop in (
+            ("patience_owed", train, "evaluate", cut_short_at_6),
+            ("patience_unsaved", train_fns, "save_stopped_run", unsaved)):
+        with monkeypatch.context() as patch:
+            patch.setattr(module, function, stop)
+            with pytest.raises(Stopped):
+                patience_run(base_dir, name)
+        assert saved(base_dir, name)["state_dict"]["itr"] == 6
+        capsys.readouterr()
+        runs.train_or_load(patience_argv(base_dir, name))
+        assert "Stopped at iteration 7" in capsys.readouterr().out
+        assert_stopped_at_7_with_4_best(base_dir, name)
+    config, result = runs.train_or_load(patience_argv(base_dir, "patience_owed"))
+    assert "finished before, at iteration 7" in capsys.readouterr().out

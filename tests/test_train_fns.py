@@ -2,7 +2,8 @@
 by iteration, for both stages (tests/fixtures/cgantransfer/c32_small_steps: the official code run
 from the c32_small transfer fixture on recorded noise and real batches), on any CPU and thread
 count: BN exactly, FT up to the rounding noise that Adam amplifies
-(violations_beyond_rounding_noise)."""
+(violations_beyond_rounding_noise). And when --patience stops a run: the evaluations without
+improvement, each counted once, anew for a new stage."""
 import dataclasses
 import math
 
@@ -246,3 +247,29 @@ def test_the_fp32_speed_options_repeat_the_official_iterations_up_to_rounding(st
             assert ours[name] == pytest.approx(official[name], rel=1e-5, abs=1e-6), (stage, t, name)
     ours = run_official_iterations(stage, monkeypatch, **options)
     assert violations_beyond_rounding_noise(ours, OFFICIAL[stage]["after"]) == []
+
+
+def evaluated(state: dict, itr: int, fid: float, config: dict) -> bool:
+    """Iteration itr evaluated to `fid`, as train_fns.test records it; whether --patience stops."""
+    state["itr"] = itr
+    train_fns.record_evaluation(state, {"FID": fid}, config)
+    return train_fns.out_of_patience(state, config)
+
+
+def test_patience_counts_the_evaluations_since_the_best_each_once_and_anew_for_a_new_stage():
+    import experiment
+    config = {**vars(flags.prepare_parser().parse_args([])), "which_best": "FID", "patience": 2}
+    state = experiment.new_run_state(config)
+    stops = [evaluated(state, itr, fid, config) for itr, fid in ((1, 5.0), (2, 6.0), (3, 4.0),
+                                                                  (4, 4.0), (5, 4.5))]
+    assert stops == [False, False, False, False, True]  # equal is no improvement
+    assert "the best, FID 4, is iteration 3's" in train_fns.why_stopped(state, config)
+    evaluated(state, 5, 4.5, config)  # replayed (a set saved after it holds it): counted once
+    assert train_fns.evaluations_since_best(state, "FID") == 2
+    new_stage = experiment.resumed_state(state, {**config, "stage": "FT"})  # FT after BN
+    assert not train_fns.out_of_patience(new_stage, config)
+    assert not evaluated(new_stage, 6, 9.0, config)  # its first evaluation is its best
+    old = {key: value for key, value in state.items() if key != "since_best"}  # before the count
+    assert not train_fns.out_of_patience(old, config)
+    assert not evaluated(old, 6, 5.0, config) and evaluated(old, 7, 5.0, config)
+    assert "an iteration before the count" in train_fns.why_stopped(old, config)

@@ -64,17 +64,25 @@ def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, mon
 
 
 def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
-    """A BN run, then the FT phase of a BN+FT run."""
+    """A BN run, then the FT phase of a BN+FT run (refused where an earlier study's layout is)."""
     base = tmp_path / "shots5"
     # A BN+FT run (1 iteration per stage) stopped after its BN phase: the study starts it at FT.
     study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
+    # As an earlier study left it: both stages in one experiment, FT to continue BN's latest set.
     (base / "weights" / "BN_seed0").rename(base / "weights" / "BN+FT_seed0")
+    with pytest.raises(utils.UsageError, match=r"BN\+FT_seed0 holds a BN\+FT run of an earlier"):
+        study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"])
+    (base / "weights" / "BN+FT_seed0").rename(base / "weights" / "BN+FT_seed0_phase1")
+    (base / "logs" / "BN_seed0_log.jsonl").rename(base / "logs" / "BN+FT_seed0_phase1_log.jsonl")
     results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN+FT"])
     config = json.loads((base / "weights" / "BN+FT_seed0" / "config.json").read_text())
-    assert config["stage"] == "FT" and config["resume"] and config["num_iters"] == 2
-    assert results[5]["BN+FT"][0]["metrics"]["FID"] > 0
+    assert config["stage"] == "FT" and config["start_from"] == "BN+FT_seed0_phase1:best"
+    assert config["num_iters"] == 1 and not config["resume"]
+    run = results[5]["BN+FT"][0]
+    assert run["metrics"]["FID"] > 0 and run["iterations"] == 2 and run["best_itr"] == 2
+    assert [point["itr"] for point in run["curve"]] == [1, 2]  # BN's evaluation, then FT's
     log = [json.loads(line) for line in open(base / "logs" / "BN+FT_seed0" / "train_log.jsonl")]
-    assert [r["itr"] for r in log] == [2]  # FT only: BN's iteration 1 ran in the stopped run
+    assert [r["itr"] for r in log] == [1]  # FT only: BN's iteration 1 ran in the stopped run
 
 
 class Stopped(BaseException):
@@ -84,7 +92,8 @@ class Stopped(BaseException):
 def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_up(tmp_path,
                                                                                     capsys):
     """BN+FT stopped after the BN phase's final save, before its evaluation: the study run again
-    makes up that evaluation (train.py --resume), then trains FT; every evaluation logged once.
+    makes up that evaluation (train.py --resume), then trains FT from BN's best set; every
+    evaluation logged once.
     (Killed processes at every such moment: tests/test_train.py; the default run: test_demo.py.)"""
     import train
     real = train.evaluate
@@ -103,13 +112,76 @@ def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_
     finally:
         train.evaluate = real
     logs = tmp_path / "shots5" / "logs"
-    assert [json.loads(line)["itr"] for line in open(logs / "BN+FT_seed0_log.jsonl")] == [1]
+    BN_log = logs / "BN+FT_seed0_phase1_log.jsonl"
+    assert [json.loads(line)["itr"] for line in open(BN_log)] == [1]
     capsys.readouterr()
     results = study.main(argv)
     assert "Iteration 2 was saved but not evaluated" in capsys.readouterr().out
-    logged = [json.loads(line)["itr"] for line in open(logs / "BN+FT_seed0_log.jsonl")]
-    assert logged == [1, 2, 3, 4]
+    assert [json.loads(line)["itr"] for line in open(BN_log)] == [1, 2]
+    assert [json.loads(line)["itr"] for line in open(logs / "BN+FT_seed0_log.jsonl")] == [1, 2]
+    assert [point["itr"] for point in results[5]["BN+FT"][0]["curve"]] == [1, 2, 3, 4]
     assert results[5]["BN+FT"][0]["metrics"]["FID"] > 0
+
+
+# The FID of each in-loop evaluation, scripted by stage and iteration: with --patience 2 the BN
+# phase stops at 4 (best: 2), FT (from BN's best set, its own iterations) at 4 (best: 2, FID 5).
+SCRIPTED_FID = {"BN": {1: 9.0, 2: 7.0, 3: 8.0, 4: 8.5}, "FT": {1: 6.0, 2: 5.0, 3: 5.5, 4: 5.2}}
+
+
+def test_every_phase_stops_by_patience_and_the_run_reports_its_best_set(tmp_path, monkeypatch,
+                                                                         capsys):
+    """1 BN+FT run, then the study again without its results: both phases load as finished. The
+    metrics are scripted (train_fns.test, the best sets and the stops are the code's); memorization
+    and IW are measured, on the G of the best set."""
+    import checkpoints
+    import inception_utils
+    import train_fns
+    real_test, real_measure, measured = train_fns.test, study.memorization.measure, []
+
+    def scripted_test(models, state, config, metrics, *args):
+        fid = SCRIPTED_FID[config["stage"]][state["itr"]]
+        return real_test(models, state, config, lambda sample, count: {"FID": fid}, *args)
+
+    def measure(G, *args):
+        measured.append({k: v.clone() for k, v in G.state_dict().items()})
+        return real_measure(G, *args)
+    monkeypatch.setattr(inception_utils.Metrics, "from_config", lambda config, device: None)
+    monkeypatch.setattr(train_fns, "test", scripted_test)
+    monkeypatch.setattr(study.memorization, "measure", measure)
+    argv = ["--out", str(tmp_path), *TINY, "--iters", "6", "--patience", "2", "--seeds", "0",
+            "--methods", "BN+FT"]
+    run = study.main(argv)[5]["BN+FT"][0]
+    out = capsys.readouterr().out
+    assert out.count("Stopped at iteration 4: FID has not improved for 2 evaluations") == 2
+    assert run["metrics"]["FID"] == 5.0 and run["best_itr"] == 4 + 2 and run["iterations"] == 8
+    assert [(p["itr"], p["FID"]) for p in run["curve"]] == [
+        (itr, fid) for itr, fid in SCRIPTED_FID["BN"].items()] + [
+        (4 + itr, fid) for itr, fid in SCRIPTED_FID["FT"].items()]
+    seconds = [p["train_seconds"] for p in run["curve"]]
+    assert seconds == sorted(seconds) and seconds[-1] == run["train_seconds"] > 0
+    weights = tmp_path / "shots5" / "weights"
+    config = json.loads((weights / "BN+FT_seed0" / "config.json").read_text())
+    assert config["start_from"] == "BN+FT_seed0_phase1:best"
+    assert checkpoints.saved_iteration(str(weights / "BN+FT_seed0_phase1"), "best0") == 2
+    best = checkpoints.load_set(str(weights / "BN+FT_seed0"), "best0", ["G", "state_dict"])
+    assert best["state_dict"]["itr"] == 2
+    assert all(torch.equal(measured[0][k], v) for k, v in best["G"].items())  # not the last G
+    table = (tmp_path / "study.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| method | seeds |"))
+    row = next(line for line in table.splitlines() if line.startswith("| BN+FT | 1 |"))
+    assert dict(zip(header.split(" | "), row.split(" | ")))["best at iteration"] == "6"
+    assert "Equal compute, 5 images per new class" in table
+    assert (tmp_path / "fid_seconds.png").is_file()
+
+    (tmp_path / "shots5" / "results.json").unlink()
+    logs = tmp_path / "shots5" / "logs"
+    train_logs = lambda: [(logs / name / "train_log.jsonl").read_text()
+                          for name in ("BN+FT_seed0_phase1", "BN+FT_seed0")]
+    trained = train_logs()
+    again = study.main(argv)[5]["BN+FT"][0]
+    assert capsys.readouterr().out.count("finished before, at iteration 4") == 2
+    assert train_logs() == trained  # nothing trained again
+    assert again["metrics"]["FID"] == 5.0 and again["best_itr"] == 6
 
 
 def test_diffaugment_runs_are_listed_apart(tmp_path):
