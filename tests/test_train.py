@@ -1,6 +1,7 @@
 """train.py: the stages train exactly the official parameter sets, a run never overwrites what
 the user had, every failure (a write, a bad input, divergence) stops with one clear message, and
---patience stops a run whose FID no longer improves. Resuming, exactly: tests/test_train_resume.py."""
+--patience stops a run whose FID no longer improves. Resuming, exactly:
+tests/test_train_resume.py."""
 import errno
 import os
 import re
@@ -36,7 +37,8 @@ def snapshot(model):
 
 def loaded_models(base_dir, *args):
     """G (in eval mode) and D of a new experiment, right after the pretrained weights are loaded."""
-    config = {**flags.parse(["--base_dir", str(base_dir), *SOURCE, *FAST, *args]), "n_classes": 2, "resolution": 32}
+    config = {**flags.parse(["--base_dir", str(base_dir), *SOURCE, *FAST, *args]),
+              "n_classes": 2, "resolution": 32}
     utils.seed_rng(config["seed"])  # as train.run: the same random combination init
     G, D = run_start.build_models(config, "cpu")
     run_start.load_source(G, D, run_spec.read_source_model(config), config)
@@ -47,7 +49,8 @@ def changed_sets(base_dir, stage, *extra):
     """(names of G's parameters changed by 3 iterations, same for D, all of D's names)."""
     G0, D0 = loaded_models(base_dir, "--stage", stage, *extra)
     before_G, before_D = snapshot(G0), snapshot(D0)
-    out = run_train(base_dir, "--stage", stage, "--num_iters", "3", "--experiment_name", f"sets_{stage}{extra}", *extra)
+    out = run_train(base_dir, "--stage", stage, "--num_iters", "3",
+                    "--experiment_name", f"sets_{stage}{extra}", *extra)
     after_G, after_D = snapshot(out["G"]), snapshot(out["D"])
     changed_G = {n for n in before_G if not torch.equal(before_G[n], after_G[n])}
     changed_D = {n for n in before_D if not torch.equal(before_D[n], after_D[n])}
@@ -70,8 +73,10 @@ def test_finetune_trains_all_of_G_and_D(base_dir):
 
 def test_BN_only_trains_only_the_new_classes_own_BN_parameters_and_all_of_D(base_dir):
     changed_G, changed_D, all_D = changed_sets(base_dir, "BN_only")
-    # The c32 model: 3 G blocks, each with two conditional BNs whose gains and biases are class embeddings.
-    assert changed_G == {f"blocks.{b}.0.bn{i}.{part}.weight" for b in range(3) for i in (1, 2) for part in ("gain", "bias")}
+    # The c32 model: 3 G blocks, each with two conditional BNs whose gains and biases are class
+    # embeddings.
+    assert changed_G == {f"blocks.{b}.0.bn{i}.{part}.weight"
+                         for b in range(3) for i in (1, 2) for part in ("gain", "bias")}
     assert changed_D == all_D
 
 
@@ -95,13 +100,16 @@ def test_comb_init_mean_starts_knowledge_propagation_where_the_baselines_start(b
     torch.manual_seed(0)
     z, y = torch.randn(4, transfer.dim_z), torch.tensor([0, 1, 0, 1])
     with torch.no_grad():
-        assert torch.allclose(transfer(z, transfer.class_input(y)), baseline(z, baseline.class_input(y)), atol=1e-5)
-        assert not torch.allclose(official(z, official.class_input(y)), baseline(z, baseline.class_input(y)), atol=1e-2)
+        assert torch.allclose(transfer(z, transfer.class_input(y)),
+                              baseline(z, baseline.class_input(y)), atol=1e-5)
+        assert not torch.allclose(official(z, official.class_input(y)),
+                                  baseline(z, baseline.class_input(y)), atol=1e-2)
 
 
 def test_epoch_mode_saves_the_final_state(base_dir):
     # 12 images, batches of 8: one iteration per epoch, two epochs; save_every far away.
-    out = run_train(base_dir, "--num_iters", "0", "--num_epochs", "2", "--experiment_name", "epochs")
+    out = run_train(base_dir, "--num_iters", "0", "--num_epochs", "2",
+                    "--experiment_name", "epochs")
     saved = torch.load(base_dir / "weights" / "epochs" / "state_dict.pth", weights_only=True)
     assert saved["itr"] == out["state_dict"]["itr"] > 0
 
@@ -121,13 +129,15 @@ def test_no_experiment_name_writes_onto_the_source_model_or_outside_its_own_fold
     weights = base_dir / "weights"
     before = {entry: file_state(weights / entry) for entry in ("G.pth", "D.pth")}
     listing = sorted(os.listdir(weights))
-    with pytest.raises(utils.UsageError, match=re.escape(f"--experiment_name {name!r}") + ".*choose another name"):
+    with pytest.raises(utils.UsageError,
+                       match=re.escape(f"--experiment_name {name!r}") + ".*choose another name"):
         run_train(base_dir, "--num_iters", "1", "--experiment_name", name)
     assert sorted(os.listdir(weights)) == listing
     assert {entry: file_state(weights / entry) for entry in before} == before
 
 
-def test_a_linked_experiment_folder_is_refused_and_training_never_writes_the_source_model(base_dir, tmp_path):
+def test_a_linked_experiment_folder_is_refused_and_training_never_writes_the_source_model(
+        base_dir, tmp_path):
     weights = base_dir / "weights"
     before = {entry: file_state(weights / entry) for entry in ("G.pth", "D.pth")}
     os.symlink(weights, weights / "loop")  # e.g. a link back onto weights/ itself
@@ -136,7 +146,8 @@ def test_a_linked_experiment_folder_is_refused_and_training_never_writes_the_sou
             run_train(base_dir, "--num_iters", "1", "--experiment_name", "loop")
     finally:
         os.remove(weights / "loop")
-    run_train(base_dir, "--num_iters", "2", "--save_every", "1", "--experiment_name", "reads_the_source")
+    run_train(base_dir, "--num_iters", "2", "--save_every", "1",
+              "--experiment_name", "reads_the_source")
     assert {entry: file_state(weights / entry) for entry in before} == before
 
 
@@ -144,10 +155,13 @@ def test_a_new_run_refuses_a_folder_holding_only_a_copy_or_a_best_set(base_dir):
     run_train(base_dir, "--num_iters", "2", "--save_every", "2", "--num_save_copies", "1",
               "--experiment_name", "only_a_copy")
     folder = base_dir / "weights" / "only_a_copy"
-    for name in ["latest", *(f"{part}.pth" for part in ("G", "G_optim", "D", "D_optim", "state_dict"))]:
-        os.remove(folder / name)  # the latest set gone (removed by hand, or never written): copy0 is left
+    for name in ["latest",
+                 *(f"{part}.pth" for part in ("G", "G_optim", "D", "D_optim", "state_dict"))]:
+        # the latest set gone (removed by hand, or never written): copy0 is left
+        os.remove(folder / name)
     copy = file_state(folder / "G_copy0.pth")
-    with pytest.raises(utils.UsageError, match=r"already has checkpoints .*\(copy0\); continue it with --resume"):
+    with pytest.raises(utils.UsageError,
+                       match=r"already has checkpoints .*\(copy0\); continue it with --resume"):
         run_train(base_dir, "--num_iters", "4", "--experiment_name", "only_a_copy")
     assert file_state(folder / "G_copy0.pth") == copy
     os.rename(folder / "copy0", folder / "best1")  # a best set alone is refused alike
@@ -156,9 +170,11 @@ def test_a_new_run_refuses_a_folder_holding_only_a_copy_or_a_best_set(base_dir):
 
 
 def test_resume_without_a_saved_set_says_to_start_without_resume(base_dir):
-    with pytest.raises(utils.UsageError, match="nothing was saved there yet .*start it without --resume"):
+    with pytest.raises(utils.UsageError,
+                       match="nothing was saved there yet .*start it without --resume"):
         run_train(base_dir, "--num_iters", "1", "--experiment_name", "never_saved", "--resume")
-    assert not (base_dir / "weights" / "never_saved").exists()  # a failed start leaves no folder (nor a .lock)
+    # a failed start leaves no folder (nor a .lock)
+    assert not (base_dir / "weights" / "never_saved").exists()
 
 
 def test_a_batch_larger_than_the_data_is_warned_once_with_the_numbers(base_dir, capsys):
@@ -182,28 +198,31 @@ def nth_time(n: int, predicate):
     return check
 
 
-WRITE_PATHS = {  # (fresh predicates each time) at iteration 4 a resumed run saves the latest set, its copy,
-    # then evaluates, logs the metrics and saves a best set
+WRITE_PATHS = {  # (fresh predicates each time) at iteration 4 a resumed run saves the latest set,
+    # its copy, then evaluates, logs the metrics and saves a best set
     "the training log": lambda: lambda path: path.endswith("train_log.jsonl"),
     "a sample sheet": lambda: lambda path: f"{os.sep}samples{os.sep}" in path,
     "the latest set": lambda: nth_time(1, lambda path: path.endswith(f"{os.sep}G.pth")),
     "a copy set": lambda: nth_time(2, lambda path: path.endswith(f"{os.sep}G.pth")),
     "a best set": lambda: nth_time(3, lambda path: path.endswith(f"{os.sep}G.pth")),
-    "the metrics log": lambda: lambda path: path.endswith("_log.jsonl") and not path.endswith("train_log.jsonl"),
+    "the metrics log": lambda: lambda path: (path.endswith("_log.jsonl")
+                                             and not path.endswith("train_log.jsonl")),
 }
 
 
-@pytest.mark.parametrize("what,code,reason", [(what, errno.ENOSPC, "no space left on device") for what in WRITE_PATHS]
+@pytest.mark.parametrize("what,code,reason",
+                         [(what, errno.ENOSPC, "no space left on device") for what in WRITE_PATHS]
                          + [("the training log", errno.EROFS, "read-only file system")])
-def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint(base_dir, monkeypatch, capsys,
-                                                                                  what, code, reason):
+def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint(
+        base_dir, monkeypatch, capsys, what, code, reason):
     import checkpoints
     name = f"fails_{what.replace(' ', '_')}_{code}"
-    run_flags = ["--save_every", "2", "--num_save_copies", "1", "--experiment_name", name, "--test_every", "4",
-             *metric_flags(base_dir)]
+    run_flags = ["--save_every", "2", "--num_save_copies", "1", "--experiment_name", name,
+                 "--test_every", "4", *metric_flags(base_dir)]
     train_with_metrics = lambda *args: train.main(["--base_dir", str(base_dir), *SOURCE,
                                                    *[f for f in FAST if f != "--no_fid"], *args])
-    train_with_metrics("--num_iters", "2", *run_flags, "--no_fid")  # so that any FID at iteration 4 is a best one
+    # no FID at 2, so that any FID at iteration 4 is a best one
+    train_with_metrics("--num_iters", "2", *run_flags, "--no_fid")
     folder = base_dir / "weights" / name
     saved = {part: file_state(folder / f"{part}.pth") for part in ("G", "D", "state_dict")}
     log = (base_dir / "logs" / name / "train_log.jsonl").read_text()
@@ -215,29 +234,32 @@ def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint
         train.utils.run_main(lambda: train_with_metrics("--num_iters", "4", "--resume", *run_flags))
     monkeypatch.undo()
     stderr = capsys.readouterr().err
-    err = [line for line in stderr.splitlines() if line.startswith("error: ")]  # besides tqdm's progress bar
+    # besides tqdm's progress bar
+    err = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert exited.value.code == 2 and len(err) == 1 and "Traceback" not in stderr, stderr[-2000:]
     assert reason in err[0] and "training stopped" in err[0]
     if what in ("the training log", "the latest set"):  # before anything of iteration 4 was saved
         assert "iteration 2" in err[0] and "--resume continues" in err[0]
         assert {part: file_state(folder / f"{part}.pth") for part in saved} == saved  # nothing lost
-    else:  # the copy, the sheets, the metrics and best sets come after this iteration's latest set: it is kept
+    else:  # the copy, sheets, metrics and best sets come after this iteration's latest set: kept
         assert "iteration 4" in err[0] and "--resume continues" in err[0]
     assert (base_dir / "logs" / name / "train_log.jsonl").read_text().startswith(log)
-    assert checkpoints.has_checkpoint(str(folder)) and not [n for n in os.listdir(folder) if n.startswith(".tmp")]
+    assert checkpoints.has_checkpoint(str(folder)) and not [
+        n for n in os.listdir(folder) if n.startswith(".tmp")]
 
 
 # --- Bad inputs: one clear message, non-zero exit, nothing overwritten.
 
 def run_cli(base_dir, *args):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--base_dir", str(base_dir), *SOURCE, *FAST,
-           "--num_iters", "1", *args]
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--base_dir", str(base_dir),
+           *SOURCE, *FAST, "--num_iters", "1", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
 def broken_copy(base_dir, tmp_path, damage):
     base = tmp_path / "base"
-    shutil.copytree(base_dir, base, ignore=shutil.ignore_patterns("BigGAN*", "logs", "samples"), symlinks=True)
+    shutil.copytree(base_dir, base, ignore=shutil.ignore_patterns("BigGAN*", "logs", "samples"),
+                    symlinks=True)
     damage(base)
     return base
 
@@ -260,7 +282,8 @@ def corrupt_an_image(base):
     (lambda base: shutil.rmtree(base / "data" / "toy"), [], "prepare_data.sh"),
     (lambda base: None, ["--n_classes", "5"], "--n_classes 5"),
     (empty_a_class, [], toy.NEW_CLASSES[0]),
-    (corrupt_an_image, ["--batch_size", "6", "--num_D_accumulations", "2"], "cannot read|unreadable|not an image"),
+    (corrupt_an_image, ["--batch_size", "6", "--num_D_accumulations", "2"],
+     "cannot read|unreadable|not an image"),
     (remove_weights, [], "G.pth"),
     (lambda base: None, ["--n_pretrain_classes", "10"], "n_pretrain_classes"),
     (lambda base: None, ["--comb_init", "mean", "--kp_variant", "imagenet"], "--kp_variant cifar"),
@@ -277,8 +300,8 @@ def test_bad_inputs_stop_with_one_clear_message(base_dir, tmp_path, damage, args
 def test_a_diverged_run_stops_with_one_message_and_keeps_its_good_checkpoint(base_dir):
     run_train(base_dir, "--num_iters", "2", "--experiment_name", "diverges", "--save_every", "2")
     with pytest.raises(utils.UsageError, match="diverged .*the last checkpoint in .* stays"):
-        run_train(base_dir, "--num_iters", "6", "--experiment_name", "diverges", "--resume", "--save_every", "1",
-                  "--G_lr", "1e38", "--D_lr", "1e38")
+        run_train(base_dir, "--num_iters", "6", "--experiment_name", "diverges", "--resume",
+                  "--save_every", "1", "--G_lr", "1e38", "--D_lr", "1e38")
     import checkpoints
     saved = checkpoints.load_set(str(base_dir / "weights" / "diverges"), "", ["G", "state_dict"])
     assert checkpoints.all_finite(saved["G"]) and saved["state_dict"]["itr"] >= 2
@@ -308,7 +331,8 @@ def test_DiffAugment_reaches_the_training_step(base_dir):
     augmented = run_train(base_dir, "--num_iters", "2", "--experiment_name", "diffaug",
                           "--DiffAugment", "color,translation,cutout")
     assert augmented["state_dict"]["config"]["DiffAugment"] == "color,translation,cutout"
-    differs = [k for k, v in plain["D"].state_dict().items() if not torch.equal(v, augmented["D"].state_dict()[k])]
+    differs = [k for k, v in plain["D"].state_dict().items()
+               if not torch.equal(v, augmented["D"].state_dict()[k])]
     assert differs  # D saw other images
 
 

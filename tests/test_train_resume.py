@@ -28,7 +28,8 @@ def base_dir(tmp_path_factory):
 
 def test_resume_takes_the_model_flags_from_the_checkpoint(base_dir, capsys):
     run_train(base_dir, "--num_iters", "1", "--experiment_name", "adopt")
-    without_model_flags = [f for i, f in enumerate(SOURCE) if f not in ("--G_ch", "--D_ch") and SOURCE[i - 1] not in ("--G_ch", "--D_ch")]
+    without_model_flags = [f for i, f in enumerate(SOURCE) if f not in ("--G_ch", "--D_ch")
+                           and SOURCE[i - 1] not in ("--G_ch", "--D_ch")]
     out = train.main(["--base_dir", str(base_dir), *without_model_flags, *FAST, "--num_iters", "2",
                       "--experiment_name", "adopt", "--resume"])
     assert out["state_dict"]["itr"] == 2 and out["G"].ch == 16
@@ -38,9 +39,11 @@ def test_resume_takes_the_model_flags_from_the_checkpoint(base_dir, capsys):
 def test_resume_refuses_model_flags_unlike_the_checkpoint(base_dir):
     run_train(base_dir, "--num_iters", "1", "--experiment_name", "unlike")
     with pytest.raises(utils.UsageError, match=r"--G_ch 32 \(trained with 16\)"):
-        run_train(base_dir, "--num_iters", "2", "--experiment_name", "unlike", "--resume", "--G_ch", "32")
+        run_train(base_dir, "--num_iters", "2", "--experiment_name", "unlike", "--resume",
+                  "--G_ch", "32")
     with pytest.raises(utils.UsageError, match="--stage finetune trains a plain G"):
-        run_train(base_dir, "--num_iters", "2", "--experiment_name", "unlike", "--resume", "--stage", "finetune")
+        run_train(base_dir, "--num_iters", "2", "--experiment_name", "unlike", "--resume",
+                  "--stage", "finetune")
 
 
 def test_resume_honours_new_learning_rates_and_refuses_a_passed_budget(base_dir, capsys):
@@ -52,7 +55,8 @@ def test_resume_honours_new_learning_rates_and_refuses_a_passed_budget(base_dir,
     assert "--G_lr 0.0005 (checkpoint: 0.001)" in capsys.readouterr().out
     G_optim = torch.load(base_dir / "weights" / "new_lr" / "G_optim.pth", weights_only=True)
     D_optim = torch.load(base_dir / "weights" / "new_lr" / "D_optim.pth", weights_only=True)
-    assert G_optim["param_groups"][0]["lr"] == 5e-4 and D_optim["param_groups"][0]["betas"][1] == 0.99
+    assert (G_optim["param_groups"][0]["lr"] == 5e-4
+            and D_optim["param_groups"][0]["betas"][1] == 0.99)
     assert out["state_dict"]["itr"] == 3
 
 
@@ -168,7 +172,8 @@ def train_process(command_lines, argv, kill_at=None, kill_after=None):
     once (conftest.CommandLines); killed for real at its kill_at-th checkpoint write
     (helpers/faults.py) or after kill_after seconds, if it runs that long. Returns
     its returncode (-9 when killed) and its output (stdout, then stderr)."""
-    result = command_lines.run(killed_at_change(kill_at, ["train.py", *argv]), kill_after=kill_after)
+    result = command_lines.run(killed_at_change(kill_at, ["train.py", *argv]),
+                               kill_after=kill_after)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -187,7 +192,8 @@ def killed_and_finished(command_lines, base_dir, argv, kill_at=None, kill_after=
     assert finished.returncode == 0, output[-2000:]
     assert "Traceback" not in output, output[-2000:]
     folder = base_dir / "weights" / name
-    leftovers = [n for n in os.listdir(folder) if n.startswith((".staging", ".tmp_", ".link-", ".saving"))]
+    leftovers = [n for n in os.listdir(folder)
+                 if n.startswith((".staging", ".tmp_", ".link-", ".saving"))]
     leftovers += [n for n in os.listdir(folder / "sets") if n.startswith(".staging")]
     assert not leftovers, (name, leftovers)
     parts = ("G", "D", "state_dict", *(["G_ema"] if "--ema" in argv else []))
@@ -308,7 +314,8 @@ def test_killed_torchrun_runs_resume_exactly_with_ranks_identical(base_dir, tmp_
     save (before its swap: resumed from iteration 4) ends with the uninterrupted run's bits, each
     rank's random state restored. Three torchrun launches, the reference dumping both ranks."""
     import checkpoints
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_port", "29533"]
     argv = lambda name: ["--base_dir", str(base_dir), *SOURCE, *FAST, *EXACT, "--num_iters", "10",
                          "--save_every", "4", "--num_save_copies", "0", "--experiment_name", name]
 

@@ -13,9 +13,10 @@ from worlds import toy
 SOURCE = ["--G_ch", "16", "--D_ch", "16", "--dim_z", "128", "--G_attn", "0", "--D_attn", "0",
           "--G_init", "N02", "--D_init", "N02", "--SN_eps", "1e-8", "--kp_variant", "cifar",
           "--n_pretrain_classes", "8"]
-FAST = ["--dataset", "Toy32", "--batch_size", "4", "--num_D_steps", "1", "--num_D_accumulations", "2",
-        "--num_workers", "0", "--no_fid", "--use_multiepoch_sampler", "--save_every", "1000",
-        "--comb_l1_scale", "0.01", "--res_l2_scale", "0.01", "--G_lr", "1e-3", "--D_lr", "1e-3"]
+FAST = ["--dataset", "Toy32", "--batch_size", "4", "--num_D_steps", "1",
+        "--num_D_accumulations", "2", "--num_workers", "0", "--no_fid",
+        "--use_multiepoch_sampler", "--save_every", "1000", "--comb_l1_scale", "0.01",
+        "--res_l2_scale", "0.01", "--G_lr", "1e-3", "--D_lr", "1e-3"]
 
 
 def write_base_dir(base):
@@ -47,9 +48,10 @@ def metric_flags(base_dir) -> list[str]:
     import calculate_inception_moments
     classifier = os.path.join(ROOT, "assets", "toy_classifier.pth")
     if not (base_dir / "data" / "Toy32_classifier_moments.npz").exists():
-        calculate_inception_moments.run({"dataset": "Toy32", "base_dir": str(base_dir), "data_root": "",
-                                         "batch_size": 16, "num_workers": 0, "shuffle": False, "seed": 0,
-                                         "hdf5": False, "backbone": "classifier", "inception_weights": classifier,
-                                         "device": "cpu", "parallel": False, "resolution": 0, "reference_dataset": ""})
-    return ["--backbone", "classifier", "--inception_weights", classifier, "--num_inception_images", "40",
-            "--which_best", "FID"]
+        calculate_inception_moments.run({
+            "dataset": "Toy32", "base_dir": str(base_dir), "data_root": "", "batch_size": 16,
+            "num_workers": 0, "shuffle": False, "seed": 0, "hdf5": False,
+            "backbone": "classifier", "inception_weights": classifier, "device": "cpu",
+            "parallel": False, "resolution": 0, "reference_dataset": ""})
+    return ["--backbone", "classifier", "--inception_weights", classifier,
+            "--num_inception_images", "40", "--which_best", "FID"]
