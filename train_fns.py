@@ -1,8 +1,9 @@
-"""What training does besides the loop (BigGAN-PyTorch's train_fns): the run's models and optimizers,
-the training step (D updates, then a G update with the transfer penalties) as train.py, experiments/bench.py and
-the official-iteration test build it, EMA, and the saves and evaluations between iterations (latest,
-copy and best checkpoint sets, sheets, in-loop metrics), none of which changes the training; when
-a run stops early (--patience) and how long it trained (TrainingClock)."""
+"""What training does besides the loop (BigGAN-PyTorch's train_fns): the run's models and
+optimizers, the training step (D updates, then a G update with the transfer penalties) as train.py,
+experiments/bench.py and the official-iteration test build it, EMA, and the saves and evaluations
+between iterations (latest, copy and best checkpoint sets, sheets, in-loop metrics), none of which
+changes the training; when a run stops early (--patience) and how long it trained
+(TrainingClock)."""
 from __future__ import annotations
 
 import copy
@@ -45,12 +46,15 @@ class Models:
         return objects
 
 
-def make_optimizers(G: nn.Module, D: nn.Module, config: dict) -> tuple[torch.optim.Adam, torch.optim.Adam]:
+def make_optimizers(G: nn.Module, D: nn.Module,
+                    config: dict) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """Adam over all of G and D, as the official code, so official optimizer checkpoints load; the
     stage decides which parameters get gradients, and Adam leaves the others untouched."""
-    G_optim = torch.optim.Adam(G.parameters(), lr=config["G_lr"], betas=(config["G_B1"], config["G_B2"]),
+    G_optim = torch.optim.Adam(G.parameters(), lr=config["G_lr"],
+                               betas=(config["G_B1"], config["G_B2"]),
                                eps=config["adam_eps"], weight_decay=0)
-    D_optim = torch.optim.Adam(D.parameters(), lr=config["D_lr"], betas=(config["D_B1"], config["D_B2"]),
+    D_optim = torch.optim.Adam(D.parameters(), lr=config["D_lr"],
+                               betas=(config["D_B1"], config["D_B2"]),
                                eps=config["adam_eps"], weight_decay=0)
     return G_optim, D_optim
 
@@ -63,7 +67,8 @@ def toggle_grad(model: nn.Module, on: bool, trainable: list[nn.Parameter] | None
 
 
 def transfer_regularizer_params(G: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(combination weights for the L1 penalty, residuals for the L2 penalty), as the official code."""
+    """(combination weights for the L1 penalty, residuals for the L2 penalty), as the official
+    code."""
     named = list(G.named_parameters())
     return ([p for n, p in named if "comb_layer" in n],
             [p for n, p in named if "res_g" in n or "res_b" in n])
@@ -73,7 +78,8 @@ class Ema:
     """G_ema <- decay * G_ema + (1 - decay) * G over parameters and buffers (BigGAN-PyTorch).
     The target starts as given: a copy of G (ema_copy) or a resumed G_ema."""
 
-    def __init__(self, source: nn.Module, target: nn.Module, decay: float = 0.9999, start_itr: int = 0):
+    def __init__(self, source: nn.Module, target: nn.Module, decay: float = 0.9999,
+                 start_itr: int = 0):
         self.source, self.target = source, target
         self.decay, self.start_itr = decay, start_itr
 
@@ -98,9 +104,11 @@ def ortho_(model: nn.Module, strength: float, blacklist: tuple = ()) -> None:
         for param in model.parameters():
             if param.grad is None or param.ndim < 2 or any(param is b for b in blacklist):
                 continue
-            w = param.reshape(param.shape[0], -1)  # reshape: a channels_last weight cannot be viewed so
+            # reshape: a channels_last weight cannot be viewed so
+            w = param.reshape(param.shape[0], -1)
             off_diagonal = 1.0 - torch.eye(w.shape[0], device=w.device)
-            param.grad += strength * (2 * torch.mm(torch.mm(w, w.t()) * off_diagonal, w)).reshape(param.shape)
+            param.grad += strength * (
+                2 * torch.mm(torch.mm(w, w.t()) * off_diagonal, w)).reshape(param.shape)
 
 
 def average_gradients(model: nn.Module) -> None:
@@ -143,7 +151,8 @@ def GAN_training_function(models: Models, GD: nn.Module, ema: Ema | None, config
                 with precision.autocast():
                     D_fake, D_real = GD(z, gy, xs[counter], ys[counter], train_G=False,
                                         split_D=config["split_D"])
-                    D_loss_real, D_loss_fake = losses.discriminator_loss(D_fake.float(), D_real.float())
+                    D_loss_real, D_loss_fake = losses.discriminator_loss(D_fake.float(),
+                                                                         D_real.float())
                     D_loss = (D_loss_real + D_loss_fake) / config["num_D_accumulations"]
                 precision.backward(D_loss, D_optim)
                 counter += 1
@@ -206,8 +215,9 @@ class Step:
 
 def build_step(models: Models, config: dict, device) -> Step:
     """The training step of a run: precision, memory format, fused resampling and torch.compile from
-    the flags (acceleration.py), G_D with --DiffAugment, DataParallel with --parallel on CUDA, EMA with
-    --ema. train.py, experiments/bench.py and the official-iteration test all build it here."""
+    the flags (acceleration.py), G_D with --DiffAugment, DataParallel with --parallel on CUDA, EMA
+    with --ema. train.py, experiments/bench.py and the official-iteration test all build it
+    here."""
     device = torch.device(device)
     precision = Precision.from_config(config, device)
     acceleration.keep_freed_memory(device)
@@ -230,9 +240,11 @@ def stop_if_diverged(losses: dict[str, float], itr: int, config: dict) -> None:
         folder = experiment.folder(config)
         fp16 = " or fp16 overflow (try --amp bf16 or none)" if config["amp"] == "fp16" else ""
         raise utils.UsageError(
-            f"training diverged at iteration {itr}: {', '.join(f'{k} = {v}' for k, v in bad.items())}; nothing of "
-            f"it was saved and the last checkpoint in {folder} stays. Likely cause: learning rates too high "
-            f"(--G_lr {config['G_lr']}, --D_lr {config['D_lr']}){fp16}; lower them and --resume")
+            f"training diverged at iteration {itr}: "
+            f"{', '.join(f'{k} = {v}' for k, v in bad.items())}; nothing of "
+            f"it was saved and the last checkpoint in {folder} stays. Likely cause: learning rates "
+            f"too high (--G_lr {config['G_lr']}, --D_lr {config['D_lr']}){fp16}; lower them and "
+            "--resume")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,13 +253,16 @@ def stop_if_diverged(losses: dict[str, float], itr: int, config: dict) -> None:
 def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "") -> None:
     """One checkpoint set, atomically as a whole; diverged weights never replace a good set."""
     folder = experiment.folder(config)
-    objects = {**{name: obj.state_dict() for name, obj in models.named().items()}, "state_dict": state}
+    objects = {**{name: obj.state_dict() for name, obj in models.named().items()},
+               "state_dict": state}
     try:
         checkpoints.save_set(folder, objects, state["itr"], suffix)
     except checkpoints.NonFiniteCheckpoint as err:
-        raise utils.UsageError(f"training diverged by iteration {state['itr']}: {err}; nothing was saved and the last "
-                               f"checkpoint in {folder} stays. Likely cause: learning rates too high "
-                               f"(--G_lr {config['G_lr']}, --D_lr {config['D_lr']}); lower them and --resume") from None
+        raise utils.UsageError(
+            f"training diverged by iteration {state['itr']}: {err}; nothing was saved and the last "
+            f"checkpoint in {folder} stays. Likely cause: learning rates too high "
+            f"(--G_lr {config['G_lr']}, --D_lr {config['D_lr']}); lower them and --resume"
+        ) from None
 
 
 def rotating_slot(config: dict, prefix: str, count: int, itr: int | None = None) -> str:
@@ -260,13 +275,16 @@ def rotating_slot(config: dict, prefix: str, count: int, itr: int | None = None)
 
 def save_and_sample(models: Models, state: dict, config: dict, sheets: "sampling.Sheets") -> None:
     """The latest checkpoint and a rotating copy (which replaces the oldest copy, never the one this
-    run resumed from), then the sample sheets, as BigGAN-PyTorch. state['rng_states'] is the caller's."""
-    state["rng_state"] = state["rng_states"][0]["cpu"]  # the key of earlier checkpoints, for their readers
+    run resumed from), then the sample sheets, as BigGAN-PyTorch. state['rng_states'] is the
+    caller's."""
+    # the key of earlier checkpoints, for their readers
+    state["rng_state"] = state["rng_states"][0]["cpu"]
     save_checkpoint(models, state, config)
     if config["num_save_copies"] > 0:
         slot = rotating_slot(config, "copy", config["num_save_copies"])
         save_checkpoint(models, state, config, slot)
-        state["save_num"] = int(rotating_slot(config, "copy", config["num_save_copies"])[len("copy"):])
+        state["save_num"] = int(
+            rotating_slot(config, "copy", config["num_save_copies"])[len("copy"):])
     sheets.write(sampling.sampling_G(models.G, models.G_ema, config), state["itr"])
 
 
@@ -276,12 +294,14 @@ METRIC_KEY = {"IS": "IS_mean", "FID": "FID", "KMMD": "KMMD"}
 
 
 def test(models: Models, state: dict, config: dict, metrics, precision: Precision, device) -> dict:
-    """In-loop metrics; a best checkpoint set when --which_best improved (the official code compared FID
-    when asked for KMMD: fixed here). state keeps the best of each metric so far, as BigGAN-PyTorch."""
+    """In-loop metrics; a best checkpoint set when --which_best improved (the official code compared
+    FID when asked for KMMD: fixed here). state keeps the best of each metric so far, as
+    BigGAN-PyTorch."""
     G = sampling.sampling_G(models.G, models.G_ema, config)
     if config["accumulate_stats"]:
         sampling.accumulate_standing_stats(G, config, device)
-    results = metrics(sampling.make_sample_fn(G, config, device, precision), config["num_inception_images"])
+    results = metrics(sampling.make_sample_fn(G, config, device, precision),
+                      config["num_inception_images"])
     if record_evaluation(state, results, config):
         slot = rotating_slot(config, "best", config["num_best_copies"], state["itr"])
         which = config["which_best"]
@@ -298,9 +318,11 @@ def record_evaluation(state: dict, results: dict, config: dict) -> bool:
     value = results.get(METRIC_KEY[which])
     if value is None:
         raise utils.UsageError(f"--which_best {which} needs that metric; add --kmmd for KMMD")
-    state["metrics"] = {k: v for k, v in results.items() if isinstance(v, float) and math.isfinite(v)}
+    state["metrics"] = {k: v for k, v in results.items()
+                        if isinstance(v, float) and math.isfinite(v)}
     improved = BETTER[which](value, state[f"best_{which}"])
-    better = {metric for metric, key in METRIC_KEY.items()  # every best so far, as the official code
+    # every best so far, as the official code
+    better = {metric for metric, key in METRIC_KEY.items()
               if isinstance(results.get(key), float)
               and BETTER[metric](results[key], state[f"best_{metric}"])}
     for metric in better:
@@ -324,7 +346,8 @@ def next_best_number(config: dict) -> int:
 
 
 def format_metrics(itr: int, metrics: dict) -> str:
-    return f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+    return f"itr {itr}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
+                                      if isinstance(v, float))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +396,8 @@ def out_of_patience(state: dict, config: dict) -> bool:
 def why_stopped(state: dict, config: dict) -> str:
     which = config["which_best"]
     entry = best_entry(state, which)
-    at = f"iteration {entry['itr']}" if entry["itr"] is not None else "an iteration before the count"
+    at = (f"iteration {entry['itr']}" if entry["itr"] is not None
+          else "an iteration before the count")
     return (f"{which} has not improved for {entry['evaluations']} evaluations (--patience "
             f"{config['patience']}); the best, {which} {entry['value']:.4g}, is {at}'s")
 

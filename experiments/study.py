@@ -1,13 +1,15 @@
-"""The transfer study: every method on a world (Fashion-MNIST by default, or the toy world), at several
-shot counts and seeds, trained by the same rule, evaluated the same way. Writes a markdown table
-(mean ± std over seeds), the equal-compute table, and plots of FID against iterations and against
-training seconds per method.
+"""The transfer study: every method on a world (Fashion-MNIST by default, or the toy world), at
+several shot counts and seeds, trained by the same rule, evaluated the same way. Writes a markdown
+table (mean ± std over seeds), the equal-compute table, and plots of FID against iterations and
+against training seconds per method.
 
     python -m experiments.study --out study_fashion                 # the default study
     python -m experiments.study --out quick --iters 100 --seeds 0 --shots 10   # a quick look
-    python -m experiments.study --out study_fashion --DiffAugment color,translation,cutout --methods finetune BN+FT
+    python -m experiments.study --out study_fashion --DiffAugment color,translation,cutout \\
+        --methods finetune BN+FT
     python -m experiments.study --world toy --out study_toy --shots 1 3 10 --seeds 0 1 --iters 1000
-    python -m experiments.study --new Shirt,Sneaker,Bag --out study_split2      # another Fashion-MNIST split
+    # another Fashion-MNIST split:
+    python -m experiments.study --new Shirt,Sneaker,Bag --out study_split2
     python -m experiments.study --out long --shots 100 500 --iters 20000 --patience 5  # to its best
 
 Every run is saved as it finishes (OUT/shots<N>/results.json, one entry per method and seed), and a
@@ -28,8 +30,9 @@ A later stage is an experiment of its own (METHOD_seedS_phase1 is the first of t
 last, whose best set is the run's) that starts from the earlier stage's best set (--start_from
 NAME:best), so BN+FT trains up to twice as long in all: BN is its first part, and the ablation
 finetune_x2 gives fine-tuning the same budget (fine-tuning again from its best set). With
---source DIR (and --source_classes 1 for a source without config.json) the methods start from another
-source, e.g. an unconditional one (TransferGAN's conditional transfer: `--methods finetune`).
+--source DIR (and --source_classes 1 for a source without config.json) the methods start from
+another source, e.g. an unconditional one (TransferGAN's conditional transfer:
+`--methods finetune`).
 
 With --DiffAugment POLICY every method runs with that augmentation of D's inputs and is listed as
 METHOD+DA; run the study once with and once without it (the same --out) to compare.
@@ -50,8 +53,8 @@ seeds at each evaluation, as far as every seed ran, against their mean training 
 method's best FID within equal training-time budgets: with T the slowest method's mean training time
 at that shot count, the budgets are 25%, 50% and 100% of T; a run's value at budget B is the lowest
 FID among its evaluations (of any stage) made within B training seconds, a run that stopped before
-B keeping its best; a cell is the mean ± std over seeds, "–" where a seed had no evaluation within
-B.
+B keeping its best; a cell is the mean ± std over seeds, "–" where a seed had no evaluation
+within B.
 """
 from __future__ import annotations
 
@@ -97,11 +100,13 @@ ABLATIONS = {
     "BN_no_l1": [["--stage", "BN", "--comb_l1_scale", "0"]],
     "BN_no_l1_lr1e-3": [["--stage", "BN", "--comb_l1_scale", "0", "--G_lr", "1e-3"]],
     "BN_l1x10_lr1e-3": [["--stage", "BN", "--comb_l1_scale", "0.1", "--G_lr", "1e-3"]],
-    "finetune_x2": [["--stage", "finetune"], ["--stage", "finetune"]],  # BN+FT's budget for fine-tuning
+    # BN+FT's budget for fine-tuning
+    "finetune_x2": [["--stage", "finetune"], ["--stage", "finetune"]],
 }
 ALL_METHODS = {**METHODS, **ABLATIONS}
 METRICS = ("FID", "mFID", "KMMD", "class_acc", "IS_mean", "precision", "recall", "NN_ratio", "IW")
-HEADERS = ("FID ↓", "mFID ↓", "KMMD ↓", "class acc ↑", "IS ↑", "precision ↑", "recall ↑", "NN ratio", "IW ↑")
+HEADERS = ("FID ↓", "mFID ↓", "KMMD ↓", "class acc ↑", "IS ↑", "precision ↑", "recall ↑",
+           "NN ratio", "IW ↑")
 AUGMENTED = "+DA"  # suffix of a method run with --DiffAugment
 MEMORIZATION_SAMPLES = 100  # per class, and as many fresh real images per class
 IW_IMAGES = 500             # per class: fresh real images against as many samples
@@ -125,12 +130,14 @@ def phase_names(method: str, augment: str, seed: int) -> list[str]:
 
 
 def measure_iw(G, config: dict, world: worlds.World) -> dict[str, float]:
-    """The IW critic: IW_IMAGES fresh real images per class against as many samples of each class."""
+    """The IW critic: IW_IMAGES fresh real images per class against as many samples of each
+    class."""
     real, labels = world.fresh_images(IW_IMAGES)
     device = next(G.parameters()).device
     z = sampling.seeded_z(len(labels), G.dim_z, config["seed"], config["z_var"])
     with sampling.sampling_mode(G, config["G_eval_mode"]):
-        fake = sampling.generate(G, z.to(device), G.class_input(labels.to(device)), config["G_batch_size"])
+        fake = sampling.generate(G, z.to(device), G.class_input(labels.to(device)),
+                                 config["G_batch_size"])
     result = iw_critic.independent_wasserstein(real, fake, seed=config["seed"], steps=IW_STEPS)
     return {"IW": result["IW"], "IW_train": result["IW_train"]}
 
@@ -162,7 +169,8 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
     config, best = phases[-1][0], runs.best_or_last(*phases[-1])
     # The union over the phases (BN then FT trains what either stage trains).
     G = sampling.sampling_G(best["G"], best["G_ema"], config)
-    trained_ids = {id(p) for phase in ALL_METHODS[method] for p in stages.G_parameters(G, stages.get(phase[1]))}
+    trained_ids = {id(p) for phase in ALL_METHODS[method]
+                   for p in stages.G_parameters(G, stages.get(phase[1]))}
     trained = sum(p.numel() for p in G.parameters() if id(p) in trained_ids)
     fresh, fresh_labels = world.fresh_images(MEMORIZATION_SAMPLES)
     metrics = {**best["metrics"],
@@ -223,8 +231,9 @@ def mean_std(values: list[float], digits: int = 3) -> str:
 
 def in_method_order(by_method: dict) -> list[tuple[str, list]]:
     """Methods in ALL_METHODS order, each without augmentation first."""
-    return sorted(by_method.items(), key=lambda item: (list(ALL_METHODS).index(base_method(item[0])),
-                                                       item[0].endswith(AUGMENTED)))
+    return sorted(by_method.items(),
+                  key=lambda item: (list(ALL_METHODS).index(base_method(item[0])),
+                                    item[0].endswith(AUGMENTED)))
 
 
 def markdown_table(results: dict) -> str:
@@ -334,7 +343,8 @@ def results_path(out: str, shots: int) -> str:
 
 def save_run(out: str, shots: int, method: str, run: dict) -> None:
     """Add one run to the shot count's results.json (replacing an earlier run of that method and
-    seed), keeping everything else. Locked: study processes of one --out may finish at one moment."""
+    seed), keeping everything else. Locked: study processes of one --out may finish at one
+    moment."""
     path = results_path(out, shots)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".lock", "w") as lock:
@@ -352,7 +362,8 @@ def load_results(path: str) -> dict:
 
 
 def load_all_results(out: str) -> dict:
-    """Every shot count finished so far (runs of different shot counts may be separate processes)."""
+    """Every shot count finished so far (runs of different shot counts may be separate
+    processes)."""
     results = {}
     for name in sorted(os.listdir(out), key=lambda n: int(n[5:]) if n[5:].isdigit() else 0):
         if name.startswith("shots") and os.path.isfile(os.path.join(out, name, "results.json")):
@@ -376,9 +387,9 @@ def write_report(out: str, world: worlds.World, iters: int, patience: int = 0) -
 
 
 def split_world(new: list[str], out: str, source_iters: int) -> worlds.World:
-    """The Fashion-MNIST world of another split: its assets (the source model of its old classes, its
-    shots and reference statistics) built into OUT/assets from the raw data, unless there. Refused
-    before any of it: an OUT of another world or split."""
+    """The Fashion-MNIST world of another split: its assets (the source model of its old classes,
+    its shots and reference statistics) built into OUT/assets from the raw data, unless there.
+    Refused before any of it: an OUT of another world or split."""
     from worlds import fashion
     assets = os.path.join(out, "assets")
     world = fashion.world(tuple(new), assets)
@@ -452,7 +463,8 @@ def main(argv: list[str] | None = None) -> dict:
         registry.record_study_world(args.out, world)  # its data is of this world: analyses read it
         for method in args.methods:
             name = run_name(method, args.DiffAugment)
-            done = {r.get("seed") for r in load_results(results_path(args.out, shots)).get(name, [])}
+            done = {r.get("seed")
+                    for r in load_results(results_path(args.out, shots)).get(name, [])}
             for seed in args.seeds:
                 if seed in done:
                     continue

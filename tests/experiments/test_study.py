@@ -35,15 +35,18 @@ def test_study_writes_a_table_row_per_method_and_the_fid_plot(tmp_path):
     """8 runs: the four methods whose trained parameters are compared, each with two seeds for a
     mean ± std."""
     methods = ["scratch", "freezeD", "BN_only", "BN+FT"]
-    results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "1", "--methods", *methods])
+    results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "1",
+                          "--methods", *methods])
     table = (tmp_path / "study.md").read_text()
     for method in methods:
         assert f"| {method} | 2 |" in table
         assert sorted(run["seed"] for run in results[5][method]) == [0, 1]
     assert (tmp_path / "fid_curves.png").is_file()
     trained = {m: results[5][m][0]["trained_G_params"] for m in methods}
-    assert trained["BN_only"] < min(trained["BN+FT"], trained["scratch"])  # only its new classes' BN parameters
-    assert trained["scratch"] == trained["freezeD"]  # the source's architecture, every parameter of G trained
+    # only its new classes' BN parameters
+    assert trained["BN_only"] < min(trained["BN+FT"], trained["scratch"])
+    # the source's architecture, every parameter of G trained
+    assert trained["scratch"] == trained["freezeD"]
     assert " ± " in table  # mean ± std over the two seeds
     metrics = results[5]["BN+FT"][0]["metrics"]
     assert 0 <= metrics["precision"] <= 1 and 0 <= metrics["recall"] <= 1
@@ -55,8 +58,10 @@ def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, mon
     study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "--methods", "BN"])
     ran = []
     real = study.run_method
-    monkeypatch.setattr(study, "run_method", lambda *args, **kwargs: ran.append(args[2:4]) or real(*args, **kwargs))
-    results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "1", "--methods", "BN", "BN_mean_init"])
+    monkeypatch.setattr(study, "run_method",
+                        lambda *args, **kwargs: ran.append(args[2:4]) or real(*args, **kwargs))
+    results = study.main(["--out", str(tmp_path), *TINY, "--seeds", "0", "1",
+                          "--methods", "BN", "BN_mean_init"])
     assert ran == [("BN", 1), ("BN_mean_init", 0), ("BN_mean_init", 1)]  # BN seed 0 was there
     assert set(results[5]) == {"BN", "BN_mean_init"} and len(results[5]["BN"]) == 2
     table = (tmp_path / "study.md").read_text()
@@ -94,7 +99,8 @@ def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_
     """BN+FT stopped after the BN phase's final save, before its evaluation: the study run again
     makes up that evaluation (train.py --resume), then trains FT from BN's best set; every
     evaluation logged once.
-    (Killed processes at every such moment: tests/test_train.py; the default run: test_demo.py.)"""
+    (Killed processes at every such moment: tests/test_train_resume.py; the default run:
+    test_demo.py.)"""
     import train
     real = train.evaluate
 
@@ -194,7 +200,8 @@ def test_diffaugment_runs_are_listed_apart(tmp_path):
     table = (tmp_path / "study.md").read_text()
     assert table.index("| finetune |") < table.index("| finetune+DA |")
     assert (tmp_path / "shots1" / "logs" / "finetune+DA_seed0_log.jsonl").is_file()
-    config = json.loads((tmp_path / "shots1" / "weights" / "finetune+DA_seed0" / "config.json").read_text())
+    config = json.loads(
+        (tmp_path / "shots1" / "weights" / "finetune+DA_seed0" / "config.json").read_text())
     assert config["DiffAugment"] == "translation"
 
 
@@ -216,8 +223,9 @@ def test_an_unconditional_source_transfers_with_finetune(tmp_path):
     source.mkdir()
     torch.save(G.state_dict(), source / "G.pth")
     torch.save(D.state_dict(), source / "D.pth")
-    results = study.main(["--out", str(tmp_path / "out"), *TINY, "--source", str(source), "--source_classes", "1",
-                          "--shots", "1", "--seeds", "0", "--methods", "finetune"])
+    results = study.main(["--out", str(tmp_path / "out"), *TINY, "--source", str(source),
+                          "--source_classes", "1", "--shots", "1", "--seeds", "0",
+                          "--methods", "finetune"])
     assert math.isfinite(results[1]["finetune"][0]["metrics"]["FID"])
     installed = torch.load(tmp_path / "out" / "shots1" / "weights" / "G.pth", weights_only=True)
     assert all(torch.equal(installed[k], v) for k, v in G.state_dict().items())
@@ -225,8 +233,8 @@ def test_an_unconditional_source_transfers_with_finetune(tmp_path):
 
 def test_a_source_folder_without_weights_is_refused(tmp_path):
     with pytest.raises(utils.UsageError, match="holds no G.pth"):
-        study.main(["--out", str(tmp_path / "out"), *TINY, "--source", str(tmp_path), "--shots", "1",
-                    "--methods", "finetune"])
+        study.main(["--out", str(tmp_path / "out"), *TINY, "--source", str(tmp_path),
+                    "--shots", "1", "--methods", "finetune"])
 
 
 def test_one_command_reruns_the_study_on_another_fashion_split(split_study):
