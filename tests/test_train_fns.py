@@ -257,16 +257,16 @@ def evaluated(state: dict, itr: int, fid: float, config: dict) -> bool:
 
 
 def test_patience_counts_the_evaluations_since_the_best_each_once_and_anew_for_a_new_stage():
-    import experiment
+    import run_start
     config = {**vars(flags.prepare_parser().parse_args([])), "which_best": "FID", "patience": 2}
-    state = experiment.new_run_state(config)
+    state = run_start.new_run_state(config)
     stops = [evaluated(state, itr, fid, config) for itr, fid in ((1, 5.0), (2, 6.0), (3, 4.0),
                                                                   (4, 4.0), (5, 4.5))]
     assert stops == [False, False, False, False, True]  # equal is no improvement
     assert "the best, FID 4, is iteration 3's" in train_fns.why_stopped(state, config)
     evaluated(state, 5, 4.5, config)  # replayed (a set saved after it holds it): counted once
     assert train_fns.evaluations_since_best(state, "FID") == 2
-    new_stage = experiment.resumed_state(state, {**config, "stage": "FT"})  # FT after BN
+    new_stage = run_start.resumed_state(state, {**config, "stage": "FT"})  # FT after BN
     assert not train_fns.out_of_patience(new_stage, config)
     assert not evaluated(new_stage, 6, 9.0, config)  # its first evaluation is its best
     old = {key: value for key, value in state.items() if key != "since_best"}  # before the count

@@ -93,7 +93,7 @@ def test_the_default_run_killed_after_a_stage_s_final_save_reruns_to_the_same_en
     FT's. Each ends with the weights, best set and logs of a run never killed. Real kills
     (helpers/faults.py) of processes forked from the server that imported torch once
     (conftest.CommandLines): 7 runs of about 1-3 s; every kill point of that window is covered at
-    the level of train.py (tests/test_train.py), every write of a save by
+    the level of train.py (tests/test_train_resume.py), every write of a save by
     tests/test_checkpoints.py."""
     def demo(base, kill_at=None):
         """demo.main as `python -m experiments.demo` runs it, with SMALLER patched in: (its

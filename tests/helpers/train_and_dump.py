@@ -1,4 +1,4 @@
-"""Run train.py's main under torchrun and save this rank's final weights, for test_train.py."""
+"""Run train.py's main under torchrun and save this rank's final weights, for test_train_resume.py."""
 import os
 import sys
 
