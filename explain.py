@@ -41,9 +41,9 @@ import torch.nn as nn  # noqa: E402
 import BigGAN  # noqa: E402
 import checkpoints  # noqa: E402
 import datasets  # noqa: E402
-import experiment  # noqa: E402
 import flags  # noqa: E402
 import layers  # noqa: E402
+import run_folder  # noqa: E402
 import sampling  # noqa: E402
 import stages  # noqa: E402
 import trained_generator  # noqa: E402
@@ -392,14 +392,14 @@ def main(argv: list[str] | None = None) -> CombinationReport:
     args = prepare_parser().parse_args(argv)
     roots = flags.resolve_roots({key: getattr(args, key) for key in
                                  ("base_dir", "data_root", "weights_root", "samples_root")})
-    run_folder = experiment.RunFolder.of({**roots, "experiment_name": args.experiment_name})
-    folder = run_folder.weights
+    paths = run_folder.RunFolder.of({**roots, "experiment_name": args.experiment_name})
+    folder = paths.weights
     G, config = load_generator(folder, checkpoints.resolve_suffix(folder, args.load_weights),
                                roots["data_root"])
     report = combination_report(G, new_class_names(config, roots["data_root"]),
                                 old_class_names(config))
     print(format_report(report, args.top_k))
-    heatmap = args.heatmap or os.path.join(run_folder.samples, HEATMAP_NAME)
+    heatmap = args.heatmap or os.path.join(paths.samples, HEATMAP_NAME)
     write_heatmap(report, heatmap, per_layer=args.per_layer)
     print(f"\nSaved the heatmap of the shares to {heatmap}")
     if args.json:

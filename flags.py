@@ -14,10 +14,10 @@ import os
 import sys
 
 import BigGAN
-import DiffAugment
 import checkpoints
 import datasets
-import experiment
+import DiffAugment
+import run_folder
 import stages
 from utils import BETA, NON_NEGATIVE, POSITIVE, HelpFormatter, UsageError, at_least, device_name
 
@@ -460,7 +460,7 @@ def finalize_config(config: dict) -> dict:
                          "give one of them")
     config["G_batch_size"] = config["G_batch_size"] or config["batch_size"]
     config["experiment_name"] = config["experiment_name"] or name_from_config(config)
-    experiment.check_name(config["experiment_name"], config["weights_root"])
+    run_folder.check_name(config["experiment_name"], config["weights_root"])
     return config
 
 

@@ -1,7 +1,7 @@
 """A training run settled once, before anything runs (StyleGAN2-ADA's options): settle turns the
 flags given, the saved configs the run adopts, the data's classes and resolution, and the start
 plan (new, from the source model, --start_from, --resume) into a RunSpec: a read-only config, the
-run's folder (experiment.RunFolder) and the checkpoint it starts from. Nothing edits the config
+run's folder (run_folder.RunFolder) and the checkpoint it starts from. Nothing edits the config
 afterwards.
 
 Model flags travel with the weights: a resumed run, a run started from another experiment and a
@@ -19,8 +19,8 @@ from typing import Any, Mapping
 import BigGAN
 import checkpoints
 import datasets
-import experiment
 import flags
+import run_folder
 import stages
 import trained_generator
 import utils
@@ -50,7 +50,7 @@ class StartPlan:
 class RunSpec:
     """A settled training run: config (read-only; config["key"] as ever), folder, start."""
     config: Mapping[str, Any]
-    folder: experiment.RunFolder
+    folder: run_folder.RunFolder
     start: StartPlan
 
 
@@ -86,7 +86,7 @@ def settle(given: Mapping[str, Any], explicit: set[str] | None = None,
                                "--n_pretrain_classes (the classes of the source model, e.g. "
                                "1000), or a source with a config.json")
     frozen = types.MappingProxyType(config)
-    return RunSpec(frozen, experiment.RunFolder.of(frozen), start)
+    return RunSpec(frozen, run_folder.RunFolder.of(frozen), start)
 
 
 def classes_and_resolution(config: Mapping[str, Any]) -> dict:
@@ -181,7 +181,7 @@ def plan_resume(config: dict, explicit: set[str] | None) -> StartPlan:
     config["load_weights"] = resumed.pop("suffix")
     suffix = f" {config['load_weights']}" if config["load_weights"] else ""
     what = f"checkpoint {config['experiment_name']}{suffix}"
-    saved = experiment.saved_config(experiment.folder(config), resumed["state_dict"])
+    saved = run_folder.saved_config(run_folder.folder(config), resumed["state_dict"])
     config.update(model_flags_of(config, saved, explicit, BigGAN.weight_defining_flags(), what))
     config.update(evaluation_of(saved, explicit))
     check_same_kind(config, saved, what, "resume it with a stage of its kind")
@@ -211,7 +211,7 @@ def plan_source_model(config: dict, explicit: set[str] | None) -> StartPlan:
     """A transfer from weights_root's source model, built as its config.json says, if any."""
     source = read_source_model(config)
     if source["config"]:
-        where = os.path.join(config["weights_root"], experiment.CONFIG_FILE)
+        where = os.path.join(config["weights_root"], run_folder.CONFIG_FILE)
         config.update(source_flags_of(config, source["config"], explicit,
                                       f"the source model's {where}"))
     return StartPlan("the source model", source=source)
@@ -248,7 +248,7 @@ def read_set(folder_path: str, suffix: str, parts: list[str], optional: tuple[st
 def read_resume_set(config: Mapping[str, Any]) -> dict:
     """The checkpoint set to resume: <experiment>/ with suffix --load_weights ('best': the best of
     the best sets, 'latest' or none: the latest set); its resolved suffix under 'suffix'."""
-    name, path = config["experiment_name"], experiment.folder(config)
+    name, path = config["experiment_name"], run_folder.folder(config)
     hint = (f"check --experiment_name ({name}), --load_weights "
             f"({config['load_weights'] or 'none'}) and --weights_root")
     if not checkpoints.existing_sets(path):
@@ -271,7 +271,7 @@ def read_start_from(config: Mapping[str, Any]) -> dict:
     parts = ["state_dict", "G", "D", "G_optim", "D_optim", "G_ema"]
     suffix, saved = read_set(path, suffix, parts, ("G_optim", "D_optim", "G_ema"), hint,
                              "--start_from")
-    saved["config"] = experiment.saved_config(path, saved["state_dict"])
+    saved["config"] = run_folder.saved_config(path, saved["state_dict"])
     saved["paths"] = {part: checkpoints.part_path(path, part, suffix) for part in ("G", "D")}
     if not saved["config"]:
         raise utils.UsageError(f"--start_from {config['start_from']}: the checkpoint has no saved "
@@ -290,7 +290,7 @@ def read_source_model(config: Mapping[str, Any]) -> dict:
     hint = (f"put the pretrained source model (BigGAN-PyTorch's G.pth and D.pth, "
             f"{config['n_pretrain_classes'] or 'N'} classes) in {root}, point --weights_root / "
             "--base_dir at it, or start from a source experiment with --start_from NAME")
-    source = {"config": experiment.read_config(root) or {}, "paths": {}}
+    source = {"config": run_folder.read_config(root) or {}, "paths": {}}
     for part in ("G", "D"):
         path = source["paths"][part] = os.path.join(root, f"{part}.pth")
         state = utils.load_file(path, f"pretrained {part} weights", hint)

@@ -12,7 +12,7 @@ import torch.distributed as dist
 
 import BigGAN
 import checkpoints
-import experiment
+import run_folder
 import stages
 import train_fns
 import utils
@@ -48,7 +48,7 @@ def prepare_models(spec: RunSpec, device, is_main: bool) -> tuple[Models, dict]:
                   start.start, start.what)
         apply_optimizer_flags(models, config)
     if is_main:
-        experiment.guard_new_experiment(spec.folder)
+        run_folder.guard_new_experiment(spec.folder)
     return models, new_run_state(config)
 
 

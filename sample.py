@@ -59,9 +59,9 @@ from tqdm import trange
 
 import BigGAN
 import datasets
-import experiment
 import flags
 import iw_critic
+import run_folder
 import run_spec
 import sampling
 import stages
@@ -156,7 +156,7 @@ def check_class_sets(config: Mapping[str, Any]) -> None:
 def load_generator(config: Mapping[str, Any]) -> BigGAN.Generator:
     """G (or G_ema) of the checkpoint, built from the config."""
     weights = trained_generator.read_generator_weights(
-        experiment.folder(config), config["load_weights"], config["use_ema"],
+        run_folder.folder(config), config["load_weights"], config["use_ema"],
         trained_generator.checkpoint_hint(config))
     what = trained_generator.weights_name(config["use_ema"], config["load_weights"])
     return trained_generator.build_trained_generator(config, weights, what)
@@ -335,7 +335,7 @@ class Round:
 
     @property
     def npz_path(self) -> str:
-        return os.path.join(experiment.RunFolder.of(self.config).samples,
+        return os.path.join(run_folder.RunFolder.of(self.config).samples,
                             f"samples{self.classes.tag}.npz")
 
     def sampler(self, truncation: float) -> Callable:
@@ -501,7 +501,7 @@ def run(config: dict) -> dict:
     precision = Precision.from_config(config, device)
     folder_name = (str(config["sample_sheet_folder_num"]) if config["sample_sheet_folder_num"] >= 0
                    else trained_generator.weights_name(config["use_ema"], config["load_weights"]))
-    folder = os.path.join(experiment.RunFolder.of(config).samples, folder_name)
+    folder = os.path.join(run_folder.RunFolder.of(config).samples, folder_name)
     wanted = [output for output in OUTPUTS if config[output.flag]]
     if config["sample_trunc_curves"]:
         trunc_curve_values(config["sample_trunc_curves"])  # a bad spec stops us before any sampling

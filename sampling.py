@@ -248,7 +248,7 @@ class Sheets:
     MAX_ROWS = 50
 
     def __init__(self, config: dict, dim_z: int, device, folder: str):
-        self.folder = folder  # the experiment's samples folder (experiment.RunFolder.samples)
+        self.folder = folder  # the experiment's samples folder (run_folder.RunFolder.samples)
         z, y = sample_z_y(config["G_batch_size"], dim_z, config["n_classes"], "cpu",
                           config["z_var"], torch.Generator().manual_seed(config["seed"] + 1))
         self.fixed_z, self.fixed_y = z.to(device), y.to(device)

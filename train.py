@@ -9,7 +9,7 @@ classes by knowledge propagation (--stage BN), fine-tune it (--stage FT), or run
 
 Files: BASE/data/<dataset folder> (input), BASE/weights/{G,D}.pth (the pretrained source model),
 BASE/weights/<experiment>/ (checkpoints, config.json), BASE/logs/ (JSON lines),
-BASE/samples/<experiment>/ (experiment.RunFolder names them all). The run is settled once
+BASE/samples/<experiment>/ (run_folder.RunFolder names them all). The run is settled once
 (run_spec.settle: flags, adopted saved configs, the data's classes, the start plan), then started
 (run_start.py: models, optimizers, state); what happens between iterations (saving, sheets,
 evaluation) is train_fns.py's. training_loop reads top to bottom: set up (a resumed run first
@@ -33,7 +33,7 @@ from tqdm import tqdm
 import checkpoint_lock
 import checkpoints
 import datasets
-import experiment
+import run_folder
 import run_spec
 import run_start
 import sampling
@@ -102,7 +102,7 @@ def run(config: Mapping[str, Any], explicit: set[str] | None = None,
     None: all of them. resume: continue the experiment (experiments/runs.py's start plan)."""
     rank, world_size, device = setup_distributed(config)
     is_main = rank == 0
-    folder = experiment.RunFolder.of(config)
+    folder = run_folder.RunFolder.of(config)
     with checkpoint_lock.ExperimentLock(folder.weights) if is_main else contextlib.nullcontext():
         if is_main:
             checkpoints.recover(folder.weights)
@@ -111,7 +111,7 @@ def run(config: Mapping[str, Any], explicit: set[str] | None = None,
             spec = run_spec.settle(config, explicit, resume)
             return training_loop(spec, rank, world_size, device)
         except utils.WriteError as err:  # a full disk or a read-only folder: say where it stands
-            where = experiment.where_to_continue(folder.weights)
+            where = run_folder.where_to_continue(folder.weights)
             raise utils.WriteError(f"{err}; training stopped, {where}") from None
 
 
@@ -177,7 +177,7 @@ def set_up(spec: run_spec.RunSpec, rank: int, world_size: int, device) -> Traini
         else:
             import inception_utils  # heavy (torchvision models); only when metrics run
             metrics = inception_utils.Metrics.from_config(config, device)
-        experiment.write_config(spec.folder, config)
+        run_folder.write_config(spec.folder, config)
     sheets = sampling.Sheets(config, models.G.dim_z, device, spec.folder.samples)
     # Same models on every rank (same seed above), different noise per rank from here on.
     torch.manual_seed(config["seed"] + rank)
@@ -360,7 +360,7 @@ def evaluation_owed(config: dict, state: dict) -> bool:
     """The saved iteration was to be evaluated, and the log has no record of it: the run stopped
     between the save and the evaluation's end (killed, or a full disk). A resumed run makes it up
     first, also when the checkpoint is at --num_iters already."""
-    logged = logged_evaluation(experiment.RunFolder.of(config).metrics_log, state["itr"])
+    logged = logged_evaluation(run_folder.RunFolder.of(config).metrics_log, state["itr"])
     return evaluation_due(config, state) and logged is None
 
 

@@ -20,8 +20,8 @@ import acceleration
 import BigGAN
 import checkpoints
 import DiffAugment
-import experiment
 import losses
+import run_folder
 import sampling
 import stages
 import utils
@@ -237,7 +237,7 @@ def stop_if_diverged(losses: dict[str, float], itr: int, config: dict) -> None:
     """Non-finite losses end the run before anything of this iteration is saved."""
     bad = {name: value for name, value in losses.items() if not math.isfinite(value)}
     if bad:
-        folder = experiment.folder(config)
+        folder = run_folder.folder(config)
         fp16 = " or fp16 overflow (try --amp bf16 or none)" if config["amp"] == "fp16" else ""
         raise utils.UsageError(
             f"training diverged at iteration {itr}: "
@@ -252,7 +252,7 @@ def stop_if_diverged(losses: dict[str, float], itr: int, config: dict) -> None:
 
 def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "") -> None:
     """One checkpoint set, atomically as a whole; diverged weights never replace a good set."""
-    folder = experiment.folder(config)
+    folder = run_folder.folder(config)
     objects = {**{name: obj.state_dict() for name, obj in models.named().items()},
                "state_dict": state}
     try:
@@ -268,7 +268,7 @@ def save_checkpoint(models: Models, state: dict, config: dict, suffix: str = "")
 def rotating_slot(config: dict, prefix: str, count: int, itr: int | None = None) -> str:
     """The copy or best slot to write: the one holding iteration itr already (a save made again
     after a kill), else the oldest, never the set this run resumed from."""
-    folder = experiment.folder(config)
+    folder = run_folder.folder(config)
     resumed_from = config["load_weights"] if config["resume"] else ""
     return checkpoints.next_slot(folder, prefix, count, resumed_from, itr)
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import BigGAN
 import checkpoints
-import experiment
+import run_folder
 import stages
 import utils
 
@@ -22,7 +22,7 @@ def weights_name(use_ema: bool, suffix: str) -> str:
 def check_experiment_exists(config: Mapping[str, Any]) -> None:
     """The experiment named is a folder under weights_root (else whatever is said about its
     checkpoint, e.g. that the number of classes is unknown, is beside the point)."""
-    path, root = experiment.folder(config), config["weights_root"]
+    path, root = run_folder.folder(config), config["weights_root"]
     if os.path.isdir(path):
         return
     if not os.path.isdir(root):
@@ -46,13 +46,13 @@ def checkpoint_hint(config: Mapping[str, Any]) -> str:
 
 def checkpoint_suffix(config: Mapping[str, Any]) -> str:
     """--load_weights resolved: 'best' is the best of the best sets, 'latest' the latest set."""
-    return checkpoints.resolve_suffix(experiment.folder(config), config["load_weights"],
+    return checkpoints.resolve_suffix(run_folder.folder(config), config["load_weights"],
                                       checkpoint_hint(config))
 
 
 def read_checkpoint_state(config: Mapping[str, Any]) -> dict:
     """The run state of the set --load_weights names in the experiment's folder."""
-    return read_run_state(experiment.folder(config), config["load_weights"],
+    return read_run_state(run_folder.folder(config), config["load_weights"],
                           checkpoint_hint(config))
 
 
@@ -61,7 +61,7 @@ def read_run_state(folder_path: str, suffix: str, hint: str) -> dict:
     state_dict, e.g. a copied source model); empty when neither is there."""
     state = checkpoints.load_set(folder_path, suffix, ["state_dict"], optional=("state_dict",),
                                  hint=hint).get("state_dict", {})
-    config = experiment.saved_config(folder_path, state)
+    config = run_folder.saved_config(folder_path, state)
     return {**state, "config": config} if config else state
 
 

@@ -28,9 +28,9 @@ from typing import Any, Mapping
 
 import checkpoints
 import datasets
-import experiment
 import explain
 import flags
+import run_folder
 import sampling
 import utils
 import worlds
@@ -82,9 +82,9 @@ def report(world: worlds.World, stages: list[tuple[Mapping[str, Any], dict]]) ->
     stages = [(config, runs.best_or_last(config, result)) for config, result in stages]
     last_config, last = stages[-1]
     G = sampling.sampling_G(last["G"], last["G_ema"], last_config)
-    samples = experiment.RunFolder.of(last_config).samples
+    samples = run_folder.RunFolder.of(last_config).samples
     plot = os.path.join(samples, "metrics.png")
-    logs = [(config["stage"], experiment.RunFolder.of(config).metrics_log) for config, _ in stages]
+    logs = [(config["stage"], run_folder.RunFolder.of(config).metrics_log) for config, _ in stages]
     if all(os.path.isfile(path) for _, path in logs):
         title = f"{world.name}: " + " then ".join(config["stage"] for config, _ in stages)
         plots.plot_stages(logs, plot, title=title, space="classifier")
@@ -118,7 +118,7 @@ def report(world: worlds.World, stages: list[tuple[Mapping[str, Any], dict]]) ->
     print(explain.format_report(explanation, 3))
     print(f"\nTraining images (left) beside samples (right), per class:\n  {figure}\nMetrics over "
           f"both stages: {plot}\nCombination weights:      {heatmap}\nCheckpoints:              "
-          f"{', '.join(experiment.folder(config) for config, _ in stages)}\nSample sheets:         "
+          f"{', '.join(run_folder.folder(config) for config, _ in stages)}\nSample sheets:         "
           f"   {samples}")
     return {**{k: v for k, v in last["metrics"].items() if isinstance(v, float)}, **memorized}
 

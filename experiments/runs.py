@@ -12,7 +12,7 @@ import types
 from typing import Any, Mapping
 
 import checkpoints
-import experiment
+import run_folder
 import run_spec
 import train
 import train_fns
@@ -25,7 +25,7 @@ def train_or_load(argv: list[str]) -> tuple[Mapping[str, Any], dict]:
     `argv` describe: a stopped run continues (the resume start plan, whatever argv says of
     --resume and --start_from)."""
     config, explicit = run_spec.parse_flags(argv)
-    folder = experiment.folder(config)
+    folder = run_folder.folder(config)
     stopped = bool(checkpoints.existing_sets(folder))
     if stopped and has_finished(config, folder):
         return finished(config)
@@ -56,10 +56,10 @@ PLACES = ("experiment_name", "base_dir", "data_root", "weights_root", "logs_root
 def finished(given: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict]:
     """The saved config (read-only, with the places given now) and what train.run returns of a
     run that had finished: its G and G_ema (the latest set's) and its last logged metrics."""
-    folder = experiment.folder(given)
+    folder = run_folder.folder(given)
     saved = trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
     config = types.MappingProxyType({**saved["config"], **{key: given[key] for key in PLACES}})
-    log = experiment.RunFolder.of(config).metrics_log
+    log = run_folder.RunFolder.of(config).metrics_log
     records = utils.read_jsonl(log) if os.path.isfile(log) else []
     print(f"{config['experiment_name']}: finished before, at iteration {saved.get('itr')}")
     return config, {**generators(config, folder, ""), "metrics": records[-1] if records else {},
@@ -70,7 +70,7 @@ def best_or_last(config: Mapping[str, Any], result: dict) -> dict:
     """The run's best checkpoint by its --which_best, as train.run's result (G, G_ema, the metrics
     of its evaluation, state_dict): the set `--load_weights best` samples and `--start_from
     NAME:best` continues. `result` itself (the last iteration) when the run kept no best set."""
-    folder = experiment.folder(config)
+    folder = run_folder.folder(config)
     if not checkpoints.best_sets(folder):
         return result
     suffix = checkpoints.best_slot(folder)

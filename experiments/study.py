@@ -71,9 +71,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 import checkpoints  # noqa: E402
-import experiment  # noqa: E402
 import flags  # noqa: E402
 import iw_critic  # noqa: E402
+import run_folder  # noqa: E402
 import sampling  # noqa: E402
 import stages  # noqa: E402
 import utils  # noqa: E402
@@ -203,7 +203,7 @@ def phases_curve(phases: list[tuple[dict, dict]]) -> tuple[list[dict], dict]:
     for index, (config, result) in enumerate(phases):
         if index:
             before = curve_end(phases[:index])
-        log = experiment.RunFolder.of(config).metrics_log
+        log = run_folder.RunFolder.of(config).metrics_log
         for record in utils.read_jsonl(log) if os.path.isfile(log) else []:
             if "FID" in record:
                 seconds = record.get("train_seconds")

@@ -10,7 +10,7 @@ import pytest
 
 import checkpoint_format
 import checkpoints
-import experiment
+import run_folder
 import run_spec
 import utils
 import worlds
@@ -35,17 +35,17 @@ def test_the_shipped_source_names_its_classifier_relative_to_itself_and_a_transf
     classifier = os.path.join(ROOT, "assets", "fashion_classifier.pth")
     with open(os.path.join(source, "config.json")) as f:
         assert not os.path.isabs(json.load(f)["inception_weights"])
-    saved = experiment.read_config(source)  # as --weights_root assets/fashion_source reads it
+    saved = run_folder.read_config(source)  # as --weights_root assets/fashion_source reads it
     assert saved["inception_weights"] == classifier
     config = {"backbone": "inception", "inception_weights": ""}
     taken = run_spec.source_flags_of(config, saved, explicit=set(), what="the source")
     assert taken == {"backbone": "classifier", "inception_weights": classifier,
                      "old_class_names": saved["class_names"]}
     worlds.install_source(str(tmp_path / "weights"), source)  # as the worlds lay out a base folder
-    assert experiment.read_config(str(tmp_path / "weights"))["inception_weights"] == classifier
+    assert run_folder.read_config(str(tmp_path / "weights"))["inception_weights"] == classifier
     # elsewhere a relative path stays as the run was given it (relative to the working directory)
     (tmp_path / "config.json").write_text(json.dumps({"inception_weights": "base/weights/c.pth"}))
-    assert experiment.read_config(str(tmp_path))["inception_weights"] == "base/weights/c.pth"
+    assert run_folder.read_config(str(tmp_path))["inception_weights"] == "base/weights/c.pth"
 
 
 @pytest.mark.parametrize("suffix", ["", "copy0"])

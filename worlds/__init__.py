@@ -84,12 +84,12 @@ MACHINE_PATHS = ("base_dir", "base_root", "data_root", "weights_root", "logs_roo
 def publish_source(folder: str, out: str) -> None:
     """A source experiment's latest G.pth and D.pth, with its config.json, as a source model folder
     that works on any machine: the roots of the machine that trained it are blanked and
-    inception_weights is made relative to `out` (experiment.read_config resolves it there)."""
-    import experiment
+    inception_weights is made relative to `out` (run_folder.read_config resolves it there)."""
+    import run_folder
     os.makedirs(out, exist_ok=True)
     for name in ("G.pth", "D.pth"):
         shutil.copy(os.path.join(folder, name), os.path.join(out, name))
-    config = experiment.read_config(folder) or {}
+    config = run_folder.read_config(folder) or {}
     config.update({key: "" for key in MACHINE_PATHS if key in config})
     weights = config.get("inception_weights")
     if weights:
@@ -107,7 +107,7 @@ def install_source(weights_root: str, source: str) -> None:
     """The source model's G.pth, D.pth and config.json copied from `source` to weights_root, where
     train.py finds them; files already there are kept. The config's inception_weights, relative to
     `source`, is written as the path it resolves to."""
-    import experiment
+    import run_folder
     os.makedirs(weights_root, exist_ok=True)
     for name in ("G.pth", "D.pth", "config.json"):
         origin, target = os.path.join(source, name), os.path.join(weights_root, name)
@@ -121,7 +121,7 @@ def install_source(weights_root: str, source: str) -> None:
                                    "config.json), or restore the shipped one with `git checkout "
                                    "assets/`")
         if name == "config.json":
-            write_config(target, experiment.read_config(source))
+            write_config(target, run_folder.read_config(source))
         else:
             shutil.copy(origin, target)
     print(f"source model: {source} in {weights_root}")

@@ -298,7 +298,7 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
     """Every asset from the raw data, each step kept when its output is there: the data (with the
     classifier's folders), the classifier, the reference statistics, the source model (pretrained
     with --stage pretrain on the old classes, with in-loop metrics of them), the shipped data."""
-    import experiment
+    import run_folder
     import train_classifier
     paths, data_root = assets(out), os.path.join(base, "data")
     if not os.path.isfile(paths["classifier"]):  # the shipped one serves every split
@@ -321,7 +321,7 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
              str(source_iters), "--save_every", "500", "--test_every", "500", "--backbone",
              "classifier", "--inception_weights", paths["classifier"], "--num_inception_images",
              str(SOURCE_EVALUATION_IMAGES), "--mfid", "--G_eval_mode", "--seed", "0"])
-        publish_source(experiment.folder(config), paths["source"])
+        publish_source(run_folder.folder(config), paths["source"])
     os.makedirs(paths["data"], exist_ok=True)
     if not os.path.isdir(os.path.join(paths["data"], NEW_DATASET)):
         ship_few_shot_folder(os.path.join(data_root, NEW_DATASET),

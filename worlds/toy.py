@@ -296,7 +296,7 @@ def pretrain_source(base: str, iters: int, out: str = SOURCE) -> None:
     each old class (8000 iterations: about 50 minutes on 2 idle CPU cores), copied to `out`. G.pth
     ships G itself: on this short schedule the EMA copy lags behind (old-class consistency 80 % vs
     88 %)."""
-    import experiment
+    import run_folder
     import flags
     import train
     data_root = os.path.join(base, "data")
@@ -310,7 +310,7 @@ def pretrain_source(base: str, iters: int, out: str = SOURCE) -> None:
                           "--no_fid", "--use_multiepoch_sampler", "--num_epochs", "1000",
                           "--num_workers", "0", "--seed", "0", "--threads", "1"])
     train.run(config)
-    publish_source(experiment.folder(config), out)
+    publish_source(run_folder.folder(config), out)
 
 
 # ----------------------------------------------------------------------------------------------

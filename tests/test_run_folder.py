@@ -1,4 +1,4 @@
-"""experiment.py: an experiment's paths, names that stay plain folders of their own, and its
+"""run_folder.py: an experiment's paths, names that stay plain folders of their own, and its
 config.json read back checked."""
 import json
 import os
@@ -7,8 +7,8 @@ import re
 import pytest
 
 import checkpoints
-import experiment
 import flags
+import run_folder
 import utils
 
 
@@ -20,24 +20,24 @@ import utils
 def test_an_experiment_name_that_is_no_plain_folder_of_its_own_is_refused(tmp_path, name, problem):
     with pytest.raises(utils.UsageError,
                        match=re.escape(f"--experiment_name {name!r}") + f" .*{problem}"):
-        experiment.check_name(name, str(tmp_path))
+        run_folder.check_name(name, str(tmp_path))
     (tmp_path / "notes.txt").write_text("a file")
     with pytest.raises(utils.UsageError, match="is an existing file"):
-        experiment.check_name("notes.txt", str(tmp_path))
-    experiment.check_name("BN_stage (lr 1e-3)", str(tmp_path))  # anything else is a name
+        run_folder.check_name("notes.txt", str(tmp_path))
+    run_folder.check_name("BN_stage (lr 1e-3)", str(tmp_path))  # anything else is a name
 
 
 def test_a_config_json_of_wrong_types_is_one_line_naming_the_file_and_the_key(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"G_ch": 16, "hier": True, "class_names": ["a"]}))
-    assert experiment.read_config(str(tmp_path))["G_ch"] == 16
+    assert run_folder.read_config(str(tmp_path))["G_ch"] == 16
     for key, value, named in (("G_ch", "16", 'G_ch must be an integer, got "16"'),
                               ("hier", "yes", "hier must be true or false"),
                               ("BN_eps", None, "BN_eps must be a number"),
                               ("class_names", 5, "class_names must be a list of strings or null")):
         path.write_text(json.dumps({key: value}))
         with pytest.raises(utils.UsageError, match=re.escape(f"config.json is damaged: {named}")):
-            experiment.read_config(str(tmp_path))
+            run_folder.read_config(str(tmp_path))
 
 
 def test_a_checkpoint_suffix_names_a_set_or_is_refused_naming_the_flag(tmp_path, capsys):
@@ -61,9 +61,9 @@ def test_a_checkpoint_suffix_names_a_set_or_is_refused_naming_the_flag(tmp_path,
 def test_a_run_folder_names_every_path_of_the_base_dir_layout(tmp_path):
     config = flags.finalize_config(vars(flags.prepare_parser().parse_args(
         ["--base_dir", str(tmp_path), "--experiment_name", "exp"])))
-    folder = experiment.RunFolder.of(config)
+    folder = run_folder.RunFolder.of(config)
     base = str(tmp_path)
-    assert folder.weights == experiment.folder(config) == os.path.join(base, "weights", "exp")
+    assert folder.weights == run_folder.folder(config) == os.path.join(base, "weights", "exp")
     assert folder.config_file == os.path.join(base, "weights", "exp", "config.json")
     assert folder.metrics_log == os.path.join(base, "logs", "exp_log.jsonl")
     assert folder.training_log == os.path.join(base, "logs", "exp", "train_log.jsonl")
