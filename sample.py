@@ -316,7 +316,7 @@ def finite_or_none(value):
 # Outputs: one table that both planning (what would be overwritten) and writing go through
 
 @dataclass
-class Round:
+class ClassSetOutputs:
     """What writing the outputs of one class set needs."""
     config: dict
     G: BigGAN.Generator
@@ -362,7 +362,7 @@ def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def write_npz(r: Round) -> None:
+def write_npz(r: ClassSetOutputs) -> None:
     num, batch_size = r.config["sample_num_npz"], r.config["G_batch_size"]
     resolution = r.config["resolution"]
     sample = r.sampler(r.config["truncation"])
@@ -377,12 +377,12 @@ def write_npz(r: Round) -> None:
     print(f"Saved {x.shape[0]} samples (x {x.shape}, y {y.shape}) to {r.npz_path}")
 
 
-def sheet_paths(r: Round) -> list[str]:
+def sheet_paths(r: ClassSetOutputs) -> list[str]:
     sheets = math.ceil(r.classes.n_classes / CLASSES_PER_SHEET)
     return [r.path(f"samples{i}", "png") for i in range(sheets)]
 
 
-def write_sheets(r: Round) -> None:
+def write_sheets(r: ClassSetOutputs) -> None:
     n_classes = r.classes.n_classes
     z, _ = sampling.sample_z_y(SAMPLES_PER_CLASS, r.G.dim_z, n_classes, r.device,
                                r.config["z_var"], truncation=r.config["truncation"])
@@ -394,11 +394,11 @@ def write_sheets(r: Round) -> None:
     print(f"Saved class sheets of the {r.label} to {r.folder}")
 
 
-def interp_paths(r: Round) -> list[str]:
+def interp_paths(r: ClassSetOutputs) -> list[str]:
     return [r.path(f"interp{tag}0", "png") for tag in interpolations(r.G, r.device)]
 
 
-def write_interps(r: Round) -> None:
+def write_interps(r: ClassSetOutputs) -> None:
     for path, (fix_z, fix_y) in zip(interp_paths(r), interpolations(r.G, r.device).values()):
         sheet = sampling.interp_sheet(r.G, r.config["sample_num_interps"], INTERP_STEPS,
                                       r.config, r.device, fix_z, fix_y, r.config["truncation"],
@@ -408,14 +408,14 @@ def write_interps(r: Round) -> None:
           f"({', '.join(map(os.path.basename, interp_paths(r)))})")
 
 
-def write_random(r: Round) -> None:
+def write_random(r: ClassSetOutputs) -> None:
     images, _ = r.sampler(r.config["truncation"])()
     sampling.save_image_grid(images.cpu(), r.path("random_samples", "png"),
                              nrow=int(images.shape[0] ** 0.5))
     print(f"Saved a random sheet of the {r.label} to {r.folder}")
 
 
-def measure(r: Round, truncation: float) -> dict:
+def measure(r: ClassSetOutputs, truncation: float) -> dict:
     metrics = r.metrics(r.sampler(truncation), r.config["num_inception_images"],
                         num_splits=NUM_SPLITS)
     if r.config["iw"] and not r.classes.old_classes:
@@ -437,14 +437,14 @@ def write_csv(path: str, rows: list[dict]) -> None:
     utils.write_atomically(path, lambda f: f.write(text.getvalue()))
 
 
-def write_metrics(r: Round) -> None:
+def write_metrics(r: ClassSetOutputs) -> None:
     print(f"Calculating metrics of the {r.label}...")
     r.result["metrics" + r.classes.tag] = measure(r, r.config["truncation"])
     write_json(r.path("metrics", "json"), {**r.setting, "classes": r.classes.name,
                                            **r.result["metrics" + r.classes.tag]})
 
 
-def write_trunc_curves(r: Round) -> None:
+def write_trunc_curves(r: ClassSetOutputs) -> None:
     values = trunc_curve_values(r.config["sample_trunc_curves"])
     print(f"Metrics of the {r.label} at truncation thresholds {values}...")
     rows = [measure(r, t) for t in values]
@@ -458,8 +458,8 @@ def write_trunc_curves(r: Round) -> None:
 @dataclass(frozen=True)
 class Output:
     flag: str                               # the flag that asks for it
-    paths: Callable[[Round], list[str]]     # the files it writes
-    write: Callable[[Round], None]
+    paths: Callable[[ClassSetOutputs], list[str]]     # the files it writes
+    write: Callable[[ClassSetOutputs], None]
 
 
 OUTPUTS = (
@@ -512,7 +512,7 @@ def run(config: dict) -> dict:
     # The metrics first (backbone, reference statistics): a missing file should stop us before
     # hours of sampling.
     wants_metrics = config["sample_inception_metrics"] or config["sample_trunc_curves"]
-    rounds = [Round(config, G, G_forward, device, precision, classes, folder, itr,
+    rounds = [ClassSetOutputs(config, G, G_forward, device, precision, classes, folder, itr,
                     prepare_metrics(config, device, classes) if wants_metrics else None, result,
                     setting)
               for classes in class_sets(config)]

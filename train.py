@@ -291,9 +291,9 @@ def close_distributed(world_size: int) -> None:
 
 def evaluate(models: train_fns.Models, state: dict, config: dict, metrics, precision, device,
              test_log: str, start_time: float) -> dict:
-    """The in-loop metrics of this iteration (train_fns.test: a best set when improved), then its
-    log record, which marks the evaluation done (evaluation_owed)."""
-    results = train_fns.test(models, state, config, metrics, precision, device)
+    """The in-loop metrics of this iteration (train_fns.evaluate_and_keep_best: a best set when
+    improved), then its log record, which marks the evaluation done (evaluation_owed)."""
+    results = train_fns.evaluate_and_keep_best(models, state, config, metrics, precision, device)
     record = {"itr": state["itr"], "time": time.time() - start_time,
               "train_seconds": state.get("train_seconds"), **results}
     utils.append_jsonl(test_log, {k: v for k, v in record.items() if v is not None})

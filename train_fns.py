@@ -293,10 +293,11 @@ BETTER = {"IS": lambda new, best: new > best, "FID": lambda new, best: new < bes
 METRIC_KEY = {"IS": "IS_mean", "FID": "FID", "KMMD": "KMMD"}
 
 
-def test(models: Models, state: dict, config: dict, metrics, precision: Precision, device) -> dict:
-    """In-loop metrics; a best checkpoint set when --which_best improved (the official code compared
-    FID when asked for KMMD: fixed here). state keeps the best of each metric so far, as
-    BigGAN-PyTorch."""
+def evaluate_and_keep_best(models: Models, state: dict, config: dict, metrics,
+                           precision: Precision, device) -> dict:
+    """In-loop metrics (BigGAN-PyTorch's train_fns.test); a best checkpoint set when --which_best
+    improved (the official code compared FID when asked for KMMD: fixed here). state keeps the
+    best of each metric so far, as BigGAN-PyTorch."""
     G = sampling.sampling_G(models.G, models.G_ema, config)
     if config["accumulate_stats"]:
         sampling.accumulate_standing_stats(G, config, device)

@@ -353,14 +353,14 @@ def scripted_fid(monkeypatch):
     """In-loop metrics that give SCRIPTED_FID[iteration]; returns the iterations evaluated."""
     import inception_utils
     import train_fns
-    evaluated, real_test = [], train_fns.test
+    evaluated, real_test = [], train_fns.evaluate_and_keep_best
 
     def test(models, state, config, metrics, *args):
         scripted = lambda sample, count: evaluated.append(state["itr"]) or {
             "FID": SCRIPTED_FID[state["itr"]]}
         return real_test(models, state, config, scripted, *args)
     monkeypatch.setattr(inception_utils.Metrics, "from_config", lambda config, device: None)
-    monkeypatch.setattr(train_fns, "test", test)
+    monkeypatch.setattr(train_fns, "evaluate_and_keep_best", test)
     return evaluated
 
 

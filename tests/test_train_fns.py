@@ -250,7 +250,8 @@ def test_the_fp32_speed_options_repeat_the_official_iterations_up_to_rounding(st
 
 
 def evaluated(state: dict, itr: int, fid: float, config: dict) -> bool:
-    """Iteration itr evaluated to `fid`, as train_fns.test records it; whether --patience stops."""
+    """Iteration itr evaluated to `fid`, as train_fns.evaluate_and_keep_best records it; whether
+    --patience stops."""
     state["itr"] = itr
     train_fns.record_evaluation(state, {"FID": fid}, config)
     return train_fns.out_of_patience(state, config)

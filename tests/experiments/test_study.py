@@ -137,12 +137,13 @@ SCRIPTED_FID = {"BN": {1: 9.0, 2: 7.0, 3: 8.0, 4: 8.5}, "FT": {1: 6.0, 2: 5.0, 3
 def test_every_phase_stops_by_patience_and_the_run_reports_its_best_set(tmp_path, monkeypatch,
                                                                          capsys):
     """1 BN+FT run, then the study again without its results: both phases load as finished. The
-    metrics are scripted (train_fns.test, the best sets and the stops are the code's); memorization
-    and IW are measured, on the G of the best set."""
+    metrics are scripted (train_fns.evaluate_and_keep_best, the best sets and the stops are the
+    code's); memorization and IW are measured, on the G of the best set."""
     import checkpoints
     import inception_utils
     import train_fns
-    real_test, real_measure, measured = train_fns.test, study.memorization.measure, []
+    real_test, measured = train_fns.evaluate_and_keep_best, []
+    real_measure = study.memorization.measure
 
     def scripted_test(models, state, config, metrics, *args):
         fid = SCRIPTED_FID[config["stage"]][state["itr"]]
@@ -152,7 +153,7 @@ def test_every_phase_stops_by_patience_and_the_run_reports_its_best_set(tmp_path
         measured.append({k: v.clone() for k, v in G.state_dict().items()})
         return real_measure(G, *args)
     monkeypatch.setattr(inception_utils.Metrics, "from_config", lambda config, device: None)
-    monkeypatch.setattr(train_fns, "test", scripted_test)
+    monkeypatch.setattr(train_fns, "evaluate_and_keep_best", scripted_test)
     monkeypatch.setattr(study.memorization, "measure", measure)
     argv = ["--out", str(tmp_path), *TINY, "--iters", "6", "--patience", "2", "--seeds", "0",
             "--methods", "BN+FT"]
