@@ -67,22 +67,6 @@ class ConvolutionRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-def count_flops(run) -> int:
-    """Floating-point operations (2 per multiply-add) of one call of `run`, as PyTorch counts."""
-    counter = FlopCounterMode(display=False)
-    with counter:
-        run()
-    return counter.get_total_flops()
-
-
-def call_flops(func, args, device) -> int:
-    counter = FlopCounterMode(display=False)
-    tensors = _materialize(args, device)
-    with counter:
-        func(*tensors)
-    return counter.get_total_flops()
-
-
 def clock(device):
     """Wall time on a GPU; on a CPU this process's CPU time, which other processes on the cores
     disturb less (compare it with the step's CPU time)."""
@@ -94,16 +78,20 @@ def clock(device):
     return time.process_time
 
 
-def replay_seconds(func, args, device, repeats: int = 3) -> float:
-    """The best of `repeats` timed runs of one recorded call, alone, after one untimed run."""
+def replay(func, args, device, repeats: int = 3) -> tuple[int, float]:
+    """One recorded call alone on random tensors of its layout: its floating-point operations (2
+    per multiply-add, as PyTorch counts them), counted in an untimed first run, and the best of
+    `repeats` timed runs."""
     tensors = _materialize(args, device)
-    func(*tensors)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        func(*tensors)
     now, best = clock(device), float("inf")
     for _ in range(repeats):
         start = now()
         func(*tensors)
         best = min(best, now() - start)
-    return best
+    return counter.get_total_flops(), best
 
 
 @dataclass(frozen=True)
@@ -151,12 +139,12 @@ class Limit:
 
 def measure(run, device) -> Limit:
     """The limit of one call of `run` (a training iteration) on `device`."""
-    flops = count_flops(run)
-    recorder = ConvolutionRecorder()
-    with recorder:
+    counter, recorder = FlopCounterMode(display=False), ConvolutionRecorder()
+    with counter, recorder:  # one iteration, traced once
         run()
-    calls = [ConvolutionCall(describe_call(func, args), call_flops(func, args, device),
-                             replay_seconds(func, args, device)) for func, args in recorder.calls]
+    flops = counter.get_total_flops()
+    calls = [ConvolutionCall(describe_call(func, args), *replay(func, args, device))
+             for func, args in recorder.calls]
     conv_flops, conv_seconds = sum(c.flops for c in calls), sum(c.seconds for c in calls)
     large = [c.flops / c.seconds / 1e9 for c in calls if c.flops >= LARGE_FLOPS]
     peak = max(large) if large else conv_flops / conv_seconds / 1e9

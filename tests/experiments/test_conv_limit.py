@@ -16,8 +16,8 @@ def conv_step(x, w):
 
 def test_a_convolution_counts_two_operations_per_multiply_add():
     x, w = torch.randn(2, 3, 8, 8), torch.randn(5, 3, 3, 3)
-    flops = conv_limit.count_flops(lambda: F.conv2d(x, w, padding=1))
-    assert flops == 2 * (2 * 5 * 8 * 8) * (3 * 3 * 3)
+    limit = conv_limit.measure(lambda: F.conv2d(x, w, padding=1), torch.device("cpu"))
+    assert limit.flops == limit.conv_flops == 2 * (2 * 5 * 8 * 8) * (3 * 3 * 3)
 
 
 def test_forward_and_backward_convolutions_are_recorded_with_their_layout():
@@ -31,7 +31,7 @@ def test_forward_and_backward_convolutions_are_recorded_with_their_layout():
     forward_input = recorder.calls[0][1][0]
     assert forward_input.shape == (2, 3, 8, 8) and forward_input.stride == x.stride()
     # The backward of input and weight costs twice the forward: 2 x (2 per multiply-add).
-    flops = [conv_limit.call_flops(func, args, torch.device("cpu"))
+    flops = [conv_limit.replay(func, args, torch.device("cpu"))[0]
              for func, args in recorder.calls]
     assert flops[1] == 2 * flops[0]
 
