@@ -37,7 +37,7 @@ def has_finished(config: dict, folder: str) -> bool:
     """The run's latest set is at its --num_iters, and nothing of that iteration is owed (its
     evaluation); beyond them: a later phase of the experiment trained on (the official BN then FT
     in one experiment); or --patience stopped it (its latest set counts its last evaluation)."""
-    saved = checkpoints.saved_iteration(folder, "")
+    saved, latest = checkpoints.saved_iteration(folder, ""), None
     if config["patience"]:
         latest = trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
         if not train.evaluation_due(config, latest) and train_fns.out_of_patience(latest, config):
@@ -46,7 +46,7 @@ def has_finished(config: dict, folder: str) -> bool:
         return False
     if saved > config["num_iters"]:
         return True
-    latest = trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
+    latest = latest or trained_generator.read_run_state(folder, "", checkpoints.DEFAULT_HINT)
     return not train.evaluation_owed(config, latest)
 
 
