@@ -294,10 +294,12 @@ def ship_few_shot_folder(origin: str, target: str) -> None:
 
 
 def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
-          classifier_epochs: int) -> None:
+          classifier_epochs: int, source_patience: int = 0) -> None:
     """Every asset from the raw data, each step kept when its output is there: the data (with the
     classifier's folders), the classifier, the reference statistics, the source model (pretrained
-    with --stage pretrain on the old classes, with in-loop metrics of them), the shipped data."""
+    with --stage pretrain on the old classes, with in-loop metrics of them), the shipped data.
+    source_patience K > 0: the pretraining stops when the old classes' FID has not improved for K
+    evaluations, and its best set is published (else its latest, at source_iters)."""
     import run_folder
     import train_classifier
     paths, data_root = assets(out), os.path.join(base, "data")
@@ -320,8 +322,10 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
              "--experiment_name", "fashion_source", *ARCHITECTURE, *SOURCE_TRAINING, "--num_iters",
              str(source_iters), "--save_every", "500", "--test_every", "500", "--backbone",
              "classifier", "--inception_weights", paths["classifier"], "--num_inception_images",
-             str(SOURCE_EVALUATION_IMAGES), "--mfid", "--G_eval_mode", "--seed", "0"])
-        publish_source(run_folder.folder(config), paths["source"])
+             str(SOURCE_EVALUATION_IMAGES), "--mfid", "--G_eval_mode", "--seed", "0",
+             "--patience", str(source_patience)])
+        publish_source(run_folder.folder(config), paths["source"],
+                       "best" if source_patience else "latest")
     os.makedirs(paths["data"], exist_ok=True)
     if not os.path.isdir(os.path.join(paths["data"], NEW_DATASET)):
         ship_few_shot_folder(os.path.join(data_root, NEW_DATASET),
@@ -351,13 +355,17 @@ def prepare_parser() -> argparse.ArgumentParser:
                       help="pretraining iterations")
     make.add_argument("--classifier_epochs", type=utils.at_least(1), default=6,
                       help="classifier training epochs")
+    make.add_argument("--source_patience", type=utils.at_least(0), default=0, metavar="K",
+                      help="stop the pretraining when the old classes' FID has not improved for K "
+                           "evaluations (every 500 iterations) and ship its best set; 0: train "
+                           "--source_iters and ship the latest")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = prepare_parser().parse_args(argv)
     build(args.base_dir, args.out, tuple(args.new.split(",")), args.source_iters,
-          args.classifier_epochs)
+          args.classifier_epochs, args.source_patience)
 
 
 if __name__ == "__main__":
