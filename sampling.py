@@ -12,7 +12,6 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 import layers
 import utils
@@ -219,6 +218,8 @@ def save_image_grid(images: torch.Tensor, path: str, nrow: int,
     atomically."""
     if image_size:
         images = enlarge(images.float(), image_size)
+    # Imported here: torchvision's import pulls in torch._dynamo (~1.5 s of every tool's start).
+    import torchvision.utils
     buffer = io.BytesIO()
     torchvision.utils.save_image(images, buffer, nrow=nrow, normalize=True, value_range=(-1, 1),
                                  format="png")

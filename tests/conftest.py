@@ -5,9 +5,18 @@ import subprocess
 import sys
 import tempfile
 
-import pytest
-import torch
-import torch.nn as nn
+# Under pytest-xdist (README's test command: -n 2), each worker and every process a test starts
+# computes on one thread: two workers of two threads each on a 2-core machine oversubscribe it,
+# and OpenMP's spinning threads then make a 3 s test take minutes.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)

@@ -6,8 +6,6 @@ import errno
 import os
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ import run_spec
 import run_start
 import train
 import utils
-from conftest import ROOT, fixture_path, inject_write_failure
+from conftest import fixture_path, inject_write_failure
 from helpers.training import (FAST, SOURCE, metric_flags, metrics_records, run_train, saved,
                               write_base_dir)
 from test_stages import OFFICIAL_BN_SET, OFFICIAL_FT_SET
@@ -250,10 +248,11 @@ def test_a_failed_write_stops_training_in_one_line_and_keeps_the_last_checkpoint
 
 # --- Bad inputs: one clear message, non-zero exit, nothing overwritten.
 
-def run_cli(base_dir, *args):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--base_dir", str(base_dir),
-           *SOURCE, *FAST, "--num_iters", "1", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+def run_cli(command_lines, base_dir, *args):
+    """`python train.py ...` as the user runs it (forked from the test server: the exit code and
+    stderr are the script's own)."""
+    return command_lines.run(["train.py", "--base_dir", str(base_dir), *SOURCE, *FAST,
+                              "--num_iters", "1", *args], timeout=300)
 
 
 def broken_copy(base_dir, tmp_path, damage):
@@ -288,12 +287,12 @@ def corrupt_an_image(base):
     (lambda base: None, ["--n_pretrain_classes", "10"], "n_pretrain_classes"),
     (lambda base: None, ["--comb_init", "mean", "--kp_variant", "imagenet"], "--kp_variant cifar"),
 ])
-def test_bad_inputs_stop_with_one_clear_message(base_dir, tmp_path, damage, args, message):
+def test_bad_inputs_stop_with_one_clear_message(base_dir, tmp_path, command_lines, damage, args,
+                                                message):
     base = broken_copy(base_dir, tmp_path, damage)
-    result = run_cli(base, *args)
+    result = run_cli(command_lines, base, *args)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    import re
     assert re.search(message, result.stderr), result.stderr[-2000:]
 
 
