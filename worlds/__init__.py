@@ -81,26 +81,27 @@ def transfer_flags(dataset: str, classifier: str, batch_size: int, *more: str) -
 MACHINE_PATHS = ("base_dir", "base_root", "data_root", "weights_root", "logs_root", "samples_root")
 
 
-def publish_source(folder: str, out: str, which: str = "latest") -> None:
-    """A source experiment's G.pth and D.pth of set `which` ('latest', 'best' or a slot), with its
-    config.json, as a source model folder that works on any machine: the roots of the machine that
-    trained it are blanked and inception_weights is made relative to `out` (run_folder.read_config
-    resolves it there)."""
+def publish_source(folder: str, out: str, which: str = "latest", generator: str = "G") -> None:
+    """A source experiment's set `which` ('latest', 'best' or a slot) as a source model folder that
+    works on any machine: its `generator` ('G', or 'G_ema': its exponential moving average) as
+    G.pth, its D.pth, and its config.json with the roots of the machine that trained it blanked and
+    inception_weights made relative to `out` (run_folder.read_config resolves it there)."""
     import checkpoints
     import run_folder
     import torch
     os.makedirs(out, exist_ok=True)
     slot = checkpoints.resolve_suffix(folder, which)
-    weights = checkpoints.load_set(folder, slot, ["G", "D"])
-    for name in ("G", "D"):
-        torch.save(weights[name], os.path.join(out, f"{name}.pth"))
+    weights = checkpoints.load_set(folder, slot, [generator, "D"])
+    torch.save(weights[generator], os.path.join(out, "G.pth"))
+    torch.save(weights["D"], os.path.join(out, "D.pth"))
     config = run_folder.read_config(folder) or {}
     config.update({key: "" for key in MACHINE_PATHS if key in config})
     weights = config.get("inception_weights")
     if weights:
         config["inception_weights"] = os.path.relpath(os.path.abspath(weights), out)
     write_config(os.path.join(out, "config.json"), config)
-    print(f"wrote {out}/{{G.pth, D.pth, config.json}} from {checkpoints.describe(folder, slot)}")
+    print(f"wrote {out}/{{G.pth ({generator}), D.pth, config.json}} from "
+          f"{checkpoints.describe(folder, slot)}")
 
 
 def write_config(path: str, config: dict) -> None:

@@ -294,12 +294,13 @@ def ship_few_shot_folder(origin: str, target: str) -> None:
 
 
 def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
-          classifier_epochs: int, source_patience: int = 0) -> None:
+          classifier_epochs: int, source_patience: int = 0, source_ema: bool = False) -> None:
     """Every asset from the raw data, each step kept when its output is there: the data (with the
     classifier's folders), the classifier, the reference statistics, the source model (pretrained
     with --stage pretrain on the old classes, with in-loop metrics of them), the shipped data.
     source_patience K > 0: the pretraining stops when the old classes' FID has not improved for K
-    evaluations, and its best set is published (else its latest, at source_iters)."""
+    evaluations, and its best set is published (else its latest, at source_iters). source_ema: the
+    evaluations (so the best set and the stop) are of G's moving average, and it is published."""
     import run_folder
     import train_classifier
     paths, data_root = assets(out), os.path.join(base, "data")
@@ -323,9 +324,9 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
              str(source_iters), "--save_every", "500", "--test_every", "500", "--backbone",
              "classifier", "--inception_weights", paths["classifier"], "--num_inception_images",
              str(SOURCE_EVALUATION_IMAGES), "--mfid", "--G_eval_mode", "--seed", "0",
-             "--patience", str(source_patience)])
+             "--patience", str(source_patience), *(["--use_ema"] if source_ema else [])])
         publish_source(run_folder.folder(config), paths["source"],
-                       "best" if source_patience else "latest")
+                       "best" if source_patience else "latest", "G_ema" if source_ema else "G")
     os.makedirs(paths["data"], exist_ok=True)
     if not os.path.isdir(os.path.join(paths["data"], NEW_DATASET)):
         ship_few_shot_folder(os.path.join(data_root, NEW_DATASET),
@@ -359,13 +360,32 @@ def prepare_parser() -> argparse.ArgumentParser:
                       help="stop the pretraining when the old classes' FID has not improved for K "
                            "evaluations (every 500 iterations) and ship its best set; 0: train "
                            "--source_iters and ship the latest")
+    make.add_argument("--source_ema", action="store_true",
+                      help="evaluate (and so keep the best set and stop by) G's moving average "
+                           "instead of G, and ship it as the source's G.pth")
+    publish = commands.add_parser("publish", allow_abbrev=False,
+                                  formatter_class=utils.HelpFormatter,
+                                  help="ship a set of a pretraining's experiment folder as a source "
+                                       "model folder (G.pth, D.pth, config.json)")
+    publish.add_argument("--experiment", required=True,
+                         help="the pretraining's weights folder, e.g. B/weights/fashion_source")
+    publish.add_argument("--out", required=True, help="the source model folder to write")
+    publish.add_argument("--set", default="latest",
+                         help="the set: latest, best (by the run's --which_best) or a slot")
+    publish.add_argument("--ema", action="store_true",
+                         help="ship G's moving average (G_ema.pth, --ema runs) as G.pth")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = prepare_parser().parse_args(argv)
+    if args.command == "publish":
+        if os.path.exists(os.path.join(args.out, "G.pth")):
+            raise utils.UsageError(f"{args.out} holds a source model already; give a new --out")
+        publish_source(args.experiment, args.out, args.set, "G_ema" if args.ema else "G")
+        return
     build(args.base_dir, args.out, tuple(args.new.split(",")), args.source_iters,
-          args.classifier_epochs, args.source_patience)
+          args.classifier_epochs, args.source_patience, args.source_ema)
 
 
 if __name__ == "__main__":

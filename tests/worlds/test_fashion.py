@@ -102,3 +102,15 @@ def test_the_old_classes_of_another_split_are_refused_and_kept(tmp_path):
                        "classes are Ankle boot, Coat, Pullover, not Bag, Shirt, Sneaker"):
         fashion.prepare_old(str(tmp_path), new=("Shirt", "Sneaker", "Bag"))
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_publish_ships_a_set_of_a_pretraining_and_never_writes_over_a_source(tmp_path):
+    from test_worlds import published, save_run
+    run, out = str(tmp_path / "run"), tmp_path / "source"
+    save_run(run, {500: 9.0, 1000: 4.0, 1500: 5.0})
+    fashion.main(["publish", "--experiment", run, "--out", str(out), "--set", "best", "--ema"])
+    assert published(str(out)) == (2000.0, -1000.0)  # best: 1000's set; G.pth is its G_ema
+    before = (out / "G.pth").read_bytes()
+    with pytest.raises(utils.UsageError, match="holds a source model already; give a new --out"):
+        fashion.main(["publish", "--experiment", run, "--out", str(out)])
+    assert (out / "G.pth").read_bytes() == before

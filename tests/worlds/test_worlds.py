@@ -22,7 +22,8 @@ def save_run(folder: str, fids: dict[int, float]) -> None:
         best = min(best, fid)
         state = {"itr": itr, "best_FID": best, "metrics": {"FID": fid},
                  "config": {"which_best": "FID"}}
-        objects = {"G": weights_of(itr, 1), "D": weights_of(itr, -1), "state_dict": state}
+        objects = {"G": weights_of(itr, 1), "D": weights_of(itr, -1), "G_ema": weights_of(itr, 2),
+                   "state_dict": state}
         if fid == best:
             checkpoints.save_set(folder, objects, itr, f"best{slot % 2}")
             slot += 1
@@ -51,3 +52,10 @@ def test_best_publishes_the_set_of_the_lowest_fid_not_the_latest(tmp_path):
     assert published(str(tmp_path / "source")) == (2000.0, -2000.0)
     with open(tmp_path / "source" / "config.json") as f:
         assert json.load(f)["data_root"] == ""  # the machine's roots are blanked
+
+
+def test_the_moving_average_is_published_as_G_when_asked(tmp_path):
+    run = str(tmp_path / "run")
+    save_run(run, {500: 9.0, 1000: 4.0})
+    worlds.publish_source(run, str(tmp_path / "source"), generator="G_ema")
+    assert published(str(tmp_path / "source")) == (2000.0, -1000.0)
