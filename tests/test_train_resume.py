@@ -281,19 +281,20 @@ def test_killed_FT_runs_with_ema_hdf5_and_best_sets_resume_to_the_uninterrupted_
 def test_a_run_killed_anywhere_between_its_final_save_and_its_evaluation_makes_it_up(
         base_dir, command_lines):
     """One iteration, saved (the latest set: 13 file-system changes, its swap the 8th), evaluated,
-    and saved as best0 (13 more): killed before every change from the latest set's first link (9)
-    to the best set's last (26), `train.py --resume` (the checkpoint is at --num_iters already)
-    makes up the evaluation: the best set (one, best0) and the metrics log (one record) are an
-    uninterrupted run's, and then the run is finished (--resume again: "already", exit code 2).
-    18 kills and reruns, each about 0.5 s of training, saving and evaluating: one for each state a
-    kill leaves here."""
+    and saved as best0 (13 more): killed anywhere from the latest set's first link (9) to the best
+    set's last (26), `train.py --resume` (the checkpoint is at --num_iters already) makes up the
+    evaluation: the best set (one, best0) and the metrics log (one record) are an uninterrupted
+    run's, and then the run is finished (--resume again: "already", exit code 2). The kills: the
+    first and last change of each phase the window holds (the latest set's links 9-13; best0
+    staged 14-19, named 20, swapped 21, its links 22-26), 8 kills and reruns of about 0.7 s each;
+    tests/test_checkpoints.py kills a save at every one of its changes."""
     with_metrics = [*[f for f in FAST if f != "--no_fid"], *metric_flags(base_dir)]
     argv = lambda name: ["--base_dir", str(base_dir), *SOURCE, *with_metrics, *EXACT,
                          "--num_iters", "1", "--save_every", "1", "--num_save_copies", "0",
                          "--num_best_copies", "2", "--experiment_name", name]
     train.main(argv("window_reference"))
     reference = saved(base_dir, "window_reference")
-    for kill_at in range(9, 27):
+    for kill_at in (9, 13, 14, 19, 20, 21, 22, 26):
         name = f"window_killed_at{kill_at}"
         code, output = train_process(command_lines, argv(name), kill_at=kill_at)
         assert code == -9, (kill_at, code, output[-2000:])

@@ -59,7 +59,7 @@ def build_split_study(tmp_path_factory) -> SplitStudy:
         patch.setattr(fashion, "SOURCE_TRAINING", tuple(  # a smaller pretraining batch
             "8" if flag == "32" else flag for flag in fashion.SOURCE_TRAINING))
         patch.setattr(fashion, "SOURCE_EVALUATION_IMAGES", 50)  # its one evaluation, at the end
-        for name, value in (("IW_IMAGES", 25), ("IW_STEPS", 30), ("MEMORIZATION_SAMPLES", 10)):
+        for name, value in (("IW_IMAGES", 25), ("IW_STEPS", 5), ("MEMORIZATION_SAMPLES", 10)):
             patch.setattr(study, name, value)
         results = study.main(["--new", ",".join(SPLIT_NEW), "--out", str(folder / "out"),
                               "--source_iters", "2", "--iters", "1", "--shots", "1", "--seeds", "0",

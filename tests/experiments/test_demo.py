@@ -1,5 +1,6 @@
 """experiments/demo.py (what `bash train.sh` runs): both stages of the method on a world, the second
 started from the first's best checkpoint, a report, and a run that continues where it stopped."""
+import importlib
 import json
 import os
 
@@ -17,6 +18,16 @@ pytestmark = pytest.mark.slow  # every test here runs the default run
 
 FEW = ["--world", "toy", "--shots", "5", "--iters", "4", "4", "--test_every", "2",
        "--num_inception_images", "100"]
+# Smaller reference statistics and memorization samples than the world's (500 and 100 images per
+# class: ~3 s of a run's ~13): what these tests check does not depend on them.
+SMALLER = [["worlds.toy", "REFERENCE_IMAGES_PER_CLASS", 20],
+           ["experiments.demo", "MEMORIZATION_SAMPLES", 10]]
+
+
+@pytest.fixture(autouse=True)
+def smaller_world(monkeypatch):
+    for module, name, value in SMALLER:
+        monkeypatch.setattr(importlib.import_module(module), name, value)
 
 
 def test_the_default_run_trains_BN_then_FT_from_the_best_BN_checkpoint_and_reports(tmp_path,
@@ -63,10 +74,7 @@ def test_run_again_it_loads_finished_stages_and_keeps_what_the_user_has(tmp_path
     assert sorted(os.listdir(data / toy.NEW_CLASSES[0])) == before
 
 
-def test_without_in_loop_metrics_FT_starts_from_BN_s_latest_set_and_says_so(tmp_path, capsys,
-                                                                            monkeypatch):
-    monkeypatch.setattr(toy, "REFERENCE_IMAGES_PER_CLASS", 20)
-    monkeypatch.setattr(demo, "MEMORIZATION_SAMPLES", 10)
+def test_without_in_loop_metrics_FT_starts_from_BN_s_latest_set_and_says_so(tmp_path, capsys):
     result = demo.main(["--base_dir", str(tmp_path), "--world", "toy", "--shots", "5",
                         "--iters", "1", "1", "--no_fid"])
     assert ("toy_BN kept no best checkpoint (it ran without in-loop metrics): FT starts from its "
@@ -77,11 +85,9 @@ def test_without_in_loop_metrics_FT_starts_from_BN_s_latest_set_and_says_so(tmp_
 
 
 # BN and FT of 2 iterations, each saved (the latest set and copy0) and evaluated (best0) at 2 only;
-# smaller reference statistics and memorization samples than the world's: a run is about 3 s.
+# SMALLER patched into each process: a run is about 3 s.
 KILLED = ["--world", "toy", "--shots", "5", "--iters", "2", "2", "--save_every", "2",
           "--test_every", "2", "--num_inception_images", "50"]
-SMALLER = [["worlds.toy", "REFERENCE_IMAGES_PER_CLASS", 20],
-           ["experiments.demo", "MEMORIZATION_SAMPLES", 10]]
 
 
 def test_the_default_run_killed_after_a_stage_s_final_save_reruns_to_the_same_end(tmp_path,

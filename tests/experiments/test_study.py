@@ -27,7 +27,7 @@ TINY = ["--world", "toy", "--shots", "5", "--iters", "1", "--test_every", "1",
 def small_budgets(monkeypatch):
     monkeypatch.setattr(toy, "REFERENCE_IMAGES_PER_CLASS", 30)
     monkeypatch.setattr(study, "IW_IMAGES", 25)
-    monkeypatch.setattr(study, "IW_STEPS", 30)
+    monkeypatch.setattr(study, "IW_STEPS", 5)
     monkeypatch.setattr(study, "MEMORIZATION_SAMPLES", 10)
 
 
