@@ -64,10 +64,6 @@ class Precision:
         if self.name == "fp16" and device.type != "cuda":
             raise utils.UsageError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
 
-    @classmethod
-    def from_config(cls, config: dict, device: torch.device) -> "Precision":
-        return cls(config["amp"], device, config.get("official_numerics", False))
-
     def describe(self) -> str:
         return f"precision {'fp32' if self.dtype is None else self.name} ({self.reason})"
 
@@ -226,13 +222,12 @@ class StepOptions:
     why: tuple[str, str] = ("off", "off")
 
     @classmethod
-    def choose(cls, config: dict) -> "StepOptions":
-        official = config.get("official_numerics", False)
-        channels_last, why_cl = _switch(config.get("channels_last", "auto"), "channels_last",
-                                        official)
-        fused, why_fused = _switch(config.get("fused_resampling", "auto"), "fused_resampling",
-                                   official)
-        return cls(channels_last, fused, bool(config.get("compile")), (why_cl, why_fused))
+    def choose(cls, channels_last: str | bool = "auto", fused_resampling: str | bool = "auto",
+               compile: bool = False, official_numerics: bool = False) -> "StepOptions":
+        """From the flags of the same names ('auto', 'on'/'off' or a bool each)."""
+        channels_last, why_cl = _switch(channels_last, "channels_last", official_numerics)
+        fused, why_fused = _switch(fused_resampling, "fused_resampling", official_numerics)
+        return cls(channels_last, fused, bool(compile), (why_cl, why_fused))
 
     def apply(self, *models: nn.Module | None) -> None:
         """Memory format and fused resampling of G, D (and G_ema, so that it samples alike)."""

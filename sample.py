@@ -498,7 +498,7 @@ def run(config: dict) -> dict:
     itr = state.get("itr", "unknown")
     G_forward = nn.DataParallel(G) if (config["parallel"] and device.type == "cuda"
                                        and torch.cuda.device_count() > 1) else G
-    precision = Precision.from_config(config, device)
+    precision = Precision(config["amp"], device, config.get("official_numerics", False))
     folder_name = (str(config["sample_sheet_folder_num"]) if config["sample_sheet_folder_num"] >= 0
                    else trained_generator.weights_name(config["use_ema"], config["load_weights"]))
     folder = os.path.join(run_folder.RunFolder.of(config).samples, folder_name)

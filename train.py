@@ -69,10 +69,12 @@ def make_batches(config: Mapping[str, Any], state: dict, rank: int, world_size: 
     workers = min(config["num_workers"], datasets.available_cores())
     if rank == 0 and workers < config["num_workers"]:
         print(f"--num_workers {config['num_workers']}: {workers}, the CPU cores available")
-    loader = datasets.get_data_loaders(**{
-        **config, "batch_size": D_batch, "start_itr": state["itr"], "num_workers": workers,
-        "rank": rank, "world_size": world_size,
-        "pin_memory": config["pin_memory"] and device.type == "cuda"})[0]
+    data_flags = ("dataset", "data_root", "shuffle", "hdf5", "n_classes", "augment",
+                  "use_multiepoch_sampler", "num_epochs", "seed", "load_in_mem", "resolution")
+    loader = datasets.get_data_loaders(
+        **{flag: config[flag] for flag in data_flags}, batch_size=D_batch,
+        start_itr=state["itr"], num_workers=workers, rank=rank, world_size=world_size,
+        pin_memory=config["pin_memory"] and device.type == "cuda")[0]
     images = len(loader.dataset) // world_size
     if rank == 0 and config["batch_size"] > images:
         print(f"warning: --batch_size {config['batch_size']} is larger than the {images} training "

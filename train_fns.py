@@ -219,9 +219,12 @@ def build_step(models: Models, config: dict, device) -> Step:
     with --ema. train.py, experiments/bench.py and the official-iteration test all build it
     here."""
     device = torch.device(device)
-    precision = Precision.from_config(config, device)
+    official = config.get("official_numerics", False)
+    precision = Precision(config["amp"], device, official)
     acceleration.keep_freed_memory(device)
-    speed = StepOptions.choose(config)
+    speed = StepOptions.choose(config.get("channels_last", "auto"),
+                               config.get("fused_resampling", "auto"), config.get("compile", False),
+                               official)
     speed.apply(models.G, models.D, models.G_ema)
     GD = BigGAN.G_D(models.G, models.D, augment=DiffAugment.make_augment(config["DiffAugment"]))
     if config["parallel"] and device.type == "cuda":

@@ -124,8 +124,7 @@ def test_bf16_with_channels_last_and_fused_resampling_stays_close_and_trains():
 
 @pytest.mark.parametrize("official, expected", [(False, True), (True, False)])
 def test_auto_options_are_on_unless_the_official_numerics_are_asked_for(official, expected):
-    options = acceleration.StepOptions.choose(
-        {"channels_last": "auto", "fused_resampling": "auto", "official_numerics": official})
+    options = acceleration.StepOptions.choose("auto", "auto", official_numerics=official)
     assert (options.channels_last, options.fused_resampling, options.compile) == (expected,
                                                                                   expected, False)
     assert ("--official_numerics" if official else "auto: the same function") in options.describe()
@@ -134,12 +133,11 @@ def test_auto_options_are_on_unless_the_official_numerics_are_asked_for(official
 def test_the_official_numerics_are_fp32_whatever_the_hardware():
     cpu = torch.device("cpu")
     assert acceleration.Precision("auto", cpu, official_numerics=True).dtype is None
-    assert "--official_numerics" in acceleration.Precision.from_config(
-        {"amp": "none", "official_numerics": True}, cpu).describe()
+    assert "--official_numerics" in acceleration.Precision("none", cpu, True).describe()
     with pytest.raises(utils.UsageError, match="--official_numerics .* drop --amp bf16"):
         acceleration.Precision("bf16", cpu, official_numerics=True)
     with pytest.raises(utils.UsageError, match="drop --channels_last"):
-        acceleration.StepOptions.choose({"channels_last": "on", "official_numerics": True})
+        acceleration.StepOptions.choose(channels_last="on", official_numerics=True)
 
 
 def test_bf16_is_not_native_where_pytorch_is_capped_below_avx512(monkeypatch):
@@ -151,11 +149,10 @@ def test_bf16_is_not_native_where_pytorch_is_capped_below_avx512(monkeypatch):
 
 
 def test_given_options_win_over_auto():
-    options = acceleration.StepOptions.choose({"channels_last": "off", "fused_resampling": True,
-                                               "compile": True})
+    options = acceleration.StepOptions.choose("off", True, compile=True)
     assert (options.channels_last, options.fused_resampling, options.compile) == (False, True, True)
     with pytest.raises(utils.UsageError, match="--channels_last"):
-        acceleration.StepOptions.choose({"channels_last": "yes"})
+        acceleration.StepOptions.choose(channels_last="yes")
 
 
 @pytest.mark.skipif(os.environ.get("CGT_SLOW_TESTS") != "1",
