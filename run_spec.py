@@ -21,6 +21,7 @@ import checkpoints
 import datasets
 import flags
 import run_folder
+import sampling
 import stages
 import trained_generator
 import utils
@@ -52,6 +53,16 @@ class RunSpec:
     config: Mapping[str, Any]
     folder: run_folder.RunFolder
     start: StartPlan
+
+    @property
+    def draws(self) -> sampling.Draws:
+        return draws_of(self.config)
+
+
+def draws_of(config: Mapping[str, Any]) -> sampling.Draws:
+    """How a settled run (train.py's or sample.py's) draws its samples."""
+    return sampling.Draws(config["G_batch_size"], config["z_var"], config["n_classes"],
+                          config["num_standing_accumulations"], config["seed"])
 
 
 def parse_flags(argv: list[str] | None = None) -> tuple[dict, set[str]]:

@@ -339,8 +339,9 @@ class ClassSetOutputs:
                             f"samples{self.classes.tag}.npz")
 
     def sampler(self, truncation: float) -> Callable:
-        return sampling.make_sample_fn(self.G, self.config, self.device, self.precision, truncation,
-                                       self.classes.old_classes, self.G_forward)
+        return sampling.make_sample_fn(self.G, run_spec.draws_of(self.config), self.device,
+                                       self.precision, truncation, self.classes.old_classes,
+                                       self.G_forward)
 
     @property
     def label(self) -> str:
@@ -401,7 +402,8 @@ def interp_paths(r: ClassSetOutputs) -> list[str]:
 def write_interps(r: ClassSetOutputs) -> None:
     for path, (fix_z, fix_y) in zip(interp_paths(r), interpolations(r.G, r.device).values()):
         sheet = sampling.interp_sheet(r.G, r.config["sample_num_interps"], INTERP_STEPS,
-                                      r.config, r.device, fix_z, fix_y, r.config["truncation"],
+                                      run_spec.draws_of(r.config), r.device, fix_z, fix_y,
+                                      r.config["truncation"],
                                       r.classes.old_classes, r.precision, r.G_forward)
         sampling.save_image_grid(sheet, path, nrow=INTERP_STEPS)
     print(f"Saved interpolation sheets of the {r.label} "
@@ -540,7 +542,8 @@ def run(config: dict) -> dict:
             # its own.
             print(f"Accumulating standing stats of the {r.label} over "
                   f"{config['num_standing_accumulations']} batches...")
-            sampling.accumulate_standing_stats(G, config, device, old_classes=r.classes.old_classes)
+            sampling.accumulate_standing_stats(G, run_spec.draws_of(config), device,
+                                               old_classes=r.classes.old_classes)
         for output in wanted:
             output.write(r)
     return result

@@ -7,6 +7,7 @@ import functools
 import io
 import math
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -46,23 +47,36 @@ def seeded_z(count: int, dim_z: int, seed: int, z_var: float = 1.0) -> torch.Ten
     return torch.randn(count, dim_z, generator=torch.Generator().manual_seed(seed)) * z_var ** 0.5
 
 
-def sampling_G(G: nn.Module, G_ema: nn.Module | None, config: dict) -> nn.Module:
+@dataclass(frozen=True)
+class Draws:
+    """How a run draws its samples (run_spec.draws reads them from the flags): batch_size z's a
+    forward pass (--G_batch_size), z ~ N(0, z_var) (--z_var), classes among the data's n_classes,
+    standing statistics over standing_batches batches (--num_standing_accumulations), the sheets'
+    fixed z's from seed (--seed)."""
+    batch_size: int
+    z_var: float = 1.0
+    n_classes: int = 1
+    standing_batches: int = 16
+    seed: int = 0
+
+
+def sampling_G(G: nn.Module, G_ema: nn.Module | None, use_ema: bool) -> nn.Module:
     """The generator that samples and metrics use: G_ema with --use_ema, else G."""
-    return G_ema if (G_ema is not None and config["use_ema"]) else G
+    return G_ema if (G_ema is not None and use_ema) else G
 
 
-def make_sample_fn(G: nn.Module, config: dict, device, precision: Precision | None = None,
+def make_sample_fn(G: nn.Module, draws: Draws, device, precision: Precision | None = None,
                    truncation: float = 0.0, old_classes: bool = False,
                    G_forward: Callable | None = None) -> Callable:
-    """sample() -> (a batch of G_batch_size images in [-1, 1], their classes drawn uniformly): G's
-    new classes, or a knowledge-propagation G's old ones; z truncated at `truncation` (0: off).
+    """sample() -> (a batch of draws.batch_size images in [-1, 1], their classes drawn uniformly):
+    G's new classes, or a knowledge-propagation G's old ones; z truncated at `truncation` (0: off).
     G_forward: G, or G wrapped in DataParallel."""
     forward, inputs = class_forward(G, G_forward, old_classes)
-    n_classes = G.n_pretrain_classes if old_classes else config["n_classes"]
+    n_classes = G.n_pretrain_classes if old_classes else draws.n_classes
 
     def sample():
         with torch.no_grad():
-            z, y = sample_z_y(config["G_batch_size"], G.dim_z, n_classes, device, config["z_var"],
+            z, y = sample_z_y(draws.batch_size, G.dim_z, n_classes, device, draws.z_var,
                               truncation=truncation)
             with precision.autocast() if precision else contextlib.nullcontext():
                 images = forward(z, inputs(y))
@@ -101,7 +115,7 @@ def outside_training(generators: list[nn.Module], eval_mode: bool, device):
         G.train()
 
 
-def accumulate_standing_stats(G: nn.Module, config: dict, device,
+def accumulate_standing_stats(G: nn.Module, draws: Draws, device,
                               old_classes: bool = False) -> None:
     """Re-estimate G's BN statistics as the average over many batches (needs --mybn), of its new
     classes or (old_classes) of a knowledge-propagation G's old classes: the two share the BN
@@ -112,11 +126,11 @@ def accumulate_standing_stats(G: nn.Module, config: dict, device,
     for bn in mybns:
         bn.reset_stats()
         bn.accumulate_standing = True
-    n_classes = G.n_pretrain_classes if old_classes else config["n_classes"]
+    n_classes = G.n_pretrain_classes if old_classes else draws.n_classes
     forward, inputs = class_forward(G, old_classes=old_classes)
     with sampling_mode(G, eval_mode=False), torch.no_grad():
-        for _ in range(config["num_standing_accumulations"]):
-            z, y = sample_z_y(config["G_batch_size"], G.dim_z, n_classes, device, config["z_var"])
+        for _ in range(draws.standing_batches):
+            z, y = sample_z_y(draws.batch_size, G.dim_z, n_classes, device, draws.z_var)
             forward(z, inputs(y))
 
 
@@ -182,15 +196,15 @@ def lerp_rows(a: torch.Tensor, b: torch.Tensor, steps: int) -> torch.Tensor:
     return (a.unsqueeze(1) * (1 - w) + b.unsqueeze(1) * w).reshape(-1, a.shape[1])
 
 
-def interp_sheet(G: nn.Module, rows: int, steps: int, config: dict, device, fix_z: bool,
+def interp_sheet(G: nn.Module, rows: int, steps: int, draws: Draws, device, fix_z: bool,
                  fix_y: bool, truncation: float = 0.0, old_classes: bool = False,
                  precision: Precision | None = None,
                  G_forward: Callable | None = None) -> torch.Tensor:
     """Rows from one random (z, class) to another in `steps` images; fix_z keeps each row's z, fix_y
     its class (a class path needs mixable class inputs, mixable_classes)."""
-    n_classes = G.n_pretrain_classes if old_classes else config["n_classes"]
-    z0, y0 = sample_z_y(rows, G.dim_z, n_classes, device, config["z_var"], truncation=truncation)
-    z1, _ = sample_z_y(rows, G.dim_z, n_classes, device, config["z_var"], truncation=truncation)
+    n_classes = G.n_pretrain_classes if old_classes else draws.n_classes
+    z0, y0 = sample_z_y(rows, G.dim_z, n_classes, device, draws.z_var, truncation=truncation)
+    z1, _ = sample_z_y(rows, G.dim_z, n_classes, device, draws.z_var, truncation=truncation)
     zs = z0.repeat_interleave(steps, 0) if fix_z else lerp_rows(z0, z1, steps)
     forward, inputs = class_forward(G, G_forward, old_classes)
     if fix_y:
@@ -199,7 +213,7 @@ def interp_sheet(G: nn.Module, rows: int, steps: int, config: dict, device, fix_
         y1 = other_classes(y0, n_classes)
         ys = lerp_rows(mixable_classes(G, y0, old_classes), mixable_classes(G, y1, old_classes),
                        steps)
-    return generate(forward, zs, ys, config["G_batch_size"], precision)
+    return generate(forward, zs, ys, draws.batch_size, precision)
 
 
 # Sheets show small images enlarged to at least this size (nearest neighbour: the pixels as G
@@ -248,13 +262,13 @@ class Sheets:
 
     MAX_ROWS = 50
 
-    def __init__(self, config: dict, dim_z: int, device, folder: str):
+    def __init__(self, draws: Draws, dim_z: int, device, folder: str):
         self.folder = folder  # the experiment's samples folder (run_folder.RunFolder.samples)
-        z, y = sample_z_y(config["G_batch_size"], dim_z, config["n_classes"], "cpu",
-                          config["z_var"], torch.Generator().manual_seed(config["seed"] + 1))
+        z, y = sample_z_y(draws.batch_size, dim_z, draws.n_classes, "cpu", draws.z_var,
+                          torch.Generator().manual_seed(draws.seed + 1))
         self.fixed_z, self.fixed_y = z.to(device), y.to(device)
-        self.sheet_z = seeded_z(10, dim_z, config["seed"], config["z_var"]).to(device)
-        self.classes = list(range(min(config["n_classes"], self.MAX_ROWS)))
+        self.sheet_z = seeded_z(10, dim_z, draws.seed, draws.z_var).to(device)
+        self.classes = list(range(min(draws.n_classes, self.MAX_ROWS)))
 
     @torch.no_grad()
     def write(self, G: nn.Module, itr: int) -> None:

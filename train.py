@@ -180,7 +180,7 @@ def set_up(spec: run_spec.RunSpec, rank: int, world_size: int, device) -> Traini
             import inception_utils  # heavy (torchvision models); only when metrics run
             metrics = inception_utils.Metrics.from_config(config, device)
         run_folder.write_config(spec.folder, config)
-    sheets = sampling.Sheets(config, models.G.dim_z, device, spec.folder.samples)
+    sheets = sampling.Sheets(spec.draws, models.G.dim_z, device, spec.folder.samples)
     # Same models on every rank (same seed above), different noise per rank from here on.
     torch.manual_seed(config["seed"] + rank)
     batches = make_batches(config, state, rank, world_size, device)
@@ -235,9 +235,7 @@ def training_loop(spec: run_spec.RunSpec, rank: int, world_size: int, device) ->
             # Evaluate (and keep the best checkpoints).
             if evaluating:
                 with t.outside_training():
-                    last_metrics = evaluate(t.models, t.state, config, t.metrics,
-                                            t.step.precision, t.device,
-                                            spec.folder.metrics_log, t.start_time)
+                    last_metrics = evaluate(t, t.start_time)
                 if train_fns.out_of_patience(t.state, config):  # this set, evaluated, is the last
                     train_fns.save_stopped_run(t.models, t.state, config)
                     final = True
@@ -291,14 +289,16 @@ def close_distributed(world_size: int) -> None:
         dist.destroy_process_group()
 
 
-def evaluate(models: train_fns.Models, state: dict, config: dict, metrics, precision, device,
-             test_log: str, start_time: float) -> dict:
+def evaluate(t: Training, start_time: float) -> dict:
     """The in-loop metrics of this iteration (train_fns.evaluate_and_keep_best: a best set when
     improved), then its log record, which marks the evaluation done (evaluation_owed)."""
-    results = train_fns.evaluate_and_keep_best(models, state, config, metrics, precision, device)
+    state = t.state
+    results = train_fns.evaluate_and_keep_best(t.models, state, t.spec.config, t.metrics,
+                                               t.step.precision, t.device, t.spec.draws)
     record = {"itr": state["itr"], "time": time.time() - start_time,
               "train_seconds": state.get("train_seconds"), **results}
-    utils.append_jsonl(test_log, {k: v for k, v in record.items() if v is not None})
+    utils.append_jsonl(t.spec.folder.metrics_log,
+                       {k: v for k, v in record.items() if v is not None})
     print(train_fns.format_metrics(state["itr"], results))
     return results
 
@@ -318,8 +318,7 @@ def catch_up(t: Training) -> dict:
         print(f"Iteration {itr} was saved but not evaluated (the run stopped in between): "
               "evaluating it")
         with t.outside_training():
-            return evaluate(t.models, t.state, config, t.metrics, t.step.precision, t.device,
-                            folder.metrics_log, time.time())
+            return evaluate(t, time.time())
     if evaluation_due(config, t.state):
         train_fns.replay_evaluation(t.state, logged_evaluation(folder.metrics_log, itr), config)
     return {}

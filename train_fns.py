@@ -288,7 +288,7 @@ def save_and_sample(models: Models, state: dict, config: dict, sheets: "sampling
         save_checkpoint(models, state, config, slot)
         state["save_num"] = int(
             rotating_slot(config, "copy", config["num_save_copies"])[len("copy"):])
-    sheets.write(sampling.sampling_G(models.G, models.G_ema, config), state["itr"])
+    sheets.write(sampling.sampling_G(models.G, models.G_ema, config["use_ema"]), state["itr"])
 
 
 BETTER = {"IS": lambda new, best: new > best, "FID": lambda new, best: new < best,
@@ -297,14 +297,14 @@ METRIC_KEY = {"IS": "IS_mean", "FID": "FID", "KMMD": "KMMD"}
 
 
 def evaluate_and_keep_best(models: Models, state: dict, config: dict, metrics,
-                           precision: Precision, device) -> dict:
+                           precision: Precision, device, draws: "sampling.Draws") -> dict:
     """In-loop metrics (BigGAN-PyTorch's train_fns.test); a best checkpoint set when --which_best
     improved (the official code compared FID when asked for KMMD: fixed here). state keeps the
     best of each metric so far, as BigGAN-PyTorch."""
-    G = sampling.sampling_G(models.G, models.G_ema, config)
+    G = sampling.sampling_G(models.G, models.G_ema, config["use_ema"])
     if config["accumulate_stats"]:
-        sampling.accumulate_standing_stats(G, config, device)
-    results = metrics(sampling.make_sample_fn(G, config, device, precision),
+        sampling.accumulate_standing_stats(G, draws, device)
+    results = metrics(sampling.make_sample_fn(G, draws, device, precision),
                       config["num_inception_images"])
     if record_evaluation(state, results, config):
         slot = rotating_slot(config, "best", config["num_best_copies"], state["itr"])

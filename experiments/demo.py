@@ -81,7 +81,7 @@ def report(world: worlds.World, stages: list[tuple[Mapping[str, Any], dict]]) ->
     each new class draws on, of the last stage's best; returns the last stage's numbers."""
     stages = [(config, runs.best_or_last(config, result)) for config, result in stages]
     last_config, last = stages[-1]
-    G = sampling.sampling_G(last["G"], last["G_ema"], last_config)
+    G = sampling.sampling_G(last["G"], last["G_ema"], last_config["use_ema"])
     samples = run_folder.RunFolder.of(last_config).samples
     plot = os.path.join(samples, "metrics.png")
     logs = [(config["stage"], run_folder.RunFolder.of(config).metrics_log) for config, _ in stages]

@@ -168,7 +168,7 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
         phases.append(runs.train_or_load(argv))
     config, best = phases[-1][0], runs.best_or_last(*phases[-1])
     # The union over the phases (BN then FT trains what either stage trains).
-    G = sampling.sampling_G(best["G"], best["G_ema"], config)
+    G = sampling.sampling_G(best["G"], best["G_ema"], config["use_ema"])
     trained_ids = {id(p) for phase in ALL_METHODS[method]
                    for p in stages.G_parameters(G, stages.get(phase[1]))}
     trained = sum(p.numel() for p in G.parameters() if id(p) in trained_ids)

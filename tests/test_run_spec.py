@@ -101,3 +101,50 @@ def test_the_resume_plan_continues_the_experiment_whatever_the_flags_say_of_it(t
     assert (spec.config["resume"], spec.config["start_from"], spec.config["G_ch"]) == (True, "", 8)
     assert spec.start.resumed["state_dict"]["itr"] == 3 and spec.start.source is None
     assert given["G_ch"] == 4 and not given["resume"]
+
+
+# After settle, the run's config goes where a run is settled (flags, run_spec), where its paths and
+# config.json live (run_folder), where models are built from it as BigGAN-PyTorch builds them
+# (run_start, stages, BigGAN's **kwargs) and where the loop runs (train, train_fns). Sampling,
+# precision, the data and the metrics get the values they need, not the config.
+CONFIG_ROOMS = {"flags", "run_spec", "run_folder", "run_start", "stages", "BigGAN", "train",
+                "train_fns"}
+
+
+@pytest.mark.slow
+def test_a_training_run_s_config_enters_only_the_modules_that_settle_build_and_run_it(tmp_path):
+    """Traced: every call of a project function whose arguments hold the run's config (a mapping
+    with its flags), during a run of 2 iterations with a save and sheets. No call passes it from a
+    module to one below it that imports the caller (a climb back up the import graph)."""
+    import sys
+    import train
+    from helpers.training import FAST, SOURCE, write_base_dir
+    from test_imports import imports_of, project_modules
+    modules = project_modules()
+    by_file = {os.path.abspath(path): name for name, path in modules.items()}
+    rooms, climbs = set(), set()
+
+    def holds_config(value) -> bool:
+        return isinstance(value, (dict, types.MappingProxyType)) and {"G_lr", "stage"} <= set(value)
+
+    def trace(frame, event, arg):
+        if event != "call":
+            return
+        callee = by_file.get(frame.f_code.co_filename)
+        if callee is None:
+            return
+        if not any(holds_config(value) for value in frame.f_locals.values()):
+            return
+        rooms.add(callee)
+        caller = by_file.get(frame.f_back.f_code.co_filename)
+        if caller and caller != callee and caller in imports_of(callee, modules[callee], modules):
+            climbs.add((caller, callee))
+    base = write_base_dir(tmp_path)
+    sys.setprofile(trace)
+    try:
+        train.main(["--base_dir", str(base), *SOURCE, *FAST, "--num_iters", "2", "--save_every", "1",
+                    "--experiment_name", "walk"])
+    finally:
+        sys.setprofile(None)
+    assert {"train", "run_spec", "train_fns"} <= rooms <= CONFIG_ROOMS, rooms - CONFIG_ROOMS
+    assert not climbs

@@ -19,6 +19,7 @@ from PIL import Image
 
 import BigGAN
 import checkpoints
+import run_spec
 import run_start
 import iw_critic
 import layers
@@ -133,7 +134,11 @@ class PooledColours(nn.Module):
 @pytest.fixture
 def tiny_backbone(base_dir, monkeypatch):
     net = PooledColours().eval()
-    monkeypatch.setattr(backbones, "load_inception_net", lambda *args, **kwargs: net)
+    # Both names, inception_utils imported first: a first import of it under the patch would bind
+    # its re-export to the stand-in for the rest of the session.
+    import inception_utils
+    for module in (backbones, inception_utils):
+        monkeypatch.setattr(module, "load_inception_net", lambda *args, **kwargs: net)
     with torch.no_grad():
         reference = net(torch.rand(200, 3, 32, 32) * 2 - 1)[0].double().numpy()
     data = base_dir / "data"
@@ -328,7 +333,7 @@ def test_each_class_set_gets_standing_statistics_of_its_own(base_dir):
     means = {}
     for old in (False, True):
         torch.manual_seed(0)
-        sampling.accumulate_standing_stats(G, config, "cpu", old_classes=old)
+        sampling.accumulate_standing_stats(G, run_spec.draws_of(config), "cpu", old_classes=old)
         means[old] = [m.stored_mean.clone() for m in G.modules() if isinstance(m, layers.myBN)]
     assert all(not torch.allclose(a, b) for a, b in zip(means[False][1:], means[True][1:]))
 

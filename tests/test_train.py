@@ -416,10 +416,10 @@ def test_a_run_resumed_within_its_patience_count_stops_where_an_uninterrupted_on
     assert_stopped_at_7_with_4_best(base_dir, "patience_capped")
     real_evaluate = train.evaluate
 
-    def cut_short_at_6(models, state, *args):
-        if state["itr"] == 6:
+    def cut_short_at_6(t, *args):
+        if t.state["itr"] == 6:
             raise Stopped()
-        return real_evaluate(models, state, *args)
+        return real_evaluate(t, *args)
 
     def unsaved(*args):
         raise Stopped()

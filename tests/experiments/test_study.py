@@ -104,11 +104,11 @@ def test_a_run_stopped_between_a_phase_s_final_save_and_its_evaluation_makes_it_
     import train
     real = train.evaluate
 
-    def stopped_before_BN_s_last(models, state, config, *args):
-        if config["stage"] == "BN" and state["itr"] == 2:
+    def stopped_before_BN_s_last(t, *args):
+        if t.spec.config["stage"] == "BN" and t.state["itr"] == 2:
             train.evaluate = real
             raise Stopped()
-        return real(models, state, config, *args)
+        return real(t, *args)
     # 2 iterations a phase: the BN phase's last evaluation comes after another one.
     argv = ["--out", str(tmp_path), *TINY, "--iters", "2", "--seeds", "0", "--methods", "BN+FT"]
     train.evaluate = stopped_before_BN_s_last
