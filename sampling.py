@@ -49,15 +49,15 @@ def seeded_z(count: int, dim_z: int, seed: int, z_var: float = 1.0) -> torch.Ten
 
 @dataclass(frozen=True)
 class Draws:
-    """How a run draws its samples (run_spec.draws reads them from the flags): batch_size z's a
+    """How a run draws its samples (run_spec.draws_of reads them from the flags): batch_size z's a
     forward pass (--G_batch_size), z ~ N(0, z_var) (--z_var), classes among the data's n_classes,
     standing statistics over standing_batches batches (--num_standing_accumulations), the sheets'
     fixed z's from seed (--seed)."""
     batch_size: int
-    z_var: float = 1.0
-    n_classes: int = 1
-    standing_batches: int = 16
-    seed: int = 0
+    z_var: float
+    n_classes: int
+    standing_batches: int
+    seed: int
 
 
 def sampling_G(G: nn.Module, G_ema: nn.Module | None, use_ema: bool) -> nn.Module:

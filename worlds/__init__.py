@@ -91,9 +91,9 @@ def publish_source(folder: str, out: str, which: str = "latest", generator: str 
     import torch
     os.makedirs(out, exist_ok=True)
     slot = checkpoints.resolve_suffix(folder, which)
-    weights = checkpoints.load_set(folder, slot, [generator, "D"])
-    torch.save(weights[generator], os.path.join(out, "G.pth"))
-    torch.save(weights["D"], os.path.join(out, "D.pth"))
+    saved = checkpoints.load_set(folder, slot, [generator, "D"])
+    torch.save(saved[generator], os.path.join(out, "G.pth"))
+    torch.save(saved["D"], os.path.join(out, "D.pth"))
     config = run_folder.read_config(folder) or {}
     config.update({key: "" for key in MACHINE_PATHS if key in config})
     weights = config.get("inception_weights")
