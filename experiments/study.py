@@ -386,15 +386,18 @@ def write_report(out: str, world: worlds.World, iters: int, patience: int = 0) -
     return table
 
 
-def split_world(new: list[str], out: str, source_iters: int) -> worlds.World:
+def split_world(new: list[str], out: str, source_iters: int, source_patience: int = 0,
+                source_ema: bool = False) -> worlds.World:
     """The Fashion-MNIST world of another split: its assets (the source model of its old classes,
-    its shots and reference statistics) built into OUT/assets from the raw data, unless there.
+    pretrained as `worlds.fashion build` does with these three options; its shots and reference
+    statistics) built into OUT/assets from the raw data, unless there.
     Refused before any of it: an OUT of another world or split."""
     from worlds import fashion
     assets = os.path.join(out, "assets")
     world = fashion.world(tuple(new), assets)
     registry.check_study_world(out, world)
-    fashion.build(os.path.join(out, "build"), assets, tuple(new), source_iters, classifier_epochs=6)
+    fashion.build(os.path.join(out, "build"), assets, tuple(new), source_iters, classifier_epochs=6,
+                  source_patience=source_patience, source_ema=source_ema)
     return world
 
 
@@ -445,7 +448,15 @@ def prepare_parser() -> argparse.ArgumentParser:
                              "others old): its source model is pretrained first into OUT/assets "
                              "(worlds/fashion.py build), then the study runs")
     parser.add_argument("--source_iters", type=utils.at_least(1), default=2000,
-                        help="with --new: pretraining iterations of the split's source model")
+                        help="with --new: pretraining iterations of the split's source model (the "
+                             "cap with --source_patience)")
+    parser.add_argument("--source_patience", type=utils.at_least(0), default=0, metavar="K",
+                        help="with --new: the source's pretraining stops when its old classes' FID "
+                             "has not improved for K evaluations, and its best set is the source; "
+                             "0: it trains --source_iters and its latest set is the source")
+    parser.add_argument("--source_ema", action="store_true",
+                        help="with --new: the source's evaluations, and so its best set, are of "
+                             "G's moving average, which is the source")
     return parser
 
 
@@ -454,7 +465,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.new and args.world != "fashion":
         parser.error("argument --new: only the fashion world has other splits")
-    world = (split_world(args.new.split(","), args.out, args.source_iters) if args.new
+    world = (split_world(args.new.split(","), args.out, args.source_iters, args.source_patience,
+                         args.source_ema) if args.new
              else registry.get(args.world))
     for shots in args.shots:
         base = os.path.join(args.out, f"shots{shots}")

@@ -256,6 +256,21 @@ def test_one_command_reruns_the_study_on_another_fashion_split(split_study):
                                          "Sandal", "Ankle boot"], "assets": "assets"}
 
 
+def test_a_split_s_source_is_pretrained_with_the_stopping_rule_asked_for(tmp_path, monkeypatch):
+    """--source_patience and --source_ema reach the split's source pretraining (worlds.fashion
+    build, whose own tests cover what they do there); without them it trains --source_iters."""
+    from worlds import fashion
+    builds = []
+    monkeypatch.setattr(fashion, "build", lambda *args, **kwargs: builds.append((args, kwargs)))
+    study.split_world(["Shirt", "Sneaker", "Bag"], str(tmp_path), 6000, 4, True)
+    study.split_world(["Shirt", "Sneaker", "Bag"], str(tmp_path), 50)
+    assert [(args[3], kwargs["source_patience"], kwargs["source_ema"])
+            for args, kwargs in builds] == [(6000, 4, True), (50, 0, False)]
+    args = study.prepare_parser().parse_args(["--new", "Shirt,Sneaker,Bag", "--source_patience",
+                                              "4", "--source_ema"])
+    assert (args.source_patience, args.source_ema) == (4, True)
+
+
 def test_an_out_of_another_split_is_refused_before_anything_is_built(tmp_path):
     """No raw data needed: the refusal comes before the split's assets are built."""
     from worlds import registry
