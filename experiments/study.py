@@ -148,7 +148,8 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
     """Train one method, each phase by the study's stopping rule (resuming a run that was stopped),
     a later phase from the best set of the one before; returns the metrics of the last phase's best
     set (memorization and IW of its G included), its iteration, the FID curve over all phases,
-    trained G parameters, training and wall time, and the last phase's log path."""
+    trained G parameters, training and wall time, and the last phase's log path (relative to the
+    study folder, so that the results read the same wherever the folder is moved)."""
     start, names, phases = time.time(), phase_names(method, augment, seed), []
     check_not_one_experiment(base, method, names)
     for index, phase in enumerate(ALL_METHODS[method]):
@@ -183,7 +184,8 @@ def run_method(world: worlds.World, base: str, method: str, seed: int, iters: in
             "best_train_seconds": before["train_seconds"] + at_best.get("train_seconds", 0.0),
             "iterations": end["itr"], "train_seconds": end["train_seconds"],
             "curve": curve, "seconds": time.time() - start,
-            "log": os.path.join(config["logs_root"], f"{names[-1]}_log.jsonl")}
+            "log": os.path.relpath(os.path.join(config["logs_root"], f"{names[-1]}_log.jsonl"),
+                                   os.path.dirname(os.path.abspath(base)))}
 
 
 def check_not_one_experiment(base: str, method: str, names: list[str]) -> None:

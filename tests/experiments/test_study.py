@@ -2,6 +2,7 @@
 metrics, and the study resumes and extends: runs are saved as they finish and never run twice."""
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -66,6 +67,9 @@ def test_the_study_resumes_and_extends_without_running_a_run_twice(tmp_path, mon
     assert set(results[5]) == {"BN", "BN_mean_init"} and len(results[5]["BN"]) == 2
     table = (tmp_path / "study.md").read_text()
     assert "| BN | 2 |" in table and "| BN_mean_init | 2 |" in table
+    log = results[5]["BN_mean_init"][1]["log"]  # where the study folder is, whatever its path
+    assert log == os.path.join("shots5", "logs", "BN_mean_init_seed1_log.jsonl")
+    assert (tmp_path / log).is_file()
 
 
 def test_a_stopped_run_continues_from_its_checkpoint(tmp_path):
