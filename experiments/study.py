@@ -78,7 +78,7 @@ import sampling  # noqa: E402
 import stages  # noqa: E402
 import utils  # noqa: E402
 import worlds  # noqa: E402
-from worlds import registry  # noqa: E402
+from worlds import fashion, registry  # noqa: E402
 from experiments import memorization, runs  # noqa: E402
 
 METHODS = {
@@ -394,7 +394,6 @@ def split_world(new: list[str], out: str, source_iters: int, source_patience: in
     pretrained as `worlds.fashion build` does with these three options; its shots and reference
     statistics) built into OUT/assets from the raw data, unless there.
     Refused before any of it: an OUT of another world or split."""
-    from worlds import fashion
     assets = os.path.join(out, "assets")
     world = fashion.world(tuple(new), assets)
     registry.check_study_world(out, world)
@@ -449,16 +448,7 @@ def prepare_parser() -> argparse.ArgumentParser:
                         help="Fashion-MNIST: another split, its new classes comma-separated (the "
                              "others old): its source model is pretrained first into OUT/assets "
                              "(worlds/fashion.py build), then the study runs")
-    parser.add_argument("--source_iters", type=utils.at_least(1), default=2000,
-                        help="with --new: pretraining iterations of the split's source model (the "
-                             "cap with --source_patience)")
-    parser.add_argument("--source_patience", type=utils.at_least(0), default=0, metavar="K",
-                        help="with --new: the source's pretraining stops when its old classes' FID "
-                             "has not improved for K evaluations, and its best set is the source; "
-                             "0: it trains --source_iters and its latest set is the source")
-    parser.add_argument("--source_ema", action="store_true",
-                        help="with --new: the source's evaluations, and so its best set, are of "
-                             "G's moving average, which is the source")
+    fashion.add_source_pretraining_flags(parser, when="with --new: ")
     return parser
 
 

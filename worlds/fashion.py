@@ -340,6 +340,21 @@ def build(base: str, out: str, new: tuple[str, ...], source_iters: int,
     print(f"Fashion-MNIST assets in {out}: fashion_classifier.pth, fashion_source/, fashion_data/")
 
 
+def add_source_pretraining_flags(parser: argparse.ArgumentParser, when: str = "") -> None:
+    """build's flags of the source model's pretraining (experiments.study --new passes them on;
+    `when` prefixes their help there)."""
+    parser.add_argument("--source_iters", type=utils.at_least(1), default=2000,
+                        help=f"{when}pretraining iterations of the source model (the cap with "
+                             "--source_patience)")
+    parser.add_argument("--source_patience", type=utils.at_least(0), default=0, metavar="K",
+                        help=f"{when}stop the pretraining when the old classes' FID has not "
+                             "improved for K evaluations (every 500 iterations) and ship its best "
+                             "set; 0: train --source_iters and ship the latest")
+    parser.add_argument("--source_ema", action="store_true",
+                        help=f"{when}evaluate (and so keep the best set and stop by) G's moving "
+                             "average instead of G, and ship it as the source's G.pth")
+
+
 def prepare_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -352,17 +367,9 @@ def prepare_parser() -> argparse.ArgumentParser:
     make.add_argument("--out", default=ASSETS, help="where the assets go")
     make.add_argument("--new", default=",".join(NEW_CLASSES),
                       help="the new classes; the others are old")
-    make.add_argument("--source_iters", type=utils.at_least(1), default=2000,
-                      help="pretraining iterations")
+    add_source_pretraining_flags(make)
     make.add_argument("--classifier_epochs", type=utils.at_least(1), default=6,
                       help="classifier training epochs")
-    make.add_argument("--source_patience", type=utils.at_least(0), default=0, metavar="K",
-                      help="stop the pretraining when the old classes' FID has not improved for K "
-                           "evaluations (every 500 iterations) and ship its best set; 0: train "
-                           "--source_iters and ship the latest")
-    make.add_argument("--source_ema", action="store_true",
-                      help="evaluate (and so keep the best set and stop by) G's moving average "
-                           "instead of G, and ship it as the source's G.pth")
     publish = commands.add_parser("publish", allow_abbrev=False,
                                   formatter_class=utils.HelpFormatter,
                                   help="ship a set of a pretraining's experiment folder as a source "
