@@ -70,8 +70,11 @@ class SN:
         W_mat = self.weight.reshape(self.weight.size(0), -1)
         if self.transpose:
             W_mat = W_mat.t()
-        for _ in range(self.num_itrs):
-            svs, _, _ = power_iteration(W_mat, self.u, update=self.training, eps=self.eps)
+        # In fp32 under autocast too, as the official code estimates sigma: bf16 matrix-vector
+        # products would round sigma to 3 digits and cast the whole weight for each of them.
+        with torch.autocast(self.weight.device.type, enabled=False):
+            for _ in range(self.num_itrs):
+                svs, _, _ = power_iteration(W_mat, self.u, update=self.training, eps=self.eps)
         if self.training:
             with torch.no_grad():
                 for i, sv in enumerate(svs):

@@ -17,6 +17,21 @@ def test_spectral_norm_converges_to_the_top_singular_value_in_train_mode():
                           rtol=1e-3)
 
 
+def test_spectral_norm_estimates_sigma_in_fp32_under_bf16_autocast():
+    # As the official fp32 code: the power iteration is not autocast's to round (bf16 would keep
+    # sigma to 3 digits). The oracle is the same layer stepped without autocast.
+    torch.manual_seed(0)
+    under_autocast = layers.SNConv2d(16, 32, kernel_size=3, padding=1)
+    plain = layers.SNConv2d(16, 32, kernel_size=3, padding=1)
+    plain.load_state_dict(under_autocast.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        W_autocast = under_autocast.W_()
+    W_plain = plain.W_()
+    assert W_autocast.dtype == torch.float32
+    assert torch.equal(W_autocast, W_plain)
+    assert torch.equal(under_autocast.u0, plain.u0) and torch.equal(under_autocast.sv0, plain.sv0)
+
+
 def test_spectral_norm_does_not_move_u_in_eval_mode():
     layer = layers.SNConv2d(3, 8, kernel_size=3, padding=1).eval()
     u, sv = layer.u0.clone(), layer.sv0.clone()

@@ -217,8 +217,8 @@ def test_bf16_autocast_trains_what_the_official_fp32_iteration_trains_the_same_w
     their sign. After one BN iteration the parameters the official run left alone are untouched, and
     every trained tensor's update still points the official way: cosine >= 0.25, well under half
     of its elements flipped (measured: at least 0.5, native and emulated bf16); a tensor trained
-    wrongly or not at all has cosine 0. Buffers (BN statistics, SN estimates) are computed in bf16,
-    not trained: not compared."""
+    wrongly or not at all has cosine 0. Buffers (BN statistics of bf16 activations, SN estimates of
+    bf16-trained weights) are not trained: not compared."""
     ours = run_official_iterations("BN", monkeypatch, official_numerics=False, amp="bf16")[0]
     start, official, parameters = start_state(), OFFICIAL["BN"]["after"][1], parameter_names()
     for model, state in zip(("G", "D"), ours[1:]):
