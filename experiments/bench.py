@@ -178,7 +178,8 @@ def main(argv=None) -> dict:
         itr = config["warmup"] + config["timed"] + 1
         for setting in settings:
             limit = conv_limit.measure(lambda: steps[setting.name](x, y, itr), device)
-            step_seconds = (medians if device.type == "cuda" else cpu_medians)[setting.name]
+            clocked = cpu_medians if conv_limit.uses_cpu_time(device) else medians
+            step_seconds = clocked[setting.name]
             limits[setting.name] = {"TFLOP": limit.flops / 1e12, "conv_seconds": limit.conv_seconds,
                                     "peak_GFLOPs": limit.peak_gflops,
                                     "limit_seconds": limit.limit_seconds,

@@ -10,7 +10,8 @@ layout, best of a few runs. From that:
                     machine's conv limit, as a vendor's peak but measured, in the step's precision);
   - limit seconds:  the step's counted FLOPs at that peak.
 A step at `limit seconds / step seconds` = 100 % would run every operation at the best conv speed.
-On a CPU the times are this process's CPU time (compare them with the step's CPU time).
+On a CPU at one thread the times are this process's CPU time (compare them with the step's CPU
+time); at more threads, and on a GPU, wall time (run it on a quiet machine).
 """
 from __future__ import annotations
 
@@ -67,15 +68,23 @@ class ConvolutionRecorder(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+def uses_cpu_time(device) -> bool:
+    """On a CPU at one thread, times are this process's CPU time, which other processes on the core
+    disturb less. At more threads CPU time is no clock: a kernel that leaves a thread idle for part
+    of its run looks faster per CPU second than one that keeps both busy."""
+    return device.type == "cpu" and torch.get_num_threads() == 1
+
+
 def clock(device):
-    """Wall time on a GPU; on a CPU this process's CPU time, which other processes on the cores
-    disturb less (compare it with the step's CPU time)."""
+    """The clock `uses_cpu_time` says: CPU time, else wall time (synchronized on a GPU)."""
+    if uses_cpu_time(device):
+        return time.process_time
     if device.type == "cuda":
         def synchronized():
             torch.cuda.synchronize(device)
             return time.perf_counter()
         return synchronized
-    return time.process_time
+    return time.perf_counter
 
 
 def replay(func, args, device, repeats: int = 3) -> tuple[int, float]:

@@ -56,3 +56,16 @@ def test_bench_reports_each_configuration_against_the_limit(capsys):
     assert all(0 < limit["of_limit"] and limit["TFLOP"] > 0 for limit in result["limits"].values())
     out = capsys.readouterr().out
     assert "TFLOP/itr" in out and "of it" in out
+
+
+@pytest.mark.parametrize("threads, clock", [(1, "process_time"), (2, "perf_counter")])
+def test_cpu_time_is_the_clock_only_at_one_thread(threads, clock):
+    # At two threads a kernel that leaves one thread idle looks twice as fast per CPU second: the
+    # peak would be read off the worst-parallelized convolution (206 "GFLOP/s" against 99 measured
+    # on the AVX2-capped Zen 4 before this rule).
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        assert conv_limit.clock(torch.device("cpu")).__name__ == clock
+    finally:
+        torch.set_num_threads(before)
