@@ -14,7 +14,9 @@ after it are switched on. Rounds interleave the configurations, so that a machin
 part way through affects them alike. Medians over all timed iterations are given in wall time and in
 this process's CPU time (steadier where other processes share the cores). With --limit each
 configuration's step is also set against the machine's conv limit (experiments/conv_limit.py): its
-counted FLOPs, its convolutions replayed alone, and the share of that limit the step reaches.
+counted FLOPs, its convolutions replayed alone, and the share of that limit the step reaches. With
+--profile each configuration's step is profiled by operator (where the time outside the
+convolutions goes).
 """
 from __future__ import annotations
 
@@ -84,6 +86,10 @@ def prepare_parser() -> argparse.ArgumentParser:
                    help="also measure each configuration against the machine's conv limit: the "
                         "step's FLOPs, its convolutions replayed alone, the fastest conv "
                         "throughput (experiments/conv_limit.py)")
+    g.add_argument("--profile", action="store_true",
+                   help="also profile each configuration's step by operator (torch.profiler over "
+                        "--timed iterations): the operators that take most time, per iteration, "
+                        "and the share of all convolution operators")
     g.add_argument("--json", default="", metavar="FILE",
                    help="also write the results (seconds per iteration, speed-ups, limits) to FILE "
                         "as JSON")
@@ -130,6 +136,32 @@ def timed(step, x: torch.Tensor, y: torch.Tensor, itr: int, device) -> tuple[flo
     wall, cpu = synchronized_time(device), time.process_time()
     step(x, y, itr)
     return synchronized_time(device) - wall, time.process_time() - cpu
+
+
+def profile(step, x: torch.Tensor, y: torch.Tensor, itr: int, iterations: int,
+            device) -> list[tuple[str, float]]:
+    """(operator, its own seconds per iteration), largest first: CPU time on a CPU, kernel time
+    on a GPU."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for i in range(iterations):
+            step(x, y, itr + i)
+        synchronized_time(device)
+    own = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    seconds = [(event.key, getattr(event, own) / 1e6 / iterations)
+               for event in prof.key_averages()]
+    return sorted(seconds, key=lambda item: -item[1])
+
+
+def print_profile(name: str, ops: list[tuple[str, float]], rows: int = 12) -> None:
+    total = sum(seconds for _, seconds in ops)
+    conv = sum(seconds for op, seconds in ops if "conv" in op)
+    print(f"  {name}: profiled {total:.4f} s/itr, convolution operators {conv / total:.0%}; "
+          "the largest:")
+    for op, seconds in ops[:rows]:
+        print(f"    {seconds * 1e3:9.2f} ms/itr {seconds / total:6.1%}  {op}")
 
 
 def main(argv=None) -> dict:
@@ -188,12 +220,19 @@ def main(argv=None) -> dict:
             for lost, call in limit.furthest_from_peak():
                 print(f"    {lost:7.3f} s lost  {call.flops / call.seconds / 1e9:5.0f} GFLOP/s  "
                       f"{call.what}")
+    profiles = {}
+    if config["profile"]:
+        itr = config["warmup"] + config["timed"] + 2
+        for setting in settings:
+            ops = profile(steps[setting.name], x, y, itr, config["timed"], device)
+            profiles[setting.name] = dict(ops)
+            print_profile(setting.name, ops)
     print(f"  peak memory {peak_memory_mb(device):.0f} MB")
     result = {"device": str(device), "stage": config["stage"], "s_per_itr": medians,
               "speedup": {name: medians[first] / m for name, m in medians.items()},
               "cpu_s_per_itr": cpu_medians,
               "cpu_speedup": {name: cpu_medians[first] / m for name, m in cpu_medians.items()},
-              "limits": limits, "peak_memory_MB": peak_memory_mb(device)}
+              "limits": limits, "profiles": profiles, "peak_memory_MB": peak_memory_mb(device)}
     if config["json"]:
         with open(config["json"], "w") as f:
             json.dump(result, f, indent=1)

@@ -47,3 +47,11 @@ def test_an_unknown_configuration_is_named(capsys):
     with pytest.raises(SystemExit):
         bench.main(["--stage", "BN", *TINY, "--configs", "fp32,bf8"])
     assert "'bf8'" in capsys.readouterr().err
+
+
+def test_profile_lists_the_step_s_operators_with_the_convolutions_share(capsys):
+    result = bench.main(["--stage", "BN", *TINY, "--configs", "fp32", "--profile"])
+    ops = result["profiles"]["fp32"]
+    assert "aten::convolution_backward" in ops and all(seconds >= 0 for seconds in ops.values())
+    out = capsys.readouterr().out
+    assert "convolution operators" in out and "ms/itr" in out
