@@ -93,3 +93,16 @@ def test_a_soft_old_class_vector_mixes_the_old_classes_embedding_rows():
     gain, bias = transfer.old_class_gain_bias(mix)
     assert torch.allclose(gain, 1 + 0.25 * transfer.gain.weight[0] + 0.75 * transfer.gain.weight[2])
     assert torch.allclose(bias, 0.25 * transfer.bias.weight[0] + 0.75 * transfer.bias.weight[2])
+
+
+@pytest.mark.parametrize("size", [8, 5])
+def test_fused_resampling_computes_the_official_resampling_and_conv_in_float64(size):
+    # Oracle: the official order (nn.Upsample then the conv; the conv then AvgPool2d), in float64
+    # so that only a different function, not rounding, could differ.
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1).double()
+    x = torch.randn(2, 4, size, size, dtype=torch.float64)
+    upsampled = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    assert torch.allclose(layers.upsample_conv(conv, x), conv(upsampled), rtol=0, atol=1e-12)
+    pooled = torch.nn.functional.avg_pool2d(conv(x), 2)
+    assert torch.allclose(layers.conv_avgpool(conv, x), pooled, rtol=0, atol=1e-12)
