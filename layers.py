@@ -35,11 +35,15 @@ def power_iteration(W: torch.Tensor, u_: list[torch.Tensor], update: bool = True
         with torch.no_grad():
             v = F.normalize(_gram_schmidt(torch.matmul(u, W), vs), eps=eps)
             vs.append(v)
-            u = F.normalize(_gram_schmidt(torch.matmul(v, W.t()), us), eps=eps)
+        # v W^T once, with grad: the official code computes it twice (for u without grad, for sigma
+        # with), the same product both times.
+        vWt = torch.matmul(v, W.t())
+        with torch.no_grad():
+            u = F.normalize(_gram_schmidt(vWt, us), eps=eps)
             us.append(u)
             if update:
                 u_[i][:] = u
-        svs.append(torch.squeeze(torch.matmul(torch.matmul(v, W.t()), u.t())))
+        svs.append(torch.squeeze(torch.matmul(vWt, u.t())))
     return svs, us, vs
 
 

@@ -106,3 +106,30 @@ def test_fused_resampling_computes_the_official_resampling_and_conv_in_float64(s
     assert torch.allclose(layers.upsample_conv(conv, x), conv(upsampled), rtol=0, atol=1e-12)
     pooled = torch.nn.functional.avg_pool2d(conv(x), 2)
     assert torch.allclose(layers.conv_avgpool(conv, x), pooled, rtol=0, atol=1e-12)
+
+
+def two_product_power_iteration(W, u_, eps=1e-12):
+    """BigGAN-PyTorch's power iteration as its formula reads (one singular vector, so no
+    Gram-Schmidt): v = normalize(u W), u' = normalize(v W^T), and sigma = (v W^T) u'^T with v W^T
+    computed a second time, with grad."""
+    with torch.no_grad():
+        v = torch.nn.functional.normalize(torch.matmul(u_[0], W), eps=eps)
+        u = torch.nn.functional.normalize(torch.matmul(v, W.t()), eps=eps)
+        u_[0][:] = u
+    return torch.squeeze(torch.matmul(torch.matmul(v, W.t()), u.t()))
+
+
+def test_power_iteration_is_bit_identical_to_the_two_product_formula():
+    # layers.power_iteration computes v W^T once (with grad) and reuses it for u and sigma: the same
+    # product of the same tensors, so nothing may change, not even the last bit of a gradient.
+    torch.manual_seed(0)
+    W_ours = torch.randn(32, 144, requires_grad=True)
+    W_formula = W_ours.detach().clone().requires_grad_()
+    u_ours, u_formula = [torch.randn(1, 32)], [None]
+    u_formula[0] = u_ours[0].clone()
+    for _ in range(3):
+        sigma_ours = layers.power_iteration(W_ours, u_ours)[0][0]
+        sigma_formula = two_product_power_iteration(W_formula, u_formula)
+        sigma_ours.backward(), sigma_formula.backward()
+        assert torch.equal(sigma_ours, sigma_formula) and torch.equal(u_ours[0], u_formula[0])
+        assert torch.equal(W_ours.grad, W_formula.grad)
