@@ -176,8 +176,9 @@ def _is_avgpool_2x(downsample) -> bool:
 
 def fuse_resampling(*models: nn.Module | None) -> int:
     """Fold G's nearest upsampling and D's average pooling into the adjacent 3x3 convolutions
-    (layers.upsample_conv, layers.conv_avgpool): the same linear maps with 16 and 9 instead of 36
-    multiply-adds per output, so the same outputs up to rounding. Returns the blocks changed."""
+    (layers.upsample_conv, layers.conv_avgpool): the same linear maps with 4 and 9 instead of 9
+    and 36 multiply-adds per output pixel, so the same outputs up to rounding. Returns the blocks
+    changed."""
     fused = 0
     for model in models:
         for block in model.modules() if model is not None else ():

@@ -426,7 +426,7 @@ def _like_input(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def upsample_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(nearest 2x upsampling of x) for a 3x3, padding-1 conv: 16 instead of 36 multiply-adds
-    per output pixel pair, and no upsampled copy of x."""
+    per 2x2 block of output pixels, and no upsampled copy of x."""
     w = _four_taps(_four_taps(_conv_weight(conv), _UPSAMPLE_TAPS, 2), _UPSAMPLE_TAPS, 3)
     return F.conv_transpose2d(x, _like_input(w.transpose(0, 1), x), conv.bias, stride=2, padding=1)
 
