@@ -329,9 +329,9 @@ def add_speed_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fused_resampling", nargs="?", const="on", default="auto",
                    choices=["auto", "on", "off"],
                    help="fold G's 2x upsampling and D's average pooling into the adjacent 3x3 "
-                        "convolutions (16 instead of 36 multiply-adds per output), the same "
-                        "function up to rounding; auto = on (off with --official_numerics); "
-                        "--fused_resampling alone = on")
+                        "convolutions (4 and 9 instead of 9 and 36 multiply-adds per output "
+                        "pixel), the same function up to rounding; auto = on (off with "
+                        "--official_numerics); --fused_resampling alone = on")
     g.add_argument("--compile", action="store_true",
                    help="torch.compile the training step's G_D module (compiles at the first "
                         "iterations; falls back to eager with a message where compiling fails)")
