@@ -315,8 +315,10 @@ def test_killed_torchrun_runs_resume_exactly_with_ranks_identical(base_dir, tmp_
     save (before its swap: resumed from iteration 4) ends with the uninterrupted run's bits, each
     rank's random state restored. Three torchrun launches, the reference dumping both ranks."""
     import checkpoints
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                "--master_port", "29533"]
+    # --standalone: each launch's rendezvous on a free port, not one that a previous launch's
+    # lingering socket or another test's torchrun may hold.
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                "2"]
     argv = lambda name: ["--base_dir", str(base_dir), *SOURCE, *FAST, *EXACT, "--num_iters", "10",
                          "--save_every", "4", "--num_save_copies", "0", "--experiment_name", name]
 
