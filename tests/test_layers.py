@@ -3,6 +3,7 @@ import functools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import layers
 
@@ -63,7 +64,7 @@ def test_fused_bn_equals_batch_norm_with_affine():
     x = torch.randn(6, 3, 4, 4)
     mean, var = x.mean([0, 2, 3]), x.var([0, 2, 3], unbiased=False)
     gain, bias = torch.rand(3) + 0.5, torch.randn(3)
-    reference = torch.nn.functional.batch_norm(x, mean, var, gain, bias, False, 0.0, 1e-5)
+    reference = F.batch_norm(x, mean, var, gain, bias, False, 0.0, 1e-5)
     out = layers.fused_bn(x, mean.view(1, -1, 1, 1), var.view(1, -1, 1, 1), gain.view(1, -1, 1, 1),
                           bias.view(1, -1, 1, 1))
     assert torch.allclose(out, reference, atol=1e-5)
@@ -102,9 +103,9 @@ def test_fused_resampling_computes_the_official_resampling_and_conv_in_float64(s
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 6, 3, padding=1).double()
     x = torch.randn(2, 4, size, size, dtype=torch.float64)
-    upsampled = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+    upsampled = F.interpolate(x, scale_factor=2, mode="nearest")
     assert torch.allclose(layers.upsample_conv(conv, x), conv(upsampled), rtol=0, atol=1e-12)
-    pooled = torch.nn.functional.avg_pool2d(conv(x), 2)
+    pooled = F.avg_pool2d(conv(x), 2)
     assert torch.allclose(layers.conv_avgpool(conv, x), pooled, rtol=0, atol=1e-12)
 
 
@@ -113,8 +114,8 @@ def two_product_power_iteration(W, u_, eps=1e-12):
     Gram-Schmidt): v = normalize(u W), u' = normalize(v W^T), and sigma = (v W^T) u'^T with v W^T
     computed a second time, with grad."""
     with torch.no_grad():
-        v = torch.nn.functional.normalize(torch.matmul(u_[0], W), eps=eps)
-        u = torch.nn.functional.normalize(torch.matmul(v, W.t()), eps=eps)
+        v = F.normalize(torch.matmul(u_[0], W), eps=eps)
+        u = F.normalize(torch.matmul(v, W.t()), eps=eps)
         u_[0][:] = u
     return torch.squeeze(torch.matmul(torch.matmul(v, W.t()), u.t()))
 
@@ -125,11 +126,12 @@ def test_power_iteration_is_bit_identical_to_the_two_product_formula():
     torch.manual_seed(0)
     W_ours = torch.randn(32, 144, requires_grad=True)
     W_formula = W_ours.detach().clone().requires_grad_()
-    u_ours, u_formula = [torch.randn(1, 32)], [None]
-    u_formula[0] = u_ours[0].clone()
+    u_ours = [torch.randn(1, 32)]
+    u_formula = [u_ours[0].clone()]
     for _ in range(3):
         sigma_ours = layers.power_iteration(W_ours, u_ours)[0][0]
         sigma_formula = two_product_power_iteration(W_formula, u_formula)
-        sigma_ours.backward(), sigma_formula.backward()
+        sigma_ours.backward()
+        sigma_formula.backward()
         assert torch.equal(sigma_ours, sigma_formula) and torch.equal(u_ours[0], u_formula[0])
         assert torch.equal(W_ours.grad, W_formula.grad)
