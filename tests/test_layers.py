@@ -33,6 +33,29 @@ def test_spectral_norm_estimates_sigma_in_fp32_under_bf16_autocast():
     assert torch.equal(under_autocast.u0, plain.u0) and torch.equal(under_autocast.sv0, plain.sv0)
 
 
+def test_weight_matrix_of_a_channels_last_kernel_is_a_view_with_permuted_columns():
+    w = torch.randn(8, 5, 3, 3)
+    w_channels_last = w.contiguous(memory_format=torch.channels_last)
+    matrix = layers.weight_matrix(w_channels_last)
+    assert matrix.data_ptr() == w_channels_last.data_ptr()  # no copy
+    assert torch.equal(matrix, w.permute(0, 2, 3, 1).reshape(8, 45))  # columns (kh, kw, in)
+    assert torch.equal(layers.weight_matrix(w), w.reshape(8, 45))  # columns (in, kh, kw)
+
+
+def test_spectral_norm_of_a_channels_last_conv_is_that_of_the_contiguous_conv():
+    # The column order only changes the rounding of the sums: sigma, u and W agree to fp32 rounding.
+    torch.manual_seed(0)
+    contiguous = layers.SNConv2d(16, 32, kernel_size=3, padding=1)
+    channels_last = layers.SNConv2d(16, 32, kernel_size=3, padding=1)
+    channels_last.load_state_dict(contiguous.state_dict())
+    channels_last.to(memory_format=torch.channels_last)
+    for _ in range(5):
+        W_contiguous, W_channels_last = contiguous.W_(), channels_last.W_()
+    assert torch.allclose(channels_last.sv0, contiguous.sv0, rtol=1e-6, atol=0)
+    assert torch.allclose(channels_last.u0, contiguous.u0, rtol=0, atol=1e-6)
+    assert torch.allclose(W_channels_last, W_contiguous, rtol=1e-6, atol=1e-9)
+
+
 def test_spectral_norm_does_not_move_u_in_eval_mode():
     layer = layers.SNConv2d(3, 8, kernel_size=3, padding=1).eval()
     u, sv = layer.u0.clone(), layer.sv0.clone()
