@@ -50,8 +50,8 @@ def power_iteration(W: torch.Tensor, u_: list[torch.Tensor], update: bool = True
 def weight_matrix(weight: torch.Tensor) -> torch.Tensor:
     """The weight as a matrix of its output rows, a view in the weight's own memory order: a
     channels_last kernel's columns come (kh, kw, in) instead of (in, kh, kw). A permutation of the
-    columns leaves the singular values and u as they are (only the rounding of the sums differs), and
-    the view saves copying every kernel at every forward."""
+    columns leaves the singular values and u as they are (only the rounding of the sums differs),
+    and the view saves copying every kernel at every forward."""
     if (weight.dim() == 4 and not weight.is_contiguous()
             and weight.is_contiguous(memory_format=torch.channels_last)):
         weight = weight.permute(0, 2, 3, 1)
@@ -417,11 +417,18 @@ class ccbn(_Normalizer):
 _UPSAMPLE_TAPS = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
 
 
-def _four_taps(w: torch.Tensor, taps, dim: int) -> torch.Tensor:
-    # Plain additions (no einsum): autocast leaves them in the weight's precision.
-    rows = w.unbind(dim)
-    return torch.stack([functools.reduce(torch.add, [r for r, t in zip(rows, tap) if t])
-                        for tap in taps], dim)
+def _upsample_kernel(w: torch.Tensor) -> torch.Tensor:
+    """A 3x3 conv's weight [out, in, 3, 3] as the [in, out, 4, 4] kernel of the equivalent stride-2
+    transposed conv, channels_last in memory. The 0/1 tap sums of both axes are one small matrix
+    product in the weight's precision (not autocast's) that writes the kernel in that layout, so
+    only the 3x3 kernel is transposed in memory: 2-3x faster than summing taps one by one and
+    transposing the 4x4 kernel (docs/performance.md)."""
+    out_channels, in_channels = w.shape[:2]
+    taps = torch.tensor(_UPSAMPLE_TAPS, dtype=w.dtype, device=w.device)
+    by_input_channel = w.permute(1, 2, 3, 0).reshape(in_channels, 9, out_channels)
+    with torch.autocast(w.device.type, enabled=False):
+        kernel = torch.kron(taps, taps) @ by_input_channel  # [in, 4 * 4, out]
+    return kernel.view(in_channels, 4, 4, out_channels).permute(0, 3, 1, 2)
 
 
 def _conv_weight(conv: nn.Conv2d) -> torch.Tensor:
@@ -431,14 +438,15 @@ def _conv_weight(conv: nn.Conv2d) -> torch.Tensor:
 def _like_input(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     # A kernel in the input's memory format: oneDNN then runs the conv without reordering it.
     channels_last = x.is_contiguous(memory_format=torch.channels_last)
-    return w.contiguous(memory_format=torch.channels_last) if channels_last else w
+    return w.contiguous(memory_format=torch.channels_last if channels_last
+                        else torch.contiguous_format)
 
 
 def upsample_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """conv(nearest 2x upsampling of x) for a 3x3, padding-1 conv: 16 instead of 36 multiply-adds
     per 2x2 block of output pixels, and no upsampled copy of x."""
-    w = _four_taps(_four_taps(_conv_weight(conv), _UPSAMPLE_TAPS, 2), _UPSAMPLE_TAPS, 3)
-    return F.conv_transpose2d(x, _like_input(w.transpose(0, 1), x), conv.bias, stride=2, padding=1)
+    kernel = _upsample_kernel(_conv_weight(conv))
+    return F.conv_transpose2d(x, _like_input(kernel, x), conv.bias, stride=2, padding=1)
 
 
 def conv_avgpool(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:

@@ -132,6 +132,27 @@ def test_fused_resampling_computes_the_official_resampling_and_conv_in_float64(s
     assert torch.allclose(layers.conv_avgpool(conv, x), pooled, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("size", [8, 5])
+def test_fused_resampling_has_the_gradients_of_the_official_order_in_float64(size):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1).double()
+    x = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
+    upsampled_grad = torch.randn(2, 6, 2 * size, 2 * size, dtype=torch.float64)
+    official = torch.autograd.grad(conv(F.interpolate(x, scale_factor=2, mode="nearest")),
+                                   [x, conv.weight, conv.bias], upsampled_grad)
+    fused = torch.autograd.grad(layers.upsample_conv(conv, x), [x, conv.weight, conv.bias],
+                                upsampled_grad)
+    for ours, theirs in zip(fused, official):
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    pooled_grad = torch.randn(2, 6, size // 2, size // 2, dtype=torch.float64)
+    official = torch.autograd.grad(F.avg_pool2d(conv(x), 2), [x, conv.weight, conv.bias],
+                                   pooled_grad)
+    fused = torch.autograd.grad(layers.conv_avgpool(conv, x), [x, conv.weight, conv.bias],
+                                pooled_grad)
+    for ours, theirs in zip(fused, official):
+        assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+
+
 def two_product_power_iteration(W, u_, eps=1e-12):
     """BigGAN-PyTorch's power iteration as its formula reads (one singular vector, so no
     Gram-Schmidt): v = normalize(u W), u' = normalize(v W^T), and sigma = (v W^T) u'^T with v W^T
