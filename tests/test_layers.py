@@ -153,6 +153,17 @@ def test_fused_resampling_has_the_gradients_of_the_official_order_in_float64(siz
         assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
 
 
+def test_box_average_is_avg_pool2d_with_its_gradient():
+    # Oracle: PyTorch's own avg_pool2d and its backward, in float64 (a 5x6 map: rows are not
+    # columns).
+    x = torch.randn(2, 3, 5, 6, dtype=torch.float64, requires_grad=True)
+    out_grad = torch.randn(2, 3, 6, 7, dtype=torch.float64)
+    ours, theirs = layers.BoxAverage.apply(x), F.avg_pool2d(x, 2, stride=1, padding=1)
+    assert torch.equal(ours, theirs)
+    assert torch.allclose(torch.autograd.grad(ours, x, out_grad)[0],
+                          torch.autograd.grad(theirs, x, out_grad)[0], rtol=0, atol=1e-12)
+
+
 def two_product_power_iteration(W, u_, eps=1e-12):
     """BigGAN-PyTorch's power iteration as its formula reads (one singular vector, so no
     Gram-Schmidt): v = normalize(u W), u' = normalize(v W^T), and sigma = (v W^T) u'^T with v W^T
