@@ -428,7 +428,7 @@ def _upsample_kernel(w: torch.Tensor) -> torch.Tensor:
     """A 3x3 conv's weight [out, in, 3, 3] as the [in, out, 4, 4] kernel of the equivalent stride-2
     transposed conv, channels_last in memory. The taps are summed over the 3x3 kernel laid out as
     [in, 3, 3, out], so the 4x4 kernel comes out in the order oneDNN reads without being
-    transposed itself: 1.5-3x faster than transposing it (docs/performance.md), the same sums."""
+    transposed itself: the same sums, 3x faster at 256 channels (docs/performance.md)."""
     kernel = _four_taps(_four_taps(w.permute(1, 2, 3, 0).contiguous(), 1), 2)  # [in, 4, 4, out]
     return kernel.permute(0, 3, 1, 2)
 
@@ -454,7 +454,7 @@ def upsample_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 class BoxAverage(torch.autograd.Function):
     """The 2x2 averages of the zero-padded x at stride 1 (avg_pool2d(x, 2, stride=1, padding=1)),
     whose gradient is the 2x2 averages of the output's gradient without padding: a box filter's
-    adjoint is the box filter. As a forward pooling the gradient runs 1.2-4x faster on CPU than
+    adjoint is the box filter. As a forward pooling the gradient runs 1.2-4.6x faster on CPU than
     PyTorch's pooling backward (docs/performance.md), and it is the same linear map."""
 
     @staticmethod
