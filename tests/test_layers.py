@@ -137,20 +137,15 @@ def test_fused_resampling_has_the_gradients_of_the_official_order_in_float64(siz
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(4, 6, 3, padding=1).double()
     x = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
-    upsampled_grad = torch.randn(2, 6, 2 * size, 2 * size, dtype=torch.float64)
-    official = torch.autograd.grad(conv(F.interpolate(x, scale_factor=2, mode="nearest")),
-                                   [x, conv.weight, conv.bias], upsampled_grad)
-    fused = torch.autograd.grad(layers.upsample_conv(conv, x), [x, conv.weight, conv.bias],
-                                upsampled_grad)
-    for ours, theirs in zip(fused, official):
-        assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
-    pooled_grad = torch.randn(2, 6, size // 2, size // 2, dtype=torch.float64)
-    official = torch.autograd.grad(F.avg_pool2d(conv(x), 2), [x, conv.weight, conv.bias],
-                                   pooled_grad)
-    fused = torch.autograd.grad(layers.conv_avgpool(conv, x), [x, conv.weight, conv.bias],
-                                pooled_grad)
-    for ours, theirs in zip(fused, official):
-        assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    inputs = [x, conv.weight, conv.bias]
+    for fused_op, official_out in (
+            (layers.upsample_conv, conv(F.interpolate(x, scale_factor=2, mode="nearest"))),
+            (layers.conv_avgpool, F.avg_pool2d(conv(x), 2))):
+        out_grad = torch.randn_like(official_out)
+        official = torch.autograd.grad(official_out, inputs, out_grad)
+        fused = torch.autograd.grad(fused_op(conv, x), inputs, out_grad)
+        for ours, theirs in zip(fused, official):
+            assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
 
 
 def test_box_average_is_avg_pool2d_with_its_gradient():
