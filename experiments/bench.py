@@ -212,10 +212,12 @@ def main(argv=None) -> dict:
             limit = conv_limit.measure(lambda: steps[setting.name](x, y, itr), device)
             clocked = cpu_medians if conv_limit.uses_cpu_time(device) else medians
             step_seconds = clocked[setting.name]
-            limits[setting.name] = {"TFLOP": limit.flops / 1e12, "conv_seconds": limit.conv_seconds,
-                                    "peak_GFLOPs": limit.peak_gflops,
-                                    "limit_seconds": limit.limit_seconds,
-                                    "of_limit": limit.limit_seconds / step_seconds}
+            limits[setting.name] = {
+                "TFLOP": limit.flops / 1e12, "conv_seconds": limit.conv_seconds,
+                "peak_GFLOPs": limit.peak_gflops, "limit_seconds": limit.limit_seconds,
+                "of_limit": limit.limit_seconds / step_seconds, "conv_speed": limit.conv_speed,
+                "conv_speed_needed_for_80": limit.conv_speed_needed(step_seconds),
+                "touched_of_limit": limit.touched(step_seconds)[2]}
             print(f"  {setting.name}: {limit.describe(step_seconds)}; furthest from the peak:")
             for lost, call in limit.furthest_from_peak():
                 print(f"    {lost:7.3f} s lost  {call.flops / call.seconds / 1e9:5.0f} GFLOP/s  "

@@ -10,6 +10,8 @@ layout, best of a few runs. From that:
                     machine's conv limit, as a vendor's peak but measured, in the step's precision);
   - limit seconds:  the step's counted FLOPs at that peak.
 A step at `limit seconds / step seconds` = 100 % would run every operation at the best conv speed.
+The same is reported counting only the multiply-adds that touch the image (touched_fraction): the
+counter also counts the taps over the zero padding, which the kernels skip.
 On a CPU at one thread the times are this process's CPU time (compare them with the step's CPU
 time); at more threads, and on a GPU, wall time (run it on a quiet machine).
 """
@@ -103,11 +105,35 @@ def replay(func, args, device, repeats: int = 3) -> tuple[int, float]:
     return counter.get_total_flops(), best
 
 
+def touched_fraction(func, args) -> float:
+    """The share of a convolution's counted multiply-adds whose input pixel lies in the image.
+    PyTorch's counter counts every tap of every output pixel, those over the zero padding too, which
+    oneDNN's kernels skip: at 8 px a 3x3 convolution's padding taps are 16 % of its count, and a
+    step's fastest convolution read 241 "GFLOP/s" on a core whose multiply-adds peak at 222
+    (docs/performance.md). The taps that touch the image are the sum of the same convolution of
+    ones over one channel (forward or backward: the same taps)."""
+    forward = func is CONVOLUTIONS[0]
+    x, w = (args[0], args[1]) if forward else (args[1], args[2])
+    stride, padding, dilation, transposed, output_padding = args[3:8] if forward else args[4:9]
+    image, taps = torch.ones(1, 1, *x.shape[2:], dtype=torch.float64), w.shape[2:]
+    kernel = torch.ones(1, 1, *taps, dtype=torch.float64)
+    touched = torch.ops.aten.convolution(image, kernel, None, stride, padding, dilation,
+                                         transposed, output_padding, 1)
+    # The counter's formula: every tap of every output pixel (of every input pixel, transposed).
+    pixels = (image if transposed else touched)[0, 0].numel()
+    return touched.sum().item() / (pixels * kernel.numel())
+
+
 @dataclass(frozen=True)
 class ConvolutionCall:
     what: str             # forward or backward, the input's and the weight's shapes, the layout
     flops: int
     seconds: float        # replayed alone
+    touched: float = 1.0  # the share of flops whose input lies in the image (touched_fraction)
+
+    @property
+    def touched_gflops(self) -> float:
+        return self.flops * self.touched / self.seconds / 1e9
 
 
 def describe_call(func, args) -> str:
@@ -132,13 +158,47 @@ class Limit:
     def limit_seconds(self) -> float:
         return self.flops / (self.peak_gflops * 1e9)
 
+    @property
+    def conv_speed(self) -> float:
+        """The step's convolutions alone, as a fraction of the peak."""
+        return self.conv_flops / self.conv_seconds / (self.peak_gflops * 1e9)
+
+    def conv_speed_needed(self, step_seconds: float, share: float = 0.8) -> float:
+        """The fraction of the peak the convolutions would have to average for the step to run at
+        `share` of the limit, the rest staying as it is: the step less its convolutions replayed
+        alone (the other operators, and what the convolutions lose in the step to cold caches). At
+        a fraction e the step takes limit / e + rest, so e = 1 / (1 / share - rest / limit); inf
+        where the rest alone leaves no room. Above 1, no convolution kernel gets the step there."""
+        rest = max(step_seconds - self.conv_seconds, 0.0)
+        room = 1 / share - rest / self.limit_seconds
+        return 1 / room if room > 0 else float("inf")
+
     def describe(self, step_seconds: float) -> str:
         conv_gflops = self.conv_flops / self.conv_seconds / 1e9
         return (f"{self.flops / 1e12:.3f} TFLOP/itr ({self.conv_flops / self.flops:.0%} in "
                 f"convolutions); convolutions alone {self.conv_seconds:.3f} s ({conv_gflops:.0f} "
                 f"GFLOP/s, {self.conv_seconds / step_seconds:.0%} of the step); peak "
                 f"{self.peak_gflops:.0f} GFLOP/s: limit {self.limit_seconds:.3f} s/itr, the step "
-                f"at {self.limit_seconds / step_seconds:.0%} of it")
+                f"at {self.limit_seconds / step_seconds:.0%} of it; 80 % of it would need the "
+                f"convolutions at {self.conv_speed_needed(step_seconds):.0%} of the peak (they "
+                f"run at {self.conv_speed:.0%}){self._describe_touched(step_seconds)}")
+
+    def _describe_touched(self, step_seconds: float) -> str:
+        if not self.calls:
+            return ""
+        share, peak, of_limit = self.touched(step_seconds)
+        return (f"; counting only the multiply-adds that touch the image ({share:.0%} of them): "
+                f"peak {peak:.0f} GFLOP/s, the step at {of_limit:.0%} of that limit")
+
+    def touched(self, step_seconds: float) -> tuple[float, float, float]:
+        """The limit again with only the multiply-adds that touch the image counted (the zero
+        padding's left out, in the step's FLOPs and in the peak alike): (share of the counted
+        FLOPs, peak GFLOP/s, the step's share of that limit)."""
+        conv_touched = sum(call.flops * call.touched for call in self.calls)
+        large = [call.touched_gflops for call in self.calls if call.flops >= LARGE_FLOPS]
+        peak = max(large) if large else conv_touched / self.conv_seconds / 1e9
+        flops = self.flops - self.conv_flops + conv_touched
+        return flops / self.flops, peak, flops / (peak * 1e9) / step_seconds
 
     def furthest_from_peak(self, count: int = 5) -> list[tuple[float, ConvolutionCall]]:
         """The calls that lose most time against the peak: (seconds lost, call), largest first."""
@@ -152,7 +212,8 @@ def measure(run, device) -> Limit:
     with counter, recorder:  # one iteration, traced once
         run()
     flops = counter.get_total_flops()
-    calls = [ConvolutionCall(describe_call(func, args), *replay(func, args, device))
+    calls = [ConvolutionCall(describe_call(func, args), *replay(func, args, device),
+                             touched_fraction(func, args))
              for func, args in recorder.calls]
     conv_flops, conv_seconds = sum(c.flops for c in calls), sum(c.seconds for c in calls)
     large = [c.flops / c.seconds / 1e9 for c in calls if c.flops >= LARGE_FLOPS]

@@ -49,13 +49,67 @@ def test_the_limit_is_the_counted_operations_at_the_best_measured_speed():
     assert lost == sorted(lost, reverse=True) and len(lost) == 2
 
 
+def recorded_calls(run):
+    recorder = conv_limit.ConvolutionRecorder()
+    with recorder:
+        run()
+    return recorder.calls
+
+
+@pytest.mark.parametrize("op, size, touched", [
+    # A 3x3 padding-1 conv at 8 px: per row 6 outputs see 3 taps and the 2 edge ones 2.
+    (lambda x, w: F.conv2d(x, w, padding=1), 8, (22 / 24) ** 2),
+    # Stride 2, no padding, 33 px (D's fused pooling): every tap lies in the image.
+    (lambda x, w: F.conv2d(x, w, stride=2), 33, 1.0),
+    # G's fused upsampling from 4 px: 16 taps per input pixel are counted; of the 8 output pixels
+    # per row, 6 receive 2 and the edge ones 1 (the official 3x3 conv's zero padding).
+    (lambda x, w: F.conv_transpose2d(x, w.repeat(1, 1, 2, 2)[:, :, :4, :4], stride=2, padding=1),
+     4, (14 / 16) ** 2),
+])
+def test_the_touched_share_leaves_out_the_taps_over_the_zero_padding(op, size, touched):
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    w = torch.randn(3, 3, 3, 3, requires_grad=True)
+    calls = recorded_calls(lambda: op(x, w).sum().backward())
+    assert len(calls) == 2  # forward and backward: the same taps
+    for func, args in calls:
+        assert conv_limit.touched_fraction(func, args) == pytest.approx(touched)
+
+
+def test_counting_only_touched_taps_lowers_the_flops_and_the_peak_alike():
+    # Literal calls: a padded 8 px conv (75 % touched) at 100 "GFLOP/s" counted, and an unpadded
+    # one (all touched) at 90: the touched peak is 90, the step's touched FLOPs 7/8 of the count.
+    calls = (conv_limit.ConvolutionCall("padded", 10 ** 9, 0.01, touched=0.75),
+             conv_limit.ConvolutionCall("unpadded", 10 ** 9, 1 / 90, touched=1.0))
+    limit = conv_limit.Limit(flops=2 * 10 ** 9, conv_flops=2 * 10 ** 9, conv_seconds=0.021,
+                             peak_gflops=100.0, calls=calls)
+    share, peak, of_limit = limit.touched(step_seconds=0.05)
+    assert share == pytest.approx(0.875) and peak == pytest.approx(90.0)
+    assert of_limit == pytest.approx(1.75e9 / 90e9 / 0.05)
+
+
+@pytest.mark.parametrize("step_seconds", [12.5, 14.0, 20.0])
+def test_the_convolution_speed_that_80_percent_needs_gives_80_percent(step_seconds):
+    # 1 TFLOP at a 100 GFLOP/s peak: a 10 s limit; the convolutions alone take 12 s (83 % of the
+    # peak) and the rest of the step what is left of step_seconds.
+    limit = conv_limit.Limit(flops=10 ** 12, conv_flops=10 ** 12, conv_seconds=12.0,
+                             peak_gflops=100.0)
+    rest = step_seconds - 12.0
+    needed = limit.conv_speed_needed(step_seconds)
+    assert limit.conv_speed == pytest.approx(10 / 12)
+    # Oracle: the step's time with the convolutions at that speed, as the docstring's model says.
+    assert limit.limit_seconds / (limit.limit_seconds / needed + rest) == pytest.approx(0.8)
+    assert limit.conv_speed_needed(12.0 + 12.5) == float("inf")  # the rest alone is 1.25 limits
+
+
 @pytest.mark.slow  # two configurations timed and replayed on a tiny model
 def test_bench_reports_each_configuration_against_the_limit(capsys):
     result = bench.main(["--stage", "BN", *TINY, "--configs", "fp32,default", "--limit"])
     assert set(result["limits"]) == {"fp32", "default"}
     assert all(0 < limit["of_limit"] and limit["TFLOP"] > 0 for limit in result["limits"].values())
+    assert all(limit["conv_speed_needed_for_80"] > 0 for limit in result["limits"].values())
     out = capsys.readouterr().out
-    assert "TFLOP/itr" in out and "of it" in out
+    assert "TFLOP/itr" in out and "of it" in out and "would need the convolutions at" in out
+    assert "touch the image" in out
 
 
 @pytest.mark.parametrize("threads, clock", [(1, "process_time"), (2, "perf_counter")])
