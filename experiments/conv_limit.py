@@ -106,7 +106,7 @@ def replay(func, args, device, repeats: int = 3) -> tuple[int, float]:
 
 
 def touched_fraction(func, args) -> float:
-    """The share of a convolution's counted multiply-adds whose input pixel lies in the image.
+    """The share of a convolution's counted multiply-adds that touch the image, not its padding.
     PyTorch's counter counts every tap of every output pixel, those over the zero padding too, which
     oneDNN's kernels skip: at 8 px a 3x3 convolution's padding taps are 16 % of its count, and a
     step's fastest convolution read 241 "GFLOP/s" on a core whose multiply-adds peak at 222
@@ -129,7 +129,7 @@ class ConvolutionCall:
     what: str             # forward or backward, the input's and the weight's shapes, the layout
     flops: int
     seconds: float        # replayed alone
-    touched: float = 1.0  # the share of flops whose input lies in the image (touched_fraction)
+    touched: float = 1.0  # the share of flops that touch the image (touched_fraction)
 
     @property
     def touched_gflops(self) -> float:
@@ -173,6 +173,16 @@ class Limit:
         room = 1 / share - rest / self.limit_seconds
         return 1 / room if room > 0 else float("inf")
 
+    def touched(self, step_seconds: float) -> tuple[float, float, float]:
+        """The limit again with only the multiply-adds that touch the image counted (the zero
+        padding's left out, in the step's FLOPs and in the peak alike): (share of the counted
+        FLOPs, peak GFLOP/s, the step's share of that limit)."""
+        conv_touched = sum(call.flops * call.touched for call in self.calls)
+        large = [call.touched_gflops for call in self.calls if call.flops >= LARGE_FLOPS]
+        peak = max(large) if large else conv_touched / self.conv_seconds / 1e9
+        flops = self.flops - self.conv_flops + conv_touched
+        return flops / self.flops, peak, flops / (peak * 1e9) / step_seconds
+
     def describe(self, step_seconds: float) -> str:
         conv_gflops = self.conv_flops / self.conv_seconds / 1e9
         return (f"{self.flops / 1e12:.3f} TFLOP/itr ({self.conv_flops / self.flops:.0%} in "
@@ -189,16 +199,6 @@ class Limit:
         share, peak, of_limit = self.touched(step_seconds)
         return (f"; counting only the multiply-adds that touch the image ({share:.0%} of them): "
                 f"peak {peak:.0f} GFLOP/s, the step at {of_limit:.0%} of that limit")
-
-    def touched(self, step_seconds: float) -> tuple[float, float, float]:
-        """The limit again with only the multiply-adds that touch the image counted (the zero
-        padding's left out, in the step's FLOPs and in the peak alike): (share of the counted
-        FLOPs, peak GFLOP/s, the step's share of that limit)."""
-        conv_touched = sum(call.flops * call.touched for call in self.calls)
-        large = [call.touched_gflops for call in self.calls if call.flops >= LARGE_FLOPS]
-        peak = max(large) if large else conv_touched / self.conv_seconds / 1e9
-        flops = self.flops - self.conv_flops + conv_touched
-        return flops / self.flops, peak, flops / (peak * 1e9) / step_seconds
 
     def furthest_from_peak(self, count: int = 5) -> list[tuple[float, ConvolutionCall]]:
         """The calls that lose most time against the peak: (seconds lost, call), largest first."""
