@@ -220,7 +220,7 @@ def main(argv=None) -> dict:
                 "touched_of_limit": limit.touched(step_seconds)[2]}
             print(f"  {setting.name}: {limit.describe(step_seconds)}; furthest from the peak:")
             for lost, call in limit.furthest_from_peak():
-                print(f"    {lost:7.3f} s lost  {call.flops / call.seconds / 1e9:5.0f} GFLOP/s  "
+                print(f"    {lost:7.3f} s lost  {call.gflops:5.0f} GFLOP/s  "
                       f"{call.what}")
     profiles = {}
     if config["profile"]:

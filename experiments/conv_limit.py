@@ -132,8 +132,18 @@ class ConvolutionCall:
     touched: float = 1.0  # the share of flops that touch the image (touched_fraction)
 
     @property
-    def touched_gflops(self) -> float:
-        return self.flops * self.touched / self.seconds / 1e9
+    def gflops(self) -> float:
+        return self.flops / self.seconds / 1e9
+
+
+def best_gflops(calls, touched_only: bool = False) -> float:
+    """The best throughput of a large call (the average of all where none is large), counting all
+    multiply-adds or only those that touch the image."""
+    def flops(call: ConvolutionCall) -> float:
+        return call.flops * call.touched if touched_only else call.flops
+    large = [flops(call) / call.seconds for call in calls if call.flops >= LARGE_FLOPS]
+    best = max(large) if large else sum(map(flops, calls)) / sum(call.seconds for call in calls)
+    return best / 1e9
 
 
 def describe_call(func, args) -> str:
@@ -178,8 +188,7 @@ class Limit:
         padding's left out, in the step's FLOPs and in the peak alike): (share of the counted
         FLOPs, peak GFLOP/s, the step's share of that limit)."""
         conv_touched = sum(call.flops * call.touched for call in self.calls)
-        large = [call.touched_gflops for call in self.calls if call.flops >= LARGE_FLOPS]
-        peak = max(large) if large else conv_touched / self.conv_seconds / 1e9
+        peak = best_gflops(self.calls, touched_only=True)
         flops = self.flops - self.conv_flops + conv_touched
         return flops / self.flops, peak, flops / (peak * 1e9) / step_seconds
 
@@ -216,6 +225,4 @@ def measure(run, device) -> Limit:
                              touched_fraction(func, args))
              for func, args in recorder.calls]
     conv_flops, conv_seconds = sum(c.flops for c in calls), sum(c.seconds for c in calls)
-    large = [c.flops / c.seconds / 1e9 for c in calls if c.flops >= LARGE_FLOPS]
-    peak = max(large) if large else conv_flops / conv_seconds / 1e9
-    return Limit(flops, conv_flops, conv_seconds, peak, tuple(calls))
+    return Limit(flops, conv_flops, conv_seconds, best_gflops(calls), tuple(calls))

@@ -14,6 +14,13 @@ def conv_step(x, w):
     out.square().sum().backward()
 
 
+def recorded_calls(run):
+    recorder = conv_limit.ConvolutionRecorder()
+    with recorder:
+        run()
+    return recorder.calls
+
+
 def test_a_convolution_counts_two_operations_per_multiply_add():
     x, w = torch.randn(2, 3, 8, 8), torch.randn(5, 3, 3, 3)
     limit = conv_limit.measure(lambda: F.conv2d(x, w, padding=1), torch.device("cpu"))
@@ -23,16 +30,13 @@ def test_a_convolution_counts_two_operations_per_multiply_add():
 def test_forward_and_backward_convolutions_are_recorded_with_their_layout():
     x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
     w = torch.randn(5, 3, 3, 3, requires_grad=True)
-    recorder = conv_limit.ConvolutionRecorder()
-    with recorder:
-        conv_step(x, w)
-    names = [func.__name__ for func, _ in recorder.calls]
+    calls = recorded_calls(lambda: conv_step(x, w))
+    names = [func.__name__ for func, _ in calls]
     assert names == ["convolution.default", "convolution_backward.default"]
-    forward_input = recorder.calls[0][1][0]
+    forward_input = calls[0][1][0]
     assert forward_input.shape == (2, 3, 8, 8) and forward_input.stride == x.stride()
     # The backward of input and weight costs twice the forward: 2 x (2 per multiply-add).
-    flops = [conv_limit.replay(func, args, torch.device("cpu"))[0]
-             for func, args in recorder.calls]
+    flops = [conv_limit.replay(func, args, torch.device("cpu"))[0] for func, args in calls]
     assert flops[1] == 2 * flops[0]
 
 
@@ -47,13 +51,6 @@ def test_the_limit_is_the_counted_operations_at_the_best_measured_speed():
     assert "x[4, 16, 16, 16] w[16, 16, 3, 3] stride [1, 1] NCHW float32" in limit.calls[0].what
     lost = [seconds for seconds, _ in limit.furthest_from_peak()]
     assert lost == sorted(lost, reverse=True) and len(lost) == 2
-
-
-def recorded_calls(run):
-    recorder = conv_limit.ConvolutionRecorder()
-    with recorder:
-        run()
-    return recorder.calls
 
 
 @pytest.mark.parametrize("op, size, touched", [
