@@ -10,6 +10,8 @@ layout, best of a few runs. From that:
                     machine's conv limit, as a vendor's peak but measured, in the step's precision);
   - limit seconds:  the step's counted FLOPs at that peak.
 A step at `limit seconds / step seconds` = 100 % would run every operation at the best conv speed.
+Issue 27 set its target against a gentler limit, "this CPU's measured 3x3-conv throughput": the
+same is reported at the throughput of the step's largest 3x3 stride-1 forward convolution alone.
 The same is reported counting only the multiply-adds that touch the image (touched_fraction): the
 counter also counts the taps over the zero padding, which the kernels skip.
 On a CPU at one thread the times are this process's CPU time (compare them with the step's CPU
@@ -124,12 +126,22 @@ def touched_fraction(func, args) -> float:
     return touched.sum().item() / (pixels * kernel.numel())
 
 
+def is_plain_3x3_forward(func, args) -> bool:
+    """A forward 3x3 convolution at stride 1, not transposed, not grouped: the shape whose
+    throughput issue 27 took for the machine's conv limit."""
+    if func is not CONVOLUTIONS[0]:
+        return False
+    w, stride, transposed, groups = args[1], args[3], args[6], args[8]
+    return tuple(w.shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and not transposed and groups == 1
+
+
 @dataclass(frozen=True)
 class ConvolutionCall:
     what: str             # forward or backward, the input's and the weight's shapes, the layout
     flops: int
     seconds: float        # replayed alone
     touched: float = 1.0  # the share of flops that touch the image (touched_fraction)
+    plain_3x3: bool = False  # a forward 3x3 stride-1 convolution (is_plain_3x3_forward)
 
     @property
     def gflops(self) -> float:
@@ -183,6 +195,14 @@ class Limit:
         room = 1 / share - rest / self.limit_seconds
         return 1 / room if room > 0 else float("inf")
 
+    @property
+    def conv3x3_gflops(self) -> float | None:
+        """Issue 27's measure of the machine: the throughput of the step's largest (most FLOPs)
+        3x3 stride-1 forward convolution alone; None if the step has none. A typical call, not the
+        best: gentler than the peak, which is the best of all calls and passes."""
+        plain = [call for call in self.calls if call.plain_3x3]
+        return max(plain, key=lambda call: call.flops).gflops if plain else None
+
     def touched(self, step_seconds: float) -> tuple[float, float, float]:
         """The limit again with only the multiply-adds that touch the image counted (the zero
         padding's left out, in the step's FLOPs and in the peak alike): (share of the counted
@@ -200,7 +220,15 @@ class Limit:
                 f"{self.peak_gflops:.0f} GFLOP/s: limit {self.limit_seconds:.3f} s/itr, the step "
                 f"at {self.limit_seconds / step_seconds:.0%} of it; 80 % of it would need the "
                 f"convolutions at {self.conv_speed_needed(step_seconds):.0%} of the peak (they "
-                f"run at {self.conv_speed:.0%}){self._describe_touched(step_seconds)}")
+                f"run at {self.conv_speed:.0%}){self._describe_touched(step_seconds)}"
+                f"{self._describe_3x3(step_seconds)}")
+
+    def _describe_3x3(self, step_seconds: float) -> str:
+        gflops = self.conv3x3_gflops
+        if gflops is None:
+            return ""
+        return (f"; at its largest 3x3 convolution's throughput alone ({gflops:.0f} GFLOP/s, "
+                f"issue 27's limit) the step at {self.flops / (gflops * 1e9) / step_seconds:.0%}")
 
     def _describe_touched(self, step_seconds: float) -> str:
         if not self.calls:
@@ -222,7 +250,7 @@ def measure(run, device) -> Limit:
         run()
     flops = counter.get_total_flops()
     calls = [ConvolutionCall(describe_call(func, args), *replay(func, args, device),
-                             touched_fraction(func, args))
+                             touched_fraction(func, args), is_plain_3x3_forward(func, args))
              for func, args in recorder.calls]
     conv_flops, conv_seconds = sum(c.flops for c in calls), sum(c.seconds for c in calls)
     return Limit(flops, conv_flops, conv_seconds, best_gflops(calls), tuple(calls))

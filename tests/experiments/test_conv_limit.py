@@ -84,6 +84,33 @@ def test_counting_only_touched_taps_lowers_the_flops_and_the_peak_alike():
     assert of_limit == pytest.approx(1.75e9 / 90e9 / 0.05)
 
 
+def test_only_forward_3x3_stride_1_convolutions_count_as_plain_3x3():
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    w3, w1 = torch.randn(4, 4, 3, 3, requires_grad=True), torch.randn(4, 4, 1, 1, requires_grad=True)
+
+    def step():
+        out = (F.conv2d(x, w3, padding=1).sum() + F.conv2d(x, w3, stride=2).sum()
+               + F.conv2d(x, w1).sum() + F.conv_transpose2d(x, w3, padding=1).sum()
+               + F.conv2d(x, w3[:, :2], padding=1, groups=2).sum())
+        out.backward()
+    calls = recorded_calls(step)
+    plain = [conv_limit.is_plain_3x3_forward(func, args) for func, args in calls]
+    assert len(calls) == 10 and plain == [True] + [False] * 9  # 5 forwards, then 5 backwards
+
+
+def test_issue_27s_limit_is_the_largest_plain_3x3_call_not_the_fastest():
+    # Literal calls: the small 3x3 forward is the fastest, the large one sets the limit; the
+    # strided call, faster still, is no plain 3x3.
+    calls = (conv_limit.ConvolutionCall("small 3x3", 10 ** 8, 1e-3, plain_3x3=True),
+             conv_limit.ConvolutionCall("large 3x3", 10 ** 9, 1 / 80, plain_3x3=True),
+             conv_limit.ConvolutionCall("strided", 10 ** 9, 1 / 120))
+    limit = conv_limit.Limit(flops=2.1 * 10 ** 9, conv_flops=2.1 * 10 ** 9, conv_seconds=0.0223,
+                             peak_gflops=120.0, calls=calls)
+    assert limit.conv3x3_gflops == pytest.approx(80.0)
+    assert "(80 GFLOP/s, issue 27's limit) the step at 88%" in limit.describe(step_seconds=0.03)
+    assert conv_limit.Limit(1, 1, 1.0, 1.0, calls=calls[2:]).conv3x3_gflops is None
+
+
 @pytest.mark.parametrize("step_seconds", [12.5, 14.0, 20.0])
 def test_the_convolution_speed_that_80_percent_needs_gives_80_percent(step_seconds):
     # 1 TFLOP at a 100 GFLOP/s peak: a 10 s limit; the convolutions alone take 12 s (83 % of the
@@ -106,7 +133,8 @@ def test_bench_reports_each_configuration_against_the_limit(capsys):
     assert all(limit["conv_speed_needed_for_80"] > 0 for limit in result["limits"].values())
     out = capsys.readouterr().out
     assert "TFLOP/itr" in out and "of it" in out and "would need the convolutions at" in out
-    assert "touch the image" in out
+    assert "touch the image" in out and "issue 27's limit" in out
+    assert all(limit["of_3x3_limit"] > 0 for limit in result["limits"].values())
 
 
 @pytest.mark.parametrize("threads, clock", [(1, "process_time"), (2, "perf_counter")])
