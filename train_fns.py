@@ -20,6 +20,7 @@ import acceleration
 import BigGAN
 import checkpoints
 import DiffAugment
+import layers
 import losses
 import run_folder
 import sampling
@@ -99,16 +100,18 @@ class Ema:
 
 
 def ortho_(model: nn.Module, strength: float, blacklist: tuple = ()) -> None:
-    """BigGAN's modified orthogonal regularization, added to the gradients in place."""
+    """BigGAN's modified orthogonal regularization, added to the gradients in place: strength
+    times the gradient of 1/2 ||W W^T (1 - I)||^2, W the weight as a matrix of its output rows."""
     with torch.no_grad():
         for param in model.parameters():
             if param.grad is None or param.ndim < 2 or any(param is b for b in blacklist):
                 continue
-            # reshape: a channels_last weight cannot be viewed so
-            w = param.reshape(param.shape[0], -1)
+            # Both matrices are views in the weight's memory order (a channels_last kernel's
+            # columns permuted alike), so no kernel is copied into a matrix and back.
+            w, update = layers.weight_matrix(param), torch.empty_like(param)
             off_diagonal = 1.0 - torch.eye(w.shape[0], device=w.device)
-            param.grad += strength * (
-                2 * torch.mm(torch.mm(w, w.t()) * off_diagonal, w)).reshape(param.shape)
+            torch.mm(torch.mm(w, w.t()) * off_diagonal, w, out=layers.weight_matrix(update))
+            param.grad += strength * (2 * update)
 
 
 def average_gradients(model: nn.Module) -> None:

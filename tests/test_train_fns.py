@@ -3,7 +3,8 @@ by iteration, for both stages (tests/fixtures/cgantransfer/c32_small_steps: the 
 from the c32_small transfer fixture on recorded noise and real batches), on any CPU and thread
 count: BN exactly, FT up to the rounding noise that Adam amplifies
 (violations_beyond_rounding_noise). And when --patience stops a run: the evaluations without
-improvement, each counted once, anew for a new stage."""
+improvement, each counted once, anew for a new stage. And BigGAN's orthogonal regularization: the
+gradient of its penalty, by autograd, added to the weights it may touch, in any memory format."""
 import dataclasses
 import math
 
@@ -274,3 +275,44 @@ def test_patience_counts_the_evaluations_since_the_best_each_once_and_anew_for_a
     assert not train_fns.out_of_patience(old, config)
     assert not evaluated(old, 6, 5.0, config) and evaluated(old, 7, 5.0, config)
     assert "an iteration before the count" in train_fns.why_stopped(old, config)
+
+
+def ortho_penalty_gradient(weight: torch.Tensor, strength: float) -> torch.Tensor:
+    """BigGAN's modified orthogonal regularization as a loss, strength * 1/2 ||W W^T (1 - I)||^2
+    over the weight as a matrix of its output rows, differentiated by autograd."""
+    w = weight.detach().double().reshape(weight.shape[0], -1).requires_grad_()
+    gram = w @ w.t() * (1 - torch.eye(w.shape[0], dtype=torch.float64))
+    (strength * 0.5 * gram.square().sum()).backward()
+    return w.grad.reshape(weight.shape)
+
+
+def test_ortho_adds_the_gradient_of_the_off_diagonal_penalty_to_every_weight_it_may_touch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3), torch.nn.Linear(4, 6),
+                                torch.nn.Linear(6, 2)).double()
+    skipped, frozen = model[2].weight, model[1].bias  # blacklisted; a 1-D parameter
+    for param in model.parameters():
+        param.grad = torch.randn_like(param)
+    model[1].weight.grad = None  # no gradient: nothing to add to
+    before = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    train_fns.ortho_(model, strength=1e-2, blacklist=(skipped,))
+    added = {name: p.grad - before[name] for name, p in model.named_parameters()
+             if p.grad is not None}
+    assert torch.allclose(added["0.weight"], ortho_penalty_gradient(model[0].weight, 1e-2),
+                          rtol=1e-9, atol=0)  # the added part of a gradient near 1
+    assert model[1].weight.grad is None
+    assert not added["2.weight"].any() and not added["1.bias"].any() and frozen.grad is not None
+
+
+def test_ortho_of_a_channels_last_kernel_equals_the_contiguous_ones_and_keeps_its_layout():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3)
+    last = torch.nn.Conv2d(4, 6, 3).to(memory_format=torch.channels_last)
+    last.load_state_dict(conv.state_dict())
+    for model in (conv, last):
+        model.weight.grad = torch.zeros_like(model.weight)
+        train_fns.ortho_(model, strength=1e-2, blacklist=(model.bias,))
+    assert last.weight.grad.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(last.weight.grad, conv.weight.grad, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(conv.weight.grad.double(), ortho_penalty_gradient(conv.weight, 1e-2),
+                          rtol=1e-5, atol=1e-7)
