@@ -219,8 +219,7 @@ def main(argv=None) -> dict:
                 "conv_speed_needed_for_80": limit.conv_speed_needed(step_seconds),
                 "touched_of_limit": limit.touched(step_seconds)[2],
                 "conv3x3_GFLOPs": limit.conv3x3_gflops,
-                "of_3x3_limit": (limit.flops / (limit.conv3x3_gflops * 1e9) / step_seconds
-                                 if limit.conv3x3_gflops else None)}
+                "of_3x3_limit": limit.conv3x3_share(step_seconds)}
             print(f"  {setting.name}: {limit.describe(step_seconds)}; furthest from the peak:")
             for lost, call in limit.furthest_from_peak():
                 print(f"    {lost:7.3f} s lost  {call.gflops:5.0f} GFLOP/s  "

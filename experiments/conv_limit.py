@@ -132,7 +132,8 @@ def is_plain_3x3_forward(func, args) -> bool:
     if func is not CONVOLUTIONS[0]:
         return False
     w, stride, transposed, groups = args[1], args[3], args[6], args[8]
-    return tuple(w.shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and not transposed and groups == 1
+    return (tuple(w.shape[2:]) == (3, 3) and tuple(stride) == (1, 1) and not transposed
+            and groups == 1)
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,11 @@ class Limit:
         plain = [call for call in self.calls if call.plain_3x3]
         return max(plain, key=lambda call: call.flops).gflops if plain else None
 
+    def conv3x3_share(self, step_seconds: float) -> float | None:
+        """The step's share of issue 27's limit: its counted FLOPs at conv3x3_gflops."""
+        gflops = self.conv3x3_gflops
+        return None if gflops is None else self.flops / (gflops * 1e9) / step_seconds
+
     def touched(self, step_seconds: float) -> tuple[float, float, float]:
         """The limit again with only the multiply-adds that touch the image counted (the zero
         padding's left out, in the step's FLOPs and in the peak alike): (share of the counted
@@ -224,11 +230,10 @@ class Limit:
                 f"{self._describe_3x3(step_seconds)}")
 
     def _describe_3x3(self, step_seconds: float) -> str:
-        gflops = self.conv3x3_gflops
-        if gflops is None:
+        if self.conv3x3_gflops is None:
             return ""
-        return (f"; at its largest 3x3 convolution's throughput alone ({gflops:.0f} GFLOP/s, "
-                f"issue 27's limit) the step at {self.flops / (gflops * 1e9) / step_seconds:.0%}")
+        return (f"; at its largest 3x3 convolution's throughput alone ({self.conv3x3_gflops:.0f} "
+                f"GFLOP/s, issue 27's limit) the step at {self.conv3x3_share(step_seconds):.0%}")
 
     def _describe_touched(self, step_seconds: float) -> str:
         if not self.calls:

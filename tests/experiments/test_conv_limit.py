@@ -86,7 +86,8 @@ def test_counting_only_touched_taps_lowers_the_flops_and_the_peak_alike():
 
 def test_only_forward_3x3_stride_1_convolutions_count_as_plain_3x3():
     x = torch.randn(2, 4, 8, 8, requires_grad=True)
-    w3, w1 = torch.randn(4, 4, 3, 3, requires_grad=True), torch.randn(4, 4, 1, 1, requires_grad=True)
+    w3 = torch.randn(4, 4, 3, 3, requires_grad=True)
+    w1 = torch.randn(4, 4, 1, 1, requires_grad=True)
 
     def step():
         out = (F.conv2d(x, w3, padding=1).sum() + F.conv2d(x, w3, stride=2).sum()
@@ -107,6 +108,7 @@ def test_issue_27s_limit_is_the_largest_plain_3x3_call_not_the_fastest():
     limit = conv_limit.Limit(flops=2.1 * 10 ** 9, conv_flops=2.1 * 10 ** 9, conv_seconds=0.0223,
                              peak_gflops=120.0, calls=calls)
     assert limit.conv3x3_gflops == pytest.approx(80.0)
+    assert limit.conv3x3_share(step_seconds=0.03) == pytest.approx(2.1e9 / 80e9 / 0.03)
     assert "(80 GFLOP/s, issue 27's limit) the step at 88%" in limit.describe(step_seconds=0.03)
     assert conv_limit.Limit(1, 1, 1.0, 1.0, calls=calls[2:]).conv3x3_gflops is None
 
