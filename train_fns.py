@@ -20,7 +20,6 @@ import acceleration
 import BigGAN
 import checkpoints
 import DiffAugment
-import layers
 import losses
 import run_folder
 import sampling
@@ -106,12 +105,11 @@ def ortho_(model: nn.Module, strength: float, blacklist: tuple = ()) -> None:
         for param in model.parameters():
             if param.grad is None or param.ndim < 2 or any(param is b for b in blacklist):
                 continue
-            # Both matrices are views in the weight's memory order (a channels_last kernel's
-            # columns permuted alike), so no kernel is copied into a matrix and back.
-            w, update = layers.weight_matrix(param), torch.empty_like(param)
+            # reshape: a channels_last weight cannot be viewed so; its copy works in any layout
+            w = param.reshape(param.shape[0], -1)
             off_diagonal = 1.0 - torch.eye(w.shape[0], device=w.device)
-            torch.mm(torch.mm(w, w.t()) * off_diagonal, w, out=layers.weight_matrix(update))
-            param.grad += strength * (2 * update)
+            param.grad += strength * (
+                2 * torch.mm(torch.mm(w, w.t()) * off_diagonal, w)).reshape(param.shape)
 
 
 def average_gradients(model: nn.Module) -> None:
