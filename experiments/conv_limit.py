@@ -10,10 +10,10 @@ layout, best of a few runs. From that:
                     machine's conv limit, as a vendor's peak but measured, in the step's precision);
   - limit seconds:  the step's counted FLOPs at that peak.
 A step at `limit seconds / step seconds` = 100 % would run every operation at the best conv speed.
-Issue 27 set its target against a gentler limit, "this CPU's measured 3x3-conv throughput": the
-same is reported at the throughput of the step's largest 3x3 stride-1 forward convolution alone.
 The same is reported counting only the multiply-adds that touch the image (touched_fraction): the
-counter also counts the taps over the zero padding, which the kernels skip.
+counter also counts the taps over the zero padding, which the kernels skip. Issue 27 set its target
+against a gentler limit, "this CPU's measured 3x3-conv throughput": the step's share is also given
+at the throughput of its largest 3x3 stride-1 forward convolution alone.
 On a CPU at one thread the times are this process's CPU time (compare them with the step's CPU
 time); at more threads, and on a GPU, wall time (run it on a quiet machine).
 """
